@@ -1,0 +1,89 @@
+"""Safe checkpoint files: written atomically, read with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cbhlib.errors import CheckpointError
+
+STRIP_PREFIXES = ("encoder.", "module.")
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: code hidden in a pickle never runs.
+
+    Raises:
+        CheckpointError: missing, truncated, not a torch file, or holding objects
+            other than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain "
+            f"containers, which could run code on load (weights_only=True); {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint; found {type(obj).__name__}")
+    return obj
+
+
+def strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop an ``encoder.`` (or ``module.``) prefix shared by every key."""
+    for prefix in STRIP_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: object,
+               optional_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state dict, naming the file and the mismatch on failure.
+
+    Keys starting with one of ``optional_prefixes`` may be absent (e.g. an MAE decoder
+    when only the encoder was saved).
+    """
+    state = strip_prefix(dict(state))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(optional_prefixes)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model architecture: " + "; ".join(parts))
+    model.load_state_dict(state, strict=False)

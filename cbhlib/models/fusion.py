@@ -1,0 +1,244 @@
+"""Fusion heads over cached image embeddings and physical features, batched over models.
+
+``M`` independent models (one per fold x seed) live in one module: every weight has a
+leading model axis and each forward pass runs all of them with batched matmuls, so
+cross-validation of small heads costs about one model's wall time. Each model owns a
+random generator for its initialisation and dropout, so its result does not depend on
+which other models share the batch (a resumed run reproduces an uninterrupted one).
+
+Modes:
+    image_only     head(image embedding)
+    physical_only  head(physical encoder(features))
+    concat         head([image embedding, physical encoder(features)])
+    attention      a query from the image attends over one token per physical variable
+                   and one token per image region; head([query, attended]). The
+                   weights vary per sample and are returned for plotting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("image_only", "physical_only", "concat", "attention")
+IMAGE_MODES = ("image_only", "concat", "attention")
+PHYSICAL_MODES = ("physical_only", "concat", "attention")
+
+
+@dataclass
+class FusionConfig:
+    """Head architecture (the seed's sizes by default)."""
+
+    mode: str = "concat"  # one of MODES
+    phys_hidden: tuple[int, int] = (128, 64)  # physical encoder: K -> 128 -> 64
+    phys_dropout: float = 0.1  # dropout in the physical encoder
+    head_hidden: tuple[int, int] = (256, 128)  # regression head: in -> 256 -> 128 -> 1
+    head_dropout: float = 0.2  # dropout in the head
+    attn_dim: int = 64  # attention token width
+    attn_heads: int = 4  # attention heads
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class BLinear(nn.Module):
+    """M independent linear layers: x [M, B, in] -> [M, B, out]."""
+
+    def __init__(self, n_models: int, d_in: int, d_out: int, gens: list[torch.Generator]) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default (kaiming_uniform a=sqrt(5))
+        w = torch.stack([(torch.rand(d_in, d_out, generator=g) * 2 - 1) * bound for g in gens])
+        b = torch.stack([(torch.rand(1, d_out, generator=g) * 2 - 1) * bound for g in gens])
+        self.weight = nn.Parameter(w)  # [M, in, out]
+        self.bias = nn.Parameter(b)  # [M, 1, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class ModelDropout(nn.Module):
+    """Dropout whose masks come from each model's own generator, drawn once per epoch.
+
+    ``FusionHeads.begin_epoch`` draws, for every model still training, the masks of all
+    its steps of the epoch in one call; inactive models draw nothing, so a model's
+    random stream depends only on its own steps (not on which models share the batch).
+    """
+
+    def __init__(self, p: float, dim: int) -> None:
+        super().__init__()
+        self.p, self.dim = p, dim
+        self.masks: torch.Tensor | None = None  # [steps, M, B, dim]
+        self.step = 0
+
+    def draw(self, gens: list[torch.Generator], n_steps: list[int], batch: int) -> None:
+        """Masks for one epoch: model m gets n_steps[m] masks (0 = not training)."""
+        total = max(n_steps) if n_steps else 0
+        masks = torch.ones(total, len(gens), batch, self.dim)
+        if self.p > 0:
+            for m, (g, n) in enumerate(zip(gens, n_steps)):
+                if n:
+                    masks[:n, m] = (torch.rand(n, batch, self.dim, generator=g) >= self.p).float() / (1 - self.p)
+        self.masks = masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.masks is None:
+            return x
+        return x * self.masks[self.step, :, : x.shape[1]]
+
+
+def _mlp(M: int, dims: list[int], p: float, gens: list[torch.Generator], last_act: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(BLinear(M, a, b, gens))
+        if i < len(dims) - 2 or last_act:
+            layers += [nn.ReLU(), ModelDropout(p, b)]
+    return nn.Sequential(*layers)
+
+
+class FusionHeads(nn.Module):
+    """M fusion models of one mode.
+
+    Args:
+        cfg: architecture and mode.
+        n_models: M.
+        img_dim: D of the image embedding (0 for physical_only).
+        n_phys: K physical features (0 for image_only).
+        seeds: one integer per model; drives its initialisation and dropout.
+    """
+
+    def __init__(self, cfg: FusionConfig, n_models: int, img_dim: int, n_phys: int, seeds: list[int]) -> None:
+        super().__init__()
+        if cfg.mode not in MODES:
+            raise ValueError(f"unknown mode '{cfg.mode}'; choose from {', '.join(MODES)}")
+        if len(seeds) != n_models:
+            raise ValueError("one seed per model is required")
+        self.cfg, self.M, self.img_dim, self.n_phys = cfg, n_models, img_dim, n_phys
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        M, g, mode = n_models, self.gens, cfg.mode
+        if mode in PHYSICAL_MODES and n_phys < 1:
+            raise ValueError(f"mode '{mode}' needs at least one physical feature")
+        if mode in IMAGE_MODES and img_dim < 1:
+            raise ValueError(f"mode '{mode}' needs image embeddings")
+        d_in = 0
+        if mode in ("physical_only", "concat"):
+            self.phys = _mlp(M, [n_phys, *cfg.phys_hidden], cfg.phys_dropout, g, last_act=True)
+            d_in += cfg.phys_hidden[-1]
+        if mode in ("image_only", "concat"):
+            d_in += img_dim
+        if mode == "attention":
+            d = cfg.attn_dim
+            if d % cfg.attn_heads:
+                raise ValueError("attn_dim must be divisible by attn_heads")
+            self.tok_w = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.5 for gi in g]))
+            self.tok_b = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.1 for gi in g]))
+            self.region_proj = BLinear(M, img_dim, d, g)
+            self.query = BLinear(M, img_dim, d, g)
+            self.key = BLinear(M, d, d, g)
+            self.value = BLinear(M, d, d, g)
+            self.out = BLinear(M, d, d, g)
+            d_in = 2 * d
+        self.head = _mlp(M, [d_in, *cfg.head_hidden, 1], cfg.head_dropout, g, last_act=False)
+
+    def begin_epoch(self, n_steps: list[int], batch: int) -> None:
+        """Draw this epoch's dropout masks; ``n_steps[m]`` steps for model m (0 = idle)."""
+        for mod in self.modules():
+            if isinstance(mod, ModelDropout):
+                mod.draw(self.gens, n_steps, batch)
+
+    def set_step(self, step: int) -> None:
+        """Select the dropout masks of training step ``step`` of the epoch."""
+        for mod in self.modules():
+            if isinstance(mod, ModelDropout):
+                mod.step = step
+
+    def forward(self, img: torch.Tensor | None = None, regions: torch.Tensor | None = None,
+                phys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predict (standardised) CBH.
+
+        Args:
+            img: [M, B, D] image embeddings.
+            regions: [M, B, R, D] region tokens (attention mode).
+            phys: [M, B, K] scaled physical features.
+        Returns:
+            pred [M, B]; attention weights [M, B, K + R] (averaged over heads) or None.
+        """
+        mode = self.cfg.mode
+        if mode == "image_only":
+            return self.head(img).squeeze(-1), None
+        if mode == "physical_only":
+            return self.head(self.phys(phys)).squeeze(-1), None
+        if mode == "concat":
+            return self.head(torch.cat([img, self.phys(phys)], dim=-1)).squeeze(-1), None
+        return self._attend(img, regions, phys)
+
+    def _attend(self, img: torch.Tensor, regions: torch.Tensor | None, phys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        M, B, _ = img.shape
+        d, h = self.cfg.attn_dim, self.cfg.attn_heads
+        tokens = phys.unsqueeze(-1) * self.tok_w[:, None] + self.tok_b[:, None]  # [M, B, K, d]
+        if regions is not None and regions.shape[2] > 0:
+            R = regions.shape[2]
+            reg = self.region_proj(regions.reshape(M, B * R, -1)).reshape(M, B, R, d)
+            tokens = torch.cat([tokens, reg], dim=2)  # [M, B, T, d]
+        T = tokens.shape[2]
+        tokens = F.layer_norm(tokens, (d,))
+        q = self.query(img)  # [M, B, d]
+        k = self.key(tokens.reshape(M, B * T, d)).reshape(M, B, T, h, d // h)
+        v = self.value(tokens.reshape(M, B * T, d)).reshape(M, B, T, h, d // h)
+        qh = q.reshape(M, B, h, d // h)
+        scores = torch.einsum("mbhe,mbthe->mbht", qh, k) / math.sqrt(d // h)
+        weights = scores.softmax(dim=-1)  # [M, B, h, T]
+        att = torch.einsum("mbht,mbthe->mbhe", weights, v).reshape(M, B, d)
+        fused = torch.cat([q, self.out(att)], dim=-1)
+        return self.head(fused).squeeze(-1), weights.mean(dim=2)
+
+    def slice_state(self, m: int) -> dict[str, torch.Tensor]:
+        """State dict of model ``m`` alone (leading axis of size 1): loads into M=1 heads."""
+        return {k: v[m : m + 1].detach().clone() for k, v in self.state_dict().items()}
+
+
+class BatchedAdamW:
+    """AdamW over parameters with a leading model axis, stepping only active models.
+
+    Elementwise like torch's AdamW with a step count per model, so a model that has
+    finished its epoch or stopped early is left exactly as it is. The parameters are
+    re-seated as views of one flat buffer so a step is a dozen vector operations.
+    """
+
+    def __init__(self, params: list[nn.Parameter], n_models: int, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.wd, self.b1, self.b2, self.eps = lr, weight_decay, betas[0], betas[1], eps
+        self.M = n_models
+        sizes = [p.numel() // n_models for p in self.params]
+        self.flat = torch.cat([p.detach().reshape(n_models, -1) for p in self.params], dim=1)  # [M, P]
+        off = 0
+        for p, n in zip(self.params, sizes):
+            p.data = self.flat[:, off : off + n].view(p.shape)
+            off += n
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
+        self.t = torch.zeros(n_models, 1)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor, lr: float) -> None:
+        """Update models where ``active`` [M] is True."""
+        a = active.to(torch.float32)[:, None]  # [M, 1]
+        self.t += a
+        t = self.t.clamp_min(1)
+        bc1, bc2 = 1 - self.b1 ** t, 1 - self.b2 ** t
+        g = torch.cat([p.grad.reshape(self.M, -1) if p.grad is not None
+                       else torch.zeros(self.M, p.numel() // self.M) for p in self.params], dim=1)
+        self.m.lerp_(g, a * (1 - self.b1))
+        self.v.lerp_(g.mul_(g), a * (1 - self.b2))
+        upd = self.v.div(bc2).sqrt_().add_(self.eps)
+        upd = torch.div(self.m, upd).div_(bc1)
+        upd.add_(self.flat, alpha=self.wd)
+        self.flat.sub_(upd.mul_(a * lr))
