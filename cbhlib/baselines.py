@@ -107,6 +107,9 @@ def run_baseline(name: str, camp: Campaign, folds: list[Fold], protocol: str, ru
                 out.append(cached)
                 continue
         pred = predict(fold)
+        # validation-side predictions for conformal calibration: refit without the validation samples
+        val_fold = Fold(fold.fold_id, fold.test_flight, fold.train_idx, np.array([], dtype=np.int64), fold.val_idx)
+        val_pred = predict(val_fold)[fold.val_idx] if len(fold.val_idx) else np.array([])
         test = fold.test_idx
         metrics = regression_metrics(y[test], pred[test])
         res = {
@@ -114,6 +117,7 @@ def run_baseline(name: str, camp: Campaign, folds: list[Fold], protocol: str, ru
             "seed": seed, "n_train": int(len(fold.fit_idx)), "n_val": 0, "n_test": int(len(test)),
             **{k: v for k, v in metrics.items() if k != "n"}, "epoch_trained": None,
             "test_idx": test.tolist(), "true": y[test].tolist(), "pred": pred[test].tolist(), "unit_sha": key,
+            "val_idx": fold.val_idx.tolist(), "val_pred": val_pred.tolist(),
         }
         if path is not None:
             write_json(path, res)

@@ -31,7 +31,7 @@ class RunParams:
     run_dir: str = "runs/default"  # folder for reports, checkpoints and logs
     figures_dir: str = "figures/default"  # folder for PNG figures
     mode: str = "concat"  # image_only, physical_only, concat or attention
-    feature_groups: list[str] = field(default_factory=list)  # physical feature groups ([] = all)
+    feature_groups: list[str] = field(default_factory=list)  # physical feature groups; empty list means all groups
     protocols: list[str] = field(default_factory=lambda: ["lofo"])  # lofo, random, within_flight
     seeds: list[int] = field(default_factory=lambda: [0])  # one unit per fold and seed
     val_fraction: float = 0.2  # validation share of training flights (time blocks)
@@ -51,11 +51,11 @@ class RunParams:
     pixel_norm: str = "image"  # image: centre each image (calibration-free) or global
     regions: int = 4  # image regions per side for attention tokens
     pretrain_scope: str = "fold"  # fold: encoder per held-out flight, pretrained without it; all
-    pretrain_epochs: int = 8  # MAE pretraining epochs
+    pretrain_epochs: int = 6  # MAE pretraining epochs
     pretrain_batch_size: int = 64  # images per pretraining step
     pretrain_lr: float = 1e-3  # MAE learning rate
     mask_ratio: float = 0.75  # fraction of masked patches
-    threads: int = 0  # torch CPU threads (0 = default)
+    threads: int = 0  # torch CPU threads; 0 keeps the torch default
     progress: bool = True  # show progress bars
 
     # ---- derived configs

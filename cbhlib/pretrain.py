@@ -189,3 +189,34 @@ def load_encoder(path: str | Path, cfg: EncoderConfig | None = None) -> tuple[Ma
     load_state(model, state, path, optional_prefixes=("decoder", "mask_token"))
     model.eval()
     return model, ckpt
+
+
+@torch.no_grad()
+def reconstruct_examples(camp: Campaign, ckpt_path: str | Path, idx: np.ndarray, mask_ratio: float = 0.75,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, masked inputs and MAE reconstructions of images ``idx`` (channel 0).
+
+    Returns:
+        Three arrays [n, H', W'] in normalised units (H', W' cropped to whole patches).
+    """
+    model, ckpt = load_encoder(ckpt_path)
+    torch.manual_seed(seed)
+    x = torch.from_numpy(normalize(camp.images(idx), float(ckpt["pixel_mean"]), float(ckpt["pixel_std"]),
+                                   ckpt.get("pixel_norm") == "image"))
+    B, C, H, W = x.shape
+    if model.cfg.name == "mae1d":
+        cols = x.permute(0, 3, 1, 2).reshape(B * W, C, H)  # every column
+        _, pred, mask = model(cols, mask_ratio)
+        target = model.patchify(cols)
+        masked = target * (1 - mask[..., None])
+        rec = pred * mask[..., None] + target * (1 - mask[..., None])
+        to_img = lambda p: model.unpatchify(p).reshape(B, W, C, -1).permute(0, 2, 3, 1)  # noqa: E731
+        inp = to_img(target)
+    else:
+        _, pred, mask = model(x, mask_ratio)
+        target = model.patchify(x)
+        masked = target * (1 - mask[..., None])
+        rec = pred * mask[..., None] + target * (1 - mask[..., None])
+        to_img = model.unpatchify
+        inp = to_img(target)
+    return inp[:, 0].numpy(), to_img(masked)[:, 0].numpy(), to_img(rec)[:, 0].numpy()

@@ -111,9 +111,9 @@ def embeddings_for(camp: Campaign, params: RunParams, protocol: str) -> list[Emb
 
 
 def _check_fit(folds: list[Fold], params: RunParams, protocol: str) -> None:
-    smallest = min(len(f.train_idx) for f in folds)
-    if params.batch_size > smallest:
-        raise ParamsError("parameters", "batch_size", f"at most the smallest training set ({smallest} samples "
+    largest = max(len(f.train_idx) for f in folds)
+    if params.batch_size > largest:
+        raise ParamsError("parameters", "batch_size", f"at most the largest training set ({largest} samples "
                           f"under {protocol})", str(params.batch_size))
 
 

@@ -202,7 +202,7 @@ def _era5(cfg: SynthConfig, k: int, st: _FlightState, spec: FlightSpec) -> np.nd
     n, s, w = len(st.h), cfg.shift_strength, cfg.era5_smoothing
     sm = lambda x: _smooth(x, w)  # noqa: E731
     t2m = sm(st.t_sfc) + s * 0.8 * rng.standard_normal() + 0.3 * rng.standard_normal(n)
-    d2m = sm(st.td) - s * (3.5 + 2.0 * rng.standard_normal()) + 0.6 * rng.standard_normal(n)
+    d2m = sm(st.td) - s * (3.5 + 1.2 * rng.standard_normal()) + 0.6 * rng.standard_normal(n)
     lcl = np.maximum((t2m - d2m) / 8.0, 0.0)
     blh = sm(st.blh) * (0.8 + 0.15 * s * rng.standard_normal()) + 0.12 * rng.standard_normal(n)
     blh = np.maximum(blh, 0.05)

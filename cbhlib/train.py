@@ -33,6 +33,9 @@ from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, BatchedAdamW, Fusi
 from cbhlib.reports import read_json, write_json
 
 
+RESULT_VERSION = 2  # bump when the unit result schema changes, so stale units recompute
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings of the fusion heads (from the run's params YAML)."""
@@ -90,7 +93,7 @@ def unit_sha(cfg: TrainConfig, unit: Unit, inputs: TrainInputs) -> str:
     h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
     for arr in (unit.fold.train_idx, unit.fold.val_idx, unit.fold.test_idx):
         h.update(np.asarray(arr, np.int64).tobytes())
-    h.update(f"|{unit.seed}|{unit.emb}|{inputs.key}|{inputs.phys_names}".encode())
+    h.update(f"|{RESULT_VERSION}|{unit.seed}|{unit.emb}|{inputs.key}|{inputs.phys_names}".encode())
     return h.hexdigest()[:16]
 
 
@@ -352,6 +355,8 @@ def _finish(u: Unit, sha: str, m: int, t: dict[str, Any], best_pred: torch.Tenso
         "epoch_trained": int(best_epoch[m]) + 1, "epochs_run": int(epochs_run[m]),
         "best_val_loss": float(best_val[m]),
         "test_idx": test.tolist(), "true": inputs.y[test].astype(float).tolist(), "pred": pred_km[test].tolist(),
+        "val_idx": np.asarray(u.fold.val_idx, int).tolist(),
+        "val_pred": pred_km[np.asarray(u.fold.val_idx, np.int64)].tolist(),
         "unit_sha": sha,
     }
     if best_att[m] is not None:

@@ -172,6 +172,12 @@ class MAE1D(MaskedAutoencoder):
         B, C, _ = x.shape
         return x.reshape(B, C, self.n_tokens, self.cfg.patch).permute(0, 2, 3, 1).reshape(B, self.n_tokens, -1)
 
+    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
+        """[B, L, patch * C] -> [B, C, L * patch] (inverse of patchify)."""
+        B = p.shape[0]
+        C = self.cfg.in_chans
+        return p.reshape(B, self.n_tokens, self.cfg.patch, C).permute(0, 3, 1, 2).reshape(B, C, -1)
+
     def column_indices(self, width: int) -> list[int]:
         """Columns encoded from an image of this width."""
         if self.cfg.columns == "middle":
@@ -220,6 +226,12 @@ class MAE2D(MaskedAutoencoder):
         p = self.cfg.patch
         x = x.reshape(B, C, self.gh, p, self.gw, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(B, self.gh * self.gw, p * p * C)
+
+    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
+        """[B, L, patch * patch * C] -> [B, C, Gh * patch, Gw * patch]."""
+        B, C, q = p.shape[0], self.cfg.in_chans, self.cfg.patch
+        x = p.reshape(B, self.gh, self.gw, q, q, C).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(B, C, self.gh * q, self.gw * q)
 
     def image_tokens(self, img: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> token grid [B, Gh, Gw, D]."""

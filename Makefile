@@ -1,0 +1,58 @@
+# cbh-fusion: `make run` runs the pipeline on the embedded synthetic campaign,
+# `make test` runs the tests. Both create or reuse the local virtual environment .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+TORCH  ?= torch==2.13.0
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-all bench notebooks lab clean clean-runs
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Install torch first, pinned: an unpinned install would pull a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
+	@touch $@
+
+$(VENV)/.notebooks: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[notebooks]"
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.notebooks
+	$(PIP) install -q -e ".[notebooks,dev]"
+	@touch $@
+
+## run: generate (or reuse) the synthetic campaign and execute every notebook into runs/default
+run: $(VENV)/.notebooks
+	$(VENV)/bin/cbh run $(RUN_ARGS)
+
+## test: unit tests + one tiny papermill run per notebook (slow tests excluded)
+test: $(VENV)/.dev
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+## test-all: every test, the slow ones too
+test-all: $(VENV)/.dev
+	$(VENV)/bin/pytest -q -m "" $(PYTEST_ARGS)
+
+## bench: the benchmark suite (prints a table, writes benchmarks/results/*.json)
+bench: $(VENV)/.dev
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+## notebooks: rebuild notebooks/*.ipynb from scripts/build_notebooks.py
+notebooks: $(VENV)/.notebooks
+	$(PY) scripts/build_notebooks.py
+
+## lab: JupyterLab on the notebooks
+lab: $(VENV)/.notebooks
+	$(PIP) install -q -e ".[notebooks,lab]"
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs figures/default
+
+clean: clean-runs
+	rm -rf $(VENV) data *.egg-info
