@@ -118,7 +118,9 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
         pos = {int(j): i for i, j in enumerate(np.sort(idx))}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     steps = cfg.epochs * math.ceil(len(idx) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    warm = max(1, min(steps // 10, 50))  # linear warm-up, then cosine to 0
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(s - warm, steps) / max(1, steps - warm))))
     history: list[float] = []
     log = open(log_path, "a") if log_path else None
     bar = tqdm(range(cfg.epochs), desc=f"pretrain {enc_cfg.name}", disable=not progress)

@@ -101,8 +101,9 @@ class SynthConfig:
     block: int = 64  # images generated and written per block
 
     def sha(self) -> str:
-        """Short hash of every parameter, stored in the file to decide regeneration."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of every parameter and of the generator's code, stored in the file
+        to decide regeneration (a changed generator invalidates cached campaigns)."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode() + Path(__file__).read_bytes()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

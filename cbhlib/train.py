@@ -201,18 +201,34 @@ def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | No
     }
 
 
-def _predict(model: FusionHeads, t: dict[str, Any], N: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Eval-mode predictions for all N samples: [M, N] and attention [M, N, T] or None."""
-    M = model.M
+def _predict(model: FusionHeads, t: dict[str, Any], idx: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eval-mode predictions at idx [M, E]: [M, E] and attention [M, E, T] or None."""
     preds, atts = [], []
     with torch.no_grad():
-        for s in range(0, N, chunk):
-            idx = torch.arange(s, min(N, s + chunk)).expand(M, -1)
-            p, a = model(**_gather(t, idx))
+        for s in range(0, idx.shape[1], chunk):
+            p, a = model(**_gather(t, idx[:, s : s + chunk]))
             preds.append(p)
             if a is not None:
                 atts.append(a)
     return torch.cat(preds, 1), (torch.cat(atts, 1) if atts else None)
+
+
+def _eval_sets(units: list[Unit]) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """Per unit, the samples scored each epoch: validation then test, padded.
+
+    Returns:
+        idx [M, E], validation mask [M, E], n_val and n_test per unit. A unit without
+        validation samples is validated on its training samples (stated in its result).
+    """
+    vals = [np.asarray(u.fold.val_idx if len(u.fold.val_idx) else u.fold.train_idx, np.int64) for u in units]
+    tests = [np.asarray(u.fold.test_idx, np.int64) for u in units]
+    E = max(len(v) + len(te) for v, te in zip(vals, tests))
+    idx = torch.zeros(len(units), E, dtype=torch.long)
+    vmask = torch.zeros(len(units), E)
+    for m, (v, te) in enumerate(zip(vals, tests)):
+        idx[m, : len(v) + len(te)] = torch.from_numpy(np.concatenate([v, te]))
+        vmask[m, : len(v)] = 1.0
+    return idx, vmask, [len(v) for v in vals], [len(te) for te in tests]
 
 
 def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConfig, store: UnitStore,
@@ -229,14 +245,13 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConf
     if min(len(s) for s in train_sets) == 0:
         raise ValueError("a fold has no training samples")
     n_steps = np.array([math.ceil(len(s) / B) for s in train_sets])
-    val_mask = torch.zeros(M, N)
-    for m, u in enumerate(units):
-        val_mask[m, u.fold.val_idx if len(u.fold.val_idx) else u.fold.train_idx] = 1.0
+    eval_idx, val_mask, n_val, n_test = _eval_sets(units)
+    y_eval = t["y"][torch.arange(M)[:, None], eval_idx]
     delta = torch.tensor(cfg.huber_delta_km / t["y_sd"], dtype=torch.float32)[:, None]
 
     best_val = np.full(M, np.inf)
     best_epoch = np.full(M, -1)
-    best_pred = torch.zeros(M, N)
+    best_pred = torch.zeros(M, eval_idx.shape[1])
     best_att: list[torch.Tensor | None] = [None] * M
     best_state: list[dict[str, torch.Tensor]] = [model.slice_state(m) for m in range(M)]
     stopped = np.zeros(M, bool)
@@ -279,13 +294,14 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConf
                 loss_sum += per.detach().numpy() * active
                 loss_n += active
             model.eval()
-            pred_all, att_all = _predict(model, t, N, cfg.eval_chunk)
-            if not torch.isfinite(pred_all[torch.from_numpy(live)]).all():
-                m = int(np.flatnonzero(live & ~torch.isfinite(pred_all).all(1).numpy())[0])
+            pred_all, att_all = _predict(model, t, eval_idx, cfg.eval_chunk)
+            finite = torch.isfinite(pred_all).all(1).numpy()
+            if not finite[live].all():
+                m = int(np.flatnonzero(live & ~finite)[0])
                 raise TrainingDivergedError(
                     f"mode {mode}, fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), "
                     f"seed {units[m].seed}, epoch {epoch + 1}: predictions became non-finite")
-            vl = (huber(pred_all - t["y"], delta) * val_mask).sum(1) / val_mask.sum(1)
+            vl = (huber(pred_all - y_eval, delta) * val_mask).sum(1) / val_mask.sum(1)
             seconds = time.perf_counter() - t0
             for m in np.flatnonzero(live):
                 epochs_run[m] = epoch + 1
@@ -310,7 +326,8 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConf
             for m in np.flatnonzero(stopped):
                 if results[m] is None:
                     results[m] = _finish(units[m], shas[m], m, t, best_pred, best_att, best_state,
-                                         best_epoch, best_val, epochs_run, inputs, fusion, cfg, store)
+                                         best_epoch, best_val, epochs_run, inputs, fusion, cfg, store,
+                                         n_val[m], n_test[m])
             bar.set_postfix(active=int((~stopped).sum()), best_val=f"{np.nanmean(best_val):.4f}")
             if stopped.all():
                 break
@@ -320,18 +337,20 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConf
     for m in range(M):
         if results[m] is None:
             results[m] = _finish(units[m], shas[m], m, t, best_pred, best_att, best_state,
-                                 best_epoch, best_val, epochs_run, inputs, fusion, cfg, store)
+                                 best_epoch, best_val, epochs_run, inputs, fusion, cfg, store, n_val[m], n_test[m])
     return results  # type: ignore[return-value]
 
 
 def _finish(u: Unit, sha: str, m: int, t: dict[str, Any], best_pred: torch.Tensor,
             best_att: list[torch.Tensor | None], best_state: list[dict[str, torch.Tensor]],
             best_epoch: np.ndarray, best_val: np.ndarray, epochs_run: np.ndarray,
-            inputs: TrainInputs, fusion: FusionConfig, cfg: TrainConfig, store: UnitStore) -> dict[str, Any]:
+            inputs: TrainInputs, fusion: FusionConfig, cfg: TrainConfig, store: UnitStore,
+            n_val: int, n_test: int) -> dict[str, Any]:
     """Score unit m on its test samples and write its checkpoint, then its result (last)."""
-    pred_km = best_pred[m].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
+    pred_eval = best_pred[m].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
+    val_pred, test_pred = pred_eval[:n_val], pred_eval[n_val : n_val + n_test]
     test = np.asarray(u.fold.test_idx, np.int64)
-    metrics = regression_metrics(inputs.y[test], pred_km[test])
+    metrics = regression_metrics(inputs.y[test], test_pred)
     ckpt = {
         "model_state_dict": best_state[m],
         "fold_id": u.fold.fold_id,
@@ -354,13 +373,14 @@ def _finish(u: Unit, sha: str, m: int, t: dict[str, Any], best_pred: torch.Tenso
         **{k: v for k, v in metrics.items() if k != "n"},
         "epoch_trained": int(best_epoch[m]) + 1, "epochs_run": int(epochs_run[m]),
         "best_val_loss": float(best_val[m]),
-        "test_idx": test.tolist(), "true": inputs.y[test].astype(float).tolist(), "pred": pred_km[test].tolist(),
+        "test_idx": test.tolist(), "true": inputs.y[test].astype(float).tolist(), "pred": test_pred.tolist(),
         "val_idx": np.asarray(u.fold.val_idx, int).tolist(),
-        "val_pred": pred_km[np.asarray(u.fold.val_idx, np.int64)].tolist(),
+        "val_pred": val_pred.tolist() if len(u.fold.val_idx) else [],
         "unit_sha": sha,
     }
     if best_att[m] is not None:
-        result["attention_mean"] = best_att[m][torch.from_numpy(test)].mean(0).tolist()
-        result["attention_test"] = best_att[m][torch.from_numpy(test)].tolist()
+        att = best_att[m][n_val : n_val + n_test]
+        result["attention_mean"] = att.mean(0).tolist()
+        result["attention_test"] = att.tolist()
     write_json(store.result_path(u), result)
     return result

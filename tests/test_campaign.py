@@ -1,0 +1,187 @@
+"""The campaign file contract: round trip, lazy reading, and one clear error per broken input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cbhlib.campaign import Campaign, CampaignFormatError, validate_campaign, write_campaign
+from cbhlib.cli import main
+from tests.conftest import small_data
+
+
+def test_round_trip(small_file: Path) -> None:
+    camp = Campaign(small_file)
+    data = small_data()
+    assert camp.flight_names == data.flight_names
+    np.testing.assert_allclose(camp.cbh_km, data.cbh_km, rtol=1e-6)
+    np.testing.assert_array_equal(camp.time_utc, data.time_utc)
+    assert camp.image_shape == (1, 4, 4)
+    X, names = camp.feature_matrix()
+    assert X.shape == (15, 2) and names == ["era5/x0", "era5/x1"]
+    assert camp.features["era5"].units == ["K", "K"]
+    imgs = camp.images([3, 1, 3])
+    assert imgs.shape == (3, 1, 4, 4)
+    np.testing.assert_array_equal(imgs[0], imgs[2])
+
+
+def test_feature_count_comes_from_the_file(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path / "k5.h5", small_data(k_features=5))
+    X, names = Campaign(path).feature_matrix()
+    assert X.shape[1] == 5 and len(names) == 5
+
+
+def test_campaign_without_images_is_valid_and_image_reads_refuse_clearly(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path / "noimg.h5", small_data())
+    camp = validate_campaign(path)
+    assert not camp.has_images
+    with pytest.raises(CampaignFormatError, match="no images"):
+        camp.images([0])
+
+
+def test_handle_is_lazy_and_per_process(small_file: Path) -> None:
+    camp = Campaign(small_file)
+    assert camp._h5 is None  # nothing open after construction
+    camp.images([0])
+    assert camp._h5 is not None and camp._pid == os.getpid()
+    clone = pickle.loads(pickle.dumps(camp))  # what a spawned DataLoader worker receives
+    assert clone._h5 is None
+    np.testing.assert_array_equal(clone.images([2]), camp.images([2]))
+    camp._pid = -1  # as if this object had crossed a fork: the next read reopens
+    camp.images([1])
+    assert camp._pid == os.getpid()
+
+
+def test_writer_is_atomic(tmp_path: Path) -> None:
+    data = small_data()
+    data.cbh_km[0] = np.nan  # invalid: the writer validates before renaming
+    with pytest.raises(CampaignFormatError):
+        write_campaign(tmp_path / "bad.h5", data)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- broken inputs, one per case
+
+
+def _copy(src: Path, tmp: Path) -> Path:
+    dst = tmp / "broken.h5"
+    shutil.copy(src, dst)
+    return dst
+
+
+def _edit(path: Path, fn) -> Path:  # noqa: ANN001
+    with h5py.File(path, "a") as f:
+        fn(f)
+    return path
+
+
+def _replace(key: str, value: np.ndarray):  # noqa: ANN202
+    def fn(f: h5py.File) -> None:
+        del f[key]
+        f.create_dataset(key, data=value)
+    return fn
+
+
+def _break(case: str, small_file: Path, tmp: Path) -> Path:
+    n = 15
+    if case == "not_hdf5":
+        p = tmp / "notes.h5"
+        p.write_text("flight,cbh\n1,0.5\n")
+        return p
+    if case == "empty":
+        p = tmp / "empty.h5"
+        p.write_bytes(b"")
+        return p
+    if case == "truncated":
+        p = _copy(small_file, tmp)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 3])
+        return p
+    if case == "missing_file":
+        return tmp / "nope.h5"
+    p = _copy(small_file, tmp)
+    edits = {
+        "bad_format": lambda f: f.attrs.__setitem__("format", "something-else"),
+        "missing_group": lambda f: f.__delitem__("samples"),
+        "missing_dataset": lambda f: f.__delitem__("samples/cbh_km"),
+        "missing_flights": lambda f: f.__delitem__("flights"),
+        "wrong_dtype": _replace("samples/cbh_km", np.array([b"x"] * n)),
+        "wrong_rank": _replace("samples/cbh_km", np.ones((n, 2), np.float32)),
+        "length_mismatch": _replace("samples/sza_deg", np.ones(n - 1, np.float32)),
+        "nan_label": _replace("samples/cbh_km", np.r_[np.nan, np.ones(n - 1)].astype(np.float32)),
+        "inf_label": _replace("samples/cbh_km", np.r_[np.inf, np.ones(n - 1)].astype(np.float32)),
+        "negative_label": _replace("samples/cbh_km", np.r_[-0.3, np.ones(n - 1)].astype(np.float32)),
+        "flight_out_of_range": _replace("samples/flight", np.r_[7, np.zeros(5), np.ones(5), np.full(4, 2)].astype(np.int32)),
+        "unsorted_time": lambda f: f["samples/time_utc"].__setitem__(slice(0, 2), [1.7e9 + 50, 1.7e9 + 10]),
+        "duplicated_sample": lambda f: f["samples/time_utc"].__setitem__(1, f["samples/time_utc"][0]),
+        "time_float32": _replace("samples/time_utc", np.arange(n, dtype=np.float32)),
+        "flight_without_samples": _replace("flights/name", np.array([b"F0", b"F1", b"F2", b"F3"])),
+        "flight_with_one_sample": _replace("samples/flight", np.r_[np.zeros(6), np.ones(8), 2].astype(np.int32)),
+        "all_nan_feature": lambda f: f["features/era5/values"].__setitem__((slice(None), 1), np.nan),
+        "inf_feature": lambda f: f["features/era5/values"].__setitem__((0, 0), np.inf),
+        "feature_names_mismatch": _replace("features/era5/names", np.array([b"only_one"])),
+        "images_wrong_rank": _replace("images", np.ones((n, 4, 4), np.float32)),
+        "images_wrong_dtype": _replace("images", np.ones((n, 1, 4, 4), np.float64)),
+        "images_length_mismatch": _replace("images", np.ones((n + 2, 1, 4, 4), np.float32)),
+        "nan_pixels": lambda f: f["images"].__setitem__((4, 0, 1, 1), np.nan),
+        "constant_images": lambda f: f["images"].__setitem__(slice(None), 280.0),
+        "sza_out_of_range": lambda f: f["samples/sza_deg"].__setitem__(0, 120.0),
+    }
+    return _edit(p, edits[case])
+
+
+CASES = {
+    # case: (path inside the file named in the message, a phrase of what was found)
+    "not_hdf5": ("(file)", "first bytes"),
+    "empty": ("(file)", "empty file"),
+    "truncated": ("(file)", "truncated"),
+    "missing_file": ("(file)", "no such file"),
+    "bad_format": ("attrs/format", "something-else"),
+    "missing_group": ("samples/cbh_km", "no group 'samples'"),
+    "missing_dataset": ("samples/cbh_km", "missing"),
+    "missing_flights": ("flights/name", "missing"),
+    "wrong_dtype": ("samples/cbh_km", "dtype"),
+    "wrong_rank": ("samples/cbh_km", "rank 2"),
+    "length_mismatch": ("samples/sza_deg", "length 14"),
+    "nan_label": ("samples/cbh_km", "non-finite"),
+    "inf_label": ("samples/cbh_km", "non-finite"),
+    "negative_label": ("samples/cbh_km", "-0.3"),
+    "flight_out_of_range": ("samples/flight", "out of range"),
+    "unsorted_time": ("samples/time_utc", "going backwards"),
+    "duplicated_sample": ("samples/time_utc", "duplicated"),
+    "time_float32": ("samples/time_utc", "float32"),
+    "flight_without_samples": ("samples/flight", "0 for flight 'F3'"),
+    "flight_with_one_sample": ("samples/flight", "1 for flight 'F2'"),
+    "all_nan_feature": ("features/era5/values", "'x1' is NaN for every sample"),
+    "inf_feature": ("features/era5/values", "infinite"),
+    "feature_names_mismatch": ("features/era5/names", "1 names"),
+    "images_wrong_rank": ("images", "rank 3"),
+    "images_wrong_dtype": ("images", "float64"),
+    "images_length_mismatch": ("images", "length 17"),
+    "nan_pixels": ("images", "sample 4"),
+    "constant_images": ("images", "constant image set"),
+    "sza_out_of_range": ("samples/sza_deg", "120"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_broken_campaign_gives_one_clear_error(case: str, small_file: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    path = _break(case, small_file, bad_dir)
+    where, found = CASES[case]
+    with pytest.raises(CampaignFormatError) as info:
+        validate_campaign(path)
+    msg = str(info.value)
+    assert str(path) in msg and where in msg and "expected" in msg and found in msg, msg
+    # the command line says the same in one line and exits non-zero, without a traceback
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and where in err and "Traceback" not in err
