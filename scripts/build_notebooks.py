@@ -263,8 +263,10 @@ COMPARE = nb([
              "theirs = published_table().assign(mae_m=lambda d: d['mae_km'] * 1000).drop(columns='mae_km')\n"
              "table = pd.concat([ours[['source', 'model', 'protocol', 'data', 'r2', 'mae_m']], theirs], ignore_index=True)\n"
              "table.to_csv(run / 'comparison_published.csv', index=False)\ndisplay(table.round(3))"),
-    ("code", "write_json(run / 'comparison_summary.json', compare.summary(wide, curve, conf))\n"
-             "print('wrote', run / 'comparison_summary.json')"),
+    ("code", "from cbhlib.runner import write_combined\n\n"
+             "write_json(run / 'comparison_summary.json', compare.summary(wide, curve, conf))\n"
+             "write_combined(run)  # report_all.json now holds the baselines too\n"
+             "print('wrote', run / 'comparison_summary.json', 'and', run / 'report_all.json')"),
     ENV_CELL,
 ])
 
