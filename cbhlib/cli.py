@@ -101,8 +101,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if cfg.synthetic_preset:
         path, made = synth.ensure_campaign(synth.preset(cfg.synthetic_preset), cfg.campaign, log=None)
         print(f"campaign {path}: {'generated' if made else 'cached (parameters unchanged)'}")
-    elif not Path(cfg.campaign).is_file():
-        raise CbhError(f"{cfg.campaign}: campaign file not found")
+    from cbhlib.campaign import validate_campaign
+
+    validate_campaign(cfg.campaign, scan_images=False)  # a broken file stops here, before any notebook
     only = [s for part in (a.only or []) for s in part.split(",") if s]
     t0 = time.perf_counter()
     results = run_pipeline(cfg, only=only or None, overrides=_parse_set(a.set or []), html_out=not a.no_html,

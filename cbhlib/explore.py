@@ -77,7 +77,7 @@ def feature_correlations(camp: Campaign) -> pd.DataFrame:
             continue
         rows.append({"feature": name, "pearson_r": stats.pearsonr(X[ok, j], y[ok])[0],
                      "spearman_rho": stats.spearmanr(X[ok, j], y[ok])[0], "missing": 1 - ok.mean()})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["feature", "pearson_r", "spearman_rho", "missing"])
 
 
 def ks_matrix(values: np.ndarray, flight: np.ndarray, n_flights: int) -> np.ndarray:

@@ -48,6 +48,11 @@ def feature_distributions(camp: Campaign, units: dict[str, str], save: str | Pat
     """Box plot of every physical feature per flight."""
     X, names = camp.feature_matrix()
     n = len(names)
+    if n == 0:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "this campaign has no physical features", ha="center", va="center")
+        ax.axis("off")
+        return _save(fig, save)
     cols = 4
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
@@ -71,6 +76,10 @@ def feature_distributions(camp: Campaign, units: dict[str, str], save: str | Pat
 def feature_correlation_bars(corr: pd.DataFrame, save: str | Path | None = None) -> plt.Figure:
     """Pearson and Spearman correlation of each feature with CBH."""
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(corr) + 1.5))
+    if len(corr) == 0:
+        ax.text(0.5, 0.5, "no physical features", ha="center", va="center")
+        ax.axis("off")
+        return _save(fig, save)
     y = np.arange(len(corr))
     ax.barh(y - 0.2, corr["pearson_r"], height=0.4, label="Pearson r")
     ax.barh(y + 0.2, corr["spearman_rho"], height=0.4, label="Spearman rho")

@@ -1,0 +1,234 @@
+"""Importing raw ER-2 files written in the exact layouts of er2-data-facts.md."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from cbhlib.campaign import Campaign, validate_campaign
+from cbhlib.cli import main
+from cbhlib.er2 import ER2ImportError, import_campaign, julian_to_posix, year_from_lidar_name
+
+T0 = datetime(2025, 2, 10, 23, 55, tzinfo=timezone.utc).timestamp()  # crosses midnight after 300 s
+
+
+def _write(path: Path, datasets: dict[str, np.ndarray]) -> Path:
+    with h5py.File(path, "w") as f:
+        for k, v in datasets.items():
+            f.create_dataset(k, data=v)
+    return path
+
+
+def make_flight(d: Path, tag: str, t0: float, n_frames: int = 300, n_profiles: int = 200, layout: str = "mixed") -> dict:
+    """Camera frames every 2 s. Profile i sits 0.2 s after frame i (matched) or 0.8 s (outside 0.5 s).
+
+    ``mixed``: i % 10 == 0 no layer (-9999), 1 out of range (2.5 km), 2 over land (DEM 100 m),
+    odd i unmatched, and the last profile is moved next to the one before it (same frame: the later wins).
+    """
+    rng = np.random.default_rng(len(tag))
+    cam_t = t0 + 2.0 * np.arange(n_frames)
+    signal = rng.integers(1000, 5000, size=(n_frames, 500, 16), dtype=np.uint16)
+    signal[:, 40:480, 0] = np.arange(n_frames)[:, None]  # frame number in column 0 of kept rows
+    _write(d / f"IRAI_L1B_{tag}.h5", {"Product/Signal": signal, "Time/TimeUTC": cam_t})
+    i = np.arange(n_profiles)
+    off = np.where(i % 2 == 0, 0.2, 0.8) if layout == "mixed" else np.full(n_profiles, 0.2)
+    t = t0 + 2.0 * i + off
+    base = 0.3 + 0.01 * (i % 50)
+    dem = np.zeros(n_profiles)
+    if layout == "mixed":
+        base[i % 10 == 0] = -9999.0
+        base[i % 10 == 1] = 2.5
+        dem[i % 10 == 2] = 100.0
+        t[-1] = t[-2] + 0.05  # the last profile picks the same frame as the one before: later wins
+        base[-1] = 1.23
+    doy = datetime.fromtimestamp(t0, timezone.utc).timetuple().tm_yday
+    midnight = datetime.fromtimestamp(t0, timezone.utc).replace(hour=0, minute=0, second=0).timestamp()
+    frac = ((t - midnight) / 86400.0) % 1.0  # the integer part stays the first day (rollover rule)
+    layers = np.stack([base, np.full(n_profiles, 5.0)], 1)
+    date = datetime.fromtimestamp(t0, timezone.utc).strftime("%d%b%y").lower()
+    lidar = _write(d / f"CPL_L2_V1-02_01kmLay_259015_{date}.hdf5", {
+        "layer_descriptor/Layer_Base_Altitude": layers,
+        "layer_descriptor/Profile_Decimal_Julian_Day": np.stack([doy + frac, doy + frac], 1),
+        "layer_descriptor/Lidar_Surface_Altitude": rng.uniform(-20, 20, n_profiles),
+        "layer_descriptor/DEM_Surface_Altitude": dem,
+        "geolocation/CPL_Latitude": np.full(n_profiles, 33.0), "geolocation/CPL_Longitude": np.full(n_profiles, -120.0),
+        "geolocation/Solar_Zenith_Angle": np.full(n_profiles, 45.0),
+        "geolocation/Solar_Azimuth_Angle": np.full(n_profiles, 180.0)})
+    sza = np.full(n_frames + 5, 40.0)
+    sza[3] = np.nan
+    sza[4] = 60.0
+    saa = np.full(n_frames + 5, 370.0)
+    saa[6] = np.nan
+    nav = _write(d / f"CRS_{tag}_nav.hdf", {"nav/solarZenith": sza, "nav/sunAzGrd": saa,
+                                           "nav/IWG_lat": np.linspace(33, 34, n_frames + 5),
+                                           "nav/IWG_lon": np.linspace(-121, -120, n_frames + 5)})
+    return {"name": tag, "campaign": "GLOVE", "camera": f"IRAI_L1B_{tag}.h5", "lidar": lidar.name, "navigation": nav.name,
+            "cam_t": cam_t, "t": t, "base": base, "dem": dem}
+
+
+def expected_matches(fl: dict, lo: float = 0.1, hi: float = 2.0, tol: float = 0.5) -> dict[int, float]:
+    """Brute force: nearest frame within tolerance for valid in-range ocean profiles; the later wins."""
+    out: dict[int, float] = {}
+    for t, b, dem in zip(fl["t"], fl["base"], fl["dem"]):
+        if b <= -999 or not (lo <= b <= hi) or dem != 0:
+            continue
+        k = int(np.argmin(np.abs(fl["cam_t"] - t)))
+        if abs(fl["cam_t"][k] - t) <= tol:
+            out[k] = b
+    return out
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> tuple[Path, list[dict]]:
+    a = make_flight(tmp_path, "A", T0)
+    b = make_flight(tmp_path, "B", datetime(2025, 2, 12, 18, 0, tzinfo=timezone.utc).timestamp(), 60, 30, "clean")
+    cfg = {"flights": [{k: fl[k] for k in ("name", "campaign", "camera", "lidar", "navigation")} for fl in (a, b)]}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, [a, b]
+
+
+def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    cfg, (a, b) = raw
+    cascades = import_campaign(cfg, tmp_path / "out.h5")
+    ca = cascades[0]
+    # 200 read; 20 without a layer; 20 out of range; 20 over land; of the 140 left, the 60 even ones
+    # are within 0.5 s of a frame, and the last (odd, moved) profile takes the frame of the one before it.
+    assert (ca.read, ca.valid, ca.in_range, ca.over_ocean, ca.matched) == (200, 180, 160, 140, 60)
+    assert ca.matched == len(expected_matches(a))
+    assert (cascades[1].read, cascades[1].matched) == (30, 30)
+    out = capsys.readouterr().out
+    assert "200 profiles read -> 180 valid -> 160 in range -> 140 over ocean -> 60 matched" in out
+
+
+def test_labels_frames_and_angles(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, (a, b) = raw
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    camp = validate_campaign(tmp_path / "out.h5")
+    assert camp.flight_names == ["A", "B"] and np.bincount(camp.flight).tolist() == [60, 30]
+    exp = expected_matches(a)
+    frames = sorted(exp)
+    ia = camp.flight_indices(0)
+    np.testing.assert_allclose(camp.cbh_km[ia], [exp[k] for k in frames], rtol=1e-6)
+    np.testing.assert_array_equal(camp.time_utc[ia], a["cam_t"][frames])
+    assert camp.cbh_km[ia][-1] == pytest.approx(1.23)  # the later profile won frame 198
+    imgs = camp.images(ia)
+    assert imgs.shape[1:] == (1, 440, 16) and camp.image_dtype == np.uint16
+    np.testing.assert_array_equal(imgs[:, 0, 0, 0], frames)  # the right frame, rows 40:480
+    nav_sza = np.full(300, 40.0)
+    nav_sza[3] = np.nan
+    nav_sza[4] = 60.0
+    nav_sza[3] = np.nanmean(nav_sza)
+    np.testing.assert_allclose(camp.sza_deg[ia], nav_sza[frames], rtol=1e-5)
+    assert (camp.saa_deg >= 0).all() and (camp.saa_deg < 360).all()
+    assert np.isclose(camp.saa_deg[ia], 10.0).sum() >= 59  # 370 mod 360; NaN -> 0
+    assert camp.attrs["import_cascade"]
+
+
+def test_julian_day_rollover_and_year_from_name() -> None:
+    assert year_from_lidar_name(Path("CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5")) == 2025
+    assert year_from_lidar_name(Path("CPL_L2_V1-02_01kmLay_24013_30oct24.hdf5")) == 2024
+    t = T0 + np.array([0.0, 200.0, 299.0, 301.0, 400.0])  # midnight at +300 s
+    midnight = datetime(2025, 2, 10, tzinfo=timezone.utc).timestamp()
+    jd = 41 + ((t - midnight) / 86400.0) % 1.0  # Feb 10 is day 41; the integer part never changes
+    np.testing.assert_allclose(julian_to_posix(jd, 2025), t, atol=1e-3)
+    with pytest.raises(ER2ImportError, match="10feb25"):
+        year_from_lidar_name(Path("lidar_file.hdf5"))
+
+
+def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, (a, _) = raw
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    camp = Campaign(tmp_path / "out.h5")
+    labelled = set(np.asarray(camp.time_utc[camp.flight_indices(0)]).round(3).tolist())
+    odd_frames = {round(float(a["cam_t"][i]), 3) for i in range(1, 197, 2)}  # reached only by odd (0.8 s) profiles
+    assert not (labelled & odd_frames)
+    text = yaml.safe_load(cfg.read_text())
+    text["time_tolerance_s"] = 0.1  # now even the 0.2 s offsets are too far
+    cfg.write_text(yaml.safe_dump(text))
+    with pytest.raises(ER2ImportError, match="no flight has at least 2 matched samples"):
+        import_campaign(cfg, tmp_path / "none.h5", verbose=False)
+    assert not (tmp_path / "none.h5").exists()
+
+
+def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, _ = raw
+    n = 90
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 9)).astype(np.float32)
+    perm = rng.permutation(n)
+    _write(tmp_path / "WP2_Features.hdf5", {"features": X[perm], "sample_indices": perm,
+                                           "feature_names": np.array([s.encode() for s in
+                                                                      ["blh", "lcl", "inversion_height", "moisture_gradient",
+                                                                       "stability_index", "t2m", "d2m", "sp", "tcwv"]])})
+    geo = rng.normal(size=(n, 3)).astype(np.float32)
+    geo[5, 0] = np.nan
+    _write(tmp_path / "WP1_Features.hdf5", {"sample_id": np.arange(n), "derived_geometric_H": geo[:, 0],
+                                           "shadow_length_pixels": geo[:, 1], "shadow_detection_confidence": geo[:, 2]})
+    text = yaml.safe_load(cfg.read_text())
+    text.update(wp1_features="WP1_Features.hdf5", wp2_features="WP2_Features.hdf5")
+    cfg.write_text(yaml.safe_dump(text))
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    camp = Campaign(tmp_path / "out.h5")
+    np.testing.assert_array_equal(camp.features["era5"].values, X)
+    np.testing.assert_array_equal(camp.features["geometric"].values, geo)
+    assert camp.features["era5"].units[0] == "km" and camp.features["geometric"].names[0] == "derived_geometric_H"
+    # counts that disagree with the imported samples are refused clearly
+    _write(tmp_path / "WP2_Features.hdf5", {"features": X[:80], "sample_indices": np.arange(80),
+                                           "feature_names": np.array([b"a"] * 9)})
+    with pytest.raises(ER2ImportError, match="expected 90 rows .* found 80"):
+        import_campaign(cfg, tmp_path / "out2.h5", verbose=False)
+
+
+def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    import papermill
+
+    from tests.conftest import ROOT
+
+    cfg, _ = raw
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_explore_campaign.ipynb"), str(tmp_path / "explore.ipynb"),
+                               parameters={"campaign": "out.h5", "figures_dir": "figs", "run_dir": "run"},
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert (tmp_path / "figs" / "explore_example_images.png").exists()
+
+
+BROKEN = {
+    "missing dataset": (lambda d: _drop(d / "IRAI_L1B_A.h5", "Time/TimeUTC"), "'Time/TimeUTC' is missing"),
+    "mismatched lengths": (lambda d: _drop(d / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5",
+                                           "layer_descriptor/DEM_Surface_Altitude", np.zeros(7)), "length mismatch"),
+    "unreadable file": (lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"not a navigation file"), "expected a readable HDF5"),
+    "hdf4 without pyhdf": (lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"\x0e\x03\x13\x01" + b"\0" * 64), "cbhlib[hdf4]"),
+    "short navigation": (lambda d: _drop(d / "CRS_A_nav.hdf", "nav/IWG_lat", np.zeros(10)), "at least 300 values"),
+    "missing file": (lambda d: (d / "IRAI_L1B_A.h5").unlink(), "camera file not found"),
+}
+
+
+def _drop(path: Path, key: str, replacement: np.ndarray | None = None) -> None:
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if replacement is not None:
+            f.create_dataset(key, data=replacement)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_raw_files_give_clear_errors(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    cfg, _ = raw
+    breaker, phrase = BROKEN[case]
+    if case == "hdf4 without pyhdf":
+        pytest.importorskip("h5py")
+        try:
+            import pyhdf  # noqa: F401
+            pytest.skip("pyhdf installed: HDF4 is read")
+        except ImportError:
+            pass
+    breaker(tmp_path)
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and "Traceback" not in err, err
+    assert not (tmp_path / "out.h5").exists()
