@@ -82,6 +82,8 @@ def embed_campaign(camp: Campaign, ckpt_path: str | Path, cache_dir: str | Path 
     mean, std = float(ckpt["pixel_mean"]), float(ckpt["pixel_std"])
     per_image = ckpt.get("pixel_norm", "global") == "image"
     n = camp.n_samples
+    C, H, W = camp.image_shape  # type: ignore[misc]
+    batch_size = max(4, min(batch_size, (64 * 64 * 64) // (H * W)))  # bound activation memory on large images
     pooled, regs = [], []
     t0 = time.perf_counter()
     for s in tqdm(range(0, n, batch_size), desc="embed", disable=not progress):

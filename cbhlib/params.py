@@ -49,6 +49,8 @@ class RunParams:
     columns: str = "all"  # mae1d: all (strided) or middle (the seed's single column)
     column_stride: int = 8  # mae1d: encode every n-th column
     pixel_norm: str = "image"  # image: centre each image (calibration-free) or global
+    finetune: bool = False  # fine-tune the encoder end to end per unit (slow; default frozen)
+    finetune_lr: float = 1e-4  # encoder learning rate when fine-tuning
     regions: int = 4  # image regions per side for attention tokens
     pretrain_scope: str = "fold"  # fold: encoder per held-out flight, pretrained without it; all
     pretrain_epochs: int = 6  # MAE pretraining epochs
@@ -144,8 +146,8 @@ def _check_ranges(p: RunParams, source: str, check_paths: bool) -> None:
         need(getattr(p, key) >= 1, key, "an integer >= 1")
     need(p.pretrain_epochs >= 0, "pretrain_epochs", "an integer >= 0")
     need(p.threads >= 0, "threads", "an integer >= 0")
-    for key in ("lr", "pretrain_lr", "huber_delta_km"):
-        need(p.lr > 0 if key == "lr" else getattr(p, key) > 0, key, "a number > 0")
+    for key in ("lr", "pretrain_lr", "huber_delta_km", "finetune_lr"):
+        need(getattr(p, key) > 0, key, "a number > 0")
     need(p.weight_decay >= 0, "weight_decay", "a number >= 0")
     need(0 < p.val_fraction < 1, "val_fraction", "a number between 0 and 1")
     need(0 < p.mask_ratio < 1, "mask_ratio", "a number between 0 and 1")

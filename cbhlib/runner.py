@@ -102,12 +102,17 @@ def encoder_keys(camp: Campaign, params: RunParams, protocol: str) -> list[str]:
     return ["all"]
 
 
-def embeddings_for(camp: Campaign, params: RunParams, protocol: str) -> list[Embeddings]:
+def encoder_paths_for(camp: Campaign, params: RunParams, protocol: str) -> list[Path]:
+    """Encoder checkpoints of a protocol, in embedding-set order (pretrained when missing)."""
     keys = encoder_keys(camp, params, protocol)
     paths = ensure_encoders(camp, params, keys)
+    return [paths[k] for k in keys]
+
+
+def embeddings_for(camp: Campaign, params: RunParams, protocol: str) -> list[Embeddings]:
     cache = Path(params.run_dir) / "cache"
-    return [embed_campaign(camp, paths[k], cache, regions=(params.regions, params.regions),
-                           progress=params.progress) for k in keys]
+    return [embed_campaign(camp, p, cache, regions=(params.regions, params.regions), progress=params.progress)
+            for p in encoder_paths_for(camp, params, protocol)]
 
 
 def _check_fit(folds: list[Fold], params: RunParams, protocol: str) -> None:
@@ -140,30 +145,40 @@ def run_mode(params: RunParams) -> ModeRun:
         folds = make_folds(camp, protocol, params.val_fraction)
         _check_fit(folds, params, protocol)
         pooled, regions, key, per_fold = [], [], camp.fingerprint(), False
-        if mode in IMAGE_MODES:
+        if mode in IMAGE_MODES and not params.finetune:
             embs = embeddings_for(camp, params, protocol)
             pooled, regions = [e.pooled for e in embs], [e.regions for e in embs]
             out.region_grid = embs[0].region_grid
             out.embed_seconds += sum(e.seconds for e in embs)
             key += "|" + str(encoder_dir(params))
             per_fold = len(embs) > 1
+        elif mode in IMAGE_MODES:
+            key += "|" + str(encoder_dir(params))
+            per_fold = len(encoder_keys(camp, params, protocol)) > 1
         inputs = TrainInputs(y, X if mode in PHYSICAL_MODES else None, names, pooled, regions, key)
-        flight_of = {f.fold_id: f for f in folds}
         units = [Unit(f, s, emb=(int(camp.flight[f.test_idx[0]]) if per_fold else 0))
                  for f in folds for s in params.seeds]
-        results = train_units(inputs, units, cfg, run_dir, protocol, log_path, params.progress)
-        clim = run_baseline("climatology", camp, list(flight_of.values()), protocol, run_dir,
+        if params.finetune and mode in IMAGE_MODES:
+            from cbhlib.finetune import finetune_units
+
+            results = finetune_units(camp, encoder_paths_for(camp, params, protocol), inputs, units, cfg, run_dir,
+                                     protocol, params.finetune_lr, params.regions, log_path, params.progress)
+        else:
+            results = train_units(inputs, units, cfg, run_dir, protocol, log_path, params.progress)
+        clim = run_baseline("climatology", camp, folds, protocol, run_dir,
                             params.feature_groups or None)
         prov = provenance(params.to_dict(), camp.fingerprint(), params.seeds)
-        report = build_report(mode, DESCRIPTIONS[mode], protocol_label(protocol), results, prov)
+        variant = f"{mode}_finetuned" if params.finetune and mode in IMAGE_MODES else mode
+        desc = DESCRIPTIONS[mode] + (" (encoder fine-tuned end to end)" if variant != mode else "")
+        report = build_report(variant, desc, protocol_label(protocol), results, prov)
         report["climatology_fold_results"] = [{k: c[k] for k in ("fold_id", "test_flight", "r2", "mae_km", "rmse_km")}
                                               for c in clim]
         report["climatology_aggregate"] = aggregate(clim, np.concatenate([c["true"] for c in clim]),
                                                     np.concatenate([c["pred"] for c in clim]))
         if mode == "attention":
             report["attention_tokens"] = attention_token_names(names, out.region_grid)
-        write_json(run_dir / report_name(mode, protocol), report)
-        write_predictions(run_dir / predictions_name(mode, protocol),
+        write_json(run_dir / report_name(variant, protocol), report)
+        write_predictions(run_dir / predictions_name(variant, protocol),
                           predictions_frame(results, camp.flight_names, camp.flight))
         out.reports[protocol], out.units[protocol], out.climatology[protocol] = report, results, clim
     write_combined(run_dir)

@@ -264,35 +264,37 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConf
             t0 = time.perf_counter()
             lr_e = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
             live = ~stopped
-            perms = [rngs[m].permutation(train_sets[m]) if live[m] else None for m in range(M)]
-            loss_sum, loss_n = np.zeros(M), np.zeros(M)
+            S = int(n_steps[live].max())
+            idx_e = np.zeros((M, S * B), np.int64)  # this epoch's batches, built once
+            w_e = np.zeros((M, S * B), np.float32)
+            for m in np.flatnonzero(live):
+                perm = rngs[m].permutation(train_sets[m])
+                idx_e[m, : len(perm)], w_e[m, : len(perm)] = perm, 1.0
+            idx_e = torch.from_numpy(idx_e.reshape(M, S, B).transpose(1, 0, 2).copy())  # [S, M, B]
+            w_e = torch.from_numpy(w_e.reshape(M, S, B).transpose(1, 0, 2).copy())
+            act_e = torch.from_numpy(live[None, :] & (np.arange(S)[:, None] < n_steps[None, :]))  # [S, M]
+            losses = torch.zeros(S, M)
+            ar = torch.arange(M)[:, None]
             model.train()
             model.begin_epoch([int(n_steps[m]) if live[m] else 0 for m in range(M)], B)
-            for s in range(int(n_steps[live].max())):
-                active = live & (s < n_steps)
-                idx = np.zeros((M, B), np.int64)
-                w = np.zeros((M, B), np.float32)
-                for m in np.flatnonzero(active):
-                    batch = perms[m][s * B : (s + 1) * B]
-                    idx[m, : len(batch)] = batch
-                    w[m, : len(batch)] = 1.0
-                idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(w)
-                act_t = torch.from_numpy(active)
+            for s in range(S):
+                idx_t, w_t, act_t = idx_e[s], w_e[s], act_e[s]
                 model.set_step(s)
                 pred, _ = model(**_gather(t, idx_t))
-                target = t["y"][torch.arange(M)[:, None], idx_t]
-                per = (huber(pred - target, delta) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
-                if not torch.isfinite(per[act_t]).all():
-                    m = int(np.flatnonzero(active & ~np.isfinite(per.detach().numpy()))[0])
-                    raise TrainingDivergedError(
-                        f"mode {mode}, fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), "
-                        f"seed {units[m].seed}, epoch {epoch + 1}: the training loss became non-finite; "
-                        f"lower lr (now {cfg.lr:g}) or check the inputs")
+                per = (huber(pred - t["y"][ar, idx_t], delta) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
                 opt.zero_grad()
                 per.sum().backward()
                 opt.step(act_t, lr_e)
-                loss_sum += per.detach().numpy() * active
-                loss_n += active
+                losses[s] = per.detach()
+            bad = act_e & ~torch.isfinite(losses)
+            if bad.any():
+                m = int(torch.nonzero(bad)[0, 1])
+                raise TrainingDivergedError(
+                    f"mode {mode}, fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), "
+                    f"seed {units[m].seed}, epoch {epoch + 1}: the training loss became non-finite; "
+                    f"lower lr (now {cfg.lr:g}) or check the inputs")
+            loss_sum = (losses * act_e).sum(0).numpy()
+            loss_n = act_e.sum(0).numpy()
             model.eval()
             pred_all, att_all = _predict(model, t, eval_idx, cfg.eval_chunk)
             finite = torch.isfinite(pred_all).all(1).numpy()

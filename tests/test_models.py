@@ -156,6 +156,7 @@ class _Exploit:
         return (Path.touch, (Path(__file__).parent / "PWNED_BY_PICKLE",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     marker = Path(__file__).parent / "PWNED_BY_PICKLE"
     marker.unlink(missing_ok=True)

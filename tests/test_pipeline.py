@@ -131,3 +131,12 @@ def test_a_failing_notebook_is_reported_and_other_outputs_kept(project: Path, pi
     assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in nb.cells)
     assert (project / "runs" / "tiny" / "report_concat.json").exists()  # earlier results kept
     assert (project / "runs" / "tiny" / "notebooks" / "concat.ipynb").exists()
+
+
+def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    root, _ = pipeline_run
+    assert main(["monitor", str(root / "runs" / "tiny")]) == 0
+    out = capsys.readouterr().out
+    for mode in ("image_only", "physical_only", "concat", "attention"):
+        assert mode in out
+    assert "best_val_loss" in out and "remaining_s_max" in out and "explore ok" in out

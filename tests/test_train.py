@@ -156,3 +156,37 @@ def test_training_log_is_json_lines(encoded, tmp_path: Path) -> None:  # noqa: A
     assert {"epoch", "train_loss", "val_loss", "lr", "seconds", "fold", "mode"} <= set(rows[0])
     assert len(rows) == 2 * 5
     assert torch.get_num_threads() >= 1
+
+
+def test_pretraining_streams_images_beyond_the_memory_budget(tiny_campaign: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    camp = Campaign(tiny_campaign)
+    sizes: list[int] = []
+    real = Campaign.images
+
+    def spy(self, indices):  # noqa: ANN001, ANN202
+        out = real(self, indices)
+        sizes.append(len(out))
+        return out
+
+    monkeypatch.setattr(Campaign, "images", spy)
+    cfg = PretrainConfig(encoder=SMALL_ENC, epochs=1, batch_size=16, memory_limit_mb=0)  # forces streaming
+    ckpt = pretrain(camp, np.arange(camp.n_samples), cfg, tmp_path / "s.pt", progress=False)
+    assert np.isfinite(ckpt["history"]).all()
+    assert max(sizes) <= 64  # never the whole image set at once
+
+
+def test_optional_encoder_fine_tuning_runs_the_same_protocol(tiny_campaign: Path, tmp_path: Path) -> None:
+    from cbhlib.params import parse_params
+    from cbhlib.runner import run_mode
+
+    p = parse_params({"campaign": str(tiny_campaign), "run_dir": str(tmp_path), "mode": "attention", "finetune": True,
+                      "epochs": 2, "patience": 2, "pretrain_epochs": 1, "embed_dim": 48, "depth": 1, "heads": 3,
+                      "progress": False})
+    run = run_mode(p)
+    rep = run.reports["lofo"]
+    assert rep["model_variant"] == "attention_finetuned" and len(rep["fold_results"]) == 5
+    assert (tmp_path / "report_attention_finetuned.json").exists()
+    ck = load_checkpoint(tmp_path / "checkpoints" / "model_attention_finetuned_fold0_seed0.pt")
+    assert any(k.startswith("encoder.") for k in ck["model_state_dict"])
+    assert all(np.isfinite(f["r2"]) for f in rep["fold_results"])
