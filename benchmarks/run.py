@@ -68,7 +68,7 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
                 "mae2d": EncoderConfig("mae2d", patch=patch)}
     emb = None
     for name, enc in encoders.items():
-        cfg = PretrainConfig(encoder=enc, epochs=1, batch_size=32 if H > 128 else 64)
+        cfg = PretrainConfig(encoder=enc, epochs=1, batch_size=32 if H > 128 else 64, device=device)
         t0 = time.perf_counter()
         pretrain(camp, np.arange(camp.n_samples), cfg, workdir / f"{preset}_{name}.pt", progress=False)
         out[f"pretrain_epoch_s_{name}"] = time.perf_counter() - t0

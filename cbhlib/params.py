@@ -58,6 +58,7 @@ class RunParams:
     pretrain_lr: float = 1e-3  # MAE learning rate
     mask_ratio: float = 0.75  # fraction of masked patches
     threads: int = 0  # torch CPU threads; 0 keeps the torch default
+    device: str = "cpu"  # torch device for MAE pretraining and embedding (cpu or cuda); heads stay on the CPU
     progress: bool = True  # show progress bars
 
     # ---- derived configs
@@ -74,7 +75,7 @@ class RunParams:
         return PretrainConfig(encoder=self.encoder_config(), epochs=self.pretrain_epochs,
                               batch_size=self.pretrain_batch_size, lr=self.pretrain_lr,
                               mask_ratio=self.mask_ratio, seed=self.seeds[0] if self.seeds else 0,
-                              threads=self.threads, pixel_norm=self.pixel_norm)
+                              threads=self.threads, pixel_norm=self.pixel_norm, device=self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -146,6 +147,7 @@ def _check_ranges(p: RunParams, source: str, check_paths: bool) -> None:
         need(getattr(p, key) >= 1, key, "an integer >= 1")
     need(p.pretrain_epochs >= 0, "pretrain_epochs", "an integer >= 0")
     need(p.threads >= 0, "threads", "an integer >= 0")
+    need(p.device == "cpu" or p.device.startswith("cuda"), "device", "cpu or cuda[:N]")
     for key in ("lr", "pretrain_lr", "huber_delta_km", "finetune_lr"):
         need(getattr(p, key) > 0, key, "a number > 0")
     need(p.weight_decay >= 0, "weight_decay", "a number >= 0")

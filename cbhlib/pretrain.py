@@ -39,6 +39,7 @@ class PretrainConfig:
     num_workers: int = 0  # DataLoader workers when streaming
     threads: int = 0  # torch CPU threads (0 = torch default)
     pixel_norm: str = "image"  # image: subtract each image's mean (calibration-free); global
+    device: str = "cpu"  # torch device for pretraining (cpu, cuda)
 
 
 def normalize(x: np.ndarray | torch.Tensor, mean: float, std: float, per_image: bool) -> np.ndarray | torch.Tensor:
@@ -134,7 +135,7 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
             loader = image_loader(camp, idx, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed + epoch)
             batches = ((b, normalize(x, mean, std, per_image)) for x, b in loader)
         for b, x in batches:
-            loss, _, _ = model(_model_input(model, x, cfg, gen), cfg.mask_ratio)
+            loss, _, _ = model(_model_input(model, x, cfg, gen).to(cfg.device, non_blocking=True), cfg.mask_ratio)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretraining {enc_cfg.name}: non-finite loss at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
@@ -155,7 +156,7 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
     ckpt = {
         "kind": "mae-encoder",
         "config": enc_cfg.to_dict(),
-        "state_dict": model.state_dict(),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "pixel_mean": mean,
         "pixel_std": std,
         "pixel_norm": cfg.pixel_norm,

@@ -111,7 +111,8 @@ def encoder_paths_for(camp: Campaign, params: RunParams, protocol: str) -> list[
 
 def embeddings_for(camp: Campaign, params: RunParams, protocol: str) -> list[Embeddings]:
     cache = Path(params.run_dir) / "cache"
-    return [embed_campaign(camp, p, cache, regions=(params.regions, params.regions), progress=params.progress)
+    return [embed_campaign(camp, p, cache, regions=(params.regions, params.regions), device=params.device,
+                           progress=params.progress)
             for p in encoder_paths_for(camp, params, protocol)]
 
 

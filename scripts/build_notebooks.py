@@ -105,7 +105,7 @@ EXPLORE = nb([
 
 PRETRAIN_NAMES = ["campaign", "run_dir", "figures_dir", "protocols", "seeds", "encoder", "patch", "embed_dim",
                   "depth", "heads", "columns", "column_stride", "pixel_norm", "pretrain_scope", "pretrain_epochs",
-                  "pretrain_batch_size", "pretrain_lr", "mask_ratio", "threads", "progress"]
+                  "pretrain_batch_size", "pretrain_lr", "mask_ratio", "threads", "device", "progress"]
 
 PRETRAIN = nb([
     ("md", "# Pretrain the image encoder (masked autoencoder)\n\nSelf-supervised: no labels are used. With "

@@ -203,7 +203,6 @@ BROKEN = {
     "mismatched lengths": (lambda d: _drop(d / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5",
                                            "layer_descriptor/DEM_Surface_Altitude", np.zeros(7)), "length mismatch"),
     "unreadable file": (lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"not a navigation file"), "expected a readable HDF5"),
-    "hdf4 without pyhdf": (lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"\x0e\x03\x13\x01" + b"\0" * 64), "cbhlib[hdf4]"),
     "short navigation": (lambda d: _drop(d / "CRS_A_nav.hdf", "nav/IWG_lat", np.zeros(10)), "at least 300 values"),
     "missing file": (lambda d: (d / "IRAI_L1B_A.h5").unlink(), "camera file not found"),
 }
@@ -220,15 +219,47 @@ def _drop(path: Path, key: str, replacement: np.ndarray | None = None) -> None:
 def test_broken_raw_files_give_clear_errors(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     cfg, _ = raw
     breaker, phrase = BROKEN[case]
-    if case == "hdf4 without pyhdf":
-        pytest.importorskip("h5py")
-        try:
-            import pyhdf  # noqa: F401
-            pytest.skip("pyhdf installed: HDF4 is read")
-        except ImportError:
-            pass
     breaker(tmp_path)
     assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
     err = capsys.readouterr().err
     assert phrase in err and "Traceback" not in err, err
     assert not (tmp_path / "out.h5").exists()
+
+
+def _hdf4_nav(path: Path, n: int) -> None:
+    from pyhdf.SD import SD, SDC
+
+    path.unlink(missing_ok=True)
+    sd = SD(str(path), SDC.WRITE | SDC.CREATE)
+    values = {"solarZenith": np.full(n, 41.0), "sunAzGrd": np.full(n, 200.0), "IWG_lat": np.full(n, 33.5),
+              "IWG_lon": np.full(n, -120.5)}
+    for name, arr in values.items():
+        ds = sd.create(name, SDC.FLOAT64, (n,))
+        ds[:] = arr
+        ds.endaccess()
+    sd.end()
+
+
+def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("pyhdf")
+    cfg, _ = raw
+    _hdf4_nav(tmp_path / "CRS_A_nav.hdf", 305)
+    assert (tmp_path / "CRS_A_nav.hdf").read_bytes()[:4] == b"\x0e\x03\x13\x01"
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    camp = Campaign(tmp_path / "out.h5")
+    ia = camp.flight_indices(0)
+    np.testing.assert_allclose(camp.sza_deg[ia], 41.0)
+    np.testing.assert_allclose(camp.lat[ia], 33.5)
+
+
+def test_hdf4_without_the_extra_names_it(raw, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    cfg, _ = raw
+    (tmp_path / "CRS_A_nav.hdf").write_bytes(b"\x0e\x03\x13\x01" + b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "pyhdf", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "pyhdf.SD", None)
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "HDF4" in err and "cbhlib[hdf4]" in err and "CRS_A_nav.hdf" in err
