@@ -154,6 +154,22 @@ def cmd_monitor(a: argparse.Namespace) -> int:
     return monitor(a.run_dir, loop=a.loop, interval=a.interval)
 
 
+def cmd_checkpoint(a: argparse.Namespace) -> int:
+    """Load a checkpoint safely (weights_only) and print what it holds; never runs code."""
+    import torch
+
+    from cbhlib.checkpoints import load_checkpoint
+
+    ck = load_checkpoint(a.file)
+    state = ck.get("model_state_dict", ck.get("state_dict", {}))
+    n_params = sum(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor)) if isinstance(state, dict) else 0
+    print(f"{a.file}: safe to load ({len(state)} tensors, {n_params:,} values)")
+    for key in ("kind", "mode", "fold_id", "test_flight", "epoch", "seed", "metrics", "config", "n_images"):
+        if key in ck:
+            print(f"  {key}: {ck[key]}")
+    return 0
+
+
 def cmd_import_er2(a: argparse.Namespace) -> int:
     from cbhlib.er2 import import_campaign
 
@@ -210,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--loop", action="store_true", help="refresh until interrupted")
     m.add_argument("--interval", type=float, default=5.0)
     m.set_defaults(func=cmd_monitor)
+
+    c = sub.add_parser("checkpoint", help="inspect a checkpoint safely (weights_only=True: no code runs)")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_checkpoint)
 
     e = sub.add_parser("import-er2", help="import raw ER-2 files into a campaign file")
     e.add_argument("config", help="campaign import YAML")

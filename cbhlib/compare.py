@@ -97,6 +97,8 @@ def comparison_table(runs: pd.DataFrame, flights: list[str]) -> tuple[pd.DataFra
             row[f"R2 {f['flight']}"] = f["r2"]
         for _, f in pf.iterrows():
             row[f"MAE m {f['flight']}"] = f["mae_m"]
+        for _, f in pf.iterrows():
+            row[f"RMSE m {f['flight']}"] = f["rmse_m"]
         row.update({"mean of fold R2": agg.get("mean_r2"), "pooled R2": agg.get("pooled_r2"),
                     "pooled MAE m": (agg.get("pooled_mae_km") or np.nan) * 1000,
                     "pooled RMSE m": (agg.get("pooled_rmse_km") or np.nan) * 1000})

@@ -224,7 +224,9 @@ COMPARE = nb([
              "plots.regime_box(err, save=fig_dir / 'compare_error_by_regime.png');"),
     ("md", "## Few-shot adaptation\nFor each held-out flight, k labelled samples (drawn `few_shot_repeats` times, "
            "capped so at least 5 remain) give the model's mean residual on that flight; the offset is added to the "
-           "flight's other predictions, which alone are scored. k = 0 is the plain leave-one-flight-out result."),
+           "flight's other predictions, which alone are scored. k = 0 is the plain leave-one-flight-out result. "
+           "Mean R2 over flights is dominated by small flights with little CBH variance (a handful of scored "
+           "samples at large k); the MAE panel is the steadier read."),
     ("code", "fs = pd.concat([compare.few_shot(r['pred'], tuple(few_shot_ks), few_shot_repeats, seed, r['model'])\n"
              "                for _, r in runs[runs.protocol == 'lofo'].iterrows() if r['pred'] is not None])\n"
              "curve = compare.few_shot_curve(fs)\ncurve.to_csv(run / 'comparison_few_shot.csv', index=False)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,20 @@ def test_report_schema_from_units() -> None:
               "epoch_trained": 4, "seed": 0, "true": [1.0, 2.0], "pred": [1.1, 1.9]}]
     rep = build_report("m", "d", "lofo", units, {"seed": 0})
     assert rep["fold_results"][0]["test_flight"] == "A" and rep["aggregate_metrics"]["pooled_mae_km"] == pytest.approx(0.1)
+
+
+def test_comparison_table_has_per_flight_r2_mae_rmse(tiny_campaign: Path, tmp_path: Path) -> None:
+    from cbhlib.compare import comparison_table, load_runs
+
+    camp = Campaign(tiny_campaign)
+    run_baselines(camp, ["lofo", "random"], tmp_path, names=("climatology", "gbdt"))
+    long, wide = comparison_table(load_runs(tmp_path), camp.flight_names)
+    for fl in camp.flight_names:
+        assert {f"R2 {fl}", f"MAE m {fl}", f"RMSE m {fl}"} <= set(wide.columns)
+    assert {"mean of fold R2", "pooled R2"} <= set(wide.columns)
+    assert set(zip(wide["model"], wide["protocol"])) == {(m, p) for m in ("climatology", "gbdt") for p in ("lofo", "random")}
+    g = wide[(wide.model == "gbdt") & (wide.protocol == "lofo")].iloc[0]
+    rep = json.loads((tmp_path / "report_gbdt.json").read_text())
+    first = rep["fold_results"][0]
+    assert g[f"R2 {first['test_flight']}"] == pytest.approx(first["r2"])  # LOFO: a flight is a fold
+    assert g[f"RMSE m {first['test_flight']}"] == pytest.approx(first["rmse_km"] * 1000)

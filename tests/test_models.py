@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cbhlib.checkpoints import load_checkpoint, save_checkpoint
+from cbhlib.cli import main
 from cbhlib.errors import CheckpointError
 from cbhlib.models.fusion import MODES, BatchedAdamW, FusionConfig, FusionHeads
 from cbhlib.models.mae import EncoderConfig, build_encoder, mae1d_seed, pool_tokens, random_masking
@@ -143,12 +144,16 @@ def test_wrong_architecture_is_named(tmp_path: Path) -> None:
         load_encoder(path, other)
 
 
-def test_truncated_checkpoint(tmp_path: Path) -> None:
+def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, cfg, _ = _encoder_ckpt(tmp_path)
+    assert main(["checkpoint", str(path)]) == 0 and "safe to load" in capsys.readouterr().out
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_encoder(path, cfg)
+    assert main(["checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "truncated or corrupt" in err and "Traceback" not in err
 
 
 class _Exploit:
@@ -165,6 +170,7 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refused to load"):
         load_checkpoint(path)
     assert not marker.exists()
+    assert main(["checkpoint", str(path)]) == 2  # the command refuses it too, without running it
     raw = tmp_path / "evil.pkl"  # a plain pickle renamed .pt
     raw.write_bytes(pickle.dumps(_Exploit()))
     with pytest.raises(CheckpointError):

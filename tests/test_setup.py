@@ -81,12 +81,20 @@ PARAM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
-def test_bad_params_are_named(case: str) -> None:
+def test_bad_params_are_named(case: str, tiny_campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw, key = PARAM_CASES[case]
     with pytest.raises(ParamsError) as info:
         parse_params(raw, "my.yaml")
     msg = str(info.value)
     assert "my.yaml" in msg and f"'{key}'" in msg and "expected" in msg and "found" in msg
+    # through the command: one line, exit 2, nothing written
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump({"campaign": str(tiny_campaign), "run_dir": str(tmp_path / "run"),
+                                    "mode": "physical_only", "epochs": 2, **raw}))
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}'" in err and str(path) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_info_generate_and_monitor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
