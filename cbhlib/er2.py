@@ -60,6 +60,7 @@ class ImportConfig:
     ocean_surface_km: float = 0.9
     wp1_features: Path | None = None
     wp2_features: Path | None = None
+    feature_tables: list[dict[str, Any]] = field(default_factory=list)
     source: str = "er2-import"
 
 
@@ -100,7 +101,7 @@ def load_config(path: str | Path) -> ImportConfig:
     raw = load_params_yaml(path)
     base = path.parent
     known = {"flights", "cbh_range_km", "time_tolerance_s", "image_rows", "frames_per_sample", "ocean_surface_km",
-             "wp1_features", "wp2_features", "source"}
+             "wp1_features", "wp2_features", "feature_tables", "source"}
     unknown = set(raw) - known
     if unknown:
         raise ER2ImportError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -132,11 +133,25 @@ def load_config(path: str | Path) -> ImportConfig:
         wp1_features=base / raw["wp1_features"] if raw.get("wp1_features") else None,
         wp2_features=base / raw["wp2_features"] if raw.get("wp2_features") else None,
         source=str(raw.get("source", "er2-import")),
+        feature_tables=_feature_tables(raw.get("feature_tables", []), base, path),
     )
     if cfg.frames_per_sample < 1 or cfg.frames_per_sample % 2 == 0:
         raise ER2ImportError(f"{path}: 'frames_per_sample': expected an odd number >= 1 (centred on the frame); "
                              f"found {cfg.frames_per_sample}")
     return cfg
+
+
+def _feature_tables(raw: Any, base: Path, path: Path) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise ER2ImportError(f"{path}: 'feature_tables': expected a list of {{group, file, max_time_s, max_distance_km}}")
+    out = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict) or "group" not in t or "file" not in t:
+            raise ER2ImportError(f"{path}: feature_tables[{i}]: expected 'group' and 'file'; found {t!r}")
+        out.append({"group": str(t["group"]), "file": base / t["file"],
+                    "max_time_s": float(t.get("max_time_s", 3600.0)),
+                    "max_distance_km": float(t.get("max_distance_km", 50.0))})
+    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -310,6 +325,43 @@ def _read_wp1(path: Path, n: int) -> FeatureGroup:
     return FeatureGroup(_align(np.stack(cols, 1), idx, n, path, "WP1 features", "sample_id"), list(WP1_USED), list(WP1_UNITS))
 
 
+def attach_by_time_and_position(table: dict[str, Any], time_utc: np.ndarray, lat: np.ndarray,
+                                lon: np.ndarray) -> FeatureGroup:
+    """Features from a CSV of points (``time_utc``, ``lat``, ``lon`` + one column per feature,
+    headers ``name`` or ``name [unit]``): each sample takes the nearest point in space among
+    those within ``max_time_s``, if within ``max_distance_km``; otherwise NaN (imputed later)."""
+    import pandas as pd
+
+    path = Path(table["file"])
+    if not path.is_file():
+        raise ER2ImportError(f"{path}: feature table not found")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError) as exc:
+        raise ER2ImportError(f"{path}: feature table: expected a CSV file; {exc}") from None
+    missing = [c for c in ("time_utc", "lat", "lon") if c not in df.columns]
+    cols = [c for c in df.columns if c not in ("time_utc", "lat", "lon")]
+    if missing or not cols:
+        raise ER2ImportError(f"{path}: feature table: expected columns time_utc, lat, lon and at least one feature; "
+                             f"found {list(df.columns)}")
+    T, la, lo = (df[c].to_numpy(float) for c in ("time_utc", "lat", "lon"))
+    V = df[cols].to_numpy(np.float32)
+    out = np.full((len(time_utc), len(cols)), np.nan, np.float32)
+    r = np.deg2rad
+    for i, (t, a, b) in enumerate(zip(time_utc, lat, lon)):
+        near = np.flatnonzero(np.abs(T - t) <= table["max_time_s"])
+        if not len(near):
+            continue
+        d = 2 * 6371.0 * np.arcsin(np.sqrt(np.sin(r(la[near] - a) / 2) ** 2 + np.cos(r(a)) * np.cos(r(la[near]))
+                                           * np.sin(r(lo[near] - b) / 2) ** 2))
+        j = int(np.argmin(d + 1e-9 * np.abs(T[near] - t)))
+        if d[j] <= table["max_distance_km"]:
+            out[i] = V[near[j]]
+    names = [c.split("[")[0].strip() for c in cols]
+    units = [c.split("[", 1)[1].rstrip("]").strip() if "[" in c else "" for c in cols]
+    return FeatureGroup(out, names, units)
+
+
 def _align(X: np.ndarray, idx: np.ndarray, n: int, path: Path, role: str, key: str) -> np.ndarray:
     if len(X) != n:
         raise ER2ImportError(f"{path}: {role}: expected {n} rows (one per imported sample); found {len(X)}")
@@ -369,6 +421,15 @@ def import_campaign(config_path: str | Path, output: str | Path, verbose: bool =
         features["era5"] = _read_wp2(cfg.wp2_features, n)
     if cfg.wp1_features:
         features["geometric"] = _read_wp1(cfg.wp1_features, n)
+    for table in cfg.feature_tables:
+        if table["group"] in features:
+            raise ER2ImportError(f"{config_path}: feature_tables: group '{table['group']}' is already filled")
+        fg = attach_by_time_and_position(table, cat("time_utc"), cat("lat"), cat("lon"))
+        all_nan = np.isnan(fg.values).all(axis=0)
+        if all_nan.any():
+            raise ER2ImportError(f"{table['file']}: feature table: column '{fg.names[int(np.flatnonzero(all_nan)[0])]}' "
+                                 f"matched no sample within {table['max_time_s']:g} s and {table['max_distance_km']:g} km")
+        features[table["group"]] = fg
     cascades = [s.cascade for s in per_flight]
     data = CampaignData(
         flight_names=[f.name for f in flights], flight_campaigns=[f.campaign for f in flights],

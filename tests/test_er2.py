@@ -263,3 +263,24 @@ def test_hdf4_without_the_extra_names_it(raw, tmp_path: Path, monkeypatch: pytes
     assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
     err = capsys.readouterr().err
     assert "HDF4" in err and "cbhlib[hdf4]" in err and "CRS_A_nav.hdf" in err
+
+
+def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    import pandas as pd
+
+    cfg, (a, b) = raw
+    # two ERA5-like points per hour: one near the track (33.5 N, -120.5 E), one 500 km away
+    rows = []
+    for t in (T0 - 1800, T0 + 1800, b["cam_t"][0]):
+        rows.append({"time_utc": t, "lat": 33.5, "lon": -120.5, "t2m [K]": 290.0 + (t > T0), "blh [km]": 0.8})
+        rows.append({"time_utc": t, "lat": 38.0, "lon": -120.5, "t2m [K]": 250.0, "blh [km]": 9.9})
+    pd.DataFrame(rows).to_csv(tmp_path / "era5_points.csv", index=False)
+    text = yaml.safe_load(cfg.read_text())
+    text["feature_tables"] = [{"group": "era5", "file": "era5_points.csv", "max_time_s": 3600, "max_distance_km": 200}]
+    cfg.write_text(yaml.safe_dump(text))
+    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    camp = Campaign(tmp_path / "out.h5")
+    era5 = camp.features["era5"]
+    assert era5.names == ["t2m", "blh"] and era5.units == ["K", "km"]
+    assert set(np.unique(era5.values[:, 1])) == {np.float32(0.8)}  # never the far point
+    assert set(np.unique(era5.values[:, 0])) <= {290.0, 291.0}
