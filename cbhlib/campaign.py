@@ -344,7 +344,7 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
     for k, c in enumerate(counts):
         if c < 2:
             raise _fail(path, "samples/flight",
-                        f"at least 2 samples for every flight in flights/name",
+                        "at least 2 samples for every flight in flights/name",
                         f"{c} for flight '{flight_names[k]}' (index {k})")
     for key in ("time_utc", "sza_deg", "saa_deg"):
         bad = ~np.isfinite(s[key])

@@ -233,7 +233,7 @@ def _eval_sets(units: list[Unit]) -> tuple[torch.Tensor, torch.Tensor, list[int]
 
 def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, cfg: TrainConfig, store: UnitStore,
          log_path: str | Path | None, progress: bool) -> list[dict[str, Any]]:
-    mode, M, N, B = cfg.mode, len(units), len(inputs.y), cfg.batch_size
+    mode, M, B = cfg.mode, len(units), cfg.batch_size
     t = _prepare(units, inputs, mode)
     D = t["img"].shape[2] if "img" in t else 0
     K = t["phys"].shape[2] if "phys" in t else 0
