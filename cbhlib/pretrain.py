@@ -110,13 +110,18 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
     enc_cfg = encoder_config_for(camp, cfg.encoder)
     model = build_encoder(enc_cfg)
     per_image = cfg.pixel_norm == "image"
-    mean, std = pixel_stats(camp, idx, per_image=per_image)
     C, H, W = camp.image_shape  # type: ignore[misc]
     in_memory = len(idx) * C * H * W * 4 <= cfg.memory_limit_mb * 2**20
     cache = None
-    if in_memory:
-        cache = torch.from_numpy(normalize(camp.images(np.sort(idx)), mean, std, per_image))
+    if in_memory:  # one read from HDF5; statistics and batches come from memory
+        raw = camp.images(np.sort(idx))
+        centred = raw - raw.mean(axis=(1, 2, 3), keepdims=True) if per_image else raw
+        mean, std = float(centred.mean()), float(max(centred.std(), 1e-6))
+        cache = torch.from_numpy(normalize(raw, mean, std, per_image))
+        del raw, centred
         pos = {int(j): i for i, j in enumerate(np.sort(idx))}
+    else:  # streamed: one pass for statistics, then batches through a DataLoader
+        mean, std = pixel_stats(camp, idx, per_image=per_image)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     steps = cfg.epochs * math.ceil(len(idx) / cfg.batch_size)
     warm = max(1, min(steps // 10, 50))  # linear warm-up, then cosine to 0

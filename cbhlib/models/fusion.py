@@ -137,8 +137,7 @@ class FusionHeads(nn.Module):
             self.tok_b = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.1 for gi in g]))
             self.region_proj = BLinear(M, img_dim, d, g)
             self.query = BLinear(M, img_dim, d, g)
-            self.key = BLinear(M, d, d, g)
-            self.value = BLinear(M, d, d, g)
+            self.key_value = BLinear(M, d, 2 * d, g)  # keys and values in one matmul
             self.out = BLinear(M, d, d, g)
             d_in = 2 * d
         self.head = _mlp(M, [d_in, *cfg.head_hidden, 1], cfg.head_dropout, g, last_act=False)
@@ -186,8 +185,8 @@ class FusionHeads(nn.Module):
         T = tokens.shape[2]
         tokens = F.layer_norm(tokens, (d,))
         q = self.query(img)  # [M, B, d]
-        k = self.key(tokens.reshape(M, B * T, d)).reshape(M, B, T, h, d // h)
-        v = self.value(tokens.reshape(M, B * T, d)).reshape(M, B, T, h, d // h)
+        kv = self.key_value(tokens.reshape(M, B * T, d)).reshape(M, B, T, 2, h, d // h)
+        k, v = kv[:, :, :, 0], kv[:, :, :, 1]
         qh = q.reshape(M, B, h, d // h)
         scores = torch.einsum("mbhe,mbthe->mbht", qh, k) / math.sqrt(d // h)
         weights = scores.softmax(dim=-1)  # [M, B, h, T]
