@@ -20,12 +20,12 @@ import torch
 from cbhlib.baselines import run_baseline
 from cbhlib.campaign import Campaign
 from cbhlib.data import Fold, make_folds
-from cbhlib.embed import Embeddings, embed_campaign
+from cbhlib.embed import Embeddings, embed_campaign, model_grid
 from cbhlib.errors import CbhError, ParamsError
 from cbhlib.metrics import aggregate
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES
 from cbhlib.params import RunParams
-from cbhlib.pretrain import pretrain
+from cbhlib.pretrain import load_encoder, pretrain
 from cbhlib.reports import build_report, predictions_frame, provenance, read_json, write_json, write_predictions
 from cbhlib.train import TrainInputs, Unit, train_units
 
@@ -153,9 +153,11 @@ def run_mode(params: RunParams) -> ModeRun:
             out.embed_seconds += sum(e.seconds for e in embs)
             key += "|" + str(encoder_dir(params))
             per_fold = len(embs) > 1
-        elif mode in IMAGE_MODES:
+        elif mode in IMAGE_MODES:  # fine-tuning: the encoders are trained further per unit
             key += "|" + str(encoder_dir(params))
             per_fold = len(encoder_keys(camp, params, protocol)) > 1
+            encoder, _ = load_encoder(encoder_paths_for(camp, params, protocol)[0])
+            out.region_grid = model_grid(encoder, (params.regions, params.regions))
         inputs = TrainInputs(y, X if mode in PHYSICAL_MODES else None, names, pooled, regions, key)
         units = [Unit(f, s, emb=(int(camp.flight[f.test_idx[0]]) if per_fold else 0))
                  for f in folds for s in params.seeds]

@@ -190,3 +190,5 @@ def test_optional_encoder_fine_tuning_runs_the_same_protocol(tiny_campaign: Path
     ck = load_checkpoint(tmp_path / "checkpoints" / "model_attention_finetuned_fold0_seed0.pt")
     assert any(k.startswith("encoder.") for k in ck["model_state_dict"])
     assert all(np.isfinite(f["r2"]) for f in rep["fold_results"])
+    assert len(rep["attention_tokens"]) == len(run.phys_names) + 16  # variables, then 4 x 4 image regions
+    assert len(run.units["lofo"][0]["attention_mean"]) == len(rep["attention_tokens"])
