@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"campaign {path}: {'generated' if made else 'cached (parameters unchanged)'}")
     from cbhlib.campaign import validate_campaign
 
-    validate_campaign(cfg.campaign, scan_images=False)  # a broken file stops here, before any notebook
+    validate_campaign(cfg.campaign, scan_images=True)  # a broken file stops here, before any notebook
     only = [s for part in (a.only or []) for s in part.split(",") if s]
     t0 = time.perf_counter()
     results = run_pipeline(cfg, only=only or None, overrides=_parse_set(a.set or []), html_out=not a.no_html,
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except CbhError as exc:
         print(f"cbh {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"cbh {args.command}: interrupted; completed units are kept, rerun to resume", file=sys.stderr)
         return 130

@@ -44,6 +44,11 @@ def status_table(run_dir: str | Path) -> tuple[pd.DataFrame, str]:
             except json.JSONDecodeError:
                 pass
     text = ", ".join(f"{s['step']} {'ok' if s['ok'] else 'FAILED'} ({s['seconds']:.0f} s)" for s in steps)
+    pre = read_log(run_dir / "pretrain.log")
+    if not pre.empty and "key" in pre:
+        last = pre.iloc[-1]
+        text += (f"\n  pretraining: {pre['key'].nunique()} encoders logged; latest {last['key']} epoch "
+                 f"{int(last['epoch']) + 1}, loss {last['loss']:.4f}, {pre['seconds'].sum():.0f} s so far")
     return pd.DataFrame(rows), text
 
 

@@ -139,4 +139,4 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     for mode in ("image_only", "physical_only", "concat", "attention"):
         assert mode in out
-    assert "best_val_loss" in out and "remaining_s_max" in out and "explore ok" in out
+    assert "best_val_loss" in out and "remaining_s_max" in out and "explore ok" in out and "pretraining:" in out

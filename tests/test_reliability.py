@@ -82,13 +82,25 @@ def test_image_mode_on_a_campaign_without_images(tmp_path: Path, capsys: pytest.
     assert not list((tmp_path / "run").glob("report_*.json")) if (tmp_path / "run").exists() else True
 
 
-def test_cbh_run_on_a_broken_campaign_stops_before_any_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("case", ["truncated", "nan_pixels"])
+def test_cbh_run_on_a_broken_campaign_stops_before_any_notebook(case: str, small_file: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+
     from tests.conftest import ROOT
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    bad = tmp_path / "bad.h5"
+    if case == "truncated":
+        bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+        phrase = "truncated"
+    else:
+        bad.write_bytes(small_file.read_bytes())
+        with h5py.File(bad, "a") as f:
+            f["images"][3, 0, 0, 0] = float("nan")
+        phrase = "NaN or inf pixels in sample 3"
     code = main(["run", "--campaign", "bad.h5", "--pipeline", str(ROOT / "params" / "pipeline.yaml"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "bad.h5" in err and "truncated" in err
+    assert code == 2 and "bad.h5" in err and phrase in err
     assert not (tmp_path / "runs").exists()
