@@ -31,6 +31,7 @@ class Step:
     name: str
     notebook: str
     params: str | None = None
+    needs_images: bool = False  # skipped (not failed) on a campaign without images
 
 
 @dataclass
@@ -49,6 +50,7 @@ class StepResult:
     output: Path
     html: Path | None = None
     error: str | None = None
+    skipped: bool = False
 
 
 def load_pipeline(path: str | Path = "params/pipeline.yaml") -> PipelineConfig:
@@ -63,7 +65,7 @@ def load_pipeline(path: str | Path = "params/pipeline.yaml") -> PipelineConfig:
     for s in steps:
         if not isinstance(s, dict) or "name" not in s or "notebook" not in s:
             raise CbhError(f"{path}: each step needs 'name' and 'notebook'; found {s!r}")
-        cfg.steps.append(Step(s["name"], s["notebook"], s.get("params")))
+        cfg.steps.append(Step(s["name"], s["notebook"], s.get("params"), bool(s.get("needs_images", False))))
     return cfg
 
 
@@ -129,8 +131,15 @@ def run_pipeline(config: PipelineConfig, only: list[str] | None = None, override
             raise CbhError(f"unknown pipeline steps {sorted(missing)}; known: {', '.join(s.name for s in config.steps)}")
     results: list[StepResult] = []
     plog = root / run_dir / "pipeline.log"
+    from cbhlib.campaign import Campaign
+
+    has_images = Campaign(root / config.campaign).has_images
     for step in steps:
         out = run_dir / "notebooks" / f"{step.name}.ipynb"
+        if step.needs_images and not has_images:
+            results.append(StepResult(step.name, True, 0.0, out, None, "skipped: the campaign has no images", True))
+            print(f"[{step.name}] skipped: {config.campaign} has no images (image modes need them)", flush=True)
+            continue
         params = step_parameters(step, str(run_dir), str(figures_dir), config.campaign, overrides)
         t0 = time.perf_counter()
         err = None
@@ -209,6 +218,9 @@ def write_index(run_dir: Path, figures_dir: Path, config: PipelineConfig, result
     for r in (latest[n] for n in order if n in latest):
         full = f"html/{r.output.stem}.html"
         hidden = f"html/{r.output.stem}.report.html"
+        if r.skipped:
+            parts.append(f"<tr><td>{esc(r.name)}</td><td>skipped (no images)</td><td></td><td></td><td></td><td></td></tr>")
+            continue
         status = "ok" if r.ok else f"<b style='color:#b00'>failed</b>: {esc(r.error or '')}"
         parts.append(f"<tr><td>{esc(r.name)}</td><td>{status}</td><td>{r.seconds:.1f}</td>"
                      f"<td><a href='{full}'>{esc(r.output.stem)}.html</a></td>"

@@ -140,3 +140,25 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
     for mode in ("image_only", "physical_only", "concat", "attention"):
         assert mode in out
     assert "best_val_loss" in out and "remaining_s_max" in out and "explore ok" in out and "pretraining:" in out
+
+
+def test_a_campaign_without_images_runs_the_physical_steps(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+
+    monkeypatch.chdir(project)
+    noimg = project / "data" / "noimg.h5"
+    shutil.copy(project / "data" / "tiny.h5", noimg)
+    with h5py.File(noimg, "a") as f:
+        del f["images"]
+    args = ["run", "--run-name", "noimg", "--campaign", "data/noimg.h5", "--quiet", "--set", "progress=false"]
+    for key, value in (("epochs", 3), ("patience", 2), ("protocols", "[lofo,random]"), ("few_shot_repeats", 2)):
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for step in ("pretrain", "image_only", "concat", "attention"):
+        assert f"[{step}] skipped" in out
+    run = project / "runs" / "noimg"
+    assert (run / "report_physical_only.json").exists() and (run / "report_gbdt.json").exists()
+    assert not (run / "report_image_only.json").exists()
+    assert "skipped (no images)" in (run / "index.html").read_text()
