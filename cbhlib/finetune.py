@@ -10,6 +10,7 @@ Images are encoded every step here by necessity; this costs far more than frozen
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -134,8 +135,6 @@ def _one(camp: Campaign, enc_path: Path, inputs: TrainInputs, u: Unit, sha: str,
             best["pred"][:, :E] = pred_e
             best["att"] = torch.cat(atts, 1)[0] if atts else None
         if log:
-            import json
-
             log.write(json.dumps({"mode": cfg.mode + "_finetuned", "protocol": store.protocol, "fold": u.fold.fold_id,
                                   "test_flight": u.fold.test_flight, "seed": u.seed, "epoch": epoch + 1,
                                   "max_epochs": cfg.epochs, "train_loss": total / n_steps, "val_loss": val,
