@@ -467,8 +467,6 @@ class Campaign:
         with _open_h5(self.path) as f:
             try:
                 t = _read_tables(f, self.path)
-            except CampaignFormatError:
-                raise
             except (OSError, KeyError, ValueError, TypeError) as exc:
                 raise _fail(self.path, "(file)", "a readable campaign file",
                             f"{type(exc).__name__}: {exc}") from None

@@ -28,6 +28,16 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _run_params(path: str | None, sets: list[str] | None, **fixed: str | None) -> Any:
+    """RunParams from a params YAML, then ``--set`` overrides, then explicit options."""
+    from cbhlib.params import load_params_yaml, parse_params
+
+    raw = load_params_yaml(path) if path else {}
+    raw.update(_parse_set(sets or []))
+    raw.update({k: v for k, v in fixed.items() if v})
+    return parse_params(raw, path or "command line")
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
     from cbhlib import synth
 
@@ -117,16 +127,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from cbhlib.campaign import Campaign
-    from cbhlib.params import load_params_yaml, parse_params
     from cbhlib.runner import encoder_keys, ensure_encoders
 
-    raw = load_params_yaml(a.params) if a.params else {}
-    raw.update(_parse_set(a.set or []))
-    if a.campaign:
-        raw["campaign"] = a.campaign
-    if a.run_dir:
-        raw["run_dir"] = a.run_dir
-    params = parse_params(raw, a.params or "command line")
+    params = _run_params(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
     camp = Campaign(params.campaign)
     keys = sorted({k for proto in params.protocols for k in encoder_keys(camp, params, proto)})
     for key, path in ensure_encoders(camp, params, keys).items():
@@ -135,12 +138,9 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from cbhlib.params import load_params_yaml, parse_params
     from cbhlib.runner import run_mode
 
-    raw = load_params_yaml(a.params)
-    raw.update(_parse_set(a.set or []))
-    params = parse_params(raw, a.params)
+    params = _run_params(a.params, a.set)
     run = run_mode(params)
     for proto, rep in run.reports.items():
         m = rep["aggregate_metrics"]

@@ -76,13 +76,6 @@ def encoder_config_for(camp: Campaign, base: EncoderConfig) -> EncoderConfig:
     return EncoderConfig(**d)
 
 
-def _batches(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, rng: np.random.Generator, epoch: int):
-    """Yield image batches [B, C, H, W] for one epoch (in memory or streamed)."""
-    order = idx[rng.permutation(len(idx))]
-    for s in range(0, len(order), cfg.batch_size):
-        yield order[s : s + cfg.batch_size]
-
-
 def _model_input(model: MaskedAutoencoder, x: torch.Tensor, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
     """Images [B, C, H, W] -> the MAE's input (random columns for mae1d)."""
     if cfg.encoder.name != "mae1d":
@@ -109,17 +102,17 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
     gen = torch.Generator().manual_seed(cfg.seed)
     enc_cfg = encoder_config_for(camp, cfg.encoder)
     model = build_encoder(enc_cfg)
+    idx = np.sort(np.asarray(idx, np.int64))
     per_image = cfg.pixel_norm == "image"
     C, H, W = camp.image_shape  # type: ignore[misc]
     in_memory = len(idx) * C * H * W * 4 <= cfg.memory_limit_mb * 2**20
     cache = None
     if in_memory:  # one read from HDF5; statistics and batches come from memory
-        raw = camp.images(np.sort(idx))
+        raw = camp.images(idx)
         centred = raw - raw.mean(axis=(1, 2, 3), keepdims=True) if per_image else raw
         mean, std = float(centred.mean()), float(max(centred.std(), 1e-6))
         cache = torch.from_numpy(normalize(raw, mean, std, per_image))
         del raw, centred
-        pos = {int(j): i for i, j in enumerate(np.sort(idx))}
     else:  # streamed: one pass for statistics, then batches through a DataLoader
         mean, std = pixel_stats(camp, idx, per_image=per_image)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -135,7 +128,9 @@ def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
         if in_memory:
-            batches = ((b, cache[[pos[int(j)] for j in b]]) for b in _batches(camp, idx, cfg, rng, epoch))
+            perm = rng.permutation(len(idx))  # rows of the cache, in the order of idx
+            batches = ((idx[r], cache[r]) for r in (perm[s : s + cfg.batch_size]
+                                                    for s in range(0, len(idx), cfg.batch_size)))
         else:
             loader = image_loader(camp, idx, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed + epoch)
             batches = ((b, normalize(x, mean, std, per_image)) for x, b in loader)
