@@ -1,0 +1,26 @@
+"""Names and numbers declared once for the whole package."""
+
+from __future__ import annotations
+
+DEFAULT_CAMPAIGN = "data/synthetic_default.h5"  # the embedded synthetic campaign, relative to the project root
+RUNS_ROOT = "runs"  # every run folder lives under this folder of the project root
+FIGURES_ROOT = "figures"  # figures of run <name> go to figures/<name>
+
+PROTOCOLS = ("lofo", "random", "within_flight")
+PROTOCOL_LABELS = {
+    "lofo": "leave-one-flight-out (validation: time blocks of training flights)",
+    "random": "pooled random 5-fold (LEAKY: neighbours along a track fall on both sides)",
+    "within_flight": "time-blocked 5-fold within each flight",
+}
+
+CBH_GRID_KM = 0.03  # CPL layer-base resolution
+ESPY_KM_PER_K = 0.125  # Espy: cloud base rises 125 m per K of dewpoint depression
+
+# The seed's nine ERA5 variables (WP2_Features.hdf5) and three shadow features (WP1), with units.
+ERA5_VARIABLES: dict[str, str] = {
+    "blh": "km", "lcl": "km", "inversion_height": "km", "moisture_gradient": "g/kg/km",
+    "stability_index": "K/km", "t2m": "K", "d2m": "K", "sp": "Pa", "tcwv": "kg/m2",
+}
+GEOMETRY_VARIABLES: dict[str, str] = {
+    "derived_geometric_H": "km", "shadow_length_pixels": "pixels", "shadow_detection_confidence": "1",
+}
