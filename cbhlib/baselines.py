@@ -1,29 +1,56 @@
-"""Baselines on exactly the folds of the neural modes, in the same unit/report schema.
+"""Simple baselines on exactly the folds of the neural models, in the same unit schema.
 
 * ``climatology``: the mean CBH of the fold's training samples.
-* ``lcl``: Espy's lifting condensation level, 0.125 km per K of dewpoint depression
-  from ERA5 t2m and d2m, plus one offset fitted on the fold's training samples.
-* ``gbdt``: scikit-learn's HistGradientBoostingRegressor on the physical features (the
-  seed's WP-3 analogue), fitted on the training samples (NaN handled natively).
+* ``lcl``: Espy's lifting condensation level (125 m per K of dewpoint depression from
+  ERA5 t2m and d2m) plus one offset fitted on the fold's training samples.
+* ``gbdt``: HistGradientBoostingRegressor on the physical features (the seed's WP-3).
+* ``image_stats_gbdt``: the same trees on calibration-free image statistics.
+* ``gbdt_all``: the same trees on physical features and image statistics together.
+
+(The neural baselines ``image_stats_mlp`` and ``random_init`` train heads: see ``runner``.)
+These models are deterministic: each seed's unit holds the same fit, so their spread over
+seeds is exactly zero (reports say so).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from cbhlib.campaign import Campaign
+from cbhlib.constants import ESPY_KM_PER_K
 from cbhlib.data import Fold
-from cbhlib.metrics import regression_metrics
-from cbhlib.reports import read_json, write_json
+from cbhlib.train import TrainInputs, write_unit
+from cbhlib.units import Unit, UnitResult, UnitStore, unit_sha
 
-BASELINES = ("climatology", "lcl", "gbdt")
-ESPY_KM_PER_K = 0.125
+log = logging.getLogger(__name__)
+
+SKLEARN_BASELINES = ("climatology", "lcl", "gbdt", "image_stats_gbdt", "gbdt_all")
+DESCRIPTIONS = {
+    "climatology": "Mean CBH of the training flights",
+    "lcl": "Espy LCL from ERA5 t2m/d2m plus an offset fitted on the training flights",
+    "gbdt": "HistGradientBoostingRegressor on the physical features",
+    "image_stats_gbdt": "HistGradientBoostingRegressor on 13 calibration-free image statistics",
+    "gbdt_all": "HistGradientBoostingRegressor on physical features plus image statistics",
+    "image_stats_mlp": "13 calibration-free image statistics -> the physical_only MLP head",
+    "random_init": "The same encoder architecture, untrained (random weights), frozen -> image_only head",
+}
+GBDT_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+               "early_stopping": False}
+
+
+@dataclass
+class BaselineData:
+    """Inputs of the sklearn baselines over all N samples."""
+
+    y: np.ndarray  # (N,) km
+    phys: np.ndarray  # (N, K) physical features, NaN allowed
+    phys_names: list[str]
+    stats: np.ndarray | None = None  # (N, 13) image statistics, or None without images
+    key: str = ""  # campaign fingerprint
 
 
 def espy_lcl_km(t2m_k: np.ndarray, d2m_k: np.ndarray) -> np.ndarray:
@@ -32,94 +59,72 @@ def espy_lcl_km(t2m_k: np.ndarray, d2m_k: np.ndarray) -> np.ndarray:
 
 
 def _find(names: list[str], short: str) -> int | None:
-    for i, n in enumerate(names):
-        if n == short or n.endswith("/" + short):
-            return i
-    return None
+    return next((i for i, n in enumerate(names) if n == short or n.endswith("/" + short)), None)
 
 
-Predictor = Callable[[Fold], np.ndarray]
+Predictor = Callable[[np.ndarray], np.ndarray]  # fit indices -> predictions for all N samples
 
 
-def climatology(y: np.ndarray) -> Predictor:
-    def predict(fold: Fold) -> np.ndarray:
-        return np.full(len(y), float(np.mean(y[fold.fit_idx])))
+def _gbdt(y: np.ndarray, X: np.ndarray) -> Predictor:
+    def predict(fit: np.ndarray) -> np.ndarray:
+        model = HistGradientBoostingRegressor(**GBDT_PARAMS, random_state=0)
+        return model.fit(X[fit], y[fit]).predict(X)
     return predict
 
 
-def lcl(y: np.ndarray, X: np.ndarray, names: list[str]) -> Predictor:
-    it, idd = _find(names, "t2m"), _find(names, "d2m")
-    if it is None or idd is None:
-        raise ValueError("the lcl baseline needs t2m and d2m features (era5 group)")
-    base = espy_lcl_km(X[:, it], X[:, idd])
+def make_predictor(name: str, d: BaselineData) -> Predictor:
+    """A baseline by name.
 
-    def predict(fold: Fold) -> np.ndarray:
-        fit = fold.fit_idx
-        ok = np.isfinite(base[fit])
-        offset = float(np.median(y[fit][ok] - base[fit][ok])) if ok.any() else 0.0
-        pred = base + offset
-        fallback = float(np.mean(y[fit]))
-        return np.where(np.isfinite(pred), pred, fallback)
-    return predict
-
-
-def gbdt(y: np.ndarray, X: np.ndarray, seed: int = 0) -> Predictor:
-    def predict(fold: Fold) -> np.ndarray:
-        model = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                              l2_regularization=1.0, early_stopping=False, random_state=seed)
-        model.fit(X[fold.fit_idx], y[fold.fit_idx])
-        return model.predict(X)
-    return predict
-
-
-def make_predictor(name: str, camp: Campaign, groups: list[str] | None = None, seed: int = 0) -> Predictor:
-    """A baseline by name over a campaign's labels and physical features."""
-    y = camp.cbh_km.astype(np.float64)
-    X, names = camp.feature_matrix(groups or None)
+    Raises:
+        ValueError: the campaign lacks what the baseline needs (stated in the message).
+    """
     if name == "climatology":
-        return climatology(y)
+        return lambda fit: np.full(len(d.y), float(np.mean(d.y[fit])))
     if name == "lcl":
-        return lcl(y, X, names)
+        it, idd = _find(d.phys_names, "t2m"), _find(d.phys_names, "d2m")
+        if it is None or idd is None:
+            raise ValueError("the lcl baseline needs t2m and d2m features")
+        base = espy_lcl_km(d.phys[:, it], d.phys[:, idd])
+
+        def lcl(fit: np.ndarray) -> np.ndarray:
+            ok = np.isfinite(base[fit])
+            offset = float(np.median(d.y[fit][ok] - base[fit][ok])) if ok.any() else 0.0
+            return np.where(np.isfinite(base), base + offset, float(np.mean(d.y[fit])))
+        return lcl
+    if name in ("image_stats_gbdt", "gbdt_all") and d.stats is None:
+        raise ValueError(f"the {name} baseline needs images; the campaign has none")
+    if name in ("gbdt", "gbdt_all") and d.phys.shape[1] == 0:
+        raise ValueError(f"the {name} baseline needs physical features; the campaign has none")
     if name == "gbdt":
-        if X.shape[1] == 0:
-            raise ValueError("the gbdt baseline needs physical features; the campaign has none")
-        return gbdt(y, X, seed)
-    raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)}")
+        return _gbdt(d.y, d.phys)
+    if name == "image_stats_gbdt":
+        return _gbdt(d.y, d.stats)  # type: ignore[arg-type]
+    if name == "gbdt_all":
+        return _gbdt(d.y, np.concatenate([d.phys, d.stats], axis=1))  # type: ignore[list-item]
+    raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(SKLEARN_BASELINES)}")
 
 
-def run_baseline(name: str, camp: Campaign, folds: list[Fold], protocol: str, run_dir: str | Path | None = None,
-                 groups: list[str] | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Score a baseline on every fold; unit dicts in the trainer's schema.
+def run_baseline(name: str, d: BaselineData, folds: list[Fold], protocol: str, seeds: list[int],
+                 store: UnitStore) -> list[UnitResult]:
+    """Score a baseline on every fold; one unit per (fold, seed), reused when unchanged.
 
     Baselines fit on training plus validation samples (they need no early stopping).
-    Results are cached per fold under ``run_dir/units/<protocol>/<name>/``.
+    Under LOFO, validation-side predictions (refit without the validation samples) are
+    kept for conformal calibration on the training flights.
     """
-    predict = make_predictor(name, camp, groups, seed)
-    y = camp.cbh_km.astype(np.float64)
+    predict = make_predictor(name, d)
+    inputs = TrainInputs(d.y, d.phys, d.phys_names, key=d.key)
     out = []
     for fold in folds:
-        path = Path(run_dir) / "units" / protocol / name / f"fold{fold.fold_id}_seed{seed}.json" if run_dir else None
-        key = hashlib.sha256(f"{name}|{camp.fingerprint()}|{groups}|{seed}".encode() + fold.fit_idx.tobytes()
-                             + fold.test_idx.tobytes()).hexdigest()[:16]
-        if path is not None and path.exists():
-            cached = read_json(path)
-            if cached.get("unit_sha") == key:
-                out.append(cached)
-                continue
-        pred = predict(fold)
-        # validation-side predictions for conformal calibration: refit without the validation samples
-        val_fold = Fold(fold.fold_id, fold.test_flight, fold.train_idx, np.array([], dtype=np.int64), fold.val_idx)
-        val_pred = predict(val_fold)[fold.val_idx] if len(fold.val_idx) else np.array([])
-        test = fold.test_idx
-        metrics = regression_metrics(y[test], pred[test])
-        res = {
-            "mode": name, "protocol": protocol, "fold_id": fold.fold_id, "test_flight": fold.test_flight,
-            "seed": seed, "n_train": int(len(fold.fit_idx)), "n_val": 0, "n_test": int(len(test)),
-            **{k: v for k, v in metrics.items() if k != "n"}, "epoch_trained": None,
-            "test_idx": test.tolist(), "true": y[test].tolist(), "pred": pred[test].tolist(), "unit_sha": key,
-            "val_idx": fold.val_idx.tolist(), "val_pred": val_pred.tolist(),
-        }
-        if path is not None:
-            write_json(path, res)
-        out.append(res)
+        units = [Unit(name, protocol, fold, s) for s in seeds]
+        shas = [unit_sha(name, GBDT_PARAMS, d.key, d.phys_names, fold.fit_idx, fold.test_idx, fold.val_idx, s)
+                for s in seeds]
+        done = [store.load(u, sha) for u, sha in zip(units, shas)]
+        if all(r is not None for r in done):
+            out.extend(done)  # type: ignore[arg-type]
+            continue
+        pred = predict(fold.fit_idx)
+        val_pred = predict(fold.train_idx)[fold.val_idx] if protocol == "lofo" and len(fold.val_idx) else np.array([])
+        for u, sha, r in zip(units, shas, done):
+            out.append(r if r is not None else write_unit(u, sha, name, inputs, val_pred, pred[fold.test_idx], store))
     return out

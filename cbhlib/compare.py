@@ -1,264 +1,153 @@
-"""Cross-flight comparison: every model under every protocol, few-shot adaptation,
-conformal intervals and domain-shift diagnostics. Backs notebook 03.
-
-Few-shot adaptation is a *recalibration*: the k labelled samples of the target flight
-give the mean residual of the model's leave-one-flight-out predictions there, and that
-offset is added to the flight's other predictions, which alone are scored.
+"""Cross-flight comparison: baselines on the same folds, paired intervals, and the findings
+a run supports (computed, never typed). Backs ``notebooks/03_cross_flight_comparison``.
 """
 
 from __future__ import annotations
 
-import zlib
-from pathlib import Path
+import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sklearn.decomposition import PCA
-from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import StandardScaler
 
-from cbhlib.baselines import BASELINES, run_baseline
+from cbhlib.baselines import DESCRIPTIONS, SKLEARN_BASELINES, run_baseline
 from cbhlib.campaign import Campaign
-from cbhlib.conformal import conformal_quantile, interval_coverage
+from cbhlib.config import Config
+from cbhlib.constants import PROTOCOL_LABELS
 from cbhlib.data import make_folds
-from cbhlib.metrics import regression_metrics
-from cbhlib.reports import build_report, predictions_frame, provenance, read_json, write_json, write_predictions
-from cbhlib.runner import DESCRIPTIONS, predictions_name, protocol_label, report_name
+from cbhlib.reports import build_report, provenance, write_json
+from cbhlib.results import seed_matrix
+from cbhlib.rundir import RunDir
+from cbhlib.runner import baseline_data
+from cbhlib.stats import paired_mae_difference
+from cbhlib.units import UnitStore
 
-REGIMES = ((0.0, 0.5, "low (< 0.5 km)"), (0.5, 1.0, "mid (0.5-1 km)"), (1.0, np.inf, "high (> 1 km)"))
+log = logging.getLogger(__name__)
+
+# (model, reference): pretraining vs its ablations, each fusion mode vs physics and vs the strongest simple baseline
+PAIRS = [("image_only", "random_init"), ("image_only", "image_stats_mlp"), ("gbdt_all", "gbdt"),
+         ("concat", "physical_only"), ("attention", "physical_only"), ("image_only", "physical_only"),
+         ("attention", "concat"), ("physical_only", "gbdt_all"), ("image_only", "gbdt_all"), ("concat", "gbdt_all"),
+         ("attention", "gbdt_all")]
 
 
-def run_baselines(camp: Campaign, protocols: list[str], run_dir: str | Path, groups: list[str] | None = None,
-                  val_fraction: float = 0.2, names: tuple[str, ...] = BASELINES) -> dict[tuple[str, str], dict[str, Any]]:
-    """Score every baseline under every protocol and write their reports and predictions."""
-    run_dir = Path(run_dir)
-    out = {}
-    for proto in protocols:
-        folds = make_folds(camp, proto, val_fraction)
+def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """Score the sklearn baselines under every protocol on the models' folds; write their reports."""
+    names = [n for n in (names or cfg.compare.baselines) if n in SKLEARN_BASELINES]
+    store = UnitStore(run)
+    data = baseline_data(camp, cfg, run, with_stats=any(n in ("image_stats_gbdt", "gbdt_all") for n in names))
+    done = []
+    for proto in cfg.protocols:
+        folds = make_folds(camp, proto, cfg.val_fraction)
+        if not folds:
+            continue
+        prov = provenance({"feature_groups": cfg.feature_groups, "val_fraction": cfg.val_fraction},
+                          camp.fingerprint(), cfg.seeds)
         for name in names:
             try:
-                units = run_baseline(name, camp, folds, proto, run_dir, groups)
+                units = run_baseline(name, data, folds, proto, cfg.seeds, store)
             except ValueError as exc:  # e.g. no t2m/d2m for the LCL baseline
-                print(f"baseline {name} skipped: {exc}")
+                log.warning("baseline %s skipped: %s", name, exc)
                 continue
-            rep = build_report(name, DESCRIPTIONS[name], protocol_label(proto), units,
-                               provenance({"groups": groups, "val_fraction": val_fraction}, camp.fingerprint(), 0))
-            write_json(run_dir / report_name(name, proto), rep)
-            write_predictions(run_dir / predictions_name(name, proto), predictions_frame(units, camp.flight_names, camp.flight))
-            out[(name, proto)] = rep
+            write_json(run.report(name, proto), build_report(name, DESCRIPTIONS[name], proto, PROTOCOL_LABELS[proto],
+                                                             units, prov, deterministic=True))
+            done.append((name, proto))
+    return done
+
+
+def validation_residuals(run: RunDir, camp: Campaign, models: list[str]) -> dict[tuple[str, int, str], np.ndarray]:
+    """(model, seed, held-out flight) -> residuals on that unit's validation samples (training flights)."""
+    store, y, out = UnitStore(run), camp.cbh_km.astype(float), {}
+    for model in models:
+        for u in store.read_all(model, "lofo"):
+            if u.val_idx:
+                out[(model, u.seed, u.test_flight)] = y[np.asarray(u.val_idx)] - np.asarray(u.val_pred, float)
     return out
 
 
-def load_runs(run_dir: str | Path) -> pd.DataFrame:
-    """Every report in a run folder: model, protocol, report dict, predictions frame."""
-    run_dir = Path(run_dir)
+def comparisons(pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = PAIRS,
+                protocol: str = "lofo") -> pd.DataFrame:
+    """Paired bootstrap of pooled MAE differences for every pair present in the run."""
+    have = set(pred.loc[pred["protocol"] == protocol, "model"])
     rows = []
-    for path in sorted(run_dir.glob("report_*.json")):
-        if path.name == "report_all.json":
+    for a, b in pairs:
+        if a not in have or b not in have:
             continue
-        rep = read_json(path)
-        proto = "lofo" if "__" not in path.stem else path.stem.split("__", 1)[1]
-        model = rep["model_variant"]
-        pred_path = run_dir / predictions_name(model, proto)
-        pred = pd.read_csv(pred_path) if pred_path.exists() else None
-        if pred is not None and "seed" in pred:
-            pred = pred[pred["seed"] == pred["seed"].min()]
-        rows.append({"model": model, "protocol": proto, "report": rep, "pred": pred})
-    return pd.DataFrame(rows)
-
-
-def per_flight_metrics(pred: pd.DataFrame, flights: list[str]) -> pd.DataFrame:
-    """R2 / MAE / RMSE per flight from held-out predictions (all folds of the protocol)."""
-    rows = []
-    for fl in flights:
-        d = pred[pred["flight"] == fl]
-        if len(d) == 0:
+        ya, pa, ga = seed_matrix(pred, a, protocol)
+        yb, pb, gb = seed_matrix(pred, b, protocol)
+        if len(ya) != len(yb) or not np.array_equal(ga, gb):
+            log.warning("comparison %s vs %s skipped: different held-out samples", a, b)
             continue
-        m = regression_metrics(d["true_km"].to_numpy(), d["pred_km"].to_numpy())
-        rows.append({"flight": fl, "r2": m["r2"], "mae_m": m["mae_km"] * 1000, "rmse_m": m["rmse_km"] * 1000, "n": m["n"]})
+        d = paired_mae_difference(ya, pa, pb, ga, a, b, cfg.compare.bootstrap_reps, cfg.compare.bootstrap_block,
+                                  cfg.seed)
+        rows.append({"protocol": protocol, **d.row()})
     return pd.DataFrame(rows)
 
 
-def comparison_table(runs: pd.DataFrame, flights: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(long per-flight table, wide headline table: model x protocol)."""
-    long_rows, wide_rows = [], []
-    for _, r in runs.iterrows():
-        if r["pred"] is None:
-            continue
-        pf = per_flight_metrics(r["pred"], flights)
-        pf.insert(0, "protocol", r["protocol"])
-        pf.insert(0, "model", r["model"])
-        long_rows.append(pf)
-        agg = r["report"]["aggregate_metrics"]
-        row = {"model": r["model"], "protocol": r["protocol"]}
-        for _, f in pf.iterrows():
-            row[f"R2 {f['flight']}"] = f["r2"]
-        for _, f in pf.iterrows():
-            row[f"MAE m {f['flight']}"] = f["mae_m"]
-        for _, f in pf.iterrows():
-            row[f"RMSE m {f['flight']}"] = f["rmse_m"]
-        row.update({"mean of fold R2": agg.get("mean_r2"), "pooled R2": agg.get("pooled_r2"),
-                    "pooled MAE m": (agg.get("pooled_mae_km") or np.nan) * 1000,
-                    "pooled RMSE m": (agg.get("pooled_rmse_km") or np.nan) * 1000})
-        wide_rows.append(row)
-    long = pd.concat(long_rows, ignore_index=True) if long_rows else pd.DataFrame()
-    order = {"lofo": 0, "within_flight": 1, "random": 2}
-    wide = pd.DataFrame(wide_rows)
-    if len(wide):
-        wide = wide.sort_values(["model", "protocol"], key=lambda s: s.map(order) if s.name == "protocol" else s)
-    return long, wide.reset_index(drop=True)
+def _m(x: float) -> str:
+    return f"{x:.0f} m"
 
 
-# --------------------------------------------------------------------------- few-shot
+def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | None = None,
+             conf: pd.DataFrame | None = None, draw: str = "first") -> dict[str, list[str]]:
+    """What this run shows and what it does not, each sentence computed from the tables.
 
-
-def few_shot_split(n: int, k: int, rng: np.random.Generator, min_scored: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of (k labelled calibration samples, scored samples) within one flight.
-
-    k is capped so that at least ``min_scored`` samples remain to score; the two sets
-    are disjoint and cover the flight.
+    A ranking is stated only where the paired 95 % interval excludes zero.
     """
-    k_used = max(0, min(k, n - min_scored))
-    perm = rng.permutation(n)
-    return np.sort(perm[:k_used]), np.sort(perm[k_used:])
+    shows, not_shows = [], []
+    lofo = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
+    if len(lofo):
+        best = lofo.iloc[0]
+        clim = lofo[lofo["model"] == "climatology"]
+        shows.append(f"Lowest leave-one-flight-out pooled MAE: {best['model']} {best['pooled_mae_m']:.0f} ± "
+                     f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])})"
+                     + (f"; climatology {clim.iloc[0]['pooled_mae_m']:.0f} m." if len(clim) else "."))
+        worse = []
+        if len(clim):
+            c0 = float(clim.iloc[0]["pooled_mae_m"])
+            worse = lofo[(lofo["pooled_mae_m"] > c0) & (lofo["model"] != "climatology")]["model"].tolist()
+        if worse:
+            shows.append("Worse than climatology on a new flight (pooled MAE): " + ", ".join(worse) + ".")
+    for _, r in comp.iterrows():
+        interval = f"{r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+        if r["verdict"] == "not resolved":
+            not_shows.append(f"{r['model']} vs {r['reference']}: pooled MAE difference {interval}, 95 % interval "
+                             "includes 0: not resolved.")
+        else:
+            shows.append(f"{r['verdict']}: pooled MAE difference {r['model']} - {r['reference']} {interval} "
+                         f"(95 % paired bootstrap over samples and {int(r['n_seeds'])} seeds).")
+    both = headline.pivot_table(index="model", columns="protocol", values="r2_pooled")
+    if {"lofo", "random"} <= set(both.columns):
+        gap = (both["random"] - both["lofo"]).dropna()
+        if len(gap):
+            shows.append(f"A pooled random split inflates pooled R2 by {gap.min():.2f} to {gap.max():.2f} over "
+                         "leave-one-flight-out (neighbouring samples leak).")
+    if curve is not None and len(curve):
+        c = curve[(curve["draw"] == draw) & (curve["method"] == "offset")]
+        k0 = c[c["k"] == 0].set_index("model")["mae_m"]
+        k10 = c[c["k"] == 10].set_index("model")["mae_m"]
+        common = k0.index.intersection(k10.index)
+        if len(common):
+            better = [m for m in common if k10[m] < k0[m]]
+            shows.append(f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE for "
+                         f"{len(better)} of {len(common)} models" + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> "
+                                                                      f"{k10[better[0]]:.0f} m)." if better else "."))
+    if conf is not None and len(conf):
+        tf = conf[conf["calibration"] == "training flights"]
+        if len(tf):
+            w = tf.sort_values("min_coverage").iloc[0]
+            shows.append(f"90 % intervals calibrated on training flights cover as little as {w['min_coverage']:.0%} "
+                         f"of a new flight ({w['model']}, {w['worst_flight']}).")
+    not_shows.append("These numbers come from the synthetic campaign unless the run used imported files: they are "
+                     "not a claim about the real flights.")
+    not_shows.append("With five flights, a flight-level effect rests on five held-out flights; the intervals resample "
+                     "samples and seeds within them, not new flights.")
+    return {"shows": shows, "does_not_show": not_shows}
 
 
-def few_shot(pred: pd.DataFrame, ks: tuple[int, ...] = (0, 5, 10, 20, 50), repeats: int = 5, seed: int = 0,
-             model: str = "") -> pd.DataFrame:
-    """Offset recalibration with k labelled samples of each held-out flight.
-
-    Args:
-        pred: leave-one-flight-out predictions (columns flight, true_km, pred_km).
-    Returns:
-        One row per (flight, k, repeat): k_used, n_scored, r2, mae_km.
-    """
-    rows = []
-    for fl, d in pred.groupby("flight", sort=False):
-        y, p = d["true_km"].to_numpy(float), d["pred_km"].to_numpy(float)
-        for k in ks:
-            rng = np.random.default_rng([seed, k, zlib.crc32(str(fl).encode())])
-            for rep in range(repeats if k > 0 else 1):
-                calib, scored = few_shot_split(len(y), k, rng)
-                offset = float(np.mean(y[calib] - p[calib])) if len(calib) else 0.0
-                m = regression_metrics(y[scored], p[scored] + offset)
-                rows.append({"model": model, "flight": fl, "k": k, "k_used": len(calib), "repeat": rep,
-                             "n_scored": len(scored), "r2": m["r2"], "mae_km": m["mae_km"]})
-    return pd.DataFrame(rows)
-
-
-def few_shot_curve(fs: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, k): mean over flights of R2 and MAE, spread (std) over repeats."""
-    per_rep = fs.groupby(["model", "k", "repeat"]).agg(r2=("r2", "mean"), mae_km=("mae_km", "mean")).reset_index()
-    # k = 0 has one repeat per flight: it is the plain leave-one-flight-out mean of fold R2
-    return per_rep.groupby(["model", "k"]).agg(r2_mean=("r2", "mean"), r2_std=("r2", "std"),
-                                               mae_km_mean=("mae_km", "mean"), mae_km_std=("mae_km", "std")).reset_index().fillna({"r2_std": 0.0, "mae_km_std": 0.0})
-
-
-# --------------------------------------------------------------------------- conformal
-
-
-def load_units(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[dict[str, Any]]:
-    folder = Path(run_dir) / "units" / protocol / model
-    units = [read_json(p) for p in sorted(folder.glob("fold*_seed*.json"))]
-    if units:
-        first_seed = min(u.get("seed", 0) for u in units)
-        units = [u for u in units if u.get("seed", 0) == first_seed]
-    return units
-
-
-def conformal_table(units: list[dict[str, Any]], y: np.ndarray, alpha: float = 0.1, k: int = 20,
-                    repeats: int = 5, seed: int = 0, model: str = "") -> pd.DataFrame:
-    """Coverage and width of split-conformal intervals per held-out flight.
-
-    (a) ``training flights``: calibrated on the fold's validation residuals (training
-        flights only, never the held-out one);
-    (b) ``target flight (k-shot)``: calibrated on k labelled samples of the held-out
-        flight, scored on its other samples (averaged over repeats).
-    """
-    rows = []
-    for u in units:
-        test_true, test_pred = np.asarray(u["true"], float), np.asarray(u["pred"], float)
-        if u.get("val_idx"):
-            res = y[np.asarray(u["val_idx"], int)] - np.asarray(u["val_pred"], float)
-            q = conformal_quantile(res, alpha)
-            cov, width = interval_coverage(test_true, test_pred, q)
-            rows.append({"model": model, "flight": u["test_flight"], "calibration": "training flights",
-                         "coverage": cov, "width_km": width, "n_calibration": len(res)})
-        rng = np.random.default_rng([seed, len(test_true)])
-        covs, widths = [], []
-        for _ in range(repeats):
-            calib, scored = few_shot_split(len(test_true), k, rng)
-            if len(calib) == 0:
-                continue
-            q = conformal_quantile(test_true[calib] - test_pred[calib], alpha)
-            if not np.isfinite(q):
-                q = float(np.max(np.abs(test_true[calib] - test_pred[calib])))
-            c, w = interval_coverage(test_true[scored], test_pred[scored], q)
-            covs.append(c)
-            widths.append(w)
-        if covs:
-            rows.append({"model": model, "flight": u["test_flight"], "calibration": f"target flight ({k}-shot)",
-                         "coverage": float(np.mean(covs)), "width_km": float(np.mean(widths)), "n_calibration": min(k, len(test_true) - 5)})
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- shift
-
-
-def shift_ks(camp: Campaign, groups: list[str] | None = None) -> pd.DataFrame:
-    """KS statistic of every feature: each flight against all the other flights (its training side)."""
-    X, names = camp.feature_matrix(groups)
-    rows = []
-    for j, name in enumerate(names):
-        row = {"feature": name}
-        for k, fl in enumerate(camp.flight_names):
-            a = X[(camp.flight == k) & np.isfinite(X[:, j]), j]
-            b = X[(camp.flight != k) & np.isfinite(X[:, j]), j]
-            row[fl] = stats.ks_2samp(a, b).statistic if len(a) > 1 and len(b) > 1 else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("feature")
-
-
-def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Impute, standardise and project to 2-D. Returns (N, 2) and explained variance ratios."""
-    Z = StandardScaler().fit_transform(SimpleImputer(strategy="median").fit_transform(X))
-    pca = PCA(n_components=2, random_state=0).fit(Z)
-    return pca.transform(Z), pca.explained_variance_ratio_
-
-
-def regime_errors(pred: pd.DataFrame) -> pd.DataFrame:
-    """Absolute error per sample with its CBH regime (low / mid / high cloud)."""
-    d = pred.copy()
-    d["abs_error_m"] = (d["pred_km"] - d["true_km"]).abs() * 1000
-    d["regime"] = ""
-    for lo, hi, label in REGIMES:
-        d.loc[(d["true_km"] >= lo) & (d["true_km"] < hi), "regime"] = label
-    return d
-
-
-def ceiling(camp: Campaign) -> dict[str, float] | None:
-    """Best achievable R2 per flight and pooled (synthetic campaigns), else None."""
-    attrs = camp.truth_attrs()
-    if "best_r2" not in attrs:
-        return None
-    per = camp.truth("best_r2_per_flight")
-    out = {"pooled": float(attrs["best_r2"])}
-    if per is not None:
-        out.update({fl: float(v) for fl, v in zip(camp.flight_names, per)})
-    return out
-
-
-def summary(wide: pd.DataFrame, curve: pd.DataFrame, conf: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers for ``comparison_summary.json``."""
-    out: dict[str, Any] = {"models": {}}
-    for _, r in wide.iterrows():
-        out["models"].setdefault(r["model"], {})[r["protocol"]] = {
-            "mean_fold_r2": r["mean of fold R2"], "pooled_r2": r["pooled R2"], "pooled_mae_m": r["pooled MAE m"]}
-    if len(curve):
-        out["few_shot"] = curve.to_dict("records")
-    if len(conf):
-        out["conformal"] = conf.groupby(["model", "calibration"])[["coverage", "width_km"]].mean().reset_index().to_dict("records")
-    return out
-
+def summary(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame, conf: pd.DataFrame,
+            found: dict[str, list[str]]) -> dict[str, Any]:
+    """``comparison_summary.json``: the comparison's tables and findings."""
+    return {"headline": headline.to_dict("records"), "comparisons": comp.to_dict("records"),
+            "few_shot": curve.to_dict("records") if len(curve) else [],
+            "conformal": conf.to_dict("records") if len(conf) else [], "findings": found}

@@ -16,8 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cbhlib.campaign import Campaign
-
-PROTOCOLS = ("lofo", "random", "within_flight")
+from cbhlib.constants import PROTOCOLS
 
 
 @dataclass

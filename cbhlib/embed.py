@@ -1,12 +1,14 @@
 """Image embeddings from a frozen encoder, computed once per checkpoint and cached.
 
-The cache key is the checkpoint's bytes plus the campaign's fingerprint, so training
-epochs and every fusion mode reuse the same arrays and nothing is re-encoded.
+The cache key is the checkpoint's bytes, the campaign's fingerprint and the region
+grid, so training epochs and every fusion mode reuse the same arrays and nothing is
+re-encoded. The cache verifies itself on read (``cbhlib.cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cbhlib.cache import load_arrays, save_arrays
 from cbhlib.campaign import Campaign
-from cbhlib.models.mae import pool_tokens
-from cbhlib.pretrain import load_encoder, normalize
+from cbhlib.loops import resolve_device
+from cbhlib.models.mae import MaskedAutoencoder, pool_tokens
+from cbhlib.pretrain import load_encoder
+from cbhlib.units import file_sha256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Embeddings:
-    """Encoder outputs for every sample of a campaign.
+    """Encoder outputs for every labelled sample of a campaign.
 
     Attributes:
         pooled: (N, D) mean over patch tokens (CLS excluded).
@@ -42,61 +49,49 @@ class Embeddings:
         return len(self.pooled) / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_grid(model: torch.nn.Module, regions: tuple[int, int]) -> tuple[int, int]:
+def region_grid(model: MaskedAutoencoder, regions: tuple[int, int]) -> tuple[int, int]:
     """The region layout (Rh, Rw) that :func:`pool_tokens` gives for this encoder."""
-    if hasattr(model, "gh"):
-        gh, gw = model.gh, model.gw
-    else:
-        gh, gw = model.n_tokens, len(model.column_indices(model.cfg.img_w))
+    gh, gw = model.grid
     return min(regions[0], gh), min(regions[1], gw)
 
 
 @torch.inference_mode()
-def encode_images(model: torch.nn.Module, images: torch.Tensor, regions: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised images [B, C, H, W] -> pooled [B, D], regions [B, R, D]."""
-    grid = model.image_tokens(images)  # type: ignore[operator]
-    return pool_tokens(grid, regions)
+def encode_images(model: MaskedAutoencoder, images: torch.Tensor, regions: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw images [B, C, H, W] -> pooled [B, D], regions [B, R, D]."""
+    return pool_tokens(model.forward_features(images), regions)
+
+
+def embedding_batch(shape: tuple[int, int, int], batch: int = 256) -> int:
+    """Images per forward pass, bounded for large images (activation memory)."""
+    C, H, W = shape
+    return max(2, min(batch, (256 * 64 * 64) // max(1, H * W)))
 
 
 def embed_campaign(camp: Campaign, ckpt_path: str | Path, cache_dir: str | Path | None = None,
-                   batch_size: int = 64, regions: tuple[int, int] = (4, 4), device: str = "cpu",
-                   progress: bool = True) -> Embeddings:
-    """Encode every image of ``camp`` with the frozen encoder in ``ckpt_path`` (cached)."""
+                   regions: tuple[int, int] = (4, 4), device: str = "cpu", progress: bool = True) -> Embeddings:
+    """Encode every labelled image of ``camp`` with the frozen encoder in ``ckpt_path`` (cached)."""
     ckpt_path = Path(ckpt_path)
-    key = hashlib.sha256(
-        f"{_file_sha(ckpt_path)}|{camp.fingerprint()}|{regions}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{file_sha256(ckpt_path)}|{camp.fingerprint()}|{regions}".encode()).hexdigest()[:20]
     cache = Path(cache_dir) / f"emb_{key}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            return Embeddings(z["pooled"], z["regions"], tuple(z["grid"]), 0.0, True)  # type: ignore[arg-type]
-    model, ckpt = load_encoder(ckpt_path)
-    model.to(device)
-    mean, std = float(ckpt["pixel_mean"]), float(ckpt["pixel_std"])
-    per_image = ckpt.get("pixel_norm", "global") == "image"
+    if cache is not None:
+        got = load_arrays(cache, {"pooled": None, "regions": None, "grid": (2,)})
+        if got is not None and len(got["pooled"]) == camp.n_samples:
+            return Embeddings(got["pooled"], got["regions"], tuple(int(g) for g in got["grid"]), 0.0, True)  # type: ignore[arg-type]
+    dev = resolve_device(device)
+    model, _ = load_encoder(ckpt_path)
+    model.to(dev)
     n = camp.n_samples
-    C, H, W = camp.image_shape  # type: ignore[misc]
-    batch_size = max(4, min(batch_size, (64 * 64 * 64) // (H * W)))  # bound activation memory on large images
+    batch = embedding_batch(camp.image_shape)  # type: ignore[arg-type]
     pooled, regs = [], []
     t0 = time.perf_counter()
-    for s in tqdm(range(0, n, batch_size), desc="embed", disable=not progress):
-        x = torch.from_numpy(normalize(camp.images(slice(s, min(n, s + batch_size))), mean, std, per_image)).to(device)
+    for s in tqdm(range(0, n, batch), desc="embed", disable=not progress):
+        x = torch.from_numpy(camp.images(slice(s, min(n, s + batch)))).to(dev)
         p, r = encode_images(model, x, regions)
         pooled.append(p.float().cpu().numpy())
         regs.append(r.float().cpu().numpy())
     seconds = time.perf_counter() - t0
-    pooled_a, regs_a = np.concatenate(pooled), np.concatenate(regs)
-    grid = tuple(int(g) for g in model_grid(model, regions))
+    out = Embeddings(np.concatenate(pooled), np.concatenate(regs), region_grid(model, regions), seconds, False)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, pooled=pooled_a, regions=regs_a, grid=np.array(grid))
-        tmp.replace(cache)
-    return Embeddings(pooled_a, regs_a, grid, seconds, False)
+        save_arrays(cache, {"pooled": out.pooled, "regions": out.regions, "grid": np.array(out.region_grid)})
+    log.info("embedded %d images with %s in %.1f s (%.0f images/s)", n, ckpt_path.name, seconds, out.images_per_second)
+    return out

@@ -30,7 +30,7 @@ import numpy as np
 
 from cbhlib.campaign import CampaignData, FeatureGroup, write_campaign
 from cbhlib.errors import ER2ImportError
-from cbhlib.params import load_params_yaml
+from cbhlib.config import read_yaml as load_params_yaml
 
 HDF4_MAGIC = b"\x0e\x03\x13\x01"
 WP2_NAMES = ["blh", "lcl", "inversion_height", "moisture_gradient", "stability_index", "t2m", "d2m", "sp", "tcwv"]

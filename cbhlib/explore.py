@@ -66,18 +66,27 @@ def feature_units(camp: Campaign) -> dict[str, str]:
 
 
 def feature_correlations(camp: Campaign) -> pd.DataFrame:
-    """Pearson and Spearman correlation of every feature with CBH (finite pairs only)."""
+    """Correlation of every feature with CBH: pooled Pearson and Spearman, and the mean of the
+    within-flight Pearson correlations (a pooled correlation a flight-level shift creates is
+    absent within flights)."""
     X, names = camp.feature_matrix()
     y = camp.cbh_km.astype(float)
     rows = []
     for j, name in enumerate(names):
         ok = np.isfinite(X[:, j])
-        if ok.sum() < 3 or np.std(X[ok, j]) == 0:
-            rows.append({"feature": name, "pearson_r": np.nan, "spearman_rho": np.nan, "missing": 1 - ok.mean()})
-            continue
-        rows.append({"feature": name, "pearson_r": stats.pearsonr(X[ok, j], y[ok])[0],
-                     "spearman_rho": stats.spearmanr(X[ok, j], y[ok])[0], "missing": 1 - ok.mean()})
-    return pd.DataFrame(rows, columns=["feature", "pearson_r", "spearman_rho", "missing"])
+        row = {"feature": name, "pearson_r": np.nan, "spearman_rho": np.nan, "within_flight_r": np.nan,
+               "missing": 1 - ok.mean()}
+        if ok.sum() >= 3 and np.std(X[ok, j]) > 0:
+            row["pearson_r"] = stats.pearsonr(X[ok, j], y[ok])[0]
+            row["spearman_rho"] = stats.spearmanr(X[ok, j], y[ok])[0]
+            within = []
+            for k in range(camp.n_flights):
+                m = ok & (camp.flight == k)
+                if m.sum() >= 3 and np.std(X[m, j]) > 0 and np.std(y[m]) > 0:
+                    within.append(stats.pearsonr(X[m, j], y[m])[0])
+            row["within_flight_r"] = float(np.mean(within)) if within else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["feature", "pearson_r", "spearman_rho", "within_flight_r", "missing"])
 
 
 def ks_matrix(values: np.ndarray, flight: np.ndarray, n_flights: int) -> np.ndarray:
@@ -103,11 +112,8 @@ def mean_feature_ks(camp: Campaign) -> np.ndarray:
     return np.nanmean(np.stack(mats), axis=0) if mats else np.full((camp.n_flights,) * 2, np.nan)
 
 
-def image_statistics(camp: Campaign, batch: int = 128) -> pd.DataFrame:
-    """Per-image brightness statistics (streamed): percentiles and contrast, first channel."""
-    rows = []
-    for s in range(0, camp.n_samples, batch):
-        x = camp.images(slice(s, min(camp.n_samples, s + batch)))[:, 0].reshape(-1, camp.image_shape[1] * camp.image_shape[2])  # type: ignore[index]
-        q = np.percentile(x, [5, 50, 95], axis=1)
-        rows.append(pd.DataFrame({"p05": q[0], "p50": q[1], "p95": q[2], "contrast": q[2] - q[0], "std": x.std(1)}))
-    return pd.concat(rows, ignore_index=True)
+def pool_table(camp: Campaign) -> pd.DataFrame:
+    """Labelled samples and unlabelled frames per flight."""
+    unl = np.bincount(camp.unlabelled_flight, minlength=camp.n_flights) if camp.n_unlabelled else np.zeros(camp.n_flights, int)
+    lab = np.bincount(camp.flight, minlength=camp.n_flights)
+    return pd.DataFrame({"flight": camp.flight_names, "labelled": lab, "unlabelled": unl})

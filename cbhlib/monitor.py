@@ -1,68 +1,66 @@
-"""``cbh monitor RUN_DIR``: progress of a run from its JSON-lines logs."""
+"""``cbh monitor RUN_DIR``: progress of a run from its logs (JSON lines, written live)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from cbhlib.errors import CbhError
-from cbhlib.notebook import read_log
+from cbhlib.loops import read_jsonl
+from cbhlib.rundir import RunDir
 
 
-def status_table(run_dir: str | Path) -> tuple[pd.DataFrame, str]:
-    """Per (mode, protocol): units, folds seen, latest epoch, best validation loss, time, estimate."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CbhError(f"{run_dir}: no such run folder")
+def training_status(run: RunDir) -> pd.DataFrame:
+    """Per (model, protocol): units done of total, latest fold/epoch, best validation loss, time."""
     rows = []
-    for path in sorted(run_dir.glob("training_*.log")):
-        log = read_log(path)
-        if log.empty:
+    for path in sorted(run.logs.glob("training_*.log")) if run.logs.is_dir() else []:
+        log = pd.DataFrame(read_jsonl(path))
+        if log.empty or "model" not in log:
             continue
-        for (mode, proto), d in log.groupby(["mode", "protocol"], sort=False):
+        for (model, proto), d in log.groupby(["model", "protocol"], sort=False):
             last = d.groupby(["fold", "seed"]).tail(1)
-            n_units = int(d["n_units"].max()) if "n_units" in d else len(last)
-            done = int(last["stopped"].sum() + (last["epoch"] >= last["max_epochs"]).sum())
-            remaining_epochs = float(((last["max_epochs"] - last["epoch"]) * (~last["stopped"])).sum())
-            per_epoch = float(d["seconds"].mean())
-            rows.append({
-                "mode": mode, "protocol": proto, "units": f"{min(done, n_units)}/{n_units} done",
-                "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/{int(d['max_epochs'].iloc[-1])}",
-                "best_val_loss": float(last["best_val_loss"].min()),
-                "elapsed_s": float(d["seconds"].sum()),
-                "remaining_s_max": remaining_epochs * per_epoch,
-            })
-    steps = []
-    plog = run_dir / "pipeline.log"
-    if plog.exists():
-        for line in plog.read_text().splitlines():
-            try:
-                steps.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    text = ", ".join(f"{s['step']} {'ok' if s['ok'] else 'FAILED'} ({s['seconds']:.0f} s)" for s in steps)
-    pre = read_log(run_dir / "pretrain.log")
-    if not pre.empty and "key" in pre:
-        last = pre.iloc[-1]
-        text += (f"\n  pretraining: {pre['key'].nunique()} encoders logged; latest {last['key']} epoch "
-                 f"{int(last['epoch']) + 1}, loss {last['loss']:.4f}, {pre['seconds'].sum():.0f} s so far")
-    return pd.DataFrame(rows), text
+            n_units = max(int(d["n_units"].max()), len(last))
+            done = int((last["stopped"] | (last["epoch"] >= last["max_epochs"])).sum())
+            remaining = float(((last["max_epochs"] - last["epoch"]) * (~last["stopped"])).sum())
+            rows.append({"model": model, "protocol": proto, "units_done": min(done, n_units), "units": n_units,
+                         "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/"
+                                   f"{int(d['max_epochs'].iloc[-1])}",
+                         "best_val_loss": float(last["best_val_loss"].min()), "elapsed_s": float(d["seconds"].sum()),
+                         "remaining_s_max": remaining * float(d["seconds"].mean())})
+    return pd.DataFrame(rows)
+
+
+def pretrain_status(run: RunDir) -> str:
+    """One line: encoders logged, the latest one's epoch and loss, time so far."""
+    log = pd.DataFrame(read_jsonl(run.pretrain_log))
+    if log.empty or "key" not in log:
+        return ""
+    last = log.iloc[-1]
+    n = log.groupby(["key", "seed"]).ngroups
+    return (f"pretraining: {n} encoders logged; latest {last['key']} seed {int(last['seed'])} epoch "
+            f"{int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}, {log['seconds'].sum():.0f} s so far")
+
+
+def steps_status(run: RunDir) -> str:
+    steps = read_jsonl(run.pipeline_log)
+    return ", ".join(f"{s['name']} {s['status']} ({s['seconds']:.0f} s)" for s in steps)
 
 
 def monitor(run_dir: str | Path, loop: bool = False, interval: float = 5.0) -> int:
-    """Print the status table once, or every ``interval`` seconds with ``loop``."""
+    """Print the status once, or every ``interval`` seconds with ``loop``."""
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise CbhError(f"{run_dir}: expected a run folder; found no such folder")
     while True:
-        table, steps = status_table(run_dir)
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] {run_dir}")
-        print("  notebooks finished: " + (steps or "none yet"))
-        if table.empty:
-            print("  no training logs yet")
-        else:
-            print(table.round(4).to_string(index=False))
+        print(f"[{time.strftime('%H:%M:%S')}] {run.root}")
+        print("  notebooks finished: " + (steps_status(run) or "none yet"))
+        pre = pretrain_status(run)
+        if pre:
+            print("  " + pre)
+        table = training_status(run)
+        print("  no training logs yet" if table.empty else table.round(4).to_string(index=False))
         if not loop:
             return 0
         time.sleep(interval)

@@ -1,67 +1,107 @@
-"""Small helpers that keep notebooks thin: tables from reports, logs, the environment."""
+"""What keeps notebooks thin: one ``setup`` call, logging, and the environment report.
+
+``setup(globals(), "explore")`` finds the project root (so a kernel started in
+``notebooks/`` by JupyterLab resolves ``data/...`` and ``runs/...`` like the pipeline
+does), builds the typed :class:`Config` from the notebook's parameters, sends library
+logs to the run's ``logs/cbh.log`` (warnings also to the notebook), saves the resolved
+config beside the outputs and returns the config, the run folder and the notebook's one
+random generator.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import platform
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
+import yaml
+
+from cbhlib.atomic import atomic_write_text
+from cbhlib.config import Config, config_from_namespace
+from cbhlib.constants import DEFAULT_CAMPAIGN
+from cbhlib.errors import CbhError
+from cbhlib.rundir import RunDir
+
+MARKER = Path("params") / "pipeline.yaml"
 
 
-def read_log(path: str | Path | None) -> pd.DataFrame:
-    """A JSON-lines training log as a frame (empty frame if missing)."""
-    if path is None or not Path(path).exists():
-        return pd.DataFrame(columns=["mode", "protocol", "fold", "seed", "epoch", "train_loss", "val_loss"])
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-    return pd.DataFrame(rows)
+def find_project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``params/pipeline.yaml``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MARKER).is_file():
+            return folder
+    raise CbhError(f"{here}: expected to run inside the cbh-fusion project (a folder with {MARKER}); "
+                   "start JupyterLab with `make lab` or run from the project root")
 
 
-def fold_table(report: dict[str, Any]) -> pd.DataFrame:
-    """Per-fold metrics of a report beside its climatology baseline (metres for errors)."""
-    df = pd.DataFrame(report["fold_results"])
-    clim = pd.DataFrame(report.get("climatology_fold_results", []))
-    cols = ["fold_id", "test_flight", "seed", "n_train", "n_val", "n_test", "epoch_trained", "r2", "mae_km", "rmse_km"]
-    df = df[[c for c in cols if c in df]]
-    df["mae_m"], df["rmse_m"] = df.pop("mae_km") * 1000, df.pop("rmse_km") * 1000
-    if len(clim):
-        df = df.merge(clim.rename(columns={"r2": "clim_r2", "mae_km": "clim_mae_km", "rmse_km": "clim_rmse_km"})
-                      [["fold_id", "clim_r2", "clim_mae_km"]], on="fold_id", how="left")
-        df["clim_mae_m"] = df.pop("clim_mae_km") * 1000
-    return df
+def configure_logging(run: RunDir | None = None, level: int = logging.INFO, stderr_level: int = logging.WARNING) -> None:
+    """Library logs (``cbhlib.*``): to the run's log file at ``level``, to stderr from ``stderr_level``.
+
+    Idempotent: re-running a notebook cell does not stack handlers.
+    """
+    logger = logging.getLogger("cbhlib")
+    logger.setLevel(level)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        if getattr(h, "_cbh", False):
+            logger.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(stderr_level)
+    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    err._cbh = True  # type: ignore[attr-defined]
+    logger.addHandler(err)
+    if run is not None:
+        run.logs.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run.library_log)
+        fh.setLevel(level)
+        fh.setFormatter(fmt)
+        fh._cbh = True  # type: ignore[attr-defined]
+        logger.addHandler(fh)
 
 
-def protocol_table(run: Any) -> pd.DataFrame:
-    """One row per protocol: mean of fold R2 (seed style), pooled R2, MAE (m), climatology pooled R2."""
-    rows = []
-    for proto, rep in run.reports.items():
-        a, c = rep["aggregate_metrics"], rep.get("climatology_aggregate", {})
-        rows.append({"protocol": proto, "mean_r2": a["mean_r2"], "std_r2": a["std_r2"], "pooled_r2": a.get("pooled_r2"),
-                     "mean_mae_m": a["mean_mae_km"] * 1000, "pooled_rmse_m": (a.get("pooled_rmse_km") or 0) * 1000,
-                     "climatology_pooled_r2": c.get("pooled_r2"), "climatology_mean_mae_m": (c.get("mean_mae_km") or 0) * 1000})
-    return pd.DataFrame(rows)
+def ensure_default_campaign(cfg: Config) -> None:
+    """Generate the embedded synthetic campaign if the config points at it and it is missing."""
+    if cfg.campaign == DEFAULT_CAMPAIGN and not Path(cfg.campaign).exists():
+        from cbhlib import synth
+
+        logging.getLogger("cbhlib").warning("generating the default synthetic campaign %s", cfg.campaign)
+        synth.ensure_campaign(synth.preset("default"), cfg.campaign)
+
+
+def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.Generator]:
+    """Config, run folder and random generator of a notebook (see the module docstring)."""
+    root = find_project_root()
+    if Path.cwd().resolve() != root:
+        os.chdir(root)
+    cfg = config_from_namespace(ns)
+    if not cfg.progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    run = RunDir(cfg.run_dir)
+    for folder in (run.root, run.figures, run.tables):
+        folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(run)
+    ensure_default_campaign(cfg)
+    atomic_write_text(run.step_config(step), yaml.safe_dump(cfg.to_nested(), sort_keys=False))
+    return cfg, run, np.random.default_rng(cfg.seed)
 
 
 def environment_report() -> None:
     """Print the versions that produced this notebook's outputs."""
     import h5py
-    import numpy as np
+    import pandas as pd
     import sklearn
     import torch
 
     import cbhlib
 
-    print(f"python {sys.version.split()[0]} on {platform.platform()}")
+    print(f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}")
     for name, mod in (("cbhlib", cbhlib), ("numpy", np), ("torch", torch), ("h5py", h5py), ("scikit-learn", sklearn),
                       ("pandas", pd)):
         print(f"  {name:13s} {getattr(mod, '__version__', '?')}")

@@ -1,225 +1,282 @@
-"""Self-supervised MAE pretraining on campaign images (no labels used).
+"""Self-supervised MAE pretraining (no labels), with the loss reported beside two floors.
 
-Images that fit the memory budget are read once into memory; larger image sets stream
-from HDF5 in batches through a DataLoader, so memory stays bounded.
+* ``train_one_epoch`` is the loop (as MAE's ``engine_pretrain.py``); ``pretrain_encoder``
+  sets up frames, normalisation statistics, schedule and logging and saves the checkpoint.
+* Floors, measured on the same frames and masks as the final loss: *predict-zero* (the
+  mean of each target patch) and *visible-patch interpolation* (masked pixels filled by
+  a Gaussian-weighted average of the visible pixels around them). An encoder that does
+  not beat interpolation has learned nothing a smoothing filter does not know.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cbhlib.campaign import Campaign
 from cbhlib.checkpoints import load_checkpoint, load_state, save_checkpoint
-from cbhlib.data import image_loader
 from cbhlib.errors import CheckpointError
-from cbhlib.models.mae import EncoderConfig, MaskedAutoencoder, build_encoder
+from cbhlib.frames import FrameSet, Scope, batch_cap, epoch_rows, select_frames, steps_per_epoch
+from cbhlib.loops import JsonlLog, check_finite, cosine_lr, resolve_device
+from cbhlib.models.mae import MAE1D, EncoderConfig, MaskedAutoencoder, build_encoder
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "mae-encoder"
 
 
-@dataclass
-class PretrainConfig:
-    """MAE pretraining settings (from params YAML)."""
-
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    epochs: int = 10  # passes over the pretraining images
-    batch_size: int = 64  # images per step
-    lr: float = 1e-3  # AdamW peak learning rate (cosine to 0)
-    weight_decay: float = 0.05  # AdamW weight decay
-    mask_ratio: float = 0.75  # fraction of patches hidden
-    columns_per_image: int = 8  # mae1d: random columns drawn per image per step
-    seed: int = 0  # torch / numpy seed
-    memory_limit_mb: int = 1024  # hold images in memory below this size, else stream
-    num_workers: int = 0  # DataLoader workers when streaming
-    threads: int = 0  # torch CPU threads (0 = torch default)
-    pixel_norm: str = "image"  # image: subtract each image's mean (calibration-free); global
-    device: str = "cpu"  # torch device for pretraining (cpu, cuda)
+def _inputs(model: MaskedAutoencoder, raw: torch.Tensor, k_cols: int, gen: torch.Generator) -> torch.Tensor:
+    """Raw frames [B, C, H, W] -> model input (random columns per frame for mae1d)."""
+    x = model.normalize(raw)
+    if isinstance(model, MAE1D):
+        W = x.shape[-1]
+        k = min(k_cols, W)
+        cols = torch.stack([torch.randperm(W, generator=gen)[:k] for _ in range(x.shape[0])]).to(x.device)
+        return model.model_input(x, cols)
+    return x
 
 
-def normalize(x: np.ndarray | torch.Tensor, mean: float, std: float, per_image: bool) -> np.ndarray | torch.Tensor:
-    """Pixels [B, C, H, W] -> model input: (x - mean) / std, mean per image if ``per_image``.
-
-    Per-image centring removes camera calibration offsets and the flight's sea-surface
-    temperature, keeping the cloud/surface contrast that carries height.
-    """
-    if per_image:
-        centre = x.mean(axis=(1, 2, 3), keepdims=True) if isinstance(x, np.ndarray) else x.mean(dim=(1, 2, 3), keepdim=True)
-        return (x - centre) / std
-    return (x - mean) / std
-
-
-def pixel_stats(camp: Campaign, idx: np.ndarray, batch: int = 64, per_image: bool = False) -> tuple[float, float]:
-    """Mean and std of all pixels of ``idx`` (streamed; after per-image centring if asked)."""
-    total, total_sq, count = 0.0, 0.0, 0
-    for s in range(0, len(idx), batch):
-        x = camp.images(idx[s : s + batch]).astype(np.float64)
-        if per_image:
-            x = x - x.mean(axis=(1, 2, 3), keepdims=True)
-        total += x.sum()
-        total_sq += np.square(x).sum()
-        count += x.size
-    mean = total / count
-    return float(mean), float(max(math.sqrt(max(total_sq / count - mean * mean, 0.0)), 1e-6))
+def train_one_epoch(model: MaskedAutoencoder, frames: FrameSet, rows: np.ndarray, opt: torch.optim.Optimizer,
+                    step0: int, total: int, warmup: int, lr: float, batch: int, mask_ratio: float, k_cols: int,
+                    gen: torch.Generator, device: torch.device, what: str) -> tuple[float, int]:
+    """One pass over ``rows``; returns (mean loss, next global step)."""
+    model.train()
+    total_loss, count, step = 0.0, 0, step0
+    for s in range(0, len(rows), batch):
+        raw = frames.batch(rows[s : s + batch]).to(device, non_blocking=True)
+        x = _inputs(model, raw, k_cols, gen)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, total, lr, warmup)
+        loss, _, _ = model(x, mask_ratio, gen)
+        check_finite(loss.detach(), f"{what}, step {step + 1}", "lower pretrain.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(raw)
+        count += len(raw)
+        step += 1
+    return total_loss / max(count, 1), step
 
 
-def encoder_config_for(camp: Campaign, base: EncoderConfig) -> EncoderConfig:
-    """Fill the image geometry of ``base`` from the campaign."""
-    C, H, W = camp.image_shape  # type: ignore[misc]
-    d = base.to_dict()
-    d.update(in_chans=C, img_h=H, img_w=W)
-    return EncoderConfig(**d)
+def interpolate_masked(x: torch.Tensor, model: MaskedAutoencoder, mask: torch.Tensor) -> torch.Tensor:
+    """Fill masked patches of model input ``x`` from the visible pixels (normalised Gaussian
+    convolution, sigma = one patch). Returns the filled input's patches [B, L, P]."""
+    p = model.cfg.patch
+    vis = 1.0 - mask  # [B, L]
+    if isinstance(model, MAE1D):
+        xc = model.crop(x)  # [B, C, L*p]
+        w = vis.repeat_interleave(p, dim=1)[:, None]  # [B, 1, L*p]
+        radius = 2 * p
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-0.5 * (t / p) ** 2)[None, None]
+        C = xc.shape[1]
+        num = F.conv1d((xc * w).reshape(-1, 1, xc.shape[-1]), k, padding=radius).reshape(xc.shape)
+        den = F.conv1d(w, k, padding=radius)
+        filled = torch.where(w > 0, xc, num / den.clamp_min(1e-6).expand(-1, C, -1))
+    else:
+        xc = model.crop(x)  # [B, C, H', W']
+        B, C, H, W = xc.shape
+        w = vis.reshape(B, 1, model.gh, model.gw).repeat_interleave(p, 2).repeat_interleave(p, 3)
+        radius = 2 * p
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        g = torch.exp(-0.5 * (t / p) ** 2)
+        k2 = (g[:, None] * g[None, :])[None, None]
+        num = F.conv2d((xc * w).reshape(B * C, 1, H, W), k2, padding=radius).reshape(B, C, H, W)
+        den = F.conv2d(w, k2, padding=radius)
+        filled = torch.where(w > 0, xc, num / den.clamp_min(1e-6))
+    return model.patchify(filled)
 
 
-def _model_input(model: MaskedAutoencoder, x: torch.Tensor, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Images [B, C, H, W] -> the MAE's input (random columns for mae1d)."""
-    if cfg.encoder.name != "mae1d":
-        return x
-    B, C, H, W = x.shape
-    k = min(cfg.columns_per_image, W)
-    cols = torch.stack([torch.randperm(W, generator=gen)[:k] for _ in range(B)])  # [B, k]
-    picked = torch.gather(x, 3, cols[:, None, None, :].expand(B, C, H, k))
-    return picked.permute(0, 3, 1, 2).reshape(B * k, C, H)
+@torch.no_grad()
+def masked_losses(model: MaskedAutoencoder, x: torch.Tensor, mask_ratio: float, seed: int) -> dict[str, float]:
+    """Masked-patch MSE of the model and of its two floors on the same masks.
 
-
-def pretrain(camp: Campaign, idx: np.ndarray, cfg: PretrainConfig, out_path: str | Path,
-             meta: dict[str, object] | None = None, progress: bool = True,
-             log_path: str | Path | None = None) -> dict[str, object]:
-    """Pretrain an MAE on the images ``idx`` and save it.
-
+    Args:
+        x: model input (normalised frames or columns).
     Returns:
-        The checkpoint dict written (config, state_dict, pixel statistics, history).
+        ``{"model", "predict_zero", "interpolation"}`` in the loss's units.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    enc_cfg = encoder_config_for(camp, cfg.encoder)
-    model = build_encoder(enc_cfg)
-    idx = np.sort(np.asarray(idx, np.int64))
-    per_image = cfg.pixel_norm == "image"
-    C, H, W = camp.image_shape  # type: ignore[misc]
-    in_memory = len(idx) * C * H * W * 4 <= cfg.memory_limit_mb * 2**20
-    cache = None
-    if in_memory:  # one read from HDF5; statistics and batches come from memory
-        raw = camp.images(idx)
-        centred = raw - raw.mean(axis=(1, 2, 3), keepdims=True) if per_image else raw
-        mean, std = float(centred.mean()), float(max(centred.std(), 1e-6))
-        cache = torch.from_numpy(normalize(raw, mean, std, per_image))
-        del raw, centred
-    else:  # streamed: one pass for statistics, then batches through a DataLoader
-        mean, std = pixel_stats(camp, idx, per_image=per_image)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    steps = cfg.epochs * math.ceil(len(idx) / cfg.batch_size)
-    warm = max(1, min(steps // 10, 50))  # linear warm-up, then cosine to 0
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(s - warm, steps) / max(1, steps - warm))))
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    loss, _, mask = model(x, mask_ratio, gen)
+    target = model.target(x)
+    zero = float(((target**2).mean(-1) * mask).sum() / mask.sum())
+    interp = interpolate_masked(x, model, mask)
+    if model.cfg.norm_pix_loss:
+        interp = (interp - interp.mean(-1, keepdim=True)) / (interp.var(-1, keepdim=True) + 1e-6) ** 0.5
+    inter = float((((interp - target) ** 2).mean(-1) * mask).sum() / mask.sum())
+    return {"model": float(loss), "predict_zero": zero, "interpolation": inter}
+
+
+def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int, out_path: str | Path,
+                     log_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
+                     meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pretrain one MAE on the frames ``scope`` allows and save its checkpoint.
+
+    Args:
+        pre: a :class:`cbhlib.config.PretrainConfig`.
+    Returns:
+        The checkpoint written: config, geometry, state (with pixel statistics), loss
+        history, final loss and floors, frames seen (per flight), scope and seed.
+    """
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lab, unl = select_frames(camp, scope, pre.unlabelled)
+    frames = FrameSet(camp, lab, unl, pre.memory_limit_mb)
+    model = build_encoder(enc, camp.image_shape)  # type: ignore[arg-type]
+    mean, std = frames.channel_stats(model.centre)
+    model.set_pixel_stats(mean, std)
+    model.to(dev)
+    batch = batch_cap(frames.shape, pre.batch_size)
+    n_steps = steps_per_epoch(len(frames), batch, pre.max_frames)
+    total = pre.epochs * n_steps
+    warmup = int(round(pre.warmup * total))
+    opt = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay, betas=(0.9, 0.95))
+    eval_rows = np.sort(np.random.default_rng([seed, 99]).permutation(len(frames))[: pre.eval_frames])
+    eval_gen = torch.Generator().manual_seed(seed + 1)
+    x_eval = _inputs(model, frames.batch(eval_rows).to(dev), pre.columns_per_image, eval_gen)
+    before = masked_losses(model, x_eval, pre.mask_ratio, seed)
+    what = f"pretraining {enc.name} ({scope.key}, seed {seed})"
     history: list[float] = []
-    log = open(log_path, "a") if log_path else None
-    bar = tqdm(range(cfg.epochs), desc=f"pretrain {enc_cfg.name}", disable=not progress)
-    t_start = time.perf_counter()
-    for epoch in bar:
-        model.train()
-        t0, total, count = time.perf_counter(), 0.0, 0
-        if in_memory:
-            perm = rng.permutation(len(idx))  # rows of the cache, in the order of idx
-            batches = ((idx[r], cache[r]) for r in (perm[s : s + cfg.batch_size]
-                                                    for s in range(0, len(idx), cfg.batch_size)))
-        else:
-            loader = image_loader(camp, idx, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed + epoch)
-            batches = ((b, normalize(x, mean, std, per_image)) for x, b in loader)
-        for b, x in batches:
-            loss, _, _ = model(_model_input(model, x, cfg, gen).to(cfg.device, non_blocking=True), cfg.mask_ratio)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretraining {enc_cfg.name}: non-finite loss at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-            count += len(b)
-        history.append(total / count)
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-        if log:
-            log.write(json.dumps({"stage": "pretrain", "encoder": enc_cfg.name, "epoch": epoch,
-                                  "loss": history[-1], "seconds": time.perf_counter() - t0,
-                                  **(meta or {})}) + "\n")
-            log.flush()
-    if log:
-        log.close()
+    t0, step = time.perf_counter(), 0
+    with JsonlLog(log_path, stage="pretrain", encoder=enc.name, key=scope.key, seed=seed, **(meta or {})) as jlog:
+        for epoch in tqdm(range(pre.epochs), desc=f"pretrain {scope.key} seed {seed}", disable=not progress):
+            te = time.perf_counter()
+            rows = epoch_rows(rng, len(frames), pre.max_frames)
+            loss, step = train_one_epoch(model, frames, rows, opt, step, total, warmup, pre.lr, batch, pre.mask_ratio,
+                                         pre.columns_per_image, gen, dev, f"{what}, epoch {epoch + 1}")
+            history.append(loss)
+            jlog.write(epoch=epoch + 1, epochs=pre.epochs, loss=loss, seconds=time.perf_counter() - te,
+                       lr=cosine_lr(step - 1, total, pre.lr, warmup))
+    final = masked_losses(model, x_eval, pre.mask_ratio, seed)
+    by_flight = np.bincount(frames.flights(), minlength=camp.n_flights)
     ckpt = {
-        "kind": "mae-encoder",
-        "config": enc_cfg.to_dict(),
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        "pixel_mean": mean,
-        "pixel_std": std,
-        "pixel_norm": cfg.pixel_norm,
+        "kind": CHECKPOINT_KIND,
+        "config": enc.to_dict(),
+        "geometry": list(camp.image_shape),  # type: ignore[arg-type]
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "history": history,
-        "mask_ratio": cfg.mask_ratio,
-        "n_images": int(len(idx)),
-        "seconds": time.perf_counter() - t_start,
-        "meta": json.dumps(meta or {}),
+        "loss_before": before["model"],
+        "loss_final": final["model"],
+        "floor_predict_zero": final["predict_zero"],
+        "floor_interpolation": final["interpolation"],
+        "mask_ratio": pre.mask_ratio,
+        "scope": scope.key,
+        "held_out_flight": camp.flight_names[scope.held_out] if scope.held_out is not None else "",
+        "seed": int(seed),
+        "frames_labelled": int(len(lab)),
+        "frames_unlabelled": int(len(unl)),
+        "frames_by_flight": {name: int(c) for name, c in zip(camp.flight_names, by_flight)},
+        "epochs": pre.epochs,
+        "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "campaign_sha256": camp.fingerprint(),
     }
+    save_checkpoint(ckpt, out_path)
+    log.info("%s: loss %.3f -> %.3f (floors: predict-zero %.3f, interpolation %.3f) on %d frames in %.1f s",
+             what, before["model"], final["model"], final["predict_zero"], final["interpolation"], len(frames),
+             ckpt["seconds"])
+    return ckpt
+
+
+def random_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int,
+                   out_path: str | Path) -> dict[str, Any]:
+    """The same architecture, untrained (``random_init``): what pretraining must beat.
+
+    Its pixel statistics come from exactly the frames a pretrained encoder of ``scope``
+    sees, so the two differ only by training.
+    """
+    torch.manual_seed(seed)
+    lab, unl = select_frames(camp, scope, pre.unlabelled)
+    frames = FrameSet(camp, lab, unl, pre.memory_limit_mb)
+    model = build_encoder(enc, camp.image_shape)  # type: ignore[arg-type]
+    model.set_pixel_stats(*frames.channel_stats(model.centre))
+    ckpt = {"kind": CHECKPOINT_KIND, "config": enc.to_dict(), "geometry": list(camp.image_shape),  # type: ignore[arg-type]
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "history": [],
+            "scope": scope.key, "held_out_flight": camp.flight_names[scope.held_out] if scope.held_out is not None else "",
+            "seed": int(seed), "frames_labelled": 0, "frames_unlabelled": 0, "frames_by_flight": {}, "epochs": 0,
+            "steps": 0, "seconds": 0.0, "campaign_sha256": camp.fingerprint()}
     save_checkpoint(ckpt, out_path)
     return ckpt
 
 
-def load_encoder(path: str | Path, cfg: EncoderConfig | None = None) -> tuple[MaskedAutoencoder, dict[str, object]]:
-    """Load an MAE from a checkpoint (``weights_only=True``).
+def load_encoder(path: str | Path, cfg: EncoderConfig | None = None,
+                 geometry: tuple[int, int, int] | None = None) -> tuple[MaskedAutoencoder, dict[str, Any]]:
+    """Load an MAE from a checkpoint (``weights_only=True``), refusing absurd configs.
 
     Accepts our checkpoints and bare state dicts (the seed's), with or without an
-    ``encoder.`` prefix; a bare state dict needs ``cfg``. A decoder may be absent.
+    ``encoder.`` prefix; a bare state dict needs ``cfg`` and ``geometry`` and gets
+    identity pixel statistics. A decoder may be absent.
 
     Returns:
         (model in eval mode, checkpoint dict).
     """
     ckpt = load_checkpoint(path)
-    if "state_dict" in ckpt and "config" in ckpt:
-        cfg = EncoderConfig(**ckpt["config"])  # type: ignore[arg-type]
+    if ckpt.get("kind") == CHECKPOINT_KIND:
+        raw = ckpt.get("config")
+        geom = ckpt.get("geometry")
+        if not isinstance(raw, dict) or not isinstance(geom, (list, tuple)) or len(geom) != 3:
+            raise CheckpointError(f"{path}: expected an encoder config and a (C, H, W) geometry; found {raw!r}, {geom!r}")
+        try:
+            cfg = EncoderConfig.from_dict(raw)
+            geometry = tuple(int(g) for g in geom)  # type: ignore[assignment]
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: encoder config: {exc}") from None
         state = ckpt["state_dict"]
     else:
-        if cfg is None:
-            raise CheckpointError(f"{path}: a bare state dict needs an encoder config to build the model")
+        if cfg is None or geometry is None:
+            raise CheckpointError(f"{path}: a bare state dict needs an encoder config and image geometry to build the model")
         state = ckpt.get("model_state_dict", ckpt)
-        ckpt = {"config": cfg.to_dict(), "pixel_mean": 0.0, "pixel_std": 1.0, "pixel_norm": "global"}
-    model = build_encoder(cfg)
-    load_state(model, state, path, optional_prefixes=("decoder", "mask_token"))
+        ckpt = {"kind": "bare", "config": cfg.to_dict(), "geometry": list(geometry)}
+    problem = cfg.problem(geometry)
+    if problem:
+        raise CheckpointError(f"{path}: encoder config refused: {problem}")
+    model = build_encoder(cfg, geometry)  # type: ignore[arg-type]
+    load_state(model, state, path, optional_prefixes=("decoder", "mask_token", "pixel_"))
     model.eval()
     return model, ckpt
 
 
 @torch.no_grad()
 def reconstruct_examples(camp: Campaign, ckpt_path: str | Path, idx: np.ndarray, mask_ratio: float = 0.75,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs, masked inputs and MAE reconstructions of images ``idx`` (channel 0).
 
+    With ``norm_pix_loss`` the decoder predicts each patch's normalised pattern; it is
+    shown de-normalised with the true patch's mean and std (as the MAE paper's figures).
+
     Returns:
-        Three arrays [n, H', W'] in normalised units (H', W' cropped to whole patches).
+        ``input``, ``masked`` (NaN where masked), ``reconstruction`` (model inside masked
+        patches, input elsewhere), ``error`` (reconstruction - input inside masked
+        patches), each [n, H', W'] in normalised units; ``mask`` [n, H', W'] (1 = masked).
     """
-    model, ckpt = load_encoder(ckpt_path)
-    torch.manual_seed(seed)
-    x = torch.from_numpy(normalize(camp.images(idx), float(ckpt["pixel_mean"]), float(ckpt["pixel_std"]),
-                                   ckpt.get("pixel_norm") == "image"))
-    B, C, H, W = x.shape
-    if model.cfg.name == "mae1d":
-        cols = x.permute(0, 3, 1, 2).reshape(B * W, C, H)  # every column
-        _, pred, mask = model(cols, mask_ratio)
-        target = model.patchify(cols)
-        masked = target * (1 - mask[..., None])
-        rec = pred * mask[..., None] + target * (1 - mask[..., None])
+    model, _ = load_encoder(ckpt_path)
+    gen = torch.Generator().manual_seed(seed)
+    x = model.normalize(torch.from_numpy(camp.images(idx)))
+    if isinstance(model, MAE1D):
+        B, C, H, W = x.shape
+        x = x.permute(0, 3, 1, 2).reshape(B * W, C, H)  # every column
         to_img = lambda p: model.unpatchify(p).reshape(B, W, C, -1).permute(0, 2, 3, 1)  # noqa: E731
-        inp = to_img(target)
     else:
-        _, pred, mask = model(x, mask_ratio)
-        target = model.patchify(x)
-        masked = target * (1 - mask[..., None])
-        rec = pred * mask[..., None] + target * (1 - mask[..., None])
         to_img = model.unpatchify
-        inp = to_img(target)
-    return inp[:, 0].numpy(), to_img(masked)[:, 0].numpy(), to_img(rec)[:, 0].numpy()
+    _, pred, mask = model(x, mask_ratio, gen)
+    target = model.patchify(x)
+    if model.cfg.norm_pix_loss:
+        mu, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        pred = pred * (var + 1e-6) ** 0.5 + mu
+    m = mask[..., None]
+    rec = pred * m + target * (1 - m)
+    masked = torch.where(m.bool(), torch.full_like(target, float("nan")), target)
+    out = {"input": to_img(target), "masked": to_img(masked), "reconstruction": to_img(rec),
+           "error": to_img((pred - target) * m), "mask": to_img(m.expand_as(target))}
+    return {k: v[:, 0].numpy() for k, v in out.items()}

@@ -1,12 +1,16 @@
-"""Run reports: the seed's JSON keys plus provenance, predictions CSV, atomic writes."""
+"""Reports: the seed's JSON keys, seed spread on every aggregate, provenance; tidy predictions.
+
+Per seed, a model's folds give the seed's aggregates (mean +- std of fold metrics, and
+metrics pooled over all held-out predictions); the report's ``aggregate_metrics`` is the
+mean of those over seeds, and ``seed_spread`` holds each headline metric's mean, sd
+(ddof 1) and number of seeds.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,46 +19,18 @@ import numpy as np
 import pandas as pd
 
 import cbhlib
+from cbhlib.atomic import atomic_write_bytes, atomic_write_text
 from cbhlib.metrics import aggregate
+from cbhlib.units import UnitResult, plain
 
-FOLD_KEYS = ("fold_id", "test_flight", "n_train", "n_test", "r2", "mae_km", "rmse_km", "epoch_trained")
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+HEADLINE = ("pooled_mae_km", "mean_mae_km", "mean_r2", "pooled_r2", "pooled_rmse_km", "pooled_bias_km")
+PREDICTION_COLUMNS = ["model", "protocol", "seed", "fold", "flight", "sample", "time_utc", "lat", "lon",
+                      "truth_km", "pred_km"]
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+    """JSON (NaN/inf as null) written atomically."""
+    return atomic_write_text(path, json.dumps(plain(obj), indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -67,60 +43,88 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(cbhlib.__file__).parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def provenance(params: dict[str, Any], campaign_sha: str, seed: int | list[int]) -> dict[str, Any]:
+def provenance(settings: dict[str, Any], campaign_sha: str, seeds: list[int]) -> dict[str, Any]:
     """Where a result came from."""
+    return {"parameters": settings, "campaign_sha256": campaign_sha, "package_version": cbhlib.__version__,
+            "seeds": list(seeds), "git_commit": git_commit()}
+
+
+def seed_aggregates(units: list[UnitResult]) -> dict[int, dict[str, Any]]:
+    """Per seed: the aggregate of its folds (seed's mean of folds and pooled metrics)."""
+    out = {}
+    for seed in sorted({u.seed for u in units}):
+        us = sorted((u for u in units if u.seed == seed), key=lambda u: u.fold_id)
+        y = np.concatenate([u.true for u in us]) if us else np.array([])
+        p = np.concatenate([u.pred for u in us]) if us else np.array([])
+        out[seed] = aggregate([u.fold_row() for u in us], y, p)
+    return out
+
+
+def spread(values: list[float | None]) -> dict[str, float | int | None]:
+    """Mean, sd (ddof 1; 0 for one value) and count of the defined values."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], float)
+    if not len(v):
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def build_report(model: str, description: str, protocol: str, protocol_label: str, units: list[UnitResult],
+                 prov: dict[str, Any], deterministic: bool = False) -> dict[str, Any]:
+    """A report in the seed's schema (``fold_results``, ``aggregate_metrics``...) plus seed spread."""
+    units = sorted(units, key=lambda u: (u.fold_id, u.seed))
+    per_seed = seed_aggregates(units)
+    keys = sorted({k for a in per_seed.values() for k in a})
+    agg = {k: spread([a.get(k) for a in per_seed.values()])["mean"] for k in keys}
     return {
-        "parameters": params,
-        "campaign_sha256": campaign_sha,
-        "package_version": cbhlib.__version__,
-        "seed": seed,
-        "git_commit": git_commit(),
-    }
-
-
-def build_report(model_variant: str, description: str, protocol: str, units: list[dict[str, Any]],
-                 prov: dict[str, Any]) -> dict[str, Any]:
-    """A report in the seed's schema from per-unit results.
-
-    Args:
-        units: dicts with FOLD_KEYS plus ``seed``, ``test_idx`` and ``pred`` / ``true``.
-    """
-    units = sorted(units, key=lambda u: (u["fold_id"], u.get("seed", 0)))
-    fold_results = [{k: u.get(k) for k in (*FOLD_KEYS, "seed", "n_val")} for u in units]
-    y_true = np.concatenate([np.asarray(u["true"], float) for u in units]) if units else np.array([])
-    y_pred = np.concatenate([np.asarray(u["pred"], float) for u in units]) if units else np.array([])
-    return {
-        "model_variant": model_variant,
+        "model_variant": model,
         "description": description,
-        "validation_protocol": protocol,
-        "fold_results": fold_results,
-        "aggregate_metrics": aggregate(fold_results, y_true, y_pred),
+        "protocol": protocol,
+        "validation_protocol": protocol_label,
+        "fold_results": [u.fold_row() for u in units],
+        "aggregate_metrics": agg,
+        "seed_spread": {k: spread([a.get(k) for a in per_seed.values()]) for k in HEADLINE},
+        "per_seed": {str(s): a for s, a in per_seed.items()},
+        "n_seeds": len(per_seed),
+        "deterministic": deterministic,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "provenance": prov,
     }
 
 
-def predictions_frame(units: list[dict[str, Any]], flight_names: list[str], flight: np.ndarray) -> pd.DataFrame:
-    """One row per held-out prediction: sample, flight, fold, seed, true, predicted."""
+def predictions_frame(units: list[UnitResult], camp: Any) -> pd.DataFrame:
+    """One row per held-out prediction of these units, with time and position (tidy)."""
     rows = []
     for u in units:
-        idx = np.asarray(u["test_idx"], int)
+        idx = np.asarray(u.test_idx, int)
         rows.append(pd.DataFrame({
-            "sample": idx,
-            "flight": [flight_names[k] for k in flight[idx]],
-            "fold": u["fold_id"],
-            "seed": u.get("seed", 0),
-            "true_km": np.asarray(u["true"], float),
-            "pred_km": np.asarray(u["pred"], float),
-        }))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["sample", "flight", "fold", "seed", "true_km", "pred_km"])
+            "model": u.model, "protocol": u.protocol, "seed": u.seed, "fold": u.fold_id,
+            "flight": [camp.flight_names[k] for k in camp.flight[idx]], "sample": idx,
+            "time_utc": pd.to_datetime(camp.time_utc[idx], unit="s", utc=True),
+            "lat": camp.lat[idx] if camp.lat is not None else np.nan,
+            "lon": camp.lon[idx] if camp.lon is not None else np.nan,
+            "truth_km": np.asarray(u.true, float), "pred_km": np.asarray(u.pred, float)}))
+    if not rows:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[PREDICTION_COLUMNS]
 
 
-def write_predictions(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
-    return atomic_write_text(path, frame.to_csv(index=False))
+def write_predictions(frame: pd.DataFrame, csv_path: Path, parquet_path: Path | None = None) -> list[Path]:
+    """The tidy predictions as CSV, and as Parquet when pyarrow is installed."""
+    out = [atomic_write_text(csv_path, frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))]
+    if parquet_path is not None:
+        try:
+            import io
+
+            import pyarrow  # noqa: F401
+
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            out.append(atomic_write_bytes(parquet_path, buf.getvalue()))
+        except ImportError:
+            pass
+    return out

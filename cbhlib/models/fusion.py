@@ -24,22 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbhlib.fields import opt
+
 MODES = ("image_only", "physical_only", "concat", "attention")
 IMAGE_MODES = ("image_only", "concat", "attention")
 PHYSICAL_MODES = ("physical_only", "concat", "attention")
 
 
 @dataclass
-class FusionConfig:
-    """Head architecture (the seed's sizes by default)."""
+class HeadConfig:
+    """Head architecture (the seed's sizes by default); the mode is a training setting."""
 
-    mode: str = "concat"  # one of MODES
-    phys_hidden: tuple[int, int] = (128, 64)  # physical encoder: K -> 128 -> 64
-    phys_dropout: float = 0.1  # dropout in the physical encoder
-    head_hidden: tuple[int, int] = (256, 128)  # regression head: in -> 256 -> 128 -> 1
-    head_dropout: float = 0.2  # dropout in the head
-    attn_dim: int = 64  # attention token width
-    attn_heads: int = 4  # attention heads
+    phys_hidden: list[int] = opt([128, 64], "physical encoder widths: K -> 128 -> 64", min=1, max=4096)
+    phys_dropout: float = opt(0.1, "dropout in the physical encoder", min=0, max=0.9)
+    hidden: list[int] = opt([256, 128], "regression head widths: in -> 256 -> 128 -> 1", min=1, max=4096)
+    dropout: float = opt(0.2, "dropout in the regression head", min=0, max=0.9)
+    attn_dim: int = opt(64, "attention mode: token width (divisible by attn_heads)", min=4, max=1024)
+    attn_heads: int = opt(4, "attention mode: heads", min=1, max=32)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -103,22 +104,24 @@ class FusionHeads(nn.Module):
     """M fusion models of one mode.
 
     Args:
-        cfg: architecture and mode.
+        mode: one of MODES.
+        cfg: architecture.
         n_models: M.
         img_dim: D of the image embedding (0 for physical_only).
         n_phys: K physical features (0 for image_only).
         seeds: one integer per model; drives its initialisation and dropout.
     """
 
-    def __init__(self, cfg: FusionConfig, n_models: int, img_dim: int, n_phys: int, seeds: list[int]) -> None:
+    def __init__(self, mode: str, cfg: HeadConfig, n_models: int, img_dim: int, n_phys: int,
+                 seeds: list[int]) -> None:
         super().__init__()
-        if cfg.mode not in MODES:
-            raise ValueError(f"unknown mode '{cfg.mode}'; choose from {', '.join(MODES)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode '{mode}'; choose from {', '.join(MODES)}")
         if len(seeds) != n_models:
             raise ValueError("one seed per model is required")
-        self.cfg, self.M, self.img_dim, self.n_phys = cfg, n_models, img_dim, n_phys
+        self.mode, self.cfg, self.M, self.img_dim, self.n_phys = mode, cfg, n_models, img_dim, n_phys
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        M, g, mode = n_models, self.gens, cfg.mode
+        M, g = n_models, self.gens
         if mode in PHYSICAL_MODES and n_phys < 1:
             raise ValueError(f"mode '{mode}' needs at least one physical feature")
         if mode in IMAGE_MODES and img_dim < 1:
@@ -140,7 +143,7 @@ class FusionHeads(nn.Module):
             self.key_value = BLinear(M, d, 2 * d, g)  # keys and values in one matmul
             self.out = BLinear(M, d, d, g)
             d_in = 2 * d
-        self.head = _mlp(M, [d_in, *cfg.head_hidden, 1], cfg.head_dropout, g, last_act=False)
+        self.head = _mlp(M, [d_in, *cfg.hidden, 1], cfg.dropout, g, last_act=False)
 
     def begin_epoch(self, n_steps: list[int], batch: int) -> None:
         """Draw this epoch's dropout masks; ``n_steps[m]`` steps for model m (0 = idle)."""
@@ -165,7 +168,7 @@ class FusionHeads(nn.Module):
         Returns:
             pred [M, B]; attention weights [M, B, K + R] (averaged over heads) or None.
         """
-        mode = self.cfg.mode
+        mode = self.mode
         if mode == "image_only":
             return self.head(img).squeeze(-1), None
         if mode == "physical_only":

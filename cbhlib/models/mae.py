@@ -1,64 +1,119 @@
-"""Masked autoencoders over thermal images: a 1-D column encoder and a 2-D ViT encoder.
+"""Masked autoencoders over thermal images: a 2-D ViT encoder and the seed's 1-D column encoder.
 
-After facebookresearch/mae: patches -> random masking -> transformer encoder on the
-visible patches -> light decoder predicting the masked patches' pixels. Image features
-for CBH are the mean over patch tokens, never the CLS token.
+After facebookresearch/mae (``models_mae.py``): patches -> random masking -> transformer
+encoder on the visible patches -> light decoder predicting the masked patches' pixels,
+``forward_loss`` with optional per-patch normalised targets (``norm_pix_loss``). Image
+features for CBH are the mean over patch tokens, never the CLS token.
 
-``MAE1D`` encodes image columns (a column of H pixels, Conv1d patches along H); the
-seed fed one middle column, we encode every ``column_stride``-th column and pool.
-``MAE2D`` encodes 2-D patches of the full image with all channels.
+The encoder owns its input normalisation: raw pixels [B, C, H, W] (kelvin or counts) go
+in; ``pixel_norm`` ``image`` subtracts each image's mean (removing camera calibration
+offsets and the flight's sea-surface temperature), and the fitted ``pixel_mean`` /
+``pixel_std`` buffers (saved in the checkpoint) scale the result.
+
+``MAE1D`` encodes image columns (H pixels, patches along H): the seed fed one middle
+column (``columns: middle``); by default every ``column_stride``-th column is encoded.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbhlib.fields import opt
+
+ENCODERS = ("mae2d", "mae1d")
+PIXEL_NORMS = ("image", "global")
+
 
 @dataclass
 class EncoderConfig:
-    """Architecture of an image encoder; saved in checkpoints."""
+    """Architecture and input normalisation of an image encoder (saved in its checkpoint)."""
 
-    name: str = "mae1d"  # mae1d or mae2d
-    in_chans: int = 1  # image channels C
-    img_h: int = 64  # image height H (the 1-D column length)
-    img_w: int = 64  # image width W
-    patch: int = 8  # patch size (pixels along H for mae1d; square for mae2d)
-    embed_dim: int = 192  # token width D
-    depth: int = 4  # encoder blocks
-    heads: int = 3  # attention heads
-    mlp_ratio: float = 4.0  # MLP hidden / D
-    decoder_dim: int = 96  # light decoder width
-    decoder_depth: int = 1  # decoder blocks
-    decoder_heads: int = 3  # decoder attention heads
-    columns: str = "all"  # mae1d: "all" (every column_stride-th) or "middle" (the seed)
-    column_stride: int = 4  # mae1d: encode every n-th column
+    name: str = opt("mae2d", "mae2d: 2-D patches of the whole image; mae1d: the seed's column encoder",
+                    choices=ENCODERS)
+    patch: int = opt(8, "patch size in pixels (square for mae2d, along the column for mae1d)", min=1, max=512)
+    embed_dim: int = opt(64, "encoder token width", min=4, max=2048)
+    depth: int = opt(2, "encoder transformer blocks", min=1, max=48)
+    heads: int = opt(4, "encoder attention heads (must divide embed_dim)", min=1, max=64)
+    mlp_ratio: float = opt(4.0, "transformer MLP width / token width", above=0, max=16)
+    decoder_dim: int = opt(32, "decoder token width", min=4, max=2048)
+    decoder_depth: int = opt(1, "decoder transformer blocks", min=1, max=48)
+    decoder_heads: int = opt(4, "decoder attention heads (must divide decoder_dim)", min=1, max=64)
+    norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE paper) instead of image pixels")
+    pixel_norm: str = opt("image", "image: subtract each image's mean (calibration-free); global: one mean",
+                          choices=PIXEL_NORMS)
+    columns: str = opt("all", "mae1d: all (every column_stride-th column) or middle (the seed's single column)",
+                       choices=("all", "middle"))
+    column_stride: int = opt(4, "mae1d: encode every n-th column", min=1, max=4096)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> "EncoderConfig":
+        """Rebuild from a checkpoint; unknown keys (older files) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})  # type: ignore[arg-type]
+
+    def problem(self, geometry: tuple[int, int, int] | None = None) -> str | None:
+        """Why this architecture cannot be built (or is absurdly large), or None."""
+        for f in fields(self):
+            meta, v = f.metadata, getattr(self, f.name)
+            if meta.get("choices") and v not in meta["choices"]:
+                return f"{f.name} = {v!r}: expected one of {meta['choices']}"
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if (meta.get("min") is not None and v < meta["min"]) or (meta.get("max") is not None and v > meta["max"]):
+                    return f"{f.name} = {v!r}: expected {meta.get('min')}..{meta.get('max')}"
+        if self.embed_dim % self.heads:
+            return f"heads = {self.heads} does not divide embed_dim = {self.embed_dim}"
+        if self.decoder_dim % self.decoder_heads:
+            return f"decoder_heads = {self.decoder_heads} does not divide decoder_dim = {self.decoder_dim}"
+        if geometry is not None:
+            c, h, w = geometry
+            if not (1 <= c <= 64 and 1 <= h <= 16384 and 1 <= w <= 16384):
+                return f"image geometry {geometry}: expected C <= 64 and H, W <= 16384"
+            if h < self.patch or (self.name == "mae2d" and w < self.patch):
+                return f"image {h}x{w} is smaller than patch {self.patch}"
+            n_params = 12 * self.depth * self.embed_dim**2 + 12 * self.decoder_depth * self.decoder_dim**2
+            n_params += (self.patch ** (2 if self.name == "mae2d" else 1)) * c * (self.embed_dim + self.decoder_dim)
+            if n_params > 5e8:
+                return f"about {n_params:.2g} parameters: expected at most 5e8"
+        return None
+
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x)). x: (B, L, D)."""
+    """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x)). x: (B, L, D).
+
+    Attention is a fused qkv projection and ``scaled_dot_product_attention`` (on CPU
+    several times faster than ``nn.MultiheadAttention`` at these sizes).
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
+        self.heads = heads
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
+    def attn(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, hd)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, L, hd)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
-def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_masking(x: torch.Tensor, mask_ratio: float,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep a random subset of tokens per sample.
 
     Args:
@@ -68,49 +123,76 @@ def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, to
     """
     B, L, D = x.shape
     keep = max(1, int(round(L * (1 - mask_ratio))))
-    noise = torch.rand(B, L, device=x.device)
+    noise = torch.rand(B, L, generator=generator).to(x.device)
     ids_shuffle = noise.argsort(dim=1)
     ids_restore = ids_shuffle.argsort(dim=1)
-    ids_keep = ids_shuffle[:, :keep]
-    kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
+    kept = torch.gather(x, 1, ids_shuffle[:, :keep].unsqueeze(-1).expand(-1, -1, D))
     mask = torch.ones(B, L, device=x.device)
     mask[:, :keep] = 0
     return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
 
 class MaskedAutoencoder(nn.Module):
-    """Shared MAE machinery; subclasses define patch embedding and (un)patchify."""
+    """Shared MAE machinery; subclasses define patch embedding, (un)patchify and the model input.
 
-    def __init__(self, cfg: EncoderConfig, n_tokens: int, patch_pixels: int) -> None:
+    Args:
+        cfg: architecture.
+        geometry: (C, H, W) of the campaign's images.
+    """
+
+    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int], n_tokens: int, patch_pixels: int) -> None:
         super().__init__()
-        self.cfg = cfg
-        D = cfg.embed_dim
+        self.cfg, self.geometry = cfg, tuple(int(g) for g in geometry)
+        C = self.geometry[0]
+        D, Dd = cfg.embed_dim, cfg.decoder_dim
+        self.register_buffer("pixel_mean", torch.zeros(C))
+        self.register_buffer("pixel_std", torch.ones(C))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.randn(1, n_tokens + 1, D) * 0.02)
         self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(D)
-        Dd = cfg.decoder_dim
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.decoder_pos_embed = nn.Parameter(torch.randn(1, n_tokens + 1, Dd) * 0.02)
-        self.decoder_blocks = nn.ModuleList(
-            Block(Dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
+        self.decoder_blocks = nn.ModuleList(Block(Dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.decoder_norm = nn.LayerNorm(Dd)
         self.decoder_pred = nn.Linear(Dd, patch_pixels)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    # subclasses: patch_embed(x) -> [B, L, D]; patchify(x) -> [B, L, P]
-    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
+    # ---- input normalisation (owned by the encoder, saved with it)
+    def centre(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw [B, C, H, W] -> per-image centred if ``pixel_norm == "image"`` (float32)."""
+        x = images.float()
+        return x - x.mean(dim=(1, 2, 3), keepdim=True) if self.cfg.pixel_norm == "image" else x
+
+    def set_pixel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-channel statistics of *centred* training pixels ([C] each)."""
+        self.pixel_mean.copy_(mean)
+        self.pixel_std.copy_(std.clamp_min(1e-6))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw [B, C, H, W] -> the network's input scale."""
+        x = self.centre(images)
+        return (x - self.pixel_mean[None, :, None, None]) / self.pixel_std[None, :, None, None]
+
+    # ---- subclasses
+    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D]
         raise NotImplementedError
 
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, P]
         raise NotImplementedError
 
-    def forward_encoder(self, x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def model_input(self, images: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised images [B, C, H, W] -> what patch_embed takes."""
+        return images
+
+    # ---- MAE
+    def forward_encoder(self, x: torch.Tensor, mask_ratio: float,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: model input -> latent [B, 1 + L_keep, D], mask [B, L], ids_restore [B, L]."""
         t = self.patch_embed(x) + self.pos_embed[:, 1:]
-        t, mask, ids_restore = random_masking(t, mask_ratio)
+        t, mask, ids_restore = random_masking(t, mask_ratio, generator)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(t.shape[0], -1, -1)
         t = torch.cat([cls, t], dim=1)
         for blk in self.blocks:
@@ -129,17 +211,28 @@ class MaskedAutoencoder(nn.Module):
             t = blk(t)
         return self.decoder_pred(self.decoder_norm(t))[:, 1:]
 
-    def forward(self, x: torch.Tensor, mask_ratio: float = 0.75) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (loss on masked patches, prediction [B, L, P], mask [B, L])."""
-        latent, mask, ids_restore = self.forward_encoder(x, mask_ratio)
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction target [B, L, P] of model input x (per-patch normalised if asked)."""
+        t = self.patchify(x)
+        if self.cfg.norm_pix_loss:
+            mean, var = t.mean(dim=-1, keepdim=True), t.var(dim=-1, keepdim=True)
+            t = (t - mean) / (var + 1e-6) ** 0.5
+        return t
+
+    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error on masked patches. x: model input; pred [B, L, P]; mask [B, L]."""
+        loss = ((pred - self.target(x)) ** 2).mean(dim=-1)
+        return (loss * mask).sum() / mask.sum().clamp_min(1)
+
+    def forward(self, x: torch.Tensor, mask_ratio: float = 0.75,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: model input. Returns (loss on masked patches, prediction [B, L, P], mask [B, L])."""
+        latent, mask, ids_restore = self.forward_encoder(x, mask_ratio, generator)
         pred = self.forward_decoder(latent, ids_restore)
-        target = self.patchify(x)
-        loss = ((pred - target) ** 2).mean(dim=-1)
-        loss = (loss * mask).sum() / mask.sum().clamp_min(1)
-        return loss, pred, mask
+        return self.forward_loss(x, pred, mask), pred, mask
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """All patch tokens, unmasked, CLS dropped: [B, L, D]."""
+        """All patch tokens of model input x, unmasked, CLS dropped: [B, L, D]."""
         t = self.patch_embed(x) + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(t.shape[0], -1, -1)
         t = torch.cat([cls, t], dim=1)
@@ -147,68 +240,26 @@ class MaskedAutoencoder(nn.Module):
             t = blk(t)
         return self.norm(t)[:, 1:]
 
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw images [B, C, H, W] -> token grid [B, Gh, Gw, D] (normalisation applied here)."""
+        raise NotImplementedError
 
-class MAE1D(MaskedAutoencoder):
-    """MAE over one image column: input [B, C, L_pix] with Conv1d patches along the column."""
-
-    def __init__(self, cfg: EncoderConfig) -> None:
-        self.n_tokens = cfg.img_h // cfg.patch
-        if self.n_tokens < 1:
-            raise ValueError(f"mae1d: image height {cfg.img_h} is shorter than patch {cfg.patch}")
-        super().__init__(cfg, self.n_tokens, cfg.patch * cfg.in_chans)
-        self.proj = nn.Conv1d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
-
-    def crop(self, x: torch.Tensor) -> torch.Tensor:
-        """Centre-crop the column length to a multiple of the patch."""
-        L = self.n_tokens * self.cfg.patch
-        off = (x.shape[-1] - L) // 2
-        return x[..., off : off + L]
-
-    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.crop(x)).transpose(1, 2)  # [B, L, D]
-
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.crop(x)  # [B, C, L*p]
-        B, C, _ = x.shape
-        return x.reshape(B, C, self.n_tokens, self.cfg.patch).permute(0, 2, 3, 1).reshape(B, self.n_tokens, -1)
-
-    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
-        """[B, L, patch * C] -> [B, C, L * patch] (inverse of patchify)."""
-        B = p.shape[0]
-        C = self.cfg.in_chans
-        return p.reshape(B, self.n_tokens, self.cfg.patch, C).permute(0, 3, 1, 2).reshape(B, C, -1)
-
-    def column_indices(self, width: int) -> list[int]:
-        """Columns encoded from an image of this width."""
-        if self.cfg.columns == "middle":
-            return [width // 2]
-        stride = max(1, self.cfg.column_stride)
-        return list(range(stride // 2, width, stride))
-
-    def image_to_columns(self, img: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B * n_cols, C, H] (selected columns)."""
-        cols = self.column_indices(img.shape[-1])
-        x = img[..., cols]  # [B, C, H, n]
-        B, C, H, n = x.shape
-        return x.permute(0, 3, 1, 2).reshape(B * n, C, H)
-
-    def image_tokens(self, img: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> token grid [B, Gh, Gw, D] (Gh patches along H, Gw columns)."""
-        B = img.shape[0]
-        t = self.forward_tokens(self.image_to_columns(img))  # [B*n, L, D]
-        n = t.shape[0] // B
-        return t.reshape(B, n, self.n_tokens, -1).permute(0, 2, 1, 3)
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(Gh, Gw) of the token grid of :meth:`forward_features`."""
+        raise NotImplementedError
 
 
 class MAE2D(MaskedAutoencoder):
-    """ViT-style MAE over 2-D patches of the whole image: input [B, C, H, W]."""
+    """ViT-style MAE over 2-D patches of the whole image: model input [B, C, H, W]."""
 
-    def __init__(self, cfg: EncoderConfig) -> None:
-        self.gh, self.gw = cfg.img_h // cfg.patch, cfg.img_w // cfg.patch
+    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int]) -> None:
+        C, H, W = geometry
+        self.gh, self.gw = H // cfg.patch, W // cfg.patch
         if self.gh < 1 or self.gw < 1:
-            raise ValueError(f"mae2d: image {cfg.img_h}x{cfg.img_w} is smaller than patch {cfg.patch}")
-        super().__init__(cfg, self.gh * self.gw, cfg.patch * cfg.patch * cfg.in_chans)
-        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
+            raise ValueError(f"mae2d: image {H}x{W} is smaller than patch {cfg.patch}")
+        super().__init__(cfg, geometry, self.gh * self.gw, cfg.patch * cfg.patch * C)
+        self.proj = nn.Conv2d(C, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
         """Centre-crop H and W to multiples of the patch."""
@@ -218,7 +269,7 @@ class MAE2D(MaskedAutoencoder):
         return x[..., oh : oh + h, ow : ow + w]
 
     def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.crop(x)).flatten(2).transpose(1, 2)  # [B, L, D]
+        return self.proj(self.crop(x)).flatten(2).transpose(1, 2)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         x = self.crop(x)
@@ -229,34 +280,98 @@ class MAE2D(MaskedAutoencoder):
 
     def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
         """[B, L, patch * patch * C] -> [B, C, Gh * patch, Gw * patch]."""
-        B, C, q = p.shape[0], self.cfg.in_chans, self.cfg.patch
+        B, C, q = p.shape[0], self.geometry[0], self.cfg.patch
         x = p.reshape(B, self.gh, self.gw, q, q, C).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(B, C, self.gh * q, self.gw * q)
 
-    def image_tokens(self, img: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> token grid [B, Gh, Gw, D]."""
-        t = self.forward_tokens(img)
-        return t.reshape(img.shape[0], self.gh, self.gw, -1)
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        t = self.forward_tokens(self.normalize(images))
+        return t.reshape(images.shape[0], self.gh, self.gw, -1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.gh, self.gw
 
 
-ENCODERS = {"mae1d": MAE1D, "mae2d": MAE2D}
+class MAE1D(MaskedAutoencoder):
+    """MAE over image columns: model input [B', C, H] (one column per row of the batch)."""
+
+    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int]) -> None:
+        C, H, W = geometry
+        self.n_tokens = H // cfg.patch
+        if self.n_tokens < 1:
+            raise ValueError(f"mae1d: image height {H} is shorter than patch {cfg.patch}")
+        super().__init__(cfg, geometry, self.n_tokens, cfg.patch * C)
+        self.proj = nn.Conv1d(C, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Centre-crop the column length to a multiple of the patch."""
+        L = self.n_tokens * self.cfg.patch
+        off = (x.shape[-1] - L) // 2
+        return x[..., off : off + L]
+
+    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.crop(x)).transpose(1, 2)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.crop(x)
+        B, C, _ = x.shape
+        return x.reshape(B, C, self.n_tokens, self.cfg.patch).permute(0, 2, 3, 1).reshape(B, self.n_tokens, -1)
+
+    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
+        """[B, L, patch * C] -> [B, C, L * patch]."""
+        B, C = p.shape[0], self.geometry[0]
+        return p.reshape(B, self.n_tokens, self.cfg.patch, C).permute(0, 3, 1, 2).reshape(B, C, -1)
+
+    def column_indices(self, width: int | None = None) -> list[int]:
+        """Columns encoded from an image of this width."""
+        width = self.geometry[2] if width is None else width
+        if self.cfg.columns == "middle":
+            return [width // 2]
+        stride = max(1, self.cfg.column_stride)
+        return list(range(stride // 2, width, stride))
+
+    def model_input(self, images: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised [B, C, H, W] -> columns [B * k, C, H]: ``columns`` [B, k] per image, or the
+        encoded columns (:meth:`column_indices`) for every image."""
+        B, C, H, W = images.shape
+        if columns is None:
+            x = images[..., self.column_indices(W)]  # [B, C, H, k]
+        else:
+            k = columns.shape[1]
+            x = torch.gather(images, 3, columns[:, None, None, :].expand(B, C, H, k))
+        return x.permute(0, 3, 1, 2).reshape(-1, C, H)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        B = images.shape[0]
+        t = self.forward_tokens(self.model_input(self.normalize(images)))  # [B * n, L, D]
+        n = t.shape[0] // B
+        return t.reshape(B, n, self.n_tokens, -1).permute(0, 2, 1, 3)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.n_tokens, len(self.column_indices())
 
 
-def build_encoder(cfg: EncoderConfig) -> MaskedAutoencoder:
-    """The encoder named by ``cfg.name``."""
-    if cfg.name not in ENCODERS:
-        raise ValueError(f"unknown encoder '{cfg.name}'; choose from {', '.join(ENCODERS)}")
-    return ENCODERS[cfg.name](cfg)
+def build_encoder(cfg: EncoderConfig, geometry: tuple[int, int, int]) -> MaskedAutoencoder:
+    """The encoder named by ``cfg.name`` for images of shape ``geometry`` = (C, H, W)."""
+    problem = cfg.problem(geometry)
+    if problem:
+        raise ValueError(f"encoder config: {problem}")
+    return (MAE2D if cfg.name == "mae2d" else MAE1D)(cfg, geometry)
 
 
 def mae1d_seed(in_chans: int = 1, img_h: int = 440, columns: str = "middle") -> MAE1D:
     """The seed's encoder: 440-pixel columns, patch 16, D 192, depth 4, 3 heads."""
-    return MAE1D(EncoderConfig("mae1d", in_chans, img_h, 640, 16, 192, 4, 3, 4.0, columns=columns))
+    cfg = EncoderConfig(name="mae1d", patch=16, embed_dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3,
+                        columns=columns)
+    return MAE1D(cfg, (in_chans, img_h, 640))
 
 
 def mae2d_small(in_chans: int = 3, img_h: int = 440, img_w: int = 640, patch: int = 16) -> MAE2D:
-    """A small 2-D MAE: patch 16, D 192, depth 4, 3 heads."""
-    return MAE2D(EncoderConfig("mae2d", in_chans, img_h, img_w, patch, 192, 4, 3, 4.0))
+    """A small 2-D MAE for seed-shape images: patch 16, D 192, depth 4, 3 heads."""
+    cfg = EncoderConfig(name="mae2d", patch=patch, embed_dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3)
+    return MAE2D(cfg, (in_chans, img_h, img_w))
 
 
 def pool_tokens(grid: torch.Tensor, regions: tuple[int, int] = (4, 4)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +380,7 @@ def pool_tokens(grid: torch.Tensor, regions: tuple[int, int] = (4, 4)) -> tuple[
     Args:
         grid: [B, Gh, Gw, D] patch tokens (no CLS).
     Returns:
-        pooled [B, D] (mean over all patch tokens); regions [B, Rh*Rw, D].
+        pooled [B, D] (mean over all patch tokens); regions [B, Rh * Rw, D].
     """
     pooled = grid.mean(dim=(1, 2))
     g = grid.permute(0, 3, 1, 2)  # [B, D, Gh, Gw]

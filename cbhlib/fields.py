@@ -1,0 +1,170 @@
+"""Declaring a config field once: default, help text and allowed values together.
+
+``opt(default, "help", choices=..., min=...)`` is a dataclass ``field`` whose metadata
+the config machinery reads to type-check, range-check, document and write notebook
+parameters cells. Only plain values are allowed (str, int, float, bool, None and lists
+or dicts of those): nothing that could become code in a notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any
+
+from cbhlib.errors import ParamsError
+
+
+def opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, min: float | None = None,
+        max: float | None = None, above: float | None = None) -> Any:
+    """A dataclass field with its default, help text and constraints declared in one place.
+
+    Args:
+        default: the value (lists are copied per instance).
+        help: one line shown in notebooks, ``cbh params`` and errors.
+        choices: allowed values (for lists: allowed items).
+        min, max: inclusive bounds; above: exclusive lower bound.
+    """
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "above": above}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: _copy(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+def type_name(tp: Any) -> str:
+    """``list[int]``-style name of a type hint, as written in notebook parameters cells."""
+    origin = typing.get_origin(tp)
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(tp))}]"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    return "None" if tp is type(None) else tp.__name__
+
+
+def check_plain(source: object, key: str, value: Any) -> None:
+    """Refuse anything but str, int, float (finite), bool, None and lists/dicts of those."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParamsError(source, key, "a finite number", repr(value))
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_plain(source, f"{key}[{i}]", v)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ParamsError(source, key, "a mapping with string keys", f"key {k!r} ({type(k).__name__})")
+            check_plain(source, f"{key}.{k}", v)
+        return
+    raise ParamsError(source, key, "a plain value (string, number, true/false, null, list or mapping)",
+                      f"a value of type {type(value).__name__}")
+
+
+def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the type hint ``tp``; return it (ints widened to float where asked)."""
+    check_plain(source, key, value)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(source, key, value, a)
+            except ParamsError as exc:
+                errors.append(exc)
+        raise ParamsError(source, key, type_name(tp), _found(value))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single value where a list is expected: `seeds: 3` -> [3]
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(source, key, f"a list of {type_name(inner)}", _found(value))
+        return [coerce(source, f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(source, key, "a mapping", _found(value))
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(source, key, "true or false", _found(value))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(source, key, "an integer", _found(value))
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(source, key, "a number", _found(value))
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(source, key, "a string", _found(value))
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def check_constraints(source: object, key: str, value: Any, meta: dict[str, Any]) -> None:
+    """Apply ``choices`` / ``min`` / ``max`` / ``above`` to a value or to every item of a list."""
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if v is None:
+            continue
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise ParamsError(source, key, f"one of {', '.join(map(str, meta['choices']))}", repr(v))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+            if lo is not None and v < lo:
+                raise ParamsError(source, key, f"a number >= {lo:g}", repr(v))
+            if hi is not None and v > hi:
+                raise ParamsError(source, key, f"a number <= {hi:g}", repr(v))
+            if above is not None and v <= above:
+                raise ParamsError(source, key, f"a number > {above:g}", repr(v))
+
+
+def parse_dataclass(cls: type, raw: Any, source: object, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and constraints.
+
+    Fields declared without a default are required. Errors name ``source`` and the
+    (prefixed) key, like every other settings error.
+    """
+    if not isinstance(raw, dict):
+        raise ParamsError(source, prefix.rstrip(".") or "(top level)", "a mapping", _found(raw))
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ParamsError(source, f"{prefix}{key}", f"one of {', '.join(names)}", "an unknown key")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamsError(source, key, "a value", "missing")
+            continue
+        value = coerce(source, key, raw[f.name], hints[f.name])
+        check_constraints(source, key, value, f.metadata)
+        values[f.name] = value
+    return cls(**values)

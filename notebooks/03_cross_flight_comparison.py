@@ -1,0 +1,242 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Will it work on the next flight? Cross-flight comparison
+#
+# Every model of this run (the fusion modes and the baselines) under three protocols:
+# **leave-one-flight-out** (the honest answer), time blocks **within** each flight, and a
+# **pooled random** K-fold that leaks along the track, shown only to measure that leak.
+# Then: which differences are resolved (paired intervals over samples and seeds), what
+# k labelled samples of a new flight buy, whether 90 % intervals hold on a new flight,
+# and how far each flight sits from the others. The notebook ends with what this run
+# shows and what it does not, computed from the tables above it.
+
+# %% tags=["parameters"] sections=["encoder", "pretrain", "compare"]
+campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
+run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
+seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
+val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
+feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
+device: str = 'auto'  # torch device: auto (CUDA when present), cpu, cuda or cuda:N
+threads: int = 0  # torch CPU threads; 0 keeps the torch default
+progress: bool = True  # progress bars (headless pipeline runs turn them off)
+encoder_name: str = 'mae2d'  # mae2d: 2-D patches of the whole image; mae1d: the seed's column encoder
+encoder_patch: int = 8  # patch size in pixels (square for mae2d, along the column for mae1d)
+encoder_embed_dim: int = 64  # encoder token width
+encoder_depth: int = 2  # encoder transformer blocks
+encoder_heads: int = 4  # encoder attention heads (must divide embed_dim)
+encoder_mlp_ratio: float = 4.0  # transformer MLP width / token width
+encoder_decoder_dim: int = 32  # decoder token width
+encoder_decoder_depth: int = 1  # decoder transformer blocks
+encoder_decoder_heads: int = 4  # decoder attention heads (must divide decoder_dim)
+encoder_norm_pix_loss: bool = False  # reconstruct per-patch normalised pixels (MAE paper) instead of image pixels
+encoder_pixel_norm: str = 'image'  # image: subtract each image's mean (calibration-free); global: one mean
+encoder_columns: str = 'all'  # mae1d: all (every column_stride-th column) or middle (the seed's single column)
+encoder_column_stride: int = 4  # mae1d: encode every n-th column
+pretrain_scope: str = 'fold'  # fold: one encoder per held-out flight, trained without that flight's frames; transductive: also its unlabelled frames (no labels); all: one encoder on every frame
+pretrain_epochs: int = 8  # passes over the pretraining frames
+pretrain_batch_size: int = 128  # frames per step
+pretrain_lr: float = 0.0015  # AdamW peak learning rate (linear warm-up, then cosine to 0)
+pretrain_weight_decay: float = 0.05  # AdamW weight decay
+pretrain_warmup: float = 0.1  # fraction of steps spent warming up the learning rate
+pretrain_mask_ratio: float = 0.75  # fraction of patches hidden from the encoder
+pretrain_unlabelled: bool = True  # also pretrain on the campaign's unlabelled frames of the allowed flights
+pretrain_max_frames: int = 0  # frames drawn per epoch (0: every allowed frame)
+pretrain_columns_per_image: int = 8  # mae1d: random columns drawn per image per step
+pretrain_seed: int = -1  # pretraining seed; -1: each unit's own seed (encoder and head follow one seed)
+pretrain_eval_frames: int = 256  # frames on which the final loss and its floors are measured
+pretrain_memory_limit_mb: int = 1024  # hold pretraining frames in memory below this size, else stream them
+pretrain_missing: str = 'fail'  # when a training step finds no encoder: fail (name the pretrain step) or pretrain
+compare_baselines: list[str] = ['climatology', 'lcl', 'gbdt', 'gbdt_all', 'image_stats_gbdt', 'image_stats_mlp', 'random_init']  # baselines scored on the same folds as the models
+compare_few_shot_ks: list[int] = [0, 5, 10, 20, 50]  # labelled samples of the held-out flight used to recalibrate
+compare_few_shot_draw: str = 'first'  # headline draw of the k samples: first (in time, as used) or random (optimistic); both are tabulated
+compare_few_shot_repeats: int = 5  # random draws per k (the first-in-time draw has one)
+compare_linear_shrinkage: float = 10.0  # linear recalibration: ridge weight pulling the slope to 1 (in samples)
+compare_conformal_alpha: float = 0.1  # 1 - nominal coverage of split-conformal intervals
+compare_conformal_k: int = 20  # labelled samples of the held-out flight calibrating its intervals
+compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model differences
+compare_bootstrap_block: int = 10  # moving-block length along each track (autocorrelated samples)
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from cbhlib import adapt, compare, encoders, plots, results, shift
+from cbhlib.campaign import Campaign
+from cbhlib.notebook import environment_report, setup
+from cbhlib.reports import write_json, write_predictions
+
+cfg, run, rng = setup(globals(), "compare")
+camp = Campaign(cfg.campaign)
+ceiling = shift.ceiling(camp)
+camp
+
+# %% [markdown]
+# ## Baselines on exactly the same folds
+# Climatology, Espy's LCL with a fitted offset, gradient-boosted trees on the physical
+# features, on calibration-free image statistics, and on both. The neural baselines
+# (an untrained encoder, `random_init`; image statistics into the MLP head,
+# `image_stats_mlp`) were trained by the pipeline's training steps.
+
+# %%
+scored = compare.run_baselines(cfg, camp, run)
+pred = results.load_predictions(run, camp)
+write_predictions(pred, run.predictions_csv, run.predictions_parquet)
+print(f"{len(pred):,} held-out predictions of {pred['model'].nunique()} models under {sorted(pred['protocol'].unique())}")
+
+# %% [markdown]
+# ## Models x protocols
+# Headline columns first: pooled MAE (all held-out predictions together), the mean of
+# per-flight MAE, then R2 as the seed's mean of folds and pooled; each mean ± sd over
+# seeds, with n samples. Baselines first. Deterministic baselines have sd 0.
+
+# %%
+headline = results.headline_table(pred)
+headline.to_csv(run.table("comparison_headline"), index=False)
+display(results.pretty(headline))
+
+# %% [markdown]
+# ## What a random split hides
+# Neighbouring samples along a track are nearly identical (lag-1 autocorrelation ~0.9),
+# so a pooled random split scores interpolation, not transfer to a new flight.
+
+# %%
+plots.protocol_inflation(headline, save_to=run.figure("compare_protocol_inflation"));
+
+# %% [markdown]
+# ## Per held-out flight
+# MAE is the steady read; R2 on a flight with little CBH variance (18Feb25: 24 samples
+# within 0.1 km) is dominated by any bias. Dashed green: the best R2 the label noise
+# allows (synthetic truth).
+
+# %%
+per_flight = results.per_flight_table(pred)
+per_flight.to_csv(run.table("comparison_per_flight"), index=False)
+display(results.pretty(per_flight[per_flight["protocol"] == "lofo"]))
+plots.per_flight_bars(per_flight, "lofo", ceiling, save_to=run.figure("compare_per_flight_lofo"));
+
+# %% [markdown]
+# ## Which differences are resolved?
+# Paired bootstrap of the pooled-MAE difference (model minus reference; negative: the
+# model is better) over samples (moving blocks along each track) and seeds. A ranking
+# is stated only where the 95 % interval excludes zero.
+
+# %%
+comp = compare.comparisons(pred, cfg)
+comp.to_csv(run.table("comparison_differences"), index=False)
+display(comp.round(1))
+if len(comp):
+    plots.differences(comp, save_to=run.figure("compare_differences"));
+
+# %% [markdown]
+# ## The best model's predictions, and errors by cloud-base regime
+
+# %%
+lofo = pred[pred["protocol"] == "lofo"]
+lofo_head = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
+best = lofo_head.iloc[0]["model"]
+print(f"lowest leave-one-flight-out pooled MAE: {best}")
+plots.pred_vs_true(lofo[lofo["model"] == best], f"{best}: leave-one-flight-out predictions (all seeds)",
+                   save_to=run.figure("compare_best_pred_vs_true"));
+
+# %%
+err = shift.regime_errors(lofo)
+display(err.groupby(["model", "regime"])["abs_error_m"].median().unstack().round(0))
+plots.regime_box(err, save_to=run.figure("compare_error_by_regime"));
+
+# %% [markdown]
+# ## Few-shot adaptation, as it would be used
+# For each held-out flight, k labelled samples correct the leave-one-flight-out
+# predictions; only the flight's other samples are scored (at least 5). The headline
+# draw takes the **first k in time** (a scientist has the first minutes of lidar);
+# `random` spreads them along the flight (optimistic). `offset` adds their mean
+# residual; `linear` also corrects the slope, shrunk towards 1.
+
+# %%
+fs = pd.concat([adapt.few_shot(lofo, cfg.compare.few_shot_ks, draw, cfg.compare.few_shot_repeats,
+                               cfg.compare.linear_shrinkage, seed=cfg.seed) for draw in ("first", "random")])
+curve = adapt.few_shot_curve(fs)
+curve.to_csv(run.table("comparison_few_shot"), index=False)
+display(curve.pivot_table(index=["model", "method"], columns=["draw", "k"], values="mae_m").round(0))
+k_show = 10 if 10 in cfg.compare.few_shot_ks else max(cfg.compare.few_shot_ks)
+display(adapt.few_shot_per_flight(fs, k_show).pivot_table(index=["model", "method"], columns=["draw", "flight"],
+                                                          values="mae_m").round(0))
+plots.few_shot_plot(curve, cfg.compare.few_shot_draw, save_to=run.figure("compare_few_shot"));
+
+# %% [markdown]
+# ## Calibrated uncertainty, per flight
+# Split-conformal 90 % intervals calibrated on the training flights' validation
+# residuals, or on the first k samples of the target flight (and, optimistically, k
+# random ones). The headline is the *worst* flight's coverage.
+#
+# Calibration on training flights fails under shift: coverage is guaranteed only when
+# calibration and test residuals are exchangeable, and a new flight brings its own bias
+# (ERA5 representativeness, camera calibration, cloud regime).
+
+# %%
+val = compare.validation_residuals(run, camp, sorted(lofo["model"].unique()))
+conf = pd.concat([adapt.conformal(lofo, val, cfg.compare.conformal_alpha, cfg.compare.conformal_k, "first",
+                                  cfg.compare.few_shot_repeats, cfg.seed),
+                  adapt.conformal(lofo, {}, cfg.compare.conformal_alpha, cfg.compare.conformal_k, "random",
+                                  cfg.compare.few_shot_repeats, cfg.seed)], ignore_index=True)
+conf.to_csv(run.table("comparison_conformal"), index=False)
+conf_summary = adapt.conformal_summary(conf)
+display(conf_summary.round(3))
+plots.coverage_dots(conf, 1 - cfg.compare.conformal_alpha, save_to=run.figure("compare_conformal_coverage"));
+
+# %% [markdown]
+# ## Domain-shift diagnostics
+
+# %%
+ks = shift.shift_ks(camp, cfg.feature_groups or None)
+ks.to_csv(run.table("comparison_shift_ks"))
+if len(ks):
+    plots.shift_heatmap(ks, save_to=run.figure("compare_shift_ks"));
+
+# %%
+X, _ = camp.feature_matrix(cfg.feature_groups or None)
+projections = {"physical features": shift.pca_2d(X)} if X.shape[1] >= 2 else {}
+enc = run.encoder(encoders.settings_key(cfg, camp), "all", encoders.encoder_seed(cfg, cfg.seed))
+if camp.has_images and enc.exists():
+    from cbhlib.embed import embed_campaign
+
+    emb = embed_campaign(camp, enc, run.cache, progress=False)
+    projections = {"image embeddings (encoder on all flights)": shift.pca_2d(emb.pooled), **projections}
+if projections:
+    plots.pca_scatter(projections, camp.flight, camp.flight_names, save_to=run.figure("compare_pca"));
+
+# %% [markdown]
+# ## Our numbers beside the published ones
+# Different data: ours come from the campaign above (synthetic unless you imported
+# your own); theirs from the real ER-2 flights. Read each row with its protocol.
+
+# %%
+beside = results.published_beside(headline, camp.source)
+beside.to_csv(run.table("comparison_published"), index=False)
+display(beside.round(3))
+
+# %% [markdown]
+# ## What this run shows, and what it does not
+
+# %%
+found = compare.findings(headline, comp, curve, conf_summary, cfg.compare.few_shot_draw)
+display(Markdown("**Shows**\n\n" + "\n".join(f"- {s}" for s in found["shows"]) +
+                 "\n\n**Does not show**\n\n" + "\n".join(f"- {s}" for s in found["does_not_show"])))
+write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found))
+
+# %%
+environment_report()
