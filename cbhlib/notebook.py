@@ -47,7 +47,6 @@ def configure_logging(run: RunDir | None = None, level: int = logging.INFO, stde
     """
     logger = logging.getLogger("cbhlib")
     logger.setLevel(level)
-    logger.propagate = False
     for h in list(logger.handlers):
         if getattr(h, "_cbh", False):
             logger.removeHandler(h)

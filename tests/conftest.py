@@ -51,3 +51,23 @@ def small_file(tmp_path: Path) -> Path:
     rng = np.random.default_rng(1)
     images = rng.normal(280, 2, size=(data.n_samples, 1, 4, 4)).astype(np.float32)
     return write_campaign(tmp_path / "small.h5", data, images=images)
+
+
+def smooth_images(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Learnable images: random ramps plus a smooth blob, in kelvin (n, 1, size, size)."""
+    yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    a, b, cx, cy = rng.normal(size=(4, n, 1, 1))
+    blob = np.exp(-((xx - 0.4 * cx) ** 2 + (yy - 0.4 * cy) ** 2) / 0.3)
+    return (280 + 3 * (a * yy + b * xx) - 4 * blob)[:, None].astype(np.float32)
+
+
+@pytest.fixture
+def pool_file(tmp_path: Path) -> Path:
+    """3 flights (40/30/30 samples) with smooth 1 x 16 x 16 images and 2 unlabelled frames per sample."""
+    rng = np.random.default_rng(5)
+    data = small_data((40, 30, 30), seed=4)
+    m = 2 * data.n_samples
+    data.unlabelled_flight = np.repeat(data.flight, 2)
+    data.unlabelled_time_utc = np.repeat(data.time_utc, 2) + np.tile([3.0, 6.0], data.n_samples)
+    return write_campaign(tmp_path / "pool.h5", data, images=smooth_images(data.n_samples, 16, rng),
+                          unlabelled=smooth_images(m, 16, rng))

@@ -1,8 +1,7 @@
-"""Metrics, baselines, few-shot adaptation and conformal intervals."""
+"""Metrics, baselines, paired intervals, few-shot adaptation and conformal intervals."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from cbhlib.baselines import BASELINES, espy_lcl_km, run_baseline
+from cbhlib import adapt
+from cbhlib.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
 from cbhlib.campaign import Campaign
-from cbhlib.compare import conformal_table, few_shot, few_shot_curve, few_shot_split, run_baselines
+from cbhlib.compare import comparisons, findings, run_baselines
+from cbhlib.config import load_config
 from cbhlib.conformal import conformal_quantile, interval_coverage
 from cbhlib.data import lofo_folds
 from cbhlib.metrics import aggregate, regression_metrics
-from cbhlib.reports import build_report
+from cbhlib.results import headline_table, load_predictions, per_flight_table
+from cbhlib.rundir import RunDir
+from cbhlib.stats import block_indices, paired_mae_difference
+from cbhlib.units import UnitStore
 
 
 def test_metrics_match_scikit_learn() -> None:
@@ -26,107 +30,144 @@ def test_metrics_match_scikit_learn() -> None:
     assert m["r2"] == pytest.approx(r2_score(y, p))
     assert m["mae_km"] == pytest.approx(mean_absolute_error(y, p))
     assert m["rmse_km"] == pytest.approx(np.sqrt(mean_squared_error(y, p)))
+    assert m["bias_km"] == pytest.approx(np.mean(p - y))
+
+
+def test_r2_is_undefined_not_zero_for_constant_truth() -> None:
+    m = regression_metrics(np.full(10, 0.27), np.full(10, 0.277))
+    assert m["r2"] is None and m["mae_km"] == pytest.approx(0.007)
+    agg = aggregate([m, regression_metrics(np.r_[0.2, 0.4], np.r_[0.25, 0.35])])
+    assert agg["n_folds_r2_defined"] == 1 and agg["mean_r2"] == pytest.approx(0.75)
 
 
 def test_pooled_differs_from_mean_of_folds() -> None:
-    # two folds, each predicted by its own mean: fold R2 = 0 each; pooled R2 is high
     y1, y2 = np.array([0.2, 0.3, 0.4]), np.array([1.2, 1.3, 1.4])
     folds = [regression_metrics(y1, np.full(3, y1.mean())), regression_metrics(y2, np.full(3, y2.mean()))]
     agg = aggregate(folds, np.r_[y1, y2], np.r_[np.full(3, y1.mean()), np.full(3, y2.mean())])
     assert agg["mean_r2"] == pytest.approx(0.0)
-    assert agg["pooled_r2"] == pytest.approx(r2_score(np.r_[y1, y2], np.r_[np.full(3, 0.3), np.full(3, 1.3)]))
     assert agg["pooled_r2"] > 0.9 and agg["n_predictions"] == 6
 
 
 def test_espy_lcl_on_a_known_sounding() -> None:
-    # 8 K of dewpoint depression -> 1.0 km (125 m/K); saturated air -> 0
     np.testing.assert_allclose(espy_lcl_km(np.array([293.15, 280.0]), np.array([285.15, 280.0])), [1.0, 0.0])
 
 
-def test_baselines_write_the_report_schema(tiny_campaign: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def baseline_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Campaign, RunDir, object]:
     camp = Campaign(tiny_campaign)
-    reports = run_baselines(camp, ["lofo"], tmp_path)
-    assert {name for name, _ in reports} == set(BASELINES)
-    for (name, _), rep in reports.items():
-        assert rep["model_variant"] == name and len(rep["fold_results"]) == 5
-        assert (tmp_path / f"report_{name}.json").exists() and (tmp_path / f"predictions_{name}.csv").exists()
-        assert np.isfinite(rep["aggregate_metrics"]["pooled_r2"])
+    run = RunDir(tmp_path_factory.mktemp("base"))
+    cfg = load_config(overrides={"campaign": str(tiny_campaign), "run_dir": str(run.root), "seeds": [0, 1],
+                                 "protocols": ["lofo", "random"], "compare.bootstrap_reps": 200})
+    run_baselines(cfg, camp, run)
+    return camp, run, cfg
 
 
-def test_climatology_is_the_training_mean(tiny_campaign: Path) -> None:
+def test_baselines_write_reports_for_every_protocol(baseline_run) -> None:  # noqa: ANN001
+    camp, run, cfg = baseline_run
+    assert {(m, p) for m, p, _ in run.reports()} == {(m, p) for m in SKLEARN_BASELINES for p in ("lofo", "random")}
+    pred = load_predictions(run, camp)
+    head = headline_table(pred)
+    assert (head["n_seeds"] == 2).all() and (head["pooled_mae_m_sd"] == 0).all()  # deterministic: sd 0 exactly
+    assert list(head["model"][:3]) == ["climatology", "lcl", "gbdt"]  # baselines in their fixed order
+    assert {"time_utc", "lat", "lon", "truth_km", "pred_km", "flight", "sample"} <= set(pred.columns)
+    flights = per_flight_table(pred)
+    assert set(flights[flights.protocol == "lofo"]["n"]) == set(np.bincount(camp.flight))
+
+
+def test_climatology_is_the_training_mean(tiny_campaign: Path, tmp_path: Path) -> None:
     camp = Campaign(tiny_campaign)
+    X, names = camp.feature_matrix()
+    data = BaselineData(camp.cbh_km.astype(float), X, names, key="k")
     folds = lofo_folds(camp)
-    units = run_baseline("climatology", camp, folds, "lofo")
+    units = run_baseline("climatology", data, folds, "lofo", [0], UnitStore(RunDir(tmp_path)))
     for f, u in zip(folds, units):
-        assert u["pred"][0] == pytest.approx(float(camp.cbh_km[f.fit_idx].astype(float).mean()))
+        assert u.pred[0] == pytest.approx(float(camp.cbh_km[f.fit_idx].astype(float).mean()))
+        assert len(u.val_pred) == len(f.val_idx)  # refit without validation rows, for conformal calibration
 
 
-def _lofo_pred(n_per: tuple[int, ...] = (60, 40, 12), seed: int = 0) -> pd.DataFrame:
+def test_block_bootstrap_stays_within_flights_and_keeps_sizes() -> None:
+    groups = np.repeat(["A", "B"], [23, 7])
+    idx = block_indices(groups, 5, np.random.default_rng(0), reps=50)
+    assert idx.shape == (50, 30)
+    assert (groups[idx[:, :23]] == "A").all() and (groups[idx[:, 23:]] == "B").all()
+
+
+def test_paired_interval_resolves_a_real_difference_and_not_noise() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    y = np.cumsum(rng.normal(0, 0.05, n)) + 1
+    groups = np.repeat(["A", "B", "C", "D"], n // 4)
+    good = y + rng.normal(0, 0.05, (3, n))
+    bad = y + rng.normal(0, 0.15, (3, n))
+    same = y + rng.normal(0, 0.05, (3, n))
+    d = paired_mae_difference(y, good, bad, groups, "good", "bad", reps=500)
+    assert d.hi < 0 and d.verdict == "good beats bad"
+    d2 = paired_mae_difference(y, good, same, groups, "good", "same", reps=500)
+    assert d2.lo < 0 < d2.hi and d2.verdict == "not resolved"
+
+
+def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:  # noqa: ANN001
+    camp, run, cfg = baseline_run
+    pred = load_predictions(run, camp)
+    comp = comparisons(pred, cfg, pairs=[("gbdt_all", "gbdt"), ("gbdt", "gbdt")])
+    found = findings(headline_table(pred), comp)
+    self_row = comp[(comp.model == "gbdt") & (comp.reference == "gbdt")].iloc[0]
+    assert self_row["verdict"] == "not resolved" and self_row["diff_m"] == 0
+    assert any("gbdt vs gbdt" in s and "not resolved" in s for s in found["does_not_show"])
+    assert not any("gbdt beats gbdt" in s for s in found["shows"])
+
+
+def _lofo_pred(n_per: tuple[int, ...] = (60, 40, 12), seed: int = 0, slope: float = 1.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for k, n in enumerate(n_per):
-        y = rng.normal(0.8, 0.3, n)
-        rows.append(pd.DataFrame({"flight": f"F{k}", "true_km": y, "pred_km": y + 0.2 * k + rng.normal(0, 0.1, n)}))
+        walk = np.cumsum(rng.normal(0, 1, n))
+        y = 0.8 + 0.3 * (walk - walk.mean()) / (walk.std() + 1e-9)
+        p = 0.8 + slope * (y - 0.8) + 0.2 * k + rng.normal(0, 0.03, n)
+        rows.append(pd.DataFrame({"model": "m", "seed": 0, "flight": f"F{k}", "time_utc": np.arange(n, dtype=float),
+                                  "truth_km": y, "pred_km": p}))
     return pd.concat(rows, ignore_index=True)
 
 
-def test_few_shot_k0_is_plain_lofo_and_shots_are_never_scored() -> None:
-    pred = _lofo_pred()
-    fs = few_shot(pred, ks=(0, 5, 10, 20, 50), repeats=3, model="m")
-    per_flight = [r2_score(d["true_km"], d["pred_km"]) for _, d in pred.groupby("flight", sort=False)]
-    curve = few_shot_curve(fs)
-    assert curve[curve.k == 0]["r2_mean"].item() == pytest.approx(np.mean(per_flight))
-    # recalibration removes the flight offsets: more shots, better
-    assert curve[curve.k == 20]["r2_mean"].item() > curve[curve.k == 0]["r2_mean"].item()
-    assert fs[(fs.flight == "F2") & (fs.k == 50)]["k_used"].max() == 7  # capped: 5 left to score
+def test_few_shot_draws_first_in_time_and_never_scores_the_shots() -> None:
     rng = np.random.default_rng(0)
-    for n, k in ((40, 10), (12, 50), (8, 0)):
-        calib, scored = few_shot_split(n, k, rng)
-        assert len(np.intersect1d(calib, scored)) == 0 and len(calib) + len(scored) == n and len(scored) >= 5
+    (cal, scored), = adapt.draws(40, 10, "first", 5, rng)
+    np.testing.assert_array_equal(cal, np.arange(10))
+    np.testing.assert_array_equal(scored, np.arange(10, 40))
+    rand = adapt.draws(40, 10, "random", 5, rng)
+    assert len(rand) == 5 and all(len(np.intersect1d(c, s)) == 0 and len(c) + len(s) == 40 for c, s in rand)
+    assert len(adapt.draws(12, 50, "first", 5, rng)[0][0]) == 7  # capped: 5 left to score
+    fs = adapt.few_shot(_lofo_pred(), [0, 10], "first", 3, 10.0)
+    assert (fs[fs.k == 10]["n_scored"] == fs[fs.k == 10]["flight"].map({"F0": 50, "F1": 30, "F2": 5})).all()
+    curve = adapt.few_shot_curve(fs)
+    off = curve[curve.method == "offset"].set_index("k")["mae_m"]
+    assert off[10] < off[0]  # recalibration removes the flight offsets
+
+
+def test_linear_recalibration_fixes_a_slope_the_offset_cannot() -> None:
+    pred = _lofo_pred((200,), slope=0.4)
+    fs = adapt.few_shot(pred, [50], "random", 5, shrinkage=1.0)
+    mae = fs.groupby("method")["mae_m"].mean()
+    assert mae["linear"] < 0.8 * mae["offset"]
+    # shrinkage pulls the slope to 1: with a huge weight, linear equals offset
+    p = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(adapt.recalibrate(p * 2, p, p, "linear", 1e9), adapt.recalibrate(p * 2, p, p, "offset", 0))
 
 
 def test_conformal_coverage_on_exchangeable_data() -> None:
     rng = np.random.default_rng(1)
-    covs = []
-    for _ in range(200):
-        res_cal = rng.normal(0, 0.2, 200)
-        y_test = rng.normal(0, 0.2, 500)
-        q = conformal_quantile(res_cal, 0.1)
-        covs.append(interval_coverage(y_test, np.zeros(500), q)[0])
+    covs = [interval_coverage(rng.normal(0, 0.2, 500), np.zeros(500), conformal_quantile(rng.normal(0, 0.2, 200), 0.1))[0]
+            for _ in range(200)]
     assert abs(np.mean(covs) - 0.9) < 0.05
     assert conformal_quantile(np.ones(5), 0.1) == float("inf")  # too few residuals for 90 %
 
 
-def test_conformal_from_training_flights_fails_under_shift_and_target_calibration_recovers() -> None:
-    rng = np.random.default_rng(2)
-    y = rng.normal(0.8, 0.3, 400)
-    val_idx = np.arange(0, 200)
-    unit = {"test_flight": "F", "val_idx": val_idx.tolist(), "val_pred": (y[val_idx] + rng.normal(0, 0.05, 200)).tolist(),
-            "true": y[200:].tolist(), "pred": (y[200:] + 0.3 + rng.normal(0, 0.05, 200)).tolist()}  # shifted flight
-    table = conformal_table([unit], y, 0.1, k=20, repeats=10, model="m").set_index("calibration")
-    assert table.loc["training flights", "coverage"] < 0.3
-    assert table.loc["target flight (20-shot)", "coverage"] > 0.75
-
-
-def test_report_schema_from_units() -> None:
-    units = [{"fold_id": 0, "test_flight": "A", "n_train": 3, "n_test": 2, "r2": 0.1, "mae_km": 0.2, "rmse_km": 0.3,
-              "epoch_trained": 4, "seed": 0, "true": [1.0, 2.0], "pred": [1.1, 1.9]}]
-    rep = build_report("m", "d", "lofo", units, {"seed": 0})
-    assert rep["fold_results"][0]["test_flight"] == "A" and rep["aggregate_metrics"]["pooled_mae_km"] == pytest.approx(0.1)
-
-
-def test_comparison_table_has_per_flight_r2_mae_rmse(tiny_campaign: Path, tmp_path: Path) -> None:
-    from cbhlib.compare import comparison_table, load_runs
-
-    camp = Campaign(tiny_campaign)
-    run_baselines(camp, ["lofo", "random"], tmp_path, names=("climatology", "gbdt"))
-    long, wide = comparison_table(load_runs(tmp_path), camp.flight_names)
-    for fl in camp.flight_names:
-        assert {f"R2 {fl}", f"MAE m {fl}", f"RMSE m {fl}"} <= set(wide.columns)
-    assert {"mean of fold R2", "pooled R2"} <= set(wide.columns)
-    assert set(zip(wide["model"], wide["protocol"])) == {(m, p) for m in ("climatology", "gbdt") for p in ("lofo", "random")}
-    g = wide[(wide.model == "gbdt") & (wide.protocol == "lofo")].iloc[0]
-    rep = json.loads((tmp_path / "report_gbdt.json").read_text())
-    first = rep["fold_results"][0]
-    assert g[f"R2 {first['test_flight']}"] == pytest.approx(first["r2"])  # LOFO: a flight is a fold
-    assert g[f"RMSE m {first['test_flight']}"] == pytest.approx(first["rmse_km"] * 1000)
+def test_conformal_per_flight_fails_under_shift_and_the_minimum_is_reported() -> None:
+    pred = _lofo_pred((120, 120, 60))
+    val = {("m", 0, f"F{k}"): np.random.default_rng(k).normal(0, 0.03, 100) for k in range(3)}
+    conf = adapt.conformal(pred, val, 0.1, 20, "first", 3)
+    summ = adapt.conformal_summary(conf).set_index("calibration")
+    tf = summ.loc["training flights"]
+    assert tf["min_coverage"] < 0.3 and tf["worst_flight"] in ("F1", "F2")
+    assert summ.loc["target flight (20-shot)", "min_coverage"] > tf["min_coverage"]
+    assert {"coverage", "width_m", "n_calibration", "draw"} <= set(conf.columns)

@@ -11,33 +11,33 @@ import torch
 from cbhlib.checkpoints import load_checkpoint, save_checkpoint
 from cbhlib.cli import main
 from cbhlib.errors import CheckpointError
-from cbhlib.models.fusion import MODES, BatchedAdamW, FusionConfig, FusionHeads
+from cbhlib.models.fusion import MODES, BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.models.mae import EncoderConfig, build_encoder, mae1d_seed, pool_tokens, random_masking
 from cbhlib.pretrain import load_encoder
 
-ENCODERS = {
-    "mae1d-all": EncoderConfig("mae1d", in_chans=2, img_h=32, img_w=24, patch=8, embed_dim=48, depth=2, heads=3,
-                               decoder_dim=24, column_stride=4),
-    "mae1d-middle": EncoderConfig("mae1d", in_chans=1, img_h=36, img_w=20, patch=8, embed_dim=48, depth=1, heads=3,
-                                  decoder_dim=24, columns="middle"),
-    "mae2d": EncoderConfig("mae2d", in_chans=3, img_h=34, img_w=40, patch=8, embed_dim=48, depth=2, heads=3,
-                           decoder_dim=24),
+SMALL = dict(embed_dim=48, depth=2, heads=3, decoder_dim=24, decoder_heads=3)
+ENCODERS = {  # name: (config, geometry C, H, W)
+    "mae1d-all": (EncoderConfig(name="mae1d", patch=8, column_stride=4, **SMALL), (2, 32, 24)),
+    "mae1d-middle": (EncoderConfig(name="mae1d", patch=8, columns="middle", **{**SMALL, "depth": 1}), (1, 36, 20)),
+    "mae2d": (EncoderConfig(name="mae2d", patch=8, **SMALL), (3, 34, 40)),
+    "mae2d-normpix": (EncoderConfig(name="mae2d", patch=8, norm_pix_loss=True, pixel_norm="global", **SMALL), (1, 32, 32)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_encoder_variants(name: str) -> None:
-    cfg = ENCODERS[name]
-    model = build_encoder(cfg)
-    img = torch.randn(2, cfg.in_chans, cfg.img_h, cfg.img_w)
-    grid = model.image_tokens(img)
+    cfg, geom = ENCODERS[name]
+    model = build_encoder(cfg, geom)
+    img = 280 + torch.randn(2, *geom)  # raw kelvin: the encoder normalises its own input
+    grid = model.forward_features(img)
+    C, H, W = geom
     if cfg.name == "mae1d":
-        n_cols = 1 if cfg.columns == "middle" else len(range(cfg.column_stride // 2, cfg.img_w, cfg.column_stride))
-        assert grid.shape == (2, cfg.img_h // cfg.patch, n_cols, cfg.embed_dim)
-        x = model.image_to_columns(img)
+        n_cols = 1 if cfg.columns == "middle" else len(range(cfg.column_stride // 2, W, cfg.column_stride))
+        assert grid.shape == (2, H // cfg.patch, n_cols, cfg.embed_dim)
     else:
-        assert grid.shape == (2, cfg.img_h // cfg.patch, cfg.img_w // cfg.patch, cfg.embed_dim)
-        x = img
+        assert grid.shape == (2, H // cfg.patch, W // cfg.patch, cfg.embed_dim)
+    assert grid.shape[1:3] == model.grid
+    x = model.model_input(model.normalize(img))
     pooled, regions = pool_tokens(grid, (2, 2))
     assert pooled.shape == (2, cfg.embed_dim) and torch.isfinite(pooled).all()
     assert regions.shape[0] == 2 and regions.shape[2] == cfg.embed_dim
@@ -47,12 +47,44 @@ def test_encoder_variants(name: str) -> None:
     torch.testing.assert_close(model.unpatchify(model.patchify(x)), model.crop(x))
 
 
+def test_encoder_owns_its_normalisation() -> None:
+    """Per-image centring makes features blind to a calibration offset; the fitted pixel
+    statistics are buffers (saved in the checkpoint) applied in the forward pass."""
+    cfg, geom = ENCODERS["mae2d"]
+    model = build_encoder(cfg, geom).eval()
+    img = 280 + 3 * torch.randn(2, *geom)
+    torch.testing.assert_close(model.forward_features(img), model.forward_features(img + 7.5), atol=1e-4, rtol=1e-4)
+    model.set_pixel_stats(torch.zeros(3), torch.full((3,), 2.0))
+    assert {"pixel_mean", "pixel_std"} <= set(model.state_dict())
+    torch.testing.assert_close(model.normalize(img), (img - img.mean(dim=(1, 2, 3), keepdim=True)) / 2.0)
+    glob = build_encoder(EncoderConfig(**{**cfg.to_dict(), "pixel_norm": "global"}), geom).eval()
+    assert not torch.allclose(glob.forward_features(img), glob.forward_features(img + 7.5))
+
+
+def test_norm_pix_targets_are_normalised_per_patch() -> None:
+    cfg, geom = ENCODERS["mae2d-normpix"]
+    model = build_encoder(cfg, geom)
+    t = model.target(torch.randn(4, *geom) * 5 + 3)
+    torch.testing.assert_close(t.mean(-1), torch.zeros(t.shape[:2]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(t.std(-1), torch.ones(t.shape[:2]), atol=1e-2, rtol=0)
+
+
+def test_absurd_encoder_configs_are_refused() -> None:
+    huge = EncoderConfig(embed_dim=2048, depth=48, heads=8, decoder_dim=2048, decoder_heads=8)
+    assert "parameters" in (huge.problem((1, 64, 64)) or "")
+    assert "divide" in (EncoderConfig(embed_dim=50, heads=3).problem() or "")
+    assert EncoderConfig().problem((1, 64, 64)) is None
+    with pytest.raises(ValueError, match="smaller than patch"):
+        build_encoder(EncoderConfig(patch=16), (1, 8, 8))
+
+
 def test_features_exclude_the_cls_token() -> None:
-    model = build_encoder(ENCODERS["mae2d"]).eval()
-    img = torch.randn(1, 3, 34, 40)
-    tokens = model.forward_tokens(img)
+    cfg, geom = ENCODERS["mae2d"]
+    model = build_encoder(cfg, geom).eval()
+    img = torch.randn(1, *geom)
+    tokens = model.forward_tokens(model.normalize(img))
     assert tokens.shape[1] == model.gh * model.gw  # CLS dropped
-    torch.testing.assert_close(pool_tokens(model.image_tokens(img))[0], tokens.mean(1))
+    torch.testing.assert_close(pool_tokens(model.forward_features(img))[0], tokens.mean(1))
 
 
 def test_seed_encoder_shapes() -> None:
@@ -70,7 +102,7 @@ def test_random_masking_keeps_a_quarter() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_fusion_modes(mode: str) -> None:
     M, B, D, K, R = 3, 7, 16, 5, 4
-    heads = FusionHeads(FusionConfig(mode=mode), M, D, K, seeds=[1, 2, 3]).eval()
+    heads = FusionHeads(mode, HeadConfig(), M, D, K, seeds=[1, 2, 3]).eval()
     img, reg, phys = torch.randn(M, B, D), torch.randn(M, B, R, D), torch.randn(M, B, K)
     pred, att = heads(img=img, regions=reg, phys=phys)
     assert pred.shape == (M, B) and torch.isfinite(pred).all()
@@ -84,9 +116,9 @@ def test_fusion_modes(mode: str) -> None:
 
 def test_models_in_a_batch_are_independent() -> None:
     """Model m's output depends only on its own slice: a batch of 1 reproduces it."""
-    cfg = FusionConfig(mode="concat")
-    many = FusionHeads(cfg, 3, 8, 4, seeds=[5, 6, 7]).eval()
-    one = FusionHeads(cfg, 1, 8, 4, seeds=[6]).eval()
+    cfg = HeadConfig()
+    many = FusionHeads("concat", cfg, 3, 8, 4, seeds=[5, 6, 7]).eval()
+    one = FusionHeads("concat", cfg, 1, 8, 4, seeds=[6]).eval()
     for k, v in one.state_dict().items():
         torch.testing.assert_close(v, many.state_dict()[k][1:2])
     img, phys = torch.randn(3, 5, 8), torch.randn(3, 5, 4)
@@ -94,7 +126,7 @@ def test_models_in_a_batch_are_independent() -> None:
 
 
 def test_batched_adamw_leaves_inactive_models_untouched() -> None:
-    heads = FusionHeads(FusionConfig(mode="physical_only"), 2, 0, 3, seeds=[0, 1])
+    heads = FusionHeads("physical_only", HeadConfig(), 2, 0, 3, seeds=[0, 1])
     opt = BatchedAdamW(list(heads.parameters()), 2, lr=1e-2, weight_decay=1e-4)
     before = {k: v.clone() for k, v in heads.state_dict().items()}
     heads.begin_epoch([1, 0], 4)
@@ -111,8 +143,8 @@ def test_batched_adamw_leaves_inactive_models_untouched() -> None:
 
 
 def _encoder_ckpt(tmp: Path, prefix: str = "") -> tuple[Path, EncoderConfig, dict]:
-    cfg = ENCODERS["mae2d"]
-    model = build_encoder(cfg)
+    cfg, geom = ENCODERS["mae2d"]
+    model = build_encoder(cfg, geom)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     path = tmp / f"enc{prefix.strip('.')}.pt"
     save_checkpoint(state, path)
@@ -122,17 +154,17 @@ def _encoder_ckpt(tmp: Path, prefix: str = "") -> tuple[Path, EncoderConfig, dic
 @pytest.mark.parametrize("prefix", ["", "encoder."])
 def test_bare_state_dict_loads_with_or_without_prefix(tmp_path: Path, prefix: str) -> None:
     path, cfg, state = _encoder_ckpt(tmp_path, prefix)
-    model, _ = load_encoder(path, cfg)
+    model, _ = load_encoder(path, cfg, ENCODERS["mae2d"][1])
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, state[k])
 
 
 def test_encoder_only_state_dict_without_decoder_loads(tmp_path: Path) -> None:
-    cfg = ENCODERS["mae2d"]
-    full = build_encoder(cfg).state_dict()
+    cfg, geom = ENCODERS["mae2d"]
+    full = build_encoder(cfg, geom).state_dict()
     enc_only = {f"encoder.{k}": v for k, v in full.items() if not k.startswith(("decoder", "mask_token"))}
     save_checkpoint(enc_only, tmp_path / "e.pt")
-    model, _ = load_encoder(tmp_path / "e.pt", cfg)
+    model, _ = load_encoder(tmp_path / "e.pt", cfg, geom)
     torch.testing.assert_close(model.state_dict()["proj.weight"], full["proj.weight"])
 
 
@@ -140,7 +172,7 @@ def test_wrong_architecture_is_named(tmp_path: Path) -> None:
     path, cfg, _ = _encoder_ckpt(tmp_path)
     other = EncoderConfig(**{**cfg.to_dict(), "embed_dim": 96})
     with pytest.raises(CheckpointError, match="does not fit the model architecture.*shape"):
-        load_encoder(path, other)
+        load_encoder(path, other, ENCODERS["mae2d"][1])
 
 
 def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,7 +181,7 @@ def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_encoder(path, cfg)
+        load_encoder(path, cfg, ENCODERS["mae2d"][1])
     assert main(["checkpoint", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "truncated or corrupt" in err and "Traceback" not in err
@@ -175,3 +207,16 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         load_checkpoint(raw)
     assert not marker.exists()
+
+
+def test_a_crafted_encoder_checkpoint_cannot_allocate_terabytes(tmp_path: Path) -> None:
+    """A checkpoint whose config declares embed_dim 3 x 2^20 is refused before any tensor is built."""
+    path = tmp_path / "huge.pt"
+    save_checkpoint({"kind": "mae-encoder", "config": {"name": "mae2d", "embed_dim": 3 * 2**20, "heads": 3},
+                     "geometry": [1, 64, 64], "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_encoder(path)
+    save_checkpoint({"kind": "mae-encoder", "config": {"name": "mae2d"}, "geometry": [1, 10**6, 10**6],
+                     "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_encoder(path)

@@ -1,0 +1,137 @@
+"""MAE pretraining: learns what can be learned, reports floors, sees only the frames its scope
+allows, follows the unit seed, and is never run on the side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cbhlib import encoders
+from cbhlib.campaign import Campaign
+from cbhlib.checkpoints import load_checkpoint
+from cbhlib.config import load_config
+from cbhlib.errors import CbhError
+from cbhlib.frames import ALL, FrameSet, Scope, select_frames
+from cbhlib.models.mae import build_encoder
+from cbhlib.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
+from cbhlib.rundir import RunDir
+
+TINY_ENC = {"encoder.embed_dim": 32, "encoder.depth": 1, "encoder.heads": 4, "encoder.decoder_dim": 16,
+            "encoder.decoder_heads": 4, "encoder.patch": 4}
+
+
+def _cfg(camp_path: Path, run_dir: Path, **kw: object) -> object:
+    return load_config(overrides={"campaign": str(camp_path), "run_dir": str(run_dir), "progress": False,
+                                  "pretrain.batch_size": 32, **TINY_ENC, **kw})
+
+
+def test_pretraining_beats_both_floors_on_learnable_images(pool_file: Path, tmp_path: Path) -> None:
+    camp = Campaign(pool_file)
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 30, "pretrain.lr": 2e-3})
+    ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, tmp_path / "e.pt", progress=False)
+    assert ck["history"][-1] < 0.5 * ck["history"][0]
+    assert ck["loss_final"] < 0.5 * ck["floor_predict_zero"]
+    assert ck["loss_final"] < ck["loss_before"]
+    assert 0 < ck["floor_interpolation"] < ck["floor_predict_zero"]  # smooth images: neighbours predict masked patches
+
+
+def test_floors_on_unpredictable_noise(tmp_path: Path, pool_file: Path) -> None:
+    """On white noise nothing masked is predictable: both floors sit at the noise level."""
+    cfg = _cfg(pool_file, tmp_path)
+    model = build_encoder(cfg.encoder, (1, 16, 16))
+    x = torch.randn(64, 1, 16, 16)
+    f = masked_losses(model, x, 0.75, seed=0)
+    assert f["predict_zero"] == pytest.approx(1.0, abs=0.1)
+    assert f["interpolation"] > 0.9 * f["predict_zero"]
+
+
+def test_streamed_and_in_memory_pretraining_are_identical(pool_file: Path, tmp_path: Path) -> None:
+    camp = Campaign(pool_file)
+    a = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 2})
+    b = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 2, "pretrain.memory_limit_mb": 0})
+    assert FrameSet(camp, *select_frames(camp, ALL), 0).in_memory is False
+    ha = pretrain_encoder(camp, a.encoder, a.pretrain, ALL, 3, tmp_path / "a.pt", progress=False)["history"]
+    hb = pretrain_encoder(camp, b.encoder, b.pretrain, ALL, 3, tmp_path / "b.pt", progress=False)["history"]
+    np.testing.assert_allclose(ha, hb, rtol=1e-5)
+
+
+def test_default_scope_never_sees_the_held_out_flight(pool_file: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    camp = Campaign(pool_file)
+    seen: list[tuple[str, np.ndarray]] = []
+    real = Campaign.images
+
+    def spy(self, indices, pool="labelled"):  # noqa: ANN001, ANN202
+        idx = np.arange(*indices.indices(self.n_samples)) if isinstance(indices, slice) else np.asarray(indices)
+        seen.append((pool, idx))
+        return real(self, indices, pool)
+
+    monkeypatch.setattr(Campaign, "images", spy)
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1})
+    ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, Scope.for_fold(1), 0, tmp_path / "f1.pt", progress=False)
+    lab = np.concatenate([i for p, i in seen if p == "labelled"])
+    unl = np.concatenate([i for p, i in seen if p == "unlabelled"])
+    assert not (camp.flight[lab] == 1).any() and not (camp.unlabelled_flight[unl] == 1).any()
+    assert (camp.unlabelled_flight[unl] == 0).any()  # the training flights' pool is used
+    assert ck["frames_by_flight"]["F1"] == 0 and ck["held_out_flight"] == "F1"
+    assert ck["frames_labelled"] == 70 and ck["frames_unlabelled"] == 140
+    # transductive: the held-out flight's unlabelled frames (never its labelled ones)
+    lab_t, unl_t = select_frames(camp, Scope.for_fold(1, transductive=True))
+    assert not (camp.flight[lab_t] == 1).any() and (camp.unlabelled_flight[unl_t] == 1).sum() == 60
+
+
+def test_encoder_seed_follows_the_unit_seed(pool_file: Path, tmp_path: Path) -> None:
+    from cbhlib.runner import run_mode
+
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [3, 5], "protocols": ["lofo"],
+                                       "train.mode": "image_only", "train.epochs": 2, "pretrain.missing": "pretrain"})
+    result = run_mode(cfg)
+    for u in result.units["lofo"]:
+        ck = load_checkpoint(tmp_path / u.encoder)
+        assert ck["seed"] == u.seed and u.encoder.endswith(f"_seed{u.seed}.pt")
+        assert ck["held_out_flight"] == u.test_flight
+    # two seeds give two different encoders for the same fold
+    e3 = load_checkpoint(tmp_path / result.units["lofo"][0].encoder)["state_dict"]["proj.weight"]
+    e5 = load_checkpoint(tmp_path / result.units["lofo"][1].encoder)["state_dict"]["proj.weight"]
+    assert not torch.equal(e3, e5)
+    pinned = load_config(overrides={"pretrain.seed": 7})
+    assert encoders.encoder_seed(pinned, 3) == 7 and encoders.encoder_seed(cfg, 3) == 3
+
+
+def test_a_training_step_never_pretrains_on_the_side(pool_file: Path, tmp_path: Path) -> None:
+    from cbhlib.runner import run_mode
+
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [0], "protocols": ["lofo"],
+                                       "train.mode": "concat", "train.epochs": 2})
+    with pytest.raises(CbhError, match="encoders for mae2d-.* are missing .*run the pretrain step"):
+        run_mode(cfg)
+    assert not list(tmp_path.rglob("*.pt"))
+    encoders.pretrain_step(cfg, Campaign(pool_file), RunDir(tmp_path))  # the pretrain step, then training works
+    assert run_mode(cfg).reports["lofo"]["n_seeds"] == 1
+
+
+def test_random_init_is_the_untrained_twin(pool_file: Path, tmp_path: Path) -> None:
+    camp = Campaign(pool_file)
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 2})
+    run = RunDir(tmp_path)
+    scope = Scope.for_fold(0)
+    paths = encoders.ensure(cfg, camp, run, [(scope, 1), (scope.as_untrained(), 1)], allow_train=True)
+    trained, _ = load_encoder(paths[(scope.key, 1)])
+    untrained, ck = load_encoder(paths[(scope.key + "-random", 1)])
+    assert ck["epochs"] == 0 and ck["scope"] == "fold0-random"
+    torch.testing.assert_close(trained.pixel_std, untrained.pixel_std)  # same frames, same statistics
+    assert not torch.equal(trained.proj.weight, untrained.proj.weight)
+
+
+def test_reconstructions_fill_only_masked_patches(pool_file: Path, tmp_path: Path) -> None:
+    camp = Campaign(pool_file)
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "encoder.norm_pix_loss": True})
+    pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, tmp_path / "e.pt", progress=False)
+    rec = reconstruct_examples(camp, tmp_path / "e.pt", np.array([0, 5]), 0.75)
+    m = rec["mask"] > 0
+    assert 0.6 < m.mean() < 0.9
+    np.testing.assert_allclose(rec["reconstruction"][~m], rec["input"][~m], rtol=1e-5)
+    assert np.isnan(rec["masked"][m]).all() and (rec["error"][~m] == 0).all()
