@@ -148,7 +148,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     _project_root_or_fail(a.pipeline)
     pipe = load_pipeline(a.pipeline)
-    if a.run_name:
+    if a.run_name is not None:
         pipe.run_name = check_run_name(a.run_name)
     if a.campaign:
         pipe.campaign, pipe.synthetic_preset = a.campaign, None

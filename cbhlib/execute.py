@@ -150,7 +150,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
         Every selected step's result, in pipeline order.
     """
     from cbhlib.progress import Watcher
-    from cbhlib.summary import write_index
+    from cbhlib.summary import write_index, write_summary
 
     root = Path(root)
     run = RunDir(Path("runs") / pipe.run_name)
@@ -172,8 +172,11 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
                 results[res.name] = res
                 _log_step(root / run.root, res)
                 say(_line(res))
+        done = [results[s.name] for s in steps]
         if html:
-            write_index(root / run.root, pipe, [results[s.name] for s in steps])
+            write_index(root / run.root, pipe, done, root)  # writes summary.json too
+        else:
+            write_summary(root / run.root, root / pipe.campaign, done)
     return [results[s.name] for s in steps]
 
 

@@ -79,10 +79,10 @@ def _pm(row: dict[str, Any], key: str, digits: int = 0) -> str:
     return "n/a" if m is None or m != m else f"{m:.{digits}f} ± {_fmt(s, digits)}"
 
 
-def write_index(run_root: str | Path, pipe: Any, steps: list[Any]) -> Path:
-    """``index.html`` (and ``summary.json``) of a run folder."""
+def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | Path = ".") -> Path:
+    """``index.html`` (and ``summary.json``) of a run folder; ``root``: the project root."""
     run = RunDir(run_root)
-    summary = write_summary(run.root, pipe.campaign, steps)
+    summary = write_summary(run.root, Path(root) / pipe.campaign, steps)
     esc = html.escape
     c = summary["steps"]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cbh-fusion run {esc(run.name)}</title>"

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
+from cbhlib.campaign import write_campaign
 from cbhlib.cli import main
-from cbhlib.pipeline import load_pipeline, run_pipeline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, small_data
 
-TINY = {
-    "epochs": 3, "patience": 2, "pretrain_epochs": 1, "embed_dim": 48, "depth": 1, "heads": 3,
-    "protocols": ["lofo", "random", "within_flight"], "few_shot_repeats": 2, "images_per_flight": 1,
-    "progress": False,
-}
+TINY = ["seeds=[0,1]", "train.epochs=3", "train.patience=2", "pretrain.epochs=1", "encoder.embed_dim=16",
+        "encoder.heads=2", "encoder.decoder_dim=8", "encoder.decoder_heads=2", "compare.bootstrap_reps=100",
+        "compare.few_shot_repeats=2", "explore.images_per_flight=1", "pretrain.eval_frames=32"]
+STEPS = ["explore", "pretrain", "physical_only", "image_only", "concat", "attention", "random_init", "image_stats_mlp",
+         "compare"]
+
+
+def _sets(*items: str) -> list[str]:
+    return [a for item in items for a in ("--set", item)]
 
 
 @pytest.fixture(scope="module")
@@ -33,132 +40,227 @@ def project(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(project: Path) -> tuple[Path, list]:
-    import os
-
+def pipeline_run(project: Path) -> tuple[Path, str]:
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        cfg = load_pipeline("params/pipeline.yaml")
-        cfg.run_name, cfg.campaign, cfg.synthetic_preset = "tiny", "data/tiny.h5", None
-        results = run_pipeline(cfg, overrides=TINY, progress=False)
+        code = main(["run", "--run-name", "tiny", "--campaign", "data/tiny.h5", "--quiet", *_sets(*TINY)])
     finally:
         os.chdir(cwd)
-    return project, results
+    assert code == 0
+    return project, "tiny"
 
 
 def test_every_notebook_executes(pipeline_run) -> None:  # noqa: ANN001
-    root, results = pipeline_run
-    assert [r.name for r in results] == ["explore", "pretrain", "image_only", "physical_only", "concat", "attention",
-                                         "compare"]
-    failed = {r.name: r.error for r in results if not r.ok}
-    assert not failed, failed
-    for r in results:
-        nb = nbformat.read(root / r.output, as_version=4)
+    root, name = pipeline_run
+    run = root / "runs" / name
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["name"] for s in summary["steps"]["detail"]] == STEPS
+    assert summary["steps"]["ok"] == len(STEPS) and summary["steps"]["failed"] == 0
+    for step in STEPS:
+        nb = nbformat.read(run / "notebooks" / f"{step}.ipynb", as_version=4)
         assert nb.metadata["kernelspec"]["name"] == "python3"
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"]
-        if r.name != "pretrain" or True:
-            assert any("image/png" in o.get("data", {}) for o in outputs), f"{r.name}: no inline figure"
-        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert injected and "data/tiny.h5" in injected[0].source
-        assert "/tmp" not in injected[0].source  # relative paths only
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{step}: no inline figure"
+        injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+        assert "campaign = 'data/tiny.h5'" in injected.source and str(root) not in injected.source  # relative paths
+        assert "train_lr" not in injected.source  # only what this run changed
 
 
-def test_mode_reports_follow_the_seed_schema(pipeline_run) -> None:  # noqa: ANN001
-    root, _ = pipeline_run
-    run = root / "runs" / "tiny"
-    for mode in ("image_only", "physical_only", "concat", "attention"):
-        rep = json.loads((run / f"report_{mode}.json").read_text())
+def test_reports_units_and_tidy_predictions(pipeline_run) -> None:  # noqa: ANN001
+    root, name = pipeline_run
+    run = root / "runs" / name
+    for model in ("image_only", "physical_only", "concat", "attention", "random_init", "image_stats_mlp", "gbdt_all"):
+        rep = json.loads((run / "reports" / f"{model}__lofo.json").read_text())
         assert {"model_variant", "description", "validation_protocol", "fold_results", "aggregate_metrics",
-                "timestamp", "provenance"} <= set(rep)
-        assert [f["test_flight"] for f in rep["fold_results"]] == ["30Oct24", "10Feb25", "23Oct24", "12Feb25", "18Feb25"]
-        for f in rep["fold_results"]:
-            assert {"fold_id", "test_flight", "n_train", "n_test", "r2", "mae_km", "rmse_km", "epoch_trained"} <= set(f)
-        agg = rep["aggregate_metrics"]
-        assert {"mean_r2", "std_r2", "mean_mae_km", "pooled_r2", "pooled_mae_km"} <= set(agg)
-        prov = rep["provenance"]
-        assert len(prov["campaign_sha256"]) == 64 and prov["parameters"]["mode"] == mode
-        assert (run / f"predictions_{mode}.csv").read_text().startswith("sample,flight,fold,seed,true_km,pred_km")
-        assert (run / f"report_{mode}__random.json").exists() and (run / f"training_{mode}.log").exists()
-        for k in range(5):
-            assert (run / "checkpoints" / f"model_{mode}_fold{k}_seed0.pt").exists()
-    combined = json.loads((run / "report_all.json").read_text())
-    assert {"image_only", "physical_only", "concat", "attention", "climatology", "lcl", "gbdt"} <= set(combined["lofo"])
+                "timestamp", "provenance", "seed_spread", "n_seeds"} <= set(rep)
+        assert [f["test_flight"] for f in rep["fold_results"]][::2] == ["30Oct24", "10Feb25", "23Oct24", "12Feb25", "18Feb25"]
+        assert rep["n_seeds"] == 2 and rep["seed_spread"]["pooled_mae_km"]["n"] == 2
+        assert len(list((run / "units" / "lofo" / model).glob("fold*_seed*.json"))) == 10
+    import pandas as pd
+
+    pred = pd.read_csv(run / "predictions.csv")
+    assert {"model", "protocol", "seed", "fold", "flight", "sample", "time_utc", "lat", "lon", "truth_km",
+            "pred_km"} <= set(pred.columns)
+    assert pred["time_utc"].str.endswith("Z").all() and pred["lat"].notna().all()
+
+
+def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> None:  # noqa: ANN001
+    root, name = pipeline_run
+    summary = json.loads((root / "runs" / name / "summary.json").read_text())
+    lofo = {r["model"]: r for r in summary["headline"] if r["protocol"] == "lofo"}
+    for model in ("random_init", "image_stats_mlp", "image_stats_gbdt", "gbdt_all", "gbdt", "climatology",
+                  "image_only", "physical_only", "concat", "attention"):
+        r = lofo[model]
+        assert r["n_seeds"] == 2 and r["pooled_mae_m_sd"] is not None and r["n"] == 233
+    assert lofo["gbdt"]["pooled_mae_m_sd"] == 0  # deterministic
+    pre = summary["pretraining"]
+    assert pre["n_encoders"] == 12 and pre["floor_predict_zero"] > 0 and pre["floor_interpolation"] > 0
+    assert all(e["frames_of_held_out"] == 0 for e in pre["encoders"] if e["scope"].startswith("fold"))
+    comp = summary["comparison"]
+    assert any(c["model"] == "image_only" and c["reference"] == "random_init" for c in comp["comparisons"])
+    assert comp["findings"]["shows"] and comp["findings"]["does_not_show"]
 
 
 def test_figures_are_written(pipeline_run) -> None:  # noqa: ANN001
-    root, _ = pipeline_run
-    figs = {p.name for p in (root / "figures" / "tiny").glob("*.png")}
-    expected = {"explore_cbh_per_flight.png", "explore_features_per_flight.png", "explore_feature_correlation.png",
-                "explore_example_images.png", "explore_shadow_vs_lidar.png", "explore_cbh_along_track.png",
-                "explore_ks_heatmap.png", "pretrain_loss.png", "pretrain_reconstructions.png",
-                "train_attention_weights.png", "compare_protocol_inflation.png", "compare_per_flight_lofo.png",
-                "compare_few_shot.png", "compare_conformal_coverage.png", "compare_shift_ks.png", "compare_pca.png",
-                "compare_best_pred_vs_true.png", "compare_error_by_regime.png"}
-    expected |= {f"train_{m}_{kind}.png" for m in ("image_only", "physical_only", "concat", "attention")
-                 for kind in ("loss", "pred_vs_true", "fold_bars")}
+    root, name = pipeline_run
+    figs = {p.stem for p in (root / "runs" / name / "figures").glob("*.png")}
+    expected = {"explore_cbh_per_flight", "explore_features_per_flight", "explore_feature_correlation",
+                "explore_example_images", "explore_image_stats", "explore_shadow_vs_lidar", "explore_cbh_along_track",
+                "explore_ks_heatmap", "pretrain_loss", "pretrain_reconstructions", "train_attention_attention_weights",
+                "compare_protocol_inflation", "compare_per_flight_lofo", "compare_differences", "compare_few_shot",
+                "compare_conformal_coverage", "compare_shift_ks", "compare_pca", "compare_best_pred_vs_true",
+                "compare_error_by_regime"}
+    expected |= {f"train_{m}_{kind}" for m in ("image_only", "physical_only", "concat", "attention", "random_init",
+                                               "image_stats_mlp") for kind in ("loss", "pred_vs_true", "fold_bars")}
     assert expected <= figs, expected - figs
 
 
-def test_index_links_every_notebook_and_every_link_works(pipeline_run) -> None:  # noqa: ANN001
-    root, results = pipeline_run
-    run = root / "runs" / "tiny"
+def test_index_links_everything_and_renders_offline(pipeline_run) -> None:  # noqa: ANN001
+    root, name = pipeline_run
+    run = root / "runs" / name
     page = (run / "index.html").read_text()
     links = re.findall(r"(?:href|src)='([^']+)'", page)
-    for r in results:
-        assert f"html/{r.name}.html" in links and f"html/{r.name}.report.html" in links
-    assert "summary.json" in links
+    for step in STEPS:
+        assert f"html/{step}.html" in links and f"html/{step}.report.html" in links
     for link in links:
         assert (run / link).resolve().exists(), link
-    summary = json.loads((run / "summary.json").read_text())
-    assert {row["protocol"] for row in summary["rows"]} == {"lofo", "random", "within_flight"}
-    assert "few_shot" in summary["comparison"] and "conformal" in summary["comparison"]
-    hidden = (run / "html" / "compare.report.html").read_text()
-    assert "few_shot_ks" not in hidden.split("</style>")[-1]  # code cells hidden for readers
-
-
-def test_a_failing_notebook_is_reported_and_other_outputs_kept(project: Path, pipeline_run,  # noqa: ANN001
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(project)
-    code = main(["run", "--run-name", "tiny", "--campaign", "data/tiny.h5", "--only", "physical_only", "--quiet",
-                 "--set", "mode=bogus", "--set", "progress=false"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "physical_only" in err and "cell" in err and "mode" in err and "Traceback" not in err
-    nb = nbformat.read(project / "runs" / "tiny" / "notebooks" / "physical_only.ipynb", as_version=4)
-    assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in nb.cells)
-    assert (project / "runs" / "tiny" / "report_concat.json").exists()  # earlier results kept
-    assert (project / "runs" / "tiny" / "notebooks" / "concat.ipynb").exists()
+    data_files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.suffix in (".csv", ".json")}
+    assert data_files <= set(links), data_files - set(links)
+    assert "<figcaption>" in page and "pooled MAE (m)" in page and "± " in page
+    for html in (run / "html").glob("*.html"):
+        text = html.read_text()
+        assert not re.search(r"(?:src|href)=[\"']https?://", text), f"{html.name} loads from the network"
+        assert '<script src="">' not in text
+    report = (run / "html" / "compare.report.html").read_text()
+    body = report.split("</style>")[-1]
+    assert "Warning" not in body and str(root) not in body and "/home/" not in body and "site-packages" not in body
 
 
 def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
-    root, _ = pipeline_run
-    assert main(["monitor", str(root / "runs" / "tiny")]) == 0
+    root, name = pipeline_run
+    assert main(["monitor", str(root / "runs" / name)]) == 0
     out = capsys.readouterr().out
-    for mode in ("image_only", "physical_only", "concat", "attention"):
-        assert mode in out
-    assert "best_val_loss" in out and "remaining_s_max" in out and "explore ok" in out and "pretraining:" in out
+    for model in ("image_only", "physical_only", "concat", "attention"):
+        assert model in out
+    assert "best_val_loss" in out and "explore ok" in out and "pretraining:" in out
 
 
-def test_a_campaign_without_images_runs_the_physical_steps(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    import h5py
+def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Path) -> None:  # noqa: ANN001
+    from cbhlib.campaign import Campaign
+    from cbhlib.predict import predict
+    from cbhlib.rundir import RunDir
+    from cbhlib.units import UnitStore
+
+    root, name = pipeline_run
+    run = RunDir(root / "runs" / name)
+    camp = Campaign(root / "data" / "tiny.h5")
+    for model in ("concat", "attention", "image_stats_mlp"):
+        per_unit, ens = predict(run.root, model, camp)
+        for u in UnitStore(run).read_all(model, "lofo"):
+            got = per_unit[(per_unit.fold == u.fold_id) & (per_unit.seed == u.seed)].set_index("sample").loc[u.test_idx]
+            np.testing.assert_allclose(got["pred_km"], u.pred, atol=1e-5)
+        assert len(ens) == camp.n_samples and (ens["n_units"] == 10).all()
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run.root), "--model", "physical_only", "--campaign", str(root / "data" / "tiny.h5"),
+                 "-o", str(out)]) == 0
+    assert out.read_text().startswith("sample,flight,time_utc,lat,lon,pred_km,pred_sd_km,n_units")
+    assert main(["predict", str(run.root), "--model", "physical_only", "--campaign", str(root / "data" / "tiny.h5"),
+                 "-o", str(root / "data" / "tiny.h5")]) == 2  # never over its input
+
+
+def test_a_failing_notebook_is_reported_and_its_dependants_skipped(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project)
+    bad = project / "notebooks" / "99_broken.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("raise RuntimeError('boom in a cell')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, bad)
+    (project / "params" / "broken.yaml").write_text(
+        "run_name: broken\ncampaign: data/tiny.h5\nsynthetic_preset: null\nsteps:\n"
+        "  - {name: first, notebook: notebooks/99_broken.ipynb}\n"
+        "  - {name: second, notebook: notebooks/99_broken.ipynb, needs: [first]}\n")
+    code = main(["run", "--pipeline", "params/broken.yaml", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "first" in err and "cell" in err and "boom in a cell" in err and "Traceback" not in err
+    summary = json.loads((project / "runs" / "broken" / "summary.json").read_text())
+    assert summary["steps"]["failed"] == 1 and summary["steps"]["skipped"] == 1
+    out = nbformat.read(project / "runs" / "broken" / "notebooks" / "first.ipynb", as_version=4)
+    assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in out.cells)
+
+
+def test_a_small_features_only_campaign_runs_with_default_settings(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """3 flights, 120 samples, no images: image steps are skipped (and counted as skipped),
+    the batch size adapts to the small splits, the physical steps and the comparison run."""
+    monkeypatch.chdir(project)
+    write_campaign(project / "data" / "small.h5", small_data((50, 40, 30), k_features=6, seed=2))
+    code = main(["run", "--run-name", "small", "--campaign", "data/small.h5", "--quiet", "--no-html",
+                 *_sets("compare.bootstrap_reps=100", "train.epochs=5")])
+    assert code == 0, capsys.readouterr().err
+    assert "3 ok, 6 skipped, 0 failed" in capsys.readouterr().out
+    run = project / "runs" / "small"
+    assert (run / "reports" / "physical_only__lofo.json").exists() and (run / "reports" / "gbdt__lofo.json").exists()
+    assert not (run / "reports" / "image_only__lofo.json").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"]["skipped"] == 6 and summary["steps"]["ok"] == 3 and summary["steps"]["failed"] == 0
+
+
+def test_parameters_never_become_code(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project)
+    payload = base64.b64encode(b'"+str(__import__("os").system("touch pwned.txt"))+"').decode()
+    assert main(["run", "--run-name", "evil", "--campaign", "data/tiny.h5", "--only", "explore",
+                 "--set", f"seeds=!!binary {payload}"]) == 2
+    assert "plain value" in capsys.readouterr().err
+    (project / "params" / "evil.yaml").write_text(f"explore:\n  images_per_flight: !!binary {payload}\n")
+    (project / "params" / "evil_pipeline.yaml").write_text(
+        "run_name: evil\ncampaign: data/tiny.h5\nsynthetic_preset: null\nsteps:\n"
+        "  - {name: explore, notebook: notebooks/01_explore_campaign.ipynb, params: [params/evil.yaml]}\n")
+    assert main(["run", "--pipeline", "params/evil_pipeline.yaml"]) == 2
+    assert "explore.images_per_flight" in capsys.readouterr().err
+    assert not (project / "pwned.txt").exists() and not (project / "runs" / "evil").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../escape", "/tmp/abs", "a/b", ""])
+def test_run_names_stay_inside_runs(project: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project)
+    before = sorted(p.name for p in project.iterdir())
+    assert main(["run", "--run-name", name, "--campaign", "data/tiny.h5", "--only", "explore"]) == 2
+    assert "run_name" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == before
+
+
+def test_unknown_set_key_stops_before_any_notebook(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(project)
+    assert main(["run", "--run-name", "typo", "--campaign", "data/tiny.h5", "--set", "seeed=3"]) == 2
+    err = capsys.readouterr().err
+    assert "'seeed'" in err and "did you mean 'seeds'" in err
+    assert not (project / "runs" / "typo" / "notebooks").exists()
+
+
+def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
 
     monkeypatch.chdir(project)
-    noimg = project / "data" / "noimg.h5"
-    shutil.copy(project / "data" / "tiny.h5", noimg)
-    with h5py.File(noimg, "a") as f:
-        del f["images"]
-    args = ["run", "--run-name", "noimg", "--campaign", "data/noimg.h5", "--quiet", "--set", "progress=false"]
-    for key, value in (("epochs", 3), ("patience", 2), ("protocols", "[lofo,random]"), ("few_shot_repeats", 2)):
-        args += ["--set", f"{key}={value}"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    for step in ("pretrain", "image_only", "concat", "attention"):
-        assert f"[{step}] skipped" in out
-    run = project / "runs" / "noimg"
-    assert (run / "report_physical_only.json").exists() and (run / "report_gbdt.json").exists()
-    assert not (run / "report_image_only.json").exists()
-    assert "skipped (no images)" in (run / "index.html").read_text()
+    lock = project / "runs" / "locked" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started": 0}))
+    assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet"]) == 2
+    assert "in use by pid" in capsys.readouterr().err
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))  # no such process
+    assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet",
+                 "--no-html", *_sets("explore.images_per_flight=1")]) == 0
+    assert not lock.exists()
+
+
+def test_run_outside_the_project_says_where_to_run_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"]) == 2
+    assert "project root" in capsys.readouterr().err

@@ -46,16 +46,17 @@ def feature_distributions(camp: Campaign, save_to: str | Path | None = None) -> 
     cols = 4
     rows = int(np.ceil(len(names) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    flights, pal = _flights(camp), _palette(camp)
     for j, name in enumerate(names):
         ax = axes[j // cols, j % cols]
         values, unit = display(name, X[:, j], units.get(name, ""))
-        df = pd.DataFrame({"v": values, "flight": flights}).dropna()
-        sns.boxplot(df, x="flight", y="v", hue="flight", palette=pal, legend=False, showfliers=False, ax=ax,
-                    order=list(pal))
-        ax.set(xlabel="", ylabel="", title=f"{name}" + (f" ({unit})" if unit else ""))
-        ax.title.set_fontsize(9)
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        data = [values[(camp.flight == k) & np.isfinite(values)] for k in range(camp.n_flights)]
+        bp = ax.boxplot(data, patch_artist=True, showfliers=False, widths=0.6)
+        for k, box in enumerate(bp["boxes"]):
+            box.set(facecolor=flight_color(k), alpha=0.75)
+        for med in bp["medians"]:
+            med.set(color="k")
+        ax.set_xticks(range(1, camp.n_flights + 1), [label(n) for n in camp.flight_names], rotation=45, fontsize=7)
+        ax.set_title(f"{name}" + (f" ({unit})" if unit else ""), fontsize=9)
     for j in range(len(names), rows * cols):
         axes[j // cols, j % cols].axis("off")
     fig.suptitle("Physical features per flight (boxes: quartiles; whiskers: 1.5 IQR)")
