@@ -144,7 +144,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from cbhlib.config import parse_sets
     from cbhlib.execute import raise_on_failure, run_pipeline
     from cbhlib.pipeline import load_pipeline
-    from cbhlib.rundir import check_run_name
+    from cbhlib.rundir import RunDir, check_run_name
 
     _project_root_or_fail(a.pipeline)
     pipe = load_pipeline(a.pipeline)
@@ -174,7 +174,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             executor.close()
     counts = {k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")}
     _say(f"pipeline '{pipe.run_name}': {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed in "
-         f"{time.perf_counter() - t0:.1f} s; open runs/{pipe.run_name}/index.html")
+         f"{time.perf_counter() - t0:.1f} s; open {RunDir.named(pipe.run_name).index}")
     raise_on_failure(results)
     return 0
 
@@ -226,9 +226,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_monitor(a: argparse.Namespace) -> int:
-    from cbhlib.monitor import monitor
+    from cbhlib.monitor import status_text
 
-    return monitor(a.run_dir, loop=a.loop, interval=a.interval)
+    while True:
+        _say(status_text(a.run_dir))
+        if not a.loop:
+            return 0
+        time.sleep(a.interval)
 
 
 def cmd_checkpoint(a: argparse.Namespace) -> int:
@@ -249,9 +253,14 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
 
 
 def cmd_import_er2(a: argparse.Namespace) -> int:
+    from cbhlib.campaign import Campaign
     from cbhlib.er2 import import_campaign
 
-    import_campaign(a.config, a.output, force=a.force)
+    for cascade in import_campaign(a.config, a.output, force=a.force):
+        _say(cascade.line())
+    camp = Campaign(a.output)
+    _say(f"wrote {a.output}: {camp.n_samples} samples in {camp.n_flights} flights, {camp.n_unlabelled} unlabelled "
+         f"frames, images {camp.image_shape}")
     return 0
 
 
@@ -299,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb.set_defaults(func=cmd_notebooks)
 
     r = sub.add_parser("run", help="execute the notebook pipeline with papermill (from the project root)")
-    r.add_argument("--run-name", help="run folder name under runs/ (letters, digits, -_.; default from the pipeline)")
+    r.add_argument("--run-name", help="run folder name (letters, digits, -_.; default from the pipeline)")
     r.add_argument("--only", action="append", metavar="STEP[,STEP]", help="run only these steps (finished units are reused)")
     r.add_argument("--campaign", help="use this campaign file instead of the synthetic default")
     r.add_argument("--pipeline", default="params/pipeline.yaml", help="pipeline file (default params/pipeline.yaml)")
@@ -327,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="apply a finished run's heads to a campaign file")
-    pr.add_argument("run_dir", help="run folder, e.g. runs/default")
+    pr.add_argument("run_dir", help="run folder of a finished run")
     pr.add_argument("--model", required=True, help="model name, e.g. concat")
     pr.add_argument("--campaign", required=True, help="campaign file to predict")
     pr.add_argument("-o", "--output", required=True, help="CSV: per sample, ensemble mean and sd over heads")

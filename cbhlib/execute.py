@@ -153,7 +153,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
     from cbhlib.summary import write_index, write_summary
 
     root = Path(root)
-    run = RunDir(Path("runs") / pipe.run_name)
+    run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
     sets = check_overrides(overrides or {})
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs

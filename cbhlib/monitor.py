@@ -48,19 +48,15 @@ def steps_status(run: RunDir) -> str:
     return ", ".join(f"{s['name']} {s['status']} ({s['seconds']:.0f} s)" for s in steps)
 
 
-def monitor(run_dir: str | Path, loop: bool = False, interval: float = 5.0) -> int:
-    """Print the status once, or every ``interval`` seconds with ``loop``."""
+def status_text(run_dir: str | Path) -> str:
+    """The status of a run as text: finished notebooks, pretraining, training units."""
     run = RunDir(run_dir)
     if not run.root.is_dir():
         raise CbhError(f"{run_dir}: expected a run folder; found no such folder")
-    while True:
-        print(f"[{time.strftime('%H:%M:%S')}] {run.root}")
-        print("  notebooks finished: " + (steps_status(run) or "none yet"))
-        pre = pretrain_status(run)
-        if pre:
-            print("  " + pre)
-        table = training_status(run)
-        print("  no training logs yet" if table.empty else table.round(4).to_string(index=False))
-        if not loop:
-            return 0
-        time.sleep(interval)
+    lines = [f"[{time.strftime('%H:%M:%S')}] {run.root}", "  notebooks finished: " + (steps_status(run) or "none yet")]
+    pre = pretrain_status(run)
+    if pre:
+        lines.append("  " + pre)
+    table = training_status(run)
+    lines.append("  no training logs yet" if table.empty else table.round(4).to_string(index=False))
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """What keeps notebooks thin: one ``setup`` call, logging, and the environment report.
 
 ``setup(globals(), "explore")`` finds the project root (so a kernel started in
-``notebooks/`` by JupyterLab resolves ``data/...`` and ``runs/...`` like the pipeline
+``notebooks/`` by JupyterLab resolves relative paths from the project root like the pipeline
 does), builds the typed :class:`Config` from the notebook's parameters, sends library
 logs to the run's ``logs/cbh.log`` (warnings also to the notebook), saves the resolved
 config beside the outputs and returns the config, the run folder and the notebook's one
@@ -91,8 +91,8 @@ def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.G
     return cfg, run, np.random.default_rng(cfg.seed)
 
 
-def environment_report() -> None:
-    """Print the versions that produced this notebook's outputs."""
+def environment_report() -> str:
+    """The versions that produced a notebook's outputs (for its last cell)."""
     import h5py
     import pandas as pd
     import sklearn
@@ -100,8 +100,9 @@ def environment_report() -> None:
 
     import cbhlib
 
-    print(f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}")
+    lines = [f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}"]
     for name, mod in (("cbhlib", cbhlib), ("numpy", np), ("torch", torch), ("h5py", h5py), ("scikit-learn", sklearn),
                       ("pandas", pd)):
-        print(f"  {name:13s} {getattr(mod, '__version__', '?')}")
-    print(f"  torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
+        lines.append(f"  {name:13s} {getattr(mod, '__version__', '?')}")
+    lines.append(f"  torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
+    return "\n".join(lines)

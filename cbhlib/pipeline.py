@@ -41,7 +41,7 @@ class Step:
 class Pipeline:
     """A pipeline file."""
 
-    run_name: str = opt("default", "run folder name under runs/")
+    run_name: str = opt("default", "run folder name (a plain name; the folder lives in the project's runs folder)")
     campaign: str = opt(DEFAULT_CAMPAIGN, "campaign HDF5 file")
     synthetic_preset: str | None = opt("default", "regenerate the campaign from this synthetic preset when stale; "
                                        "null for your own file")

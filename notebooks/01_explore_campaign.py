@@ -123,4 +123,4 @@ else:
     print("no truth/ group: a real campaign")
 
 # %%
-environment_report()
+print(environment_report())

@@ -108,4 +108,4 @@ rec = reconstruct_examples(camp, path, sorted(pick), cfg.pretrain.mask_ratio, se
 plots.reconstructions(rec, save_to=run.figure("pretrain_reconstructions"));
 
 # %%
-environment_report()
+print(environment_report())

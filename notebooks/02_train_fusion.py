@@ -148,4 +148,4 @@ else:
     print("not the attention mode")
 
 # %%
-environment_report()
+print(environment_report())

@@ -239,4 +239,4 @@ display(Markdown("**Shows**\n\n" + "\n".join(f"- {s}" for s in found["shows"]) +
 write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found))
 
 # %%
-environment_report()
+print(environment_report())

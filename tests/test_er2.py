@@ -95,6 +95,9 @@ def raw(tmp_path: Path) -> tuple[Path, list[dict]]:
 
 def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     cfg, (a, b) = raw
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "cli.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "200 profiles read -> 180 valid -> 160 in range -> 140 over ocean -> 60 matched" in out
     cascades = import_campaign(cfg, tmp_path / "out.h5")
     ca = cascades[0]
     # 200 read; 20 without a layer; 20 out of range; 20 over land; of the 140 left, the 60 even ones
@@ -102,13 +105,11 @@ def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsy
     assert (ca.read, ca.valid, ca.in_range, ca.over_ocean, ca.matched) == (200, 180, 160, 140, 60)
     assert ca.matched == len(expected_matches(a))
     assert (cascades[1].read, cascades[1].matched) == (30, 30)
-    out = capsys.readouterr().out
-    assert "200 profiles read -> 180 valid -> 160 in range -> 140 over ocean -> 60 matched" in out
 
 
 def test_labels_frames_and_angles(raw, tmp_path: Path) -> None:  # noqa: ANN001
     cfg, (a, b) = raw
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
     camp = validate_campaign(tmp_path / "out.h5")
     assert camp.flight_names == ["A", "B"] and np.bincount(camp.flight).tolist() == [60, 30]
     exp = expected_matches(a)
@@ -143,7 +144,7 @@ def test_julian_day_rollover_and_year_from_name() -> None:
 
 def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> None:  # noqa: ANN001
     cfg, (a, _) = raw
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
     camp = Campaign(tmp_path / "out.h5")
     labelled = set(np.asarray(camp.time_utc[camp.flight_indices(0)]).round(3).tolist())
     odd_frames = {round(float(a["cam_t"][i]), 3) for i in range(1, 197, 2)}  # reached only by odd (0.8 s) profiles
@@ -151,8 +152,8 @@ def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> No
     text = yaml.safe_load(cfg.read_text())
     text["time_tolerance_s"] = 0.1  # now even the 0.2 s offsets are too far
     cfg.write_text(yaml.safe_dump(text))
-    with pytest.raises(ER2ImportError, match="no flight has at least 2 matched samples"):
-        import_campaign(cfg, tmp_path / "none.h5", verbose=False)
+    with pytest.raises(ER2ImportError, match="expected at least 2 flights with at least 2 matched samples"):
+        import_campaign(cfg, tmp_path / "none.h5")
     assert not (tmp_path / "none.h5").exists()
 
 
@@ -173,7 +174,7 @@ def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None: 
     text = yaml.safe_load(cfg.read_text())
     text.update(wp1_features="WP1_Features.hdf5", wp2_features="WP2_Features.hdf5")
     cfg.write_text(yaml.safe_dump(text))
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
     camp = Campaign(tmp_path / "out.h5")
     np.testing.assert_array_equal(camp.features["era5"].values, X)
     np.testing.assert_array_equal(camp.features["geometric"].values, geo)
@@ -182,7 +183,7 @@ def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None: 
     _write(tmp_path / "WP2_Features.hdf5", {"features": X[:80], "sample_indices": np.arange(80),
                                            "feature_names": np.array([b"a"] * 9)})
     with pytest.raises(ER2ImportError, match="expected 90 rows .* found 80"):
-        import_campaign(cfg, tmp_path / "out2.h5", verbose=False)
+        import_campaign(cfg, tmp_path / "out2.h5")
 
 
 def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: Path) -> None:  # noqa: ANN001
@@ -191,11 +192,13 @@ def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: 
     from tests.conftest import ROOT
 
     cfg, _ = raw
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "pipeline.yaml").write_text((ROOT / "params" / "pipeline.yaml").read_text())
     papermill.execute_notebook(str(ROOT / "notebooks" / "01_explore_campaign.ipynb"), str(tmp_path / "explore.ipynb"),
-                               parameters={"campaign": "out.h5", "figures_dir": "figs", "run_dir": "run"},
+                               parameters={"campaign": "out.h5", "run_dir": "run", "progress": False},
                                kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
-    assert (tmp_path / "figs" / "explore_example_images.png").exists()
+    assert (tmp_path / "run" / "figures" / "explore_example_images.png").exists()
 
 
 BROKEN = {
@@ -245,7 +248,7 @@ def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None: 
     cfg, _ = raw
     _hdf4_nav(tmp_path / "CRS_A_nav.hdf", 305)
     assert (tmp_path / "CRS_A_nav.hdf").read_bytes()[:4] == b"\x0e\x03\x13\x01"
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
     camp = Campaign(tmp_path / "out.h5")
     ia = camp.flight_indices(0)
     np.testing.assert_allclose(camp.sza_deg[ia], 41.0)
@@ -278,9 +281,96 @@ def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:  # n
     text = yaml.safe_load(cfg.read_text())
     text["feature_tables"] = [{"group": "era5", "file": "era5_points.csv", "max_time_s": 3600, "max_distance_km": 200}]
     cfg.write_text(yaml.safe_dump(text))
-    import_campaign(cfg, tmp_path / "out.h5", verbose=False)
+    import_campaign(cfg, tmp_path / "out.h5")
     camp = Campaign(tmp_path / "out.h5")
     era5 = camp.features["era5"]
     assert era5.names == ["t2m", "blh"] and era5.units == ["K", "km"]
     assert set(np.unique(era5.values[:, 1])) == {np.float32(0.8)}  # never the far point
     assert set(np.unique(era5.values[:, 0])) <= {290.0, 291.0}
+
+
+def test_unmatched_frames_become_the_unlabelled_pool(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, (a, b) = raw
+    import_campaign(cfg, tmp_path / "out.h5")
+    camp = validate_campaign(tmp_path / "out.h5")
+    labelled_a = set(camp.time_utc[camp.flight_indices(0)].round(3).tolist())
+    pool_a = camp.unlabelled_time_utc[camp.unlabelled_flight == 0]
+    assert len(pool_a) == (300 - 60 + 9) // 10 and not labelled_a & set(pool_a.round(3).tolist())
+    assert (camp.unlabelled_flight == 1).sum() == 3  # 60 frames, 30 labelled: every 10th of the other 30
+    text = yaml.safe_load(cfg.read_text())
+    text["unlabelled_every"] = 0
+    cfg.write_text(yaml.safe_dump(text))
+    import_campaign(cfg, tmp_path / "none.h5")
+    assert Campaign(tmp_path / "none.h5").n_unlabelled == 0
+
+
+def test_outputs_never_replace_inputs(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    import hashlib
+
+    cfg, _ = raw
+    inputs = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs}
+    for target in (tmp_path / "IRAI_L1B_A.h5", cfg, tmp_path / "CRS_A_nav.hdf"):
+        for extra in ([], ["--force"]):
+            assert main(["import-er2", str(cfg), "-o", str(target), *extra]) == 2
+            assert "one of this command's own inputs" in capsys.readouterr().err
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs} == before
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 0
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5"), "--force"]) == 0
+
+
+def test_one_nan_julian_day_drops_one_profile_not_the_flight(raw, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg, (a, _) = raw
+    with h5py.File(tmp_path / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5", "a") as f:
+        jd = f["layer_descriptor/Profile_Decimal_Julian_Day"]
+        jd[0, 0] = np.nan  # the first profile: its day was the day of the whole flight
+        jd[4, 0] = np.nan  # a matched profile
+    ca = import_campaign(cfg, tmp_path / "out.h5")[0]
+    assert ca.valid == 179 and ca.matched == 59  # only profile 4 is lost (profile 0 had no layer anyway)
+
+
+CONFIG_CASES = {
+    "camera of the wrong type": (lambda t: t["flights"][0].__setitem__("camera", 5), "flights[0].camera", "a string"),
+    "range of words": (lambda t: t.__setitem__("cbh_range_km", ["low", "high"]), "cbh_range_km[0]", "a number"),
+    "unknown key": (lambda t: t.__setitem__("tolerance", 1), "tolerance", "an unknown key"),
+    "duplicate names": (lambda t: t["flights"][1].__setitem__("name", "A"), "flights", "'A' twice"),
+    "the same flight twice": (lambda t: t["flights"].append(dict(t["flights"][0], name="C")), "flights", "listed twice"),
+    "even frames per sample": (lambda t: t.__setitem__("frames_per_sample", 2), "frames_per_sample", "odd"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_bad_import_configs_are_one_line(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    cfg, _ = raw
+    text = yaml.safe_load(cfg.read_text())
+    edit, key, phrase = CONFIG_CASES[case]
+    edit(text)
+    cfg.write_text(yaml.safe_dump(text))
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and key in err and phrase in err and err.count("\n") == 1
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_bad_navigation_values_name_the_navigation_file(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    cfg, _ = raw
+    with h5py.File(tmp_path / "CRS_A_nav.hdf", "a") as f:
+        f["nav/solarZenith"][7] = 120.0
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "CRS_A_nav.hdf" in err and "0-90" in err and "frame 7" in err and ".tmp" not in err
+
+
+def test_nan_pixels_are_refused_at_import(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    cfg, (a, _) = raw
+    cam = tmp_path / "IRAI_L1B_A.h5"
+    with h5py.File(cam, "a") as f:
+        sig = f["Product/Signal"][()].astype(np.float32)
+        sig[4, 100, 3] = np.nan  # frame 4 is labelled
+        del f["Product/Signal"]
+        f.create_dataset("Product/Signal", data=sig)
+    assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "IRAI_L1B_A.h5" in err and "frame 4" in err and not (tmp_path / "out.h5").exists()
