@@ -132,8 +132,54 @@ def _break(case: str, small_file: Path, tmp: Path) -> Path:
         "nan_pixels": lambda f: f["images"].__setitem__((4, 0, 1, 1), np.nan),
         "constant_images": lambda f: f["images"].__setitem__(slice(None), 280.0),
         "sza_out_of_range": lambda f: f["samples/sza_deg"].__setitem__(0, 120.0),
+        "duplicate_flight_names": _replace("flights/name", np.array([b"F0", b"F0", b"F2"])),
+        "format_version_word": lambda f: f.attrs.__setitem__("format_version", "one"),
+        "external_link": _external_link,
+        "external_storage": _external_storage,
+        "virtual_dataset": _virtual,
+        "huge_declared_labels": _huge_labels,
+        "huge_images": _huge_images,
+        "one_flight": _one_flight,
     }
     return _edit(p, edits[case])
+
+
+def _external_link(f: h5py.File) -> None:
+    other = Path(f.filename).with_name("elsewhere.h5")
+    with h5py.File(other, "w") as g:
+        g.create_dataset("values", data=np.ones((15, 2), np.float32))
+    del f["features/era5/values"]
+    f["features/era5/values"] = h5py.ExternalLink(other.name, "values")
+
+
+def _external_storage(f: h5py.File) -> None:
+    del f["samples/cbh_km"]
+    f.create_dataset("samples/cbh_km", shape=(15,), dtype=np.float32, external=[("/etc/passwd", 0, 60)])
+
+
+def _virtual(f: h5py.File) -> None:
+    layout = h5py.VirtualLayout(shape=(15, 1, 4, 4), dtype=np.float32)
+    layout[:] = h5py.VirtualSource("missing_source.h5", "images", shape=(15, 1, 4, 4))
+    del f["images"]
+    f.create_virtual_dataset("images", layout, fillvalue=0)
+
+
+def _huge_labels(f: h5py.File) -> None:
+    for key in ("flight", "cbh_km", "time_utc", "sza_deg", "saa_deg"):
+        dt = f[f"samples/{key}"].dtype
+        del f[f"samples/{key}"]
+        f.create_dataset(f"samples/{key}", shape=(10**9,), dtype=dt, chunks=(2**20,))
+
+
+def _huge_images(f: h5py.File) -> None:
+    del f["images"]
+    f.create_dataset("images", shape=(15, 1, 16000, 16000), dtype=np.float32, chunks=(1, 1, 512, 512))
+
+
+def _one_flight(f: h5py.File) -> None:
+    _replace("flights/name", np.array([b"F0"]))(f)
+    _replace("samples/flight", np.zeros(15, np.int32))(f)
+    f["samples/time_utc"][...] = 1.7e9 + np.arange(15) * 10.0
 
 
 CASES = {
@@ -167,6 +213,14 @@ CASES = {
     "nan_pixels": ("images", "sample 4"),
     "constant_images": ("images", "constant image set"),
     "sza_out_of_range": ("samples/sza_deg", "120"),
+    "duplicate_flight_names": ("flights/name", "'F0' twice"),
+    "format_version_word": ("attrs/format_version", "'one'"),
+    "external_link": ("features/era5/values", "an external link"),
+    "external_storage": ("samples/cbh_km", "external raw storage"),
+    "virtual_dataset": ("images", "a virtual dataset"),
+    "huge_declared_labels": ("samples/", "declared"),
+    "huge_images": ("images", "declared"),
+    "one_flight": ("flights/name", "1 flight"),
 }
 
 
@@ -185,3 +239,55 @@ def test_broken_campaign_gives_one_clear_error(case: str, small_file: Path, tmp_
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and where in err and "Traceback" not in err
+
+
+def _pool_data(m: int = 30) -> tuple:
+    data = small_data()
+    data.unlabelled_flight = np.arange(m) % 3
+    rng = np.random.default_rng(2)
+    return data, rng.normal(280, 2, (15, 1, 4, 4)).astype(np.float32), rng.normal(280, 2, (m, 1, 4, 4)).astype(np.float32)
+
+
+def test_unlabelled_pool_round_trip(tmp_path: Path) -> None:
+    data, images, pool = _pool_data()
+    camp = validate_campaign(write_campaign(tmp_path / "p.h5", data, images=images, unlabelled=pool))
+    assert camp.n_unlabelled == 30 and camp.unlabelled_flight.tolist() == (np.arange(30) % 3).tolist()
+    np.testing.assert_array_equal(camp.images([4, 1], pool="unlabelled"), pool[[4, 1]])
+    assert "30 unlabelled frames" in repr(camp)
+
+
+POOL_CASES = {
+    "flight out of range": (lambda f: f["unlabelled/flight"].__setitem__(0, 9), "unlabelled/flight", "out of range"),
+    "wrong image shape": (lambda f: (f.__delitem__("unlabelled/images"),
+                                     f.create_dataset("unlabelled/images", data=np.ones((30, 1, 5, 4), np.float32))),
+                          "unlabelled/images", "(1, 4, 4)"),
+    "length mismatch": (lambda f: (f.__delitem__("unlabelled/flight"),
+                                   f.create_dataset("unlabelled/flight", data=np.zeros(29, np.int32))),
+                        "unlabelled/images", "length 29"),
+    "nan pixels": (lambda f: f["unlabelled/images"].__setitem__((7, 0, 1, 1), np.nan), "unlabelled/images", "frame 7"),
+    "no labelled images": (lambda f: f.__delitem__("images"), "unlabelled", "no 'images'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_broken_pool_gives_one_clear_error(case: str, tmp_path: Path) -> None:
+    data, images, pool = _pool_data()
+    path = write_campaign(tmp_path / "p.h5", data, images=images, unlabelled=pool)
+    edit, where, found = POOL_CASES[case]
+    with h5py.File(path, "a") as f:
+        edit(f)
+    with pytest.raises(CampaignFormatError) as info:
+        validate_campaign(path)
+    assert where in str(info.value) and found in str(info.value), str(info.value)
+
+
+def test_validate_reads_no_more_than_the_file_holds(small_file: Path, tmp_path: Path) -> None:
+    """A 1 MB file declaring a billion samples is refused before anything large is read."""
+    import resource
+
+    path = _edit(_copy(small_file, tmp_path), _huge_labels)
+    assert path.stat().st_size < 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CampaignFormatError, match="declared"):
+        validate_campaign(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: well under 200 MB
