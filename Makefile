@@ -7,8 +7,9 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH  ?= torch==2.13.0
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test test-all bench notebooks lab clean clean-runs
+.PHONY: run test test-all bench notebooks readme lab clean clean-runs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +24,14 @@ $(VENV)/.notebooks: pyproject.toml $(VENV)/.torch
 	@touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.notebooks
-	$(PIP) install -q -e ".[notebooks,dev]"
+	$(PIP) install -q -e ".[notebooks,dask,dev]"
 	@touch $@
 
 ## run: generate (or reuse) the synthetic campaign and execute every notebook into runs/default
 run: $(VENV)/.notebooks
 	$(VENV)/bin/cbh run $(RUN_ARGS)
 
-## test: unit tests + one tiny papermill run per notebook (slow tests excluded)
+## test: unit tests + a real papermill run of every notebook (slow tests excluded)
 test: $(VENV)/.dev
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
@@ -42,17 +43,21 @@ test-all: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-## notebooks: rebuild notebooks/*.ipynb from scripts/build_notebooks.py
+## notebooks: refresh parameters cells from the config and sync notebooks/*.py -> *.ipynb
 notebooks: $(VENV)/.notebooks
-	$(PY) scripts/build_notebooks.py
+	$(VENV)/bin/cbh notebooks
 
-## lab: JupyterLab on the notebooks
+## readme: rewrite the README's results section from runs/default/summary.json
+readme: $(VENV)/.notebooks
+	$(PY) -m cbhlib.readme runs/default README.md
+
+## lab: JupyterLab serving the project root (notebooks/ data/ params/ runs/ all reachable)
 lab: $(VENV)/.notebooks
 	$(PIP) install -q -e ".[notebooks,lab]"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 clean-runs:
-	rm -rf runs figures/default
+	rm -rf runs
 
 clean: clean-runs
 	rm -rf $(VENV) data *.egg-info

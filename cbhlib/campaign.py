@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -20,6 +21,9 @@ from cbhlib.atomic import atomic_path
 from cbhlib.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables, scan_pixels
 from cbhlib.errors import CampaignFormatError
 from cbhlib.h5safe import open_h5
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["Campaign", "CampaignData", "FeatureGroup", "write_campaign", "validate_campaign", "iter_image_batches"]
 
@@ -50,6 +54,7 @@ class CampaignData:
     attrs: dict[str, object] = field(default_factory=dict)
     unlabelled_flight: np.ndarray | None = None
     unlabelled_time_utc: np.ndarray | None = None
+    row_order: np.ndarray | None = None  # built from a table: each sample's source row (not written)
 
     @property
     def n_samples(self) -> int:
@@ -285,6 +290,12 @@ class Campaign:
                     h.update(chunk)
             _FINGERPRINTS[key] = h.hexdigest()
         return _FINGERPRINTS[key]
+
+    def to_xarray(self, images: bool = False) -> "xr.Dataset":
+        """The labelled samples as an ``xarray.Dataset`` (see :func:`cbhlib.tabular.to_xarray`)."""
+        from cbhlib.tabular import to_xarray
+
+        return to_xarray(self, images)
 
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from cbhlib.campaign import Campaign
 from cbhlib.checkpoints import load_checkpoint
 from cbhlib.config import Config
+from cbhlib.distributed import current_client
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.frames import ALL, Scope
 from cbhlib.pretrain import pretrain_encoder, random_encoder
@@ -98,19 +99,39 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
         raise CbhError(f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): run the {step} step "
                        "first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or set "
                        "pretrain.missing: pretrain")
+    todo = [(sc, s) for sc, s in needed if not run.encoder(key, sc.key, s).exists()]
     for sc, s in needed:
-        path = run.encoder(key, sc.key, s)
-        if not path.exists():
-            meta = {"settings": key}
-            if sc.untrained:
-                random_encoder(camp, cfg.encoder, cfg.pretrain, sc, s, path)
-            else:
-                pretrain_encoder(camp, cfg.encoder, cfg.pretrain, sc, s, path, run.pretrain_log, cfg.device,
-                                 progress, meta)
-        else:
-            check_encoder(path, camp)
-        out[(sc.key, s)] = path
+        if (sc, s) not in todo:
+            check_encoder(run.encoder(key, sc.key, s), camp)
+        out[(sc.key, s)] = run.encoder(key, sc.key, s)
+    client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
+    if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
+        gpu = {"GPU": 1} if cfg.device.startswith("cuda") or cfg.device == "auto" and _has_gpu() else None
+        futures = [client.submit(_make_encoder, str(camp.path), cfg, sc, s, str(run.encoder(key, sc.key, s)),
+                                 str(run.pretrain_log), key, pure=False, resources=gpu) for sc, s in todo]
+        client.gather(futures)
+        client.close()
+        return out
+    for sc, s in todo:
+        _make_encoder(camp, cfg, sc, s, run.encoder(key, sc.key, s), run.pretrain_log, key, progress)
     return out
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path: Path | str, log_path: Path | str,
+                  key: str, progress: bool = False) -> None:
+    """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
+    camp = Campaign(camp) if isinstance(camp, str) else camp
+    if sc.untrained:
+        random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
+    else:
+        pretrain_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path, log_path, cfg.device, progress,
+                         {"settings": key})
 
 
 def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":

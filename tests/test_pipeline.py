@@ -264,3 +264,46 @@ def test_run_outside_the_project_says_where_to_run_from(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 2
     assert "project root" in capsys.readouterr().err
+
+
+def _browser():  # noqa: ANN202
+    import shutil as sh
+
+    chromium = sh.which("chromium") or sh.which("chromium-browser") or sh.which("google-chrome")
+    driver = sh.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("headless Chromium is not installed (.ci/run installs Debian's chromium and chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900", "--allow-file-access-from-files"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_index_and_a_report_in_a_real_browser(pipeline_run) -> None:  # noqa: ANN001
+    """No broken link, no missing image, no console error; screenshots saved in the run folder."""
+    root, name = pipeline_run
+    run = root / "runs" / name
+    shots = run / "screenshots"
+    shots.mkdir(exist_ok=True)
+    browser = _browser()
+    try:
+        for page in (run / "index.html", run / "html" / "compare.report.html"):
+            browser.get(page.as_uri())
+            broken = browser.execute_script(
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert not broken, f"{page.name}: images that did not load: {broken[:3]}"
+            for href in browser.execute_script("return Array.from(document.links).map(a => a.href)"):
+                if href.startswith("file://"):
+                    target = Path(href[7:].split("#")[0])
+                    assert target.exists(), f"{page.name}: broken link {href}"
+            errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+            assert not errors, f"{page.name}: console errors {errors[:3]}"
+            browser.save_screenshot(str(shots / f"{page.stem}.png"))
+        assert (shots / "index.png").stat().st_size > 10_000
+    finally:
+        browser.quit()

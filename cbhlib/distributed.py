@@ -1,0 +1,178 @@
+"""Running the pipeline on Dask: a LocalCluster of processes, an existing scheduler, or a
+dask-jobqueue cluster (Slurm, PBS).
+
+Independent steps run side by side as soon as the steps they need have finished; each step
+runs in a worker process (papermill starts its kernel there). Inside a step, pretraining
+hands its encoders to the same cluster (``CBH_DASK_SCHEDULER``), one task per (scope,
+seed); encoders on a GPU ask for the worker resource ``GPU``. Without ``--workers``,
+``--scheduler`` or ``--cluster`` nothing here is imported and runs are serial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cbhlib.config import read_yaml
+from cbhlib.errors import CbhError, ParamsError
+from cbhlib.fields import opt, parse_dataclass
+
+log = logging.getLogger(__name__)
+SCHEDULER_ENV = "CBH_DASK_SCHEDULER"
+
+
+@dataclass
+class ClusterFile:
+    """A dask-jobqueue cluster (params/cluster-slurm.yaml, params/cluster-pbs.yaml)."""
+
+    kind: str = opt("slurm", "slurm or pbs", choices=("slurm", "pbs"))
+    queue: str = opt("", "queue / partition")
+    account: str = opt("", "account / project to charge")
+    cores: int = opt(8, "cores per job", min=1)
+    memory: str = opt("32GB", "memory per job")
+    processes: int = opt(1, "Dask worker processes per job", min=1)
+    walltime: str = opt("02:00:00", "wall time per job")
+    jobs: int = opt(2, "jobs to start", min=1)
+    gpus_per_job: int = opt(0, "GPUs per job (adds the scheduler's GPU request and a worker GPU resource)", min=0)
+    job_extra_directives: list[str] = opt([], "extra #SBATCH / #PBS lines")
+    job_script_prologue: list[str] = opt([], "shell lines before the worker starts (e.g. module load, venv activate)")
+    local_directory: str = opt("", "worker scratch folder on the compute nodes")
+
+
+def _cluster_from_file(path: str) -> Any:
+    cfg: ClusterFile = parse_dataclass(ClusterFile, read_yaml(path), path)
+    extra = list(cfg.job_extra_directives)
+    worker_extra = []
+    if cfg.gpus_per_job:
+        extra.append(f"--gres=gpu:{cfg.gpus_per_job}" if cfg.kind == "slurm" else f"-l ngpus={cfg.gpus_per_job}")
+        worker_extra = ["--resources", f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}"]
+    kw: dict[str, Any] = {"cores": cfg.cores, "memory": cfg.memory, "processes": cfg.processes, "walltime": cfg.walltime,
+                          "job_extra_directives": extra, "job_script_prologue": cfg.job_script_prologue,
+                          "worker_extra_args": worker_extra}
+    if cfg.queue:
+        kw["queue"] = cfg.queue
+    if cfg.account:
+        kw["account"] = cfg.account
+    if cfg.local_directory:
+        kw["local_directory"] = cfg.local_directory
+    import dask_jobqueue
+
+    cls = dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
+    return cls(**kw), cfg.jobs
+
+
+class DaskExecutor:
+    """Runs pipeline steps on a Dask client, respecting each step's ``needs``."""
+
+    def __init__(self, client: Any, cluster: Any = None) -> None:
+        self.client, self.cluster = client, cluster
+        os.environ[SCHEDULER_ENV] = client.scheduler.address
+
+    def run_steps(self, root: str, plan: list[tuple[Any, Any]], run: Any, html: bool,
+                  has_images: bool) -> Iterator[Any]:
+        """Submit steps as their needs finish; yield each result as it completes."""
+        from distributed import as_completed
+
+        from cbhlib.execute import _skip_reason
+
+        done: dict[str, Any] = {}
+        waiting = list(plan)
+        running: dict[Any, str] = {}
+        ac = as_completed([])
+
+        def submit_ready() -> Iterator[Any]:
+            for step, cfg in list(waiting):
+                if any(n not in done for n in step.needs if n in {s.name for s, _ in plan}):
+                    continue
+                waiting.remove((step, cfg))
+                skipped = _skip_reason(step, done, has_images)
+                if skipped is not None:
+                    done[step.name] = skipped
+                    yield skipped
+                    continue
+                fut = self.client.submit(_step_task, self.client.scheduler.address, root, step, cfg, run, html,
+                                         key=f"step-{step.name}", pure=False)
+                running[fut] = step.name
+                ac.add(fut)
+
+        yield from submit_ready()
+        while running:
+            fut = next(ac)
+            running.pop(fut)
+            res = fut.result()
+            done[res.name] = res
+            yield res
+            yield from submit_ready()
+            if not running and waiting:
+                yield from submit_ready()
+
+    def close(self) -> None:
+        os.environ.pop(SCHEDULER_ENV, None)
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _step_task(address: str, *args: Any) -> Any:
+    """A step on a worker: its kernel inherits the scheduler address, so it can hand units back."""
+    from cbhlib.execute import execute_step
+
+    os.environ[SCHEDULER_ENV] = address
+    return execute_step(*args)
+
+
+def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: str | None = None,
+                  dry_run: bool = False, say: Callable[[str], None] = print) -> DaskExecutor | None:
+    """A Dask executor for ``cbh run``; None after a dry run (the job script was printed)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CbhError("--workers/--scheduler/--cluster need Dask: pip install -e '.[dask]'") from None
+    if cluster_file:
+        if not Path(cluster_file).is_file():
+            raise ParamsError(cluster_file, "(file)", "an existing cluster YAML", "no such file")
+        cluster, jobs = _cluster_from_file(cluster_file)
+        if dry_run:
+            say(cluster.job_script())
+            cluster.close()
+            return None
+        cluster.scale(jobs=jobs)
+        client = Client(cluster)
+    elif scheduler:
+        client, cluster = Client(scheduler, timeout="20s"), None
+    else:
+        n = max(1, workers)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               resources=_local_resources(n))
+        client = Client(cluster)
+    if client.dashboard_link:
+        say(f"Dask dashboard: {client.dashboard_link}")
+    return DaskExecutor(client, cluster)
+
+
+def _local_resources(n_workers: int) -> dict[str, float]:
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # torch import problems must not stop a CPU run
+        gpus = 0
+    return {"GPU": 1} if gpus and gpus >= n_workers else {}
+
+
+def current_client() -> Any:
+    """A client of the run's cluster inside a step's kernel, or None (serial runs)."""
+    address = os.environ.get(SCHEDULER_ENV)
+    if not address:
+        return None
+    try:
+        from distributed import Client
+
+        return Client(address, timeout="10s", set_as_default=False)
+    except (ImportError, OSError) as exc:
+        log.warning("cannot reach the Dask scheduler %s (%s); running here", address, exc)
+        return None
