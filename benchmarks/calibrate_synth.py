@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cbhlib import synth  # noqa: E402
-from cbhlib.baselines import gbdt  # noqa: E402
+from cbhlib.baselines import BaselineData, make_predictor  # noqa: E402
 from cbhlib.campaign import Campaign  # noqa: E402
 from cbhlib.data import lofo_folds, random_folds  # noqa: E402
 from cbhlib.explore import pooled_lag1  # noqa: E402
@@ -46,13 +44,13 @@ LAGS = (4, 8, 12, 16)
 def gbdt_scores(camp: Campaign) -> dict[str, float]:
     """The project's gbdt baseline on all physical features: LOFO and random 5-fold."""
     y = camp.cbh_km.astype(np.float64)
-    X, _ = camp.feature_matrix()
-    predict = gbdt(y, X)
+    X, names = camp.feature_matrix()
+    predict = make_predictor("gbdt", BaselineData(y, X, names))
     out: dict[str, float] = {}
     for proto, folds in (("lofo", lofo_folds(camp)), ("random", random_folds(camp))):
         pred, r2 = np.empty(len(y)), []
         for fold in folds:
-            pred[fold.test_idx] = predict(fold)[fold.test_idx]
+            pred[fold.test_idx] = predict(fold.fit_idx)[fold.test_idx]
             r2.append(regression_metrics(y[fold.test_idx], pred[fold.test_idx])["r2"])
         pooled = regression_metrics(y, pred)
         out[f"{proto}_pooled_mae_km"], out[f"{proto}_pooled_r2"] = pooled["mae_km"], pooled["r2"]
@@ -134,16 +132,15 @@ def masked_patch_floors(images: np.ndarray, patch: int = 8, mask_ratio: float = 
 def image_only_run(campaign: Path, workdir: Path) -> dict[str, float]:
     """The seed-style image_only model (1-D MAE over the middle column, LOFO) through
     ``cbh train``; returns its and climatology's pooled MAE (minutes on a CPU)."""
-    params = {"campaign": str(campaign), "run_dir": str(workdir / "run"), "mode": "image_only",
-              "protocols": ["lofo"], "encoder": "mae1d", "columns": "middle", "patch": 16, "embed_dim": 192,
-              "depth": 4, "heads": 3, "pretrain_epochs": 6, "seeds": [0], "progress": False}
-    path = workdir / "image_only.yaml"
-    path.write_text(json.dumps(params))  # JSON is YAML
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-m", "cbhlib.cli", "train", str(path)], check=True, cwd=ROOT, env=env)
-    report = json.loads((workdir / "run" / "report_image_only.json").read_text())
+    from cbhlib.config import load_config
+    from cbhlib.runner import run_mode
+
+    cfg = load_config(ROOT / "params" / "seed_style.yaml", overrides={
+        "campaign": str(campaign), "run_dir": str(workdir / "run"), "train.mode": "image_only", "protocols": ["lofo"],
+        "seeds": [0], "progress": False, "pretrain.missing": "pretrain", "pretrain.unlabelled": False})
+    report = run_mode(cfg).reports["lofo"]
     return {"image_only": report["aggregate_metrics"]["pooled_mae_km"],
-            "climatology": report["climatology_aggregate"]["pooled_mae_km"]}
+            "climatology": report["climatology"]["pooled_mae_km"]}
 
 
 def _row(quantity: str, target: str, measured: float, lo: float | None = None, hi: float | None = None) -> dict:
