@@ -42,14 +42,14 @@ class PretrainConfig:
     scope: str = opt("fold", "fold: one encoder per held-out flight, trained without that flight's frames; "
                      "transductive: also its unlabelled frames (no labels); all: one encoder on every frame",
                      choices=PRETRAIN_SCOPES)
-    epochs: int = opt(8, "passes over the pretraining frames", min=0, max=10000)
-    batch_size: int = opt(128, "frames per step", min=1, max=65536)
-    lr: float = opt(1.5e-3, "AdamW peak learning rate (linear warm-up, then cosine to 0)", above=0, max=10)
+    epochs: int = opt(8, "epochs of max_frames frames each", min=0, max=10000)
+    batch_size: int = opt(32, "frames per step", min=1, max=65536)
+    lr: float = opt(6e-3, "AdamW peak learning rate (linear warm-up, then cosine to 0)", above=0, max=10)
     weight_decay: float = opt(0.05, "AdamW weight decay", min=0, max=10)
     warmup: float = opt(0.1, "fraction of steps spent warming up the learning rate", min=0, max=0.9)
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder", above=0, max=0.95)
     unlabelled: bool = opt(True, "also pretrain on the campaign's unlabelled frames of the allowed flights")
-    max_frames: int = opt(0, "frames drawn per epoch (0: every allowed frame)", min=0)
+    max_frames: int = opt(1024, "frames drawn per epoch from the allowed ones (0: all of them)", min=0)
     columns_per_image: int = opt(8, "mae1d: random columns drawn per image per step", min=1, max=4096)
     seed: int = opt(-1, "pretraining seed; -1: each unit's own seed (encoder and head follow one seed)", min=-1)
     eval_frames: int = opt(256, "frames on which the final loss and its floors are measured", min=8, max=100000)

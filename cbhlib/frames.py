@@ -62,8 +62,27 @@ def select_frames(camp: Campaign, scope: Scope, unlabelled: bool = True) -> tupl
     return lab, unl
 
 
+_ALL_FRAMES: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+
+def all_frames(camp: Campaign) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every labelled and unlabelled frame of a campaign, read once per process and file version."""
+    st = camp.path.stat()
+    key = (str(camp.path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _ALL_FRAMES:
+        _ALL_FRAMES.clear()  # one campaign at a time
+        lab = torch.from_numpy(camp.images(slice(0, camp.n_samples)))
+        unl = torch.from_numpy(camp.images(slice(0, camp.n_unlabelled), "unlabelled")) if camp.n_unlabelled else None
+        _ALL_FRAMES[key] = (lab, unl)
+    return _ALL_FRAMES[key]
+
+
 class FrameSet:
-    """Frames of two pools addressed by row; ``batch(rows)`` returns raw pixels [B, C, H, W]."""
+    """Frames of two pools addressed by row; ``batch(rows)`` returns raw pixels [B, C, H, W].
+
+    When the campaign's frames fit ``memory_limit_mb`` they are read once per process and
+    shared by every encoder pretrained there; otherwise each batch is read from HDF5.
+    """
 
     def __init__(self, camp: Campaign, labelled: np.ndarray, unlabelled: np.ndarray, memory_limit_mb: int) -> None:
         self.camp = camp
@@ -71,13 +90,15 @@ class FrameSet:
         self.unlabelled = np.sort(np.asarray(unlabelled, np.int64))
         C, H, W = camp.image_shape  # type: ignore[misc]
         self.shape = (C, H, W)
-        self.in_memory = len(self) * C * H * W * 4 <= memory_limit_mb * 2**20
+        total = (camp.n_samples + camp.n_unlabelled) * C * H * W * 4
+        self.in_memory = total <= memory_limit_mb * 2**20
         self._cache: torch.Tensor | None = None
         if self.in_memory and len(self):
-            parts = [camp.images(self.labelled)] if len(self.labelled) else []
-            if len(self.unlabelled):
-                parts.append(camp.images(self.unlabelled, "unlabelled"))
-            self._cache = torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0])
+            lab, unl = all_frames(camp)
+            parts = [lab[torch.from_numpy(self.labelled)]]
+            if len(self.unlabelled) and unl is not None:
+                parts.append(unl[torch.from_numpy(self.unlabelled)])
+            self._cache = torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def __len__(self) -> int:
         return int(len(self.labelled) + len(self.unlabelled))

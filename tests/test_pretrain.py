@@ -58,26 +58,26 @@ def test_streamed_and_in_memory_pretraining_are_identical(pool_file: Path, tmp_p
     np.testing.assert_allclose(ha, hb, rtol=1e-5)
 
 
-def test_default_scope_never_sees_the_held_out_flight(pool_file: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_scope_never_trains_on_the_held_out_flight(pool_file: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every frame that reaches a training or evaluation batch belongs to a training flight."""
     camp = Campaign(pool_file)
-    seen: list[tuple[str, np.ndarray]] = []
-    real = Campaign.images
+    used: list[np.ndarray] = []  # flight of every frame in every batch
+    real_batch = FrameSet.batch
 
-    def spy(self, indices, pool="labelled"):  # noqa: ANN001, ANN202
-        idx = np.arange(*indices.indices(self.n_samples)) if isinstance(indices, slice) else np.asarray(indices)
-        seen.append((pool, idx))
-        return real(self, indices, pool)
+    def spy(self, rows):  # noqa: ANN001, ANN202
+        used.append(self.flights()[np.asarray(rows)])
+        return real_batch(self, rows)
 
-    monkeypatch.setattr(Campaign, "images", spy)
-    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1})
+    monkeypatch.setattr(FrameSet, "batch", spy)
+    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "pretrain.max_frames": 0})
     ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, Scope.for_fold(1), 0, tmp_path / "f1.pt", progress=False)
-    lab = np.concatenate([i for p, i in seen if p == "labelled"])
-    unl = np.concatenate([i for p, i in seen if p == "unlabelled"])
-    assert not (camp.flight[lab] == 1).any() and not (camp.unlabelled_flight[unl] == 1).any()
-    assert (camp.unlabelled_flight[unl] == 0).any()  # the training flights' pool is used
+    flights = np.concatenate(used)
+    assert len(flights) >= 210 and not (flights == 1).any() and (flights == 0).any()
     assert ck["frames_by_flight"]["F1"] == 0 and ck["held_out_flight"] == "F1"
     assert ck["frames_labelled"] == 70 and ck["frames_unlabelled"] == 140
+    lab, unl = select_frames(camp, Scope.for_fold(1))  # the labelled and the unlabelled pool of training flights
+    assert not (camp.flight[lab] == 1).any() and not (camp.unlabelled_flight[unl] == 1).any()
     # transductive: the held-out flight's unlabelled frames (never its labelled ones)
     lab_t, unl_t = select_frames(camp, Scope.for_fold(1, transductive=True))
     assert not (camp.flight[lab_t] == 1).any() and (camp.unlabelled_flight[unl_t] == 1).sum() == 60

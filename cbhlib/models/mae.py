@@ -36,10 +36,10 @@ class EncoderConfig:
                     choices=ENCODERS)
     patch: int = opt(8, "patch size in pixels (square for mae2d, along the column for mae1d)", min=1, max=512)
     embed_dim: int = opt(64, "encoder token width", min=4, max=2048)
-    depth: int = opt(2, "encoder transformer blocks", min=1, max=48)
+    depth: int = opt(1, "encoder transformer blocks", min=1, max=48)
     heads: int = opt(4, "encoder attention heads (must divide embed_dim)", min=1, max=64)
     mlp_ratio: float = opt(4.0, "transformer MLP width / token width", above=0, max=16)
-    decoder_dim: int = opt(32, "decoder token width", min=4, max=2048)
+    decoder_dim: int = opt(64, "decoder token width", min=4, max=2048)
     decoder_depth: int = opt(1, "decoder transformer blocks", min=1, max=48)
     decoder_heads: int = opt(4, "decoder attention heads (must divide decoder_dim)", min=1, max=64)
     norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE paper) instead of image pixels")
@@ -112,6 +112,30 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """Sine-cosine embedding of positions ``pos`` [L] -> [L, dim] (dim even)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = pos.double()[:, None] * omega[None]
+    return torch.cat([out.sin(), out.cos()], dim=1).float()
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (as the MAE reference), with a zero CLS slot.
+
+    Returns:
+        [1, 1 + Gh * Gw, dim]: half the channels encode the row, half the column.
+    """
+    gh, gw = grid
+    if dim % 4 == 0 and gw > 1:
+        rows = sincos_1d(dim // 2, torch.arange(gh).repeat_interleave(gw))
+        cols = sincos_1d(dim // 2, torch.arange(gw).repeat(gh))
+        emb = torch.cat([rows, cols], dim=1)
+    else:
+        emb = sincos_1d(dim - dim % 2, torch.arange(gh * gw))
+        emb = torch.cat([emb, torch.zeros(gh * gw, dim % 2)], dim=1)
+    return torch.cat([torch.zeros(1, dim), emb])[None]
+
+
 def random_masking(x: torch.Tensor, mask_ratio: float,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep a random subset of tokens per sample.
@@ -140,7 +164,7 @@ class MaskedAutoencoder(nn.Module):
         geometry: (C, H, W) of the campaign's images.
     """
 
-    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int], n_tokens: int, patch_pixels: int) -> None:
+    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int], grid: tuple[int, int], patch_pixels: int) -> None:
         super().__init__()
         self.cfg, self.geometry = cfg, tuple(int(g) for g in geometry)
         C = self.geometry[0]
@@ -148,12 +172,12 @@ class MaskedAutoencoder(nn.Module):
         self.register_buffer("pixel_mean", torch.zeros(C))
         self.register_buffer("pixel_std", torch.ones(C))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
-        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens + 1, D) * 0.02)
+        self.register_buffer("pos_embed", sincos_pos_embed(D, grid))  # fixed, as in the MAE reference
         self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(D)
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
-        self.decoder_pos_embed = nn.Parameter(torch.randn(1, n_tokens + 1, Dd) * 0.02)
+        self.register_buffer("decoder_pos_embed", sincos_pos_embed(Dd, grid))
         self.decoder_blocks = nn.ModuleList(Block(Dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.decoder_norm = nn.LayerNorm(Dd)
         self.decoder_pred = nn.Linear(Dd, patch_pixels)
@@ -258,7 +282,7 @@ class MAE2D(MaskedAutoencoder):
         self.gh, self.gw = H // cfg.patch, W // cfg.patch
         if self.gh < 1 or self.gw < 1:
             raise ValueError(f"mae2d: image {H}x{W} is smaller than patch {cfg.patch}")
-        super().__init__(cfg, geometry, self.gh * self.gw, cfg.patch * cfg.patch * C)
+        super().__init__(cfg, geometry, (self.gh, self.gw), cfg.patch * cfg.patch * C)
         self.proj = nn.Conv2d(C, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,7 +325,7 @@ class MAE1D(MaskedAutoencoder):
         self.n_tokens = H // cfg.patch
         if self.n_tokens < 1:
             raise ValueError(f"mae1d: image height {H} is shorter than patch {cfg.patch}")
-        super().__init__(cfg, geometry, self.n_tokens, cfg.patch * C)
+        super().__init__(cfg, geometry, (self.n_tokens, 1), cfg.patch * C)
         self.proj = nn.Conv1d(C, cfg.embed_dim, kernel_size=cfg.patch, stride=cfg.patch)
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
