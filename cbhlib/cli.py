@@ -56,7 +56,7 @@ def ensure_synthetic(preset: str, path: Path, overrides: dict[str, Any] | None =
     if force:
         synth.generate(cfg, path)
         return True
-    return synth.ensure_campaign(cfg, path, log=None)[1]
+    return synth.ensure_campaign(cfg, path)[1]
 
 
 def cmd_generate(a: argparse.Namespace) -> int:

@@ -102,6 +102,14 @@ class ExploreConfig:
 
 
 @dataclass
+class SweepConfig:
+    """The sweep notebook."""
+
+    file: str = opt("params/sweep_shift.yaml", "sweep file: the grid, the models and the shared settings")
+    workers: int = opt(0, "run the grid points on a local Dask cluster of this many processes (0: serially)", min=0)
+
+
+@dataclass
 class Config:
     """Every setting of a run. Top-level fields hold the run; sections hold the rest."""
 
@@ -123,6 +131,7 @@ class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def to_nested(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON ready)."""

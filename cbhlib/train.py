@@ -163,15 +163,15 @@ def _predict(model: FusionHeads, t: dict[str, Any], idx: torch.Tensor, chunk: in
     return torch.cat(preds, 1), (torch.cat(atts, 1) if atts else None)
 
 
-def eval_sets(units: list[Unit]) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
-    """Per unit, the samples scored each epoch: validation then test, padded.
+def eval_sets(units: list[Unit], test: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """Per unit, the samples scored: validation (then test, with ``test``), padded.
 
     Returns:
         idx [M, E], validation mask [M, E], n_val and n_test per unit. A unit without
         validation samples is validated on its training samples.
     """
     vals = [np.asarray(u.fold.val_idx if len(u.fold.val_idx) else u.fold.train_idx, np.int64) for u in units]
-    tests = [np.asarray(u.fold.test_idx, np.int64) for u in units]
+    tests = [np.asarray(u.fold.test_idx if test else [], np.int64) for u in units]
     E = max(len(v) + len(te) for v, te in zip(vals, tests))
     idx = torch.zeros(len(units), E, dtype=torch.long)
     vmask = torch.zeros(len(units), E)
@@ -179,6 +179,30 @@ def eval_sets(units: list[Unit]) -> tuple[torch.Tensor, torch.Tensor, list[int],
         idx[m, : len(v) + len(te)] = torch.from_numpy(np.concatenate([v, te]))
         vmask[m, : len(v)] = 1.0
     return idx, vmask, [len(v) for v in vals], [len(te) for te in tests]
+
+
+def _rows(t: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The per-unit tensors of units ``rows`` (shared region tokens are kept whole)."""
+    r = torch.from_numpy(np.asarray(rows))
+    return {k: (v[r] if k in ("y", "img", "phys", "emb") else v) for k, v in t.items() if k not in ("y_mu", "y_sd", "scalers")}
+
+
+class _Live:
+    """The units still training: their batched module, optimizer and tensors.
+
+    Row r of the module is unit ``ids[r]``. ``compact`` drops stopped units once half
+    have stopped, so the tail of a run no longer pays for finished units.
+    """
+
+    def __init__(self, model: FusionHeads, opt: BatchedAdamW, t: dict[str, Any], ids: np.ndarray) -> None:
+        self.model, self.opt, self.t, self.ids = model, opt, t, ids
+
+    def compact(self, keep: np.ndarray) -> None:
+        rows = np.flatnonzero(keep).tolist()
+        self.model = self.model.subset(rows)
+        self.opt = self.opt.subset(rows, list(self.model.parameters()))
+        self.t = _rows(self.t, np.asarray(rows))
+        self.ids = self.ids[rows]
 
 
 def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, train: Any, head: HeadConfig,
@@ -189,102 +213,104 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
     D = t["img"].shape[2] if "img" in t else 0
     K = t["phys"].shape[2] if "phys" in t else 0
     model = FusionHeads(mode, head, M, D, K, seeds=[u.seed * 100_003 + u.fold.fold_id for u in units])
-    opt = BatchedAdamW(list(model.parameters()), M, train.lr, train.weight_decay)
+    live = _Live(model, BatchedAdamW(list(model.parameters()), M, train.lr, train.weight_decay), _rows(t, np.arange(M)),
+                 np.arange(M))
     rngs = [np.random.default_rng([u.seed, u.fold.fold_id, 7]) for u in units]
     train_sets = [np.asarray(u.fold.train_idx, np.int64) for u in units]
     n_steps = np.array([math.ceil(len(s) / B) for s in train_sets])
-    eval_idx, val_mask, n_val, n_test = eval_sets(units)
-    y_eval = t["y"][torch.arange(M)[:, None], eval_idx]
+    val_idx, val_mask, _, _ = eval_sets(units, test=False)
     delta = torch.tensor(train.huber_delta_km / t["y_sd"], dtype=torch.float32)[:, None]
     best_val, best_epoch = np.full(M, np.inf), np.full(M, -1)
-    best_pred = torch.zeros(M, eval_idx.shape[1])
-    best_att: list[torch.Tensor | None] = [None] * M
     best_state = [model.slice_state(m) for m in range(M)]
     stopped, epochs_run = np.zeros(M, bool), np.zeros(M, int)
     results: list[UnitResult | None] = [None] * M
-    model_name = units[0].model
+    name = units[0].model
 
     def finish(m: int) -> None:
         if results[m] is None:
-            results[m] = _finish(units[m], shas[m], m, mode, t, best_pred, best_att, best_state, best_epoch, best_val,
-                                 epochs_run, inputs, head, train, store, n_val[m], n_test[m], (D, K))
+            results[m] = _finish(units[m], shas[m], m, mode, t, best_state[m], best_epoch, best_val, epochs_run,
+                                 inputs, head, train, store, (D, K))
 
-    with JsonlLog(log_path, model=model_name, mode=mode, protocol=units[0].protocol) as jlog:
-        bar = tqdm(range(train.epochs), desc=f"{model_name} x{M} units", disable=not progress, leave=False)
+    with JsonlLog(log_path, model=name, mode=mode, protocol=units[0].protocol) as jlog:
+        bar = tqdm(range(train.epochs), desc=f"{name} x{M} units", disable=not progress, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
             lr_e = cosine_lr(epoch, train.epochs, train.lr)
-            live = ~stopped
-            S = int(n_steps[live].max())
-            idx_e = np.zeros((M, S * B), np.int64)  # this epoch's batches, built once
-            w_e = np.zeros((M, S * B), np.float32)
-            for m in np.flatnonzero(live):
+            ids, L = live.ids, len(live.ids)
+            S = int(n_steps[ids].max())
+            idx_e = np.zeros((L, S * B), np.int64)  # this epoch's batches, built once
+            w_e = np.zeros((L, S * B), np.float32)
+            for r, m in enumerate(ids):
                 perm = rngs[m].permutation(train_sets[m])
-                idx_e[m, : len(perm)], w_e[m, : len(perm)] = perm, 1.0
-            idx_s = torch.from_numpy(idx_e.reshape(M, S, B).transpose(1, 0, 2).copy())  # [S, M, B]
-            w_s = torch.from_numpy(w_e.reshape(M, S, B).transpose(1, 0, 2).copy())
-            act_s = torch.from_numpy(live[None, :] & (np.arange(S)[:, None] < n_steps[None, :]))  # [S, M]
-            losses = torch.zeros(S, M)
-            ar = torch.arange(M)[:, None]
-            model.train()
-            model.begin_epoch([int(n_steps[m]) if live[m] else 0 for m in range(M)], B)
+                idx_e[r, : len(perm)], w_e[r, : len(perm)] = perm, 1.0
+            idx_s = torch.from_numpy(idx_e.reshape(L, S, B).transpose(1, 0, 2).copy())  # [S, L, B]
+            w_s = torch.from_numpy(w_e.reshape(L, S, B).transpose(1, 0, 2).copy())
+            act_s = torch.from_numpy(np.arange(S)[:, None] < n_steps[ids][None, :])  # [S, L]
+            losses = torch.zeros(S, L)
+            ar = torch.arange(L)[:, None]
+            lt, lmodel = live.t, live.model
+            lmodel.train()
+            lmodel.begin_epoch(n_steps[ids].tolist(), B)
             for s in range(S):
                 idx_t, w_t = idx_s[s], w_s[s]
-                model.set_step(s)
-                pred, _ = model(**_gather(t, idx_t))
-                per = (huber(pred - t["y"][ar, idx_t], delta) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
-                opt.zero_grad()
+                lmodel.set_step(s)
+                pred, _ = lmodel(**_gather(lt, idx_t))
+                per = (huber(pred - lt["y"][ar, idx_t], delta[ids]) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
+                live.opt.zero_grad()
                 per.sum().backward()
-                opt.step(act_s[s], lr_e)
+                live.opt.step(act_s[s], lr_e)
                 losses[s] = per.detach()
-            for m in np.flatnonzero(live):
-                what = f"mode {mode} ({model_name}), fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), " \
+            lmodel.eval()
+            pred_v, _ = _predict(lmodel, lt, val_idx[ids])
+            vy = lt["y"][ar, val_idx[ids]]
+            vl = (huber(pred_v - vy, delta[ids]) * val_mask[ids]).sum(1) / val_mask[ids].sum(1)
+            seconds = (time.perf_counter() - t0) / L
+            for r, m in enumerate(ids):
+                what = f"mode {mode} ({name}), fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), " \
                        f"seed {units[m].seed}, epoch {epoch + 1}"
-                check_finite(losses[act_s[:, m], m], f"{what}: the training loss", f"lower train.lr (now {train.lr:g}) "
-                             "or check the inputs")
-            loss_sum, loss_n = (losses * act_s).sum(0).numpy(), act_s.sum(0).numpy()
-            model.eval()
-            pred_all, att_all = _predict(model, t, eval_idx)
-            for m in np.flatnonzero(live):
-                check_finite(pred_all[m], f"mode {mode} ({model_name}), fold {units[m].fold.fold_id}, seed "
-                             f"{units[m].seed}, epoch {epoch + 1}: predictions")
-            vl = (huber(pred_all - y_eval, delta) * val_mask).sum(1) / val_mask.sum(1)
-            seconds = (time.perf_counter() - t0) / max(int(live.sum()), 1)
-            for m in np.flatnonzero(live):
+                check_finite(losses[act_s[:, r], r], f"{what}: the training loss", f"lower train.lr (now "
+                             f"{train.lr:g}) or check the inputs")
+                check_finite(pred_v[r], f"{what}: predictions")
                 epochs_run[m] = epoch + 1
-                v = float(vl[m])
+                v = float(vl[r])
                 if v < best_val[m] - 1e-9:
-                    best_val[m], best_epoch[m] = v, epoch
-                    best_pred[m] = pred_all[m]
-                    best_att[m] = att_all[m].clone() if att_all is not None else None
-                    best_state[m] = model.slice_state(m)
+                    best_val[m], best_epoch[m], best_state[m] = v, epoch, lmodel.slice_state(r)
                 elif epoch - best_epoch[m] >= train.patience:
                     stopped[m] = True
                 jlog.write(fold=units[m].fold.fold_id, test_flight=units[m].fold.test_flight, seed=units[m].seed,
-                           epoch=epoch + 1, max_epochs=train.epochs, train_loss=loss_sum[m] / max(loss_n[m], 1),
+                           epoch=epoch + 1, max_epochs=train.epochs,
+                           train_loss=float((losses[:, r] * act_s[:, r]).sum() / max(int(act_s[:, r].sum()), 1)),
                            val_loss=v, best_val_loss=best_val[m], lr=lr_e, seconds=seconds, n_units=M,
                            stopped=bool(stopped[m]))
-            for m in np.flatnonzero(stopped):
-                finish(m)
+                if stopped[m]:
+                    finish(m)
             bar.set_postfix(active=int((~stopped).sum()), best_val=f"{np.nanmean(best_val):.4f}")
             if stopped.all():
                 break
+            alive = ~stopped[live.ids]
+            if alive.sum() <= len(alive) // 2:
+                live.compact(alive)
     for m in range(M):
         finish(m)
     return results  # type: ignore[return-value]
 
 
-def _finish(u: Unit, sha: str, m: int, mode: str, t: dict[str, Any], best_pred: torch.Tensor,
-            best_att: list[torch.Tensor | None], best_state: list[dict[str, torch.Tensor]], best_epoch: np.ndarray,
-            best_val: np.ndarray, epochs_run: np.ndarray, inputs: TrainInputs, head: HeadConfig, train: Any,
-            store: UnitStore, n_val: int, n_test: int, dims: tuple[int, int]) -> UnitResult:
-    """Score unit m on its test samples; write its checkpoint, then its result (last)."""
-    pred_eval = best_pred[m].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
-    return write_unit(u, sha, mode, inputs, pred_eval[:n_val], pred_eval[n_val : n_val + n_test], store,
-                      head_state=best_state[m], scalers=t["scalers"][m], y_mu=float(t["y_mu"][m]),
+def _finish(u: Unit, sha: str, m: int, mode: str, t: dict[str, Any], state: dict[str, torch.Tensor],
+            best_epoch: np.ndarray, best_val: np.ndarray, epochs_run: np.ndarray, inputs: TrainInputs,
+            head: HeadConfig, train: Any, store: UnitStore, dims: tuple[int, int]) -> UnitResult:
+    """Score unit m's best state on its validation and test samples; write checkpoint, then result."""
+    net = FusionHeads(mode, head, 1, dims[0], dims[1], seeds=[0])
+    net.load_state_dict(state)
+    net.eval()
+    idx, _, n_val, n_test = eval_sets([u])
+    pred, att = _predict(net, _rows(t, np.array([m])), idx)
+    pred_km = pred[0].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
+    nv, nt = n_val[0], n_test[0]
+    return write_unit(u, sha, mode, inputs, pred_km[:nv] if len(u.fold.val_idx) else np.array([]), pred_km[nv : nv + nt],
+                      store, head_state=state, scalers=t["scalers"][m], y_mu=float(t["y_mu"][m]),
                       y_sd=float(t["y_sd"][m]), epoch=int(best_epoch[m]) + 1, epochs_run=int(epochs_run[m]),
                       best_val=float(best_val[m]), head=head, dims=dims,
-                      attention=best_att[m][n_val : n_val + n_test] if best_att[m] is not None else None)
+                      attention=att[0, nv : nv + nt] if att is not None else None)
 
 
 def write_unit(u: Unit, sha: str, mode: str, inputs: TrainInputs, val_pred: np.ndarray, test_pred: np.ndarray,

@@ -22,6 +22,15 @@ def tiny_campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_easy_campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny campaign with the previous (easy) feature model: for tests of the trainer
+    that need signal a model can learn, not the calibrated difficulty."""
+    path = tmp_path_factory.mktemp("camp") / "tiny_easy.h5"
+    synth.generate(synth.preset("tiny", feature_model="easy"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def default_campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded default (933 samples, 1 x 64 x 64 images)."""
     path = tmp_path_factory.mktemp("camp") / "default.h5"

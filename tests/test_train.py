@@ -34,8 +34,8 @@ def _pre(**kw: object) -> object:
 
 
 @pytest.fixture(scope="module")
-def encoded(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Campaign, TrainInputs]:
-    camp = Campaign(tiny_campaign)
+def encoded(tiny_easy_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Campaign, TrainInputs]:
+    camp = Campaign(tiny_easy_campaign)
     out = tmp_path_factory.mktemp("enc")
     pretrain_encoder(camp, SMALL_ENC, _pre(), ALL, 0, out / "enc.pt", progress=False)
     emb = embed_campaign(camp, out / "enc.pt", out / "cache", progress=False)

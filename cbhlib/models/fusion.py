@@ -136,11 +136,11 @@ class FusionHeads(nn.Module):
             d = cfg.attn_dim
             if d % cfg.attn_heads:
                 raise ValueError("attn_dim must be divisible by attn_heads")
-            self.tok_w = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.5 for gi in g]))
-            self.tok_b = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.1 for gi in g]))
-            self.region_proj = BLinear(M, img_dim, d, g)
+            # keys and values of variable j are linear in its standardised value x_j: x_j * w_j + b_j
+            self.phys_kv_w = nn.Parameter(torch.stack([torch.randn(n_phys, 2 * d, generator=gi) * 0.5 for gi in g]))
+            self.phys_kv_b = nn.Parameter(torch.stack([torch.randn(n_phys, 2 * d, generator=gi) * 0.1 for gi in g]))
+            self.region_kv = BLinear(M, img_dim, 2 * d, g)  # region tokens -> keys and values in one matmul
             self.query = BLinear(M, img_dim, d, g)
-            self.key_value = BLinear(M, d, 2 * d, g)  # keys and values in one matmul
             self.out = BLinear(M, d, d, g)
             d_in = 2 * d
         self.head = _mlp(M, [d_in, *cfg.hidden, 1], cfg.dropout, g, last_act=False)
@@ -180,26 +180,32 @@ class FusionHeads(nn.Module):
     def _attend(self, img: torch.Tensor, regions: torch.Tensor | None, phys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         M, B, _ = img.shape
         d, h = self.cfg.attn_dim, self.cfg.attn_heads
-        tokens = phys.unsqueeze(-1) * self.tok_w[:, None] + self.tok_b[:, None]  # [M, B, K, d]
+        kv = phys.unsqueeze(-1) * self.phys_kv_w[:, None] + self.phys_kv_b[:, None]  # [M, B, K, 2d]
         if regions is not None and regions.shape[2] > 0:
             R = regions.shape[2]
-            reg = self.region_proj(regions.reshape(M, B * R, -1)).reshape(M, B, R, d)
-            tokens = torch.cat([tokens, reg], dim=2)  # [M, B, T, d]
-        T = tokens.shape[2]
-        tokens = F.layer_norm(tokens, (d,))
+            kv = torch.cat([kv, self.region_kv(regions.reshape(M, B * R, -1)).reshape(M, B, R, 2 * d)], dim=2)
+        T = kv.shape[2]
+        kv = kv.reshape(M, B, T, 2, h, d // h)  # a view: no copy (T is small, products beat matmuls)
         q = self.query(img)  # [M, B, d]
-        kv = self.key_value(tokens.reshape(M, B * T, d)).reshape(M, B, T, 2, h, d // h)
-        k, v = kv[:, :, :, 0], kv[:, :, :, 1]
-        qh = q.reshape(M, B, h, d // h)
-        scores = torch.einsum("mbhe,mbthe->mbht", qh, k) / math.sqrt(d // h)
-        weights = scores.softmax(dim=-1)  # [M, B, h, T]
-        att = torch.einsum("mbht,mbthe->mbhe", weights, v).reshape(M, B, d)
+        scores = (kv[:, :, :, 0] * q.reshape(M, B, 1, h, d // h)).sum(-1) / math.sqrt(d // h)  # [M, B, T, h]
+        weights = scores.softmax(dim=2)
+        att = (weights.unsqueeze(-1) * kv[:, :, :, 1]).sum(2).reshape(M, B, d)  # [M, B, d]
         fused = torch.cat([q, self.out(att)], dim=-1)
-        return self.head(fused).squeeze(-1), weights.mean(dim=2)
+        return self.head(fused).squeeze(-1), weights.mean(dim=3)
 
     def slice_state(self, m: int) -> dict[str, torch.Tensor]:
         """State dict of model ``m`` alone (leading axis of size 1): loads into M=1 heads."""
         return {k: v[m : m + 1].detach().clone() for k, v in self.state_dict().items()}
+
+    def subset(self, rows: list[int]) -> "FusionHeads":
+        """The models ``rows`` alone, with their weights and their random generators (so each
+        continues exactly as it would have in the full batch)."""
+        sub = FusionHeads(self.mode, self.cfg, len(rows), self.img_dim, self.n_phys, seeds=[0] * len(rows))
+        idx = torch.as_tensor(rows)
+        sub.load_state_dict({k: v[idx].detach().clone() for k, v in self.state_dict().items()})
+        sub.gens = [self.gens[r] for r in rows]
+        sub.train(self.training)
+        return sub
 
 
 class BatchedAdamW:
@@ -225,13 +231,22 @@ class BatchedAdamW:
         self.v = torch.zeros_like(self.flat)
         self.t = torch.zeros(n_models, 1)
 
+    def subset(self, rows: list[int], params: list[nn.Parameter]) -> "BatchedAdamW":
+        """The optimizer of the models ``rows`` (their moments and step counts), over ``params``."""
+        sub = BatchedAdamW(params, len(rows), self.lr, self.wd, (self.b1, self.b2), self.eps)
+        idx = torch.as_tensor(rows)
+        sub.m.copy_(self.m[idx])
+        sub.v.copy_(self.v[idx])
+        sub.t.copy_(self.t[idx])
+        return sub
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, lr: float) -> None:
-        """Update models where ``active`` [M] is True."""
+        """Update models where ``active`` [M] is True (decoupled weight decay, as AdamW)."""
         a = active.to(torch.float32)[:, None]  # [M, 1]
         self.t += a
         t = self.t.clamp_min(1)
@@ -240,7 +255,6 @@ class BatchedAdamW:
                        else torch.zeros(self.M, p.numel() // self.M) for p in self.params], dim=1)
         self.m.lerp_(g, a * (1 - self.b1))
         self.v.lerp_(g.mul_(g), a * (1 - self.b2))
-        upd = self.v.div(bc2).sqrt_().add_(self.eps)
-        upd = torch.div(self.m, upd).div_(bc1)
-        upd.add_(self.flat, alpha=self.wd)
-        self.flat.sub_(upd.mul_(a * lr))
+        denom = torch.sqrt(self.v, out=g).div_(bc2.sqrt()).add_(self.eps)  # g's buffer is free again
+        self.flat.mul_(1 - a * (lr * self.wd))
+        self.flat.addcdiv_(self.m * (a * (lr / bc1)), denom, value=-1.0)
