@@ -66,10 +66,14 @@ def _cluster_from_file(path: str) -> Any:
 
 
 class DaskExecutor:
-    """Runs pipeline steps on a Dask client, respecting each step's ``needs``."""
+    """Runs pipeline steps on a Dask client, respecting each step's ``needs``.
 
-    def __init__(self, client: Any, cluster: Any = None) -> None:
-        self.client, self.cluster = client, cluster
+    A step task only supervises its notebook's kernel (a separate process), so steps take
+    no resource; the units they hand back (encoders) claim the worker resource ``cpu``.
+    """
+
+    def __init__(self, client: Any, cluster: Any = None, threads: int = 0) -> None:
+        self.client, self.cluster, self.threads = client, cluster, threads
         os.environ[SCHEDULER_ENV] = client.scheduler.address
 
     def run_steps(self, root: str, plan: list[tuple[Any, Any]], run: Any, html: bool,
@@ -146,9 +150,14 @@ def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: 
         client, cluster = Client(scheduler, timeout="20s"), None
     else:
         n = max(1, workers)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               resources=_local_resources(n))
+        # one compute slot per worker ("cpu"), spare threads for step tasks that wait on their kernel
+        cluster = LocalCluster(n_workers=n, threads_per_worker=4, processes=True, dashboard_address=":0",
+                               resources={"cpu": 1, **_local_resources(n)})
         client = Client(cluster)
+        say(f"Dask: {n} local worker processes; torch threads per process: {max(1, (os.cpu_count() or 1) // n)}")
+        if client.dashboard_link:
+            say(f"Dask dashboard: {client.dashboard_link}")
+        return DaskExecutor(client, cluster, threads=max(1, (os.cpu_count() or 1) // n))
     if client.dashboard_link:
         say(f"Dask dashboard: {client.dashboard_link}")
     return DaskExecutor(client, cluster)

@@ -106,15 +106,22 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
         out[(sc.key, s)] = run.encoder(key, sc.key, s)
     client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
-        gpu = {"GPU": 1} if cfg.device.startswith("cuda") or cfg.device == "auto" and _has_gpu() else None
+        gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
+        slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in _resources(client) else None)
         futures = [client.submit(_make_encoder, str(camp.path), cfg, sc, s, str(run.encoder(key, sc.key, s)),
-                                 str(run.pretrain_log), key, pure=False, resources=gpu) for sc, s in todo]
+                                 str(run.pretrain_log), key, pure=False, resources=slots) for sc, s in todo]
         client.gather(futures)
         client.close()
         return out
     for sc, s in todo:
         _make_encoder(camp, cfg, sc, s, run.encoder(key, sc.key, s), run.pretrain_log, key, progress)
     return out
+
+
+def _resources(client: object) -> set[str]:
+    """Resource names the cluster's workers declare."""
+    info = client.scheduler_info()  # type: ignore[attr-defined]
+    return {r for w in info.get("workers", {}).values() for r in w.get("resources", {})}
 
 
 def _has_gpu() -> bool:
@@ -127,6 +134,10 @@ def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path:
                   key: str, progress: bool = False) -> None:
     """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
     camp = Campaign(camp) if isinstance(camp, str) else camp
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
     else:

@@ -156,6 +156,8 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
     run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
     sets = check_overrides(overrides or {})
+    if executor is not None and getattr(executor, "threads", 0) and "threads" not in sets:
+        sets["threads"] = executor.threads  # several processes share the cores: no oversubscription
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
     say = (lambda msg: print(msg, file=out, flush=True)) if out is not None else (lambda msg: None)
     results: dict[str, StepResult] = {}

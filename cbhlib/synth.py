@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbhlib import synth_images
+from cbhlib import synth_era5, synth_images
 from cbhlib.campaign import CampaignData, FeatureGroup, write_campaign
 from cbhlib.constants import ERA5_VARIABLES, GEOMETRY_VARIABLES
 from cbhlib.synth_era5 import _ar1, era5_features, era5_features_easy
@@ -154,8 +154,10 @@ class SynthConfig:
     def sha(self) -> str:
         """Short hash of every parameter and of the generator's code, stored in the file
         to decide regeneration (a changed generator invalidates cached campaigns)."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode() + Path(__file__).read_bytes()
-        return hashlib.sha256(blob + Path(synth_images.__file__).read_bytes()).hexdigest()[:16]
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        for module in (__file__, synth_images.__file__, synth_era5.__file__):
+            blob += Path(module).read_bytes()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 PRESETS: dict[str, SynthConfig] = {
