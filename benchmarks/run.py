@@ -1,11 +1,12 @@
 """Benchmark suite: prints a table and writes benchmarks/results/<machine>-<date>.json.
 
-    python benchmarks/run.py                         # default preset, CPU
+    python benchmarks/run.py                              # default preset, CPU: stages and scaling rows
     python benchmarks/run.py --presets default seed-shape --device cuda
-    python benchmarks/run.py --pipeline              # also time the whole `cbh run`
+    python benchmarks/run.py --pipeline --workers 1 2 4   # also time whole `cbh run`s (fresh run folders)
+    python benchmarks/run.py --presets seed-shape --pipeline --quick   # peak memory of a seed-shape pipeline
 
-Every preset runs in its own subprocess so its peak resident memory is its own.
-Figures, not pass/fail: nothing here asserts a speed.
+Every preset runs in its own subprocess so its peak resident memory is its own; each
+pipeline run is a subprocess too. Figures, not pass/fail: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -31,18 +32,33 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:  # noqa: ANN001
+    """Seconds and throughput of one default-recipe encoder (scope: every frame)."""
+    from cbhlib.frames import ALL
+    from cbhlib.pretrain import pretrain_encoder
+
+    t0 = time.perf_counter()
+    ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device,
+                          progress=False)
+    dt = time.perf_counter() - t0
+    seen = ck["steps"] * min(cfg.pretrain.batch_size, 10**9)
+    return {f"pretrain_{tag}_s": dt, f"pretrain_{tag}_images_per_s": seen / dt,
+            f"pretrain_{tag}_final_over_zero": ck["loss_final"] / ck["floor_predict_zero"]}
+
+
 def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
-    """All stages for one synthetic preset (run inside a fresh process)."""
+    """Stages for one synthetic preset (run inside a fresh process)."""
     import torch
 
     from cbhlib import synth
     from cbhlib.campaign import Campaign
+    from cbhlib.config import HeadConfig, TrainConfig, load_config
     from cbhlib.data import lofo_folds
     from cbhlib.embed import embed_campaign
-    from cbhlib.models.mae import EncoderConfig
     from cbhlib.models.fusion import MODES
-    from cbhlib.pretrain import PretrainConfig, pretrain
-    from cbhlib.train import TrainConfig, TrainInputs, Unit, train_units
+    from cbhlib.rundir import RunDir
+    from cbhlib.train import TrainInputs, train_units
+    from cbhlib.units import Unit, UnitStore
 
     out: dict = {"preset": preset, "device": device, "torch_threads": torch.get_num_threads()}
     path = workdir / f"{preset}.h5"
@@ -50,11 +66,9 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     synth.generate(synth.preset(preset), path)
     out["generate_s"] = time.perf_counter() - t0
     out["file_mib"] = path.stat().st_size / 2**20
-    out["rss_after_generate_mb"] = _rss_mb()
     camp = Campaign(path)
     C, H, W = camp.image_shape
-    out["samples"], out["image_shape"] = camp.n_samples, [C, H, W]
-
+    out["samples"], out["unlabelled_frames"], out["image_shape"] = camp.n_samples, camp.n_unlabelled, [C, H, W]
     os.system(f"cat {path} > /dev/null 2>&1")  # same page-cache state for every read below
     t0 = time.perf_counter()
     for s in range(0, camp.n_samples, 64):
@@ -62,53 +76,86 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     dt = time.perf_counter() - t0
     out["hdf5_read_images_per_s"] = camp.n_samples / dt
     out["hdf5_read_mb_per_s"] = camp.n_samples * C * H * W * 4 / 2**20 / dt
-
-    patch = 8 if H <= 128 else 16
-    encoders = {"mae1d": EncoderConfig("mae1d", patch=patch, column_stride=8),
-                "mae2d": EncoderConfig("mae2d", patch=patch)}
-    emb = None
-    for name, enc in encoders.items():
-        cfg = PretrainConfig(encoder=enc, epochs=1, batch_size=32 if H > 128 else 64, device=device)
-        t0 = time.perf_counter()
-        pretrain(camp, np.arange(camp.n_samples), cfg, workdir / f"{preset}_{name}.pt", progress=False)
-        out[f"pretrain_epoch_s_{name}"] = time.perf_counter() - t0
-        e = embed_campaign(camp, workdir / f"{preset}_{name}.pt", None, device=device, progress=False)
-        out[f"embed_images_per_s_{name}"] = e.images_per_second
-        out[f"embed_s_{name}"] = e.seconds
-        if name == "mae2d":
-            emb = e
-        out["rss_after_" + name + "_mb"] = _rss_mb()
-
+    big = H * W > 128 * 128
+    enc = {"encoder.patch": 16, "pretrain.epochs": 1, "pretrain.max_frames": 64} if big else {}
+    cfg = load_config(overrides={"device": device, "progress": False, **enc})
+    out.update(_pretrain_row(camp, cfg, workdir, "default_recipe"))
+    if not big:  # throughput against the unlabelled-pool size: in memory vs streamed from HDF5
+        for limit, tag in ((1024, "in_memory"), (0, "streamed")):
+            cfg_s = load_config(overrides={"device": device, "progress": False, "pretrain.epochs": 2,
+                                           "pretrain.memory_limit_mb": limit})
+            out.update(_pretrain_row(camp, cfg_s, workdir, tag))
+    out["rss_after_pretrain_mb"] = _rss_mb()
+    e = embed_campaign(camp, workdir / "default_recipe.pt", None, device=device, progress=False)
+    out["embed_images_per_s"], out["embed_s"] = e.images_per_second, e.seconds
+    out["rss_after_embed_mb"] = _rss_mb()
     X, names = camp.feature_matrix()
-    inputs = TrainInputs(camp.cbh_km.astype(float), X, names, [emb.pooled], [emb.regions], "bench")
-    units = [Unit(f, 0) for f in lofo_folds(camp)]
+    inputs = TrainInputs(camp.cbh_km.astype(float), X, names, [e.pooled], [e.regions], key="bench")
     total = 0.0
-    for mode in MODES:
-        cfg = TrainConfig(mode=mode, epochs=epochs, patience=epochs)  # no early stop: full cost
+    for mode in MODES:  # the issue's yardstick: 4 modes x 5 folds x 50 epochs, no early stopping
+        units = [Unit(mode, "lofo", f, 0) for f in lofo_folds(camp)]
         t0 = time.perf_counter()
-        train_units(inputs, units, cfg, workdir / f"heads_{preset}_{mode}", progress=False)
-        dt = time.perf_counter() - t0
-        out[f"heads_{mode}_5folds_{epochs}ep_s"] = dt
-        total += dt
+        train_units(inputs, units, mode, TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
+                    UnitStore(RunDir(workdir / f"heads_{mode}")), progress=False)
+        out[f"heads_{mode}_5folds_{epochs}ep_s"] = time.perf_counter() - t0
+        total += out[f"heads_{mode}_5folds_{epochs}ep_s"]
     out[f"heads_all_modes_5folds_{epochs}ep_s"] = total
-    out["seconds_per_epoch_all_modes_5folds"] = total / epochs
     out["peak_rss_mb"] = _rss_mb()
     return out
 
 
-def bench_pipeline() -> dict:
-    run = f"bench-{int(time.time())}"
+def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20) -> dict:
+    """physical_only heads (5 LOFO folds, 1 seed, no early stopping) against the sample count."""
+    from cbhlib import synth
+    from cbhlib.campaign import Campaign
+    from cbhlib.config import HeadConfig, TrainConfig
+    from cbhlib.data import lofo_folds
+    from cbhlib.rundir import RunDir
+    from cbhlib.train import TrainInputs, train_units
+    from cbhlib.units import Unit, UnitStore
+
+    out = {}
+    for n in sizes:
+        path = workdir / f"feat{n}.h5"
+        synth.generate(synth.preset("default", n_scale=n / 933, unlabelled_factor=0.0), path, with_images=False)
+        camp = Campaign(path)
+        X, names = camp.feature_matrix()
+        inputs = TrainInputs(camp.cbh_km.astype(float), X, names, key=f"n{n}")
+        units = [Unit("physical_only", "lofo", f, 0) for f in lofo_folds(camp)]
+        t0 = time.perf_counter()
+        train_units(inputs, units, "physical_only", TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
+                    UnitStore(RunDir(workdir / f"hs{n}")), progress=False)
+        out[f"heads_physical_only_{camp.n_samples}_samples_{epochs}ep_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_pipeline(workers: int, preset: str, quick: bool) -> dict:
+    """One whole `cbh run` in a subprocess (a fresh run folder); wall time, step times, peak memory."""
+    run = f"bench-{preset}-w{workers}-{int(time.time())}"
+    args = [sys.executable, "-m", "cbhlib.cli", "run", "--run-name", run, "--quiet"]
+    if workers:
+        args += ["--workers", str(workers)]
+    if preset != "default":
+        campaign = ROOT / "data" / f"synthetic_{preset}.h5"
+        subprocess.run([sys.executable, "-m", "cbhlib.cli", "generate", "--preset", preset, "-o", str(campaign)],
+                       cwd=ROOT, check=True)
+        args += ["--campaign", str(campaign.relative_to(ROOT))]
+    if quick:  # memory, not skill: the smallest settings that still run every step
+        for s in ("seeds=[0]", "pretrain.epochs=1", "pretrain.max_frames=64", "train.epochs=2", "encoder.patch=16",
+                  "compare.bootstrap_reps=100"):
+            args += ["--set", s]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cbhlib.cli", "run", "--run-name", run, "--quiet"], cwd=ROOT,
+    proc = subprocess.run(["/usr/bin/time", "-v", *args] if Path("/usr/bin/time").exists() else args, cwd=ROOT,
                           capture_output=True, text=True)
-    out = {"pipeline_s": time.perf_counter() - t0, "pipeline_ok": proc.returncode == 0}
-    log = ROOT / "runs" / run / "pipeline.log"
+    out = {f"pipeline_{preset}_w{workers}_s": time.perf_counter() - t0, f"pipeline_{preset}_w{workers}_ok": proc.returncode == 0}
+    for line in proc.stderr.splitlines():
+        if "Maximum resident set size" in line:  # the largest single process (a notebook kernel or a worker)
+            out[f"pipeline_{preset}_w{workers}_peak_process_rss_mb"] = int(line.split(":")[1]) / 1024.0
+    log = ROOT / "runs" / run / "logs" / "pipeline.log"
     if log.exists():
         for line in log.read_text().splitlines():
             e = json.loads(line)
-            out[f"pipeline_step_{e['step']}_s"] = e["seconds"]
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    out["pipeline_peak_rss_mb"] = children
+            out[f"pipeline_{preset}_w{workers}_step_{e['name']}_s"] = e["seconds"]
     return out
 
 
@@ -117,42 +164,48 @@ def main() -> int:
     ap.add_argument("--presets", nargs="+", default=["default"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--epochs", type=int, default=50, help="head-training epochs per fold and mode")
-    ap.add_argument("--pipeline", action="store_true", help="also time a whole `cbh run`")
+    ap.add_argument("--pipeline", action="store_true", help="also time whole `cbh run`s")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0], help="pipeline runs with these --workers (0: serial)")
+    ap.add_argument("--quick", action="store_true", help="pipeline with the smallest settings (for peak memory)")
+    ap.add_argument("--no-stages", action="store_true", help="skip the per-preset stages")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/<machine>-<date>.json)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
         with tempfile.TemporaryDirectory() as d:
-            print(json.dumps(bench_preset(a._child, a.device, Path(d), a.epochs)))
+            res = bench_heads_vs_samples(Path(d)) if a._child == "heads-vs-samples" else \
+                bench_preset(a._child, a.device, Path(d), a.epochs)
+            print(json.dumps(res))
         return 0
     import torch
 
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpus": os.cpu_count(), "torch": torch.__version__,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-               "date": time.strftime("%Y-%m-%d %H:%M"), "presets": []}
-    for preset in a.presets:
-        proc = subprocess.run([sys.executable, __file__, "--_child", preset, "--device", a.device,
-                               "--epochs", str(a.epochs)], capture_output=True, text=True)
+               "date": time.strftime("%Y-%m-%d %H:%M"), "presets": [], "scaling": {}}
+    children = [] if a.no_stages else [*a.presets, "heads-vs-samples"]
+    for child in children:
+        proc = subprocess.run([sys.executable, __file__, "--_child", child, "--device", a.device, "--epochs",
+                               str(a.epochs)], capture_output=True, text=True)
         if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
+            print(proc.stderr[-3000:], file=sys.stderr)
             return 1
-        results["presets"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        (results["scaling"].update(res) if child == "heads-vs-samples" else results["presets"].append(res))
     if a.pipeline:
-        results["pipeline"] = bench_pipeline()
+        for preset in a.presets:
+            for w in a.workers:
+                results["scaling"].update(bench_pipeline(w, preset, a.quick))
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     keys = sorted({k for p in results["presets"] for k in p if k not in ("preset", "image_shape")})
-    width = max(len(k) for k in keys)
+    width = max([len(k) for k in keys] + [len(k) for k in results["scaling"]] + [10])
     print(f"{'metric':{width}s} " + " ".join(f"{p['preset']:>14s}" for p in results["presets"]))
     for k in keys:
-        vals = []
-        for p in results["presets"]:
-            v = p.get(k)
-            vals.append(f"{v:14.2f}" if isinstance(v, float) else f"{str(v):>14s}")
-        print(f"{k:{width}s} " + " ".join(vals))
-    for k, v in results.get("pipeline", {}).items():
+        cells = [p.get(k) for p in results["presets"]]
+        print(f"{k:{width}s} " + " ".join(f"{v:14.2f}" if isinstance(v, float) else f"{v!s:>14s}" for v in cells))
+    for k, v in results["scaling"].items():
         print(f"{k:{width}s} {v:14.2f}" if isinstance(v, float) else f"{k:{width}s} {v!s:>14s}")
     print(f"written: {out}")
     return 0
