@@ -136,11 +136,13 @@ class FusionHeads(nn.Module):
             d = cfg.attn_dim
             if d % cfg.attn_heads:
                 raise ValueError("attn_dim must be divisible by attn_heads")
-            # keys and values of variable j are linear in its standardised value x_j: x_j * w_j + b_j
-            self.phys_kv_w = nn.Parameter(torch.stack([torch.randn(n_phys, 2 * d, generator=gi) * 0.5 for gi in g]))
-            self.phys_kv_b = nn.Parameter(torch.stack([torch.randn(n_phys, 2 * d, generator=gi) * 0.1 for gi in g]))
-            self.region_kv = BLinear(M, img_dim, 2 * d, g)  # region tokens -> keys and values in one matmul
+            # one token per variable (x_j * w_j + b_j) and per image region; layer-normalised, so a
+            # variable far outside its training range (a shifted flight) cannot dominate the keys
+            self.tok_w = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.5 for gi in g]))
+            self.tok_b = nn.Parameter(torch.stack([torch.randn(n_phys, d, generator=gi) * 0.1 for gi in g]))
+            self.region_proj = BLinear(M, img_dim, d, g)
             self.query = BLinear(M, img_dim, d, g)
+            self.key_value = BLinear(M, d, 2 * d, g)  # keys and values in one matmul
             self.out = BLinear(M, d, d, g)
             d_in = 2 * d
         self.head = _mlp(M, [d_in, *cfg.hidden, 1], cfg.dropout, g, last_act=False)
@@ -180,12 +182,13 @@ class FusionHeads(nn.Module):
     def _attend(self, img: torch.Tensor, regions: torch.Tensor | None, phys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         M, B, _ = img.shape
         d, h = self.cfg.attn_dim, self.cfg.attn_heads
-        kv = phys.unsqueeze(-1) * self.phys_kv_w[:, None] + self.phys_kv_b[:, None]  # [M, B, K, 2d]
+        tokens = phys.unsqueeze(-1) * self.tok_w[:, None] + self.tok_b[:, None]  # [M, B, K, d]
         if regions is not None and regions.shape[2] > 0:
             R = regions.shape[2]
-            kv = torch.cat([kv, self.region_kv(regions.reshape(M, B * R, -1)).reshape(M, B, R, 2 * d)], dim=2)
-        T = kv.shape[2]
-        kv = kv.reshape(M, B, T, 2, h, d // h)  # a view: no copy (T is small, products beat matmuls)
+            tokens = torch.cat([tokens, self.region_proj(regions.reshape(M, B * R, -1)).reshape(M, B, R, d)], dim=2)
+        T = tokens.shape[2]
+        tokens = F.layer_norm(tokens, (d,))
+        kv = self.key_value(tokens.reshape(M, B * T, d)).reshape(M, B, T, 2, h, d // h)  # no permute: T is small
         q = self.query(img)  # [M, B, d]
         scores = (kv[:, :, :, 0] * q.reshape(M, B, 1, h, d // h)).sum(-1) / math.sqrt(d // h)  # [M, B, T, h]
         weights = scores.softmax(dim=2)
