@@ -3,12 +3,12 @@
 The public surface, for use from your own notebook (imported lazily, so ``import cbhlib``
 stays cheap)::
 
-    from cbhlib import Campaign, load_config, run_mode, load_predictions, headline_table
+    from cbhlib import Campaign, headline_table, load_config, run_mode
 
-    cfg = load_config(overrides={"campaign": "data/my_campaign.h5", "run_dir": "runs/mine",
+    cfg = load_config(overrides={"campaign": "data/my_campaign.h5", "run_dir": "my_run",
                                  "train.mode": "physical_only", "seeds": [0, 1, 2]})
     result = run_mode(cfg)                    # every protocol, every fold and seed
-    pred = load_predictions(result.run, Campaign(cfg.campaign))
+    pred = result.predictions(Campaign(cfg.campaign))   # the model and climatology, tidy
     headline_table(pred)                      # pooled / per-flight MAE, R2, mean ± sd over seeds
 """
 

@@ -188,6 +188,12 @@ class RunDir:
     def cache_file(self, kind: str, key: str, suffix: str = ".npz") -> Path:
         return self.cache / f"{kind}_{key}{suffix}"
 
+    @classmethod
+    def sweep(cls, name: str, point: int | None = None, project_root: str | os.PathLike = ".") -> "RunDir":
+        """A sweep's folder (``runs/sweep-<name>``), or the run folder of one of its points."""
+        root = Path(project_root) / RUNS_ROOT / check_run_name(f"sweep-{name}")
+        return cls(root if point is None else root / f"point{point}")
+
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the run folder, as index.html links it."""
         return Path(os.path.relpath(path, self.root)).as_posix()

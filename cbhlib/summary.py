@@ -167,6 +167,6 @@ def _figures_html(run: RunDir) -> list[str]:
     out = ["<h2>Figures</h2>"]
     for p in sorted(run.figures.glob("*.png")) if run.figures.is_dir() else []:
         href = esc(run.relative(p))
-        out.append(f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}' loading='lazy'></a>"
+        out.append(f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}'></a>"
                    f"<figcaption>{esc(caption(p.stem))}</figcaption></figure>")
     return out

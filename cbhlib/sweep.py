@@ -24,7 +24,7 @@ from cbhlib.config import NEURAL_BASELINES, load_config, read_yaml, resolve_key
 from cbhlib.errors import ParamsError
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
-from cbhlib.rundir import RunDir, check_run_name
+from cbhlib.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class SweepFile:
     """A sweep: what to vary, what to score."""
 
-    name: str = opt("sweep", "the sweep's folder is runs/sweep-<name>")
+    name: str = opt("sweep", "the sweep's folder is sweep-<name> in the runs folder")
     params: list[str] = opt([], "config layers shared by every point")
     set: dict[str, Any] = opt({}, "settings shared by every point (dotted keys)")
     preset: str = opt("default", "synthetic preset of the points' campaigns (with synthetic.* grid keys)")
@@ -44,7 +44,7 @@ class SweepFile:
 
 def load_sweep(path: str | Path) -> SweepFile:
     sw: SweepFile = parse_dataclass(SweepFile, read_yaml(path), path)
-    check_run_name(f"sweep-{sw.name}", path)
+    RunDir.sweep(sw.name)  # a plain name
     if not sw.grid:
         raise ParamsError(path, "grid", "at least one setting with a list of values", "none")
     for key, values in sw.grid.items():
@@ -72,7 +72,7 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any]) -> pd.Dat
     from cbhlib.runner import run_mode
 
     base = Path(root)
-    run = RunDir(base / "runs" / f"sweep-{sw.name}" / f"point{i}")
+    run = RunDir.sweep(sw.name, i, base)
     synthetic = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("synthetic.")}
     settings = {k: v for k, v in point.items() if not k.startswith("synthetic.")}
     if synthetic or "campaign" not in settings:
@@ -109,7 +109,7 @@ def run_sweep(path: str | Path, workers: int = 0, root: str | Path = ".",
 
     sw = load_sweep(path)
     grid = points(sw)
-    folder = Path(root) / "runs" / f"sweep-{sw.name}"
+    folder = RunDir.sweep(sw.name, project_root=root).root
     tables: list[pd.DataFrame] = []
     if workers:
         from distributed import Client, LocalCluster, as_completed
