@@ -17,10 +17,14 @@ STRIP_PREFIXES = ("encoder.", "module.")
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to a unique temporary file in the same folder, then rename."""
+    """``torch.save`` to a unique temporary file in the same folder, then rename.
+
+    Saved through a file object, so the archive's inner name is torch's fixed default, not
+    the temporary name: the same weights give the same bytes (and sha256) on every run.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
     return path
 
 

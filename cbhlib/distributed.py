@@ -81,7 +81,7 @@ class DaskExecutor:
         """Submit steps as their needs finish; yield each result as it completes."""
         from distributed import as_completed
 
-        from cbhlib.execute import _skip_reason
+        from cbhlib.execute import StepResult, _skip_reason
 
         done: dict[str, Any] = {}
         waiting = list(plan)
@@ -98,16 +98,19 @@ class DaskExecutor:
                     done[step.name] = skipped
                     yield skipped
                     continue
-                fut = self.client.submit(_step_task, self.client.scheduler.address, root, step, cfg, run, html,
-                                         key=f"step-{step.name}", pure=False)
+                fut = self.client.submit(_step_task, self.client.scheduler.address, self.threads, root, step, cfg,
+                                         run, html, key=f"step-{step.name}", pure=False)
                 running[fut] = step.name
                 ac.add(fut)
 
         yield from submit_ready()
         while running:
             fut = next(ac)
-            running.pop(fut)
-            res = fut.result()
+            name = running.pop(fut)
+            try:
+                res = fut.result()
+            except Exception as exc:  # e.g. KilledWorker: its worker died more often than Dask retries
+                res = StepResult(name, "failed", 0.0, "", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             done[res.name] = res
             yield res
             yield from submit_ready()
@@ -121,11 +124,17 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def _step_task(address: str, *args: Any) -> Any:
-    """A step on a worker: its kernel inherits the scheduler address, so it can hand units back."""
+THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _step_task(address: str, threads: int, *args: Any) -> Any:
+    """A step on a worker: its kernel inherits the scheduler address (so it can hand units
+    back) and a thread count that keeps the processes from oversubscribing the cores."""
     from cbhlib.execute import execute_step
 
     os.environ[SCHEDULER_ENV] = address
+    if threads:
+        os.environ.update({k: str(threads) for k in THREADS_ENV})
     return execute_step(*args)
 
 
@@ -154,10 +163,12 @@ def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: 
         cluster = LocalCluster(n_workers=n, threads_per_worker=4, processes=True, dashboard_address=":0",
                                resources={"cpu": 1, **_local_resources(n)})
         client = Client(cluster)
-        say(f"Dask: {n} local worker processes; torch threads per process: {max(1, (os.cpu_count() or 1) // n)}")
+        t = max(1, (os.cpu_count() or 1) // n)
+        say(f"Dask: {n} local worker processes, {t} torch thread(s) each (reports are bit-identical to a serial "
+            f"run with --set threads={t}; another thread count can change float sums in the last digits)")
         if client.dashboard_link:
             say(f"Dask dashboard: {client.dashboard_link}")
-        return DaskExecutor(client, cluster, threads=max(1, (os.cpu_count() or 1) // n))
+        return DaskExecutor(client, cluster, threads=t)
     if client.dashboard_link:
         say(f"Dask dashboard: {client.dashboard_link}")
     return DaskExecutor(client, cluster)

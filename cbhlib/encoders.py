@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,6 +106,7 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
         if (sc, s) not in todo:
             check_encoder(run.encoder(key, sc.key, s), camp)
         out[(sc.key, s)] = run.encoder(key, sc.key, s)
+    _write_plan(run, key, needed)
     client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
         gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
@@ -116,6 +119,15 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
     for sc, s in todo:
         _make_encoder(camp, cfg, sc, s, run.encoder(key, sc.key, s), run.pretrain_log, key, progress)
     return out
+
+
+def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
+    """Record which encoders this step needs, so ``cbh monitor`` can count pending ones."""
+    run.logs.mkdir(parents=True, exist_ok=True)
+    with open(run.logs / "pretrain_plan.jsonl", "a") as fh:
+        for sc, s in needed:
+            if not sc.untrained:
+                fh.write(json.dumps({"settings": key, "key": sc.key, "seed": s}) + "\n")
 
 
 def _resources(client: object) -> set[str]:
@@ -134,15 +146,16 @@ def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path:
                   key: str, progress: bool = False) -> None:
     """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
     camp = Campaign(camp) if isinstance(camp, str) else camp
-    if cfg.threads:
+    threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads:
         import torch
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(threads)
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
     else:
         pretrain_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path, log_path, cfg.device, progress,
-                         {"settings": key})
+                         {"settings": key, "worker": f"{socket.gethostname()}:{os.getpid()}"})
 
 
 def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":

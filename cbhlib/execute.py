@@ -118,6 +118,7 @@ def execute_step(root: str, step: Step, cfg: Config, run: RunDir, html: bool = T
     (base / out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(base / run.step_config(step.name), yaml.safe_dump(cfg.to_nested(), sort_keys=False))
     params = notebook_values(cfg, declared(base / step.notebook))
+    _log_step(base / run.root, StepResult(step.name, "running", 0.0, out.as_posix()))
     t0 = time.perf_counter()
     error = ""
     try:
@@ -156,8 +157,6 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
     run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
     sets = check_overrides(overrides or {})
-    if executor is not None and getattr(executor, "threads", 0) and "threads" not in sets:
-        sets["threads"] = executor.threads  # several processes share the cores: no oversubscription
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
     say = (lambda msg: print(msg, file=out, flush=True)) if out is not None else (lambda msg: None)
     results: dict[str, StepResult] = {}

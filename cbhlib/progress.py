@@ -32,7 +32,7 @@ class Watcher:
         table = training_status(self.run)
         for r in table.itertuples():
             key = f"{r.model}/{r.protocol}"
-            line = f"  ... {key}: {r.units_done}/{r.units} units done, {r.latest}"
+            line = f"  ... {key}: {r.units_done}/{r.units} units done, {r.running} running, {r.pending} pending; {r.latest}"
             if self._seen.get(key) != line:
                 self._seen[key] = line
                 self.say(line)

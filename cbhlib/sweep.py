@@ -63,8 +63,15 @@ def points(sw: SweepFile) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(sw.grid[k] for k in keys))]
 
 
-def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any]) -> pd.DataFrame:
-    """Score every model at one grid point; its headline rows with the point's settings."""
+def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: int = 0) -> pd.DataFrame:
+    """Score every model at one grid point; its headline rows with the point's settings.
+
+    ``threads``: torch threads of this process (several points share the cores on Dask).
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from cbhlib.campaign import Campaign
     from cbhlib.compare import run_baselines
     from cbhlib.encoders import pretrain_step
@@ -112,10 +119,16 @@ def run_sweep(path: str | Path, workers: int = 0, root: str | Path = ".",
     folder = RunDir.sweep(sw.name, project_root=root).root
     tables: list[pd.DataFrame] = []
     if workers:
+        import os
+
         from distributed import Client, LocalCluster, as_completed
 
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
-            futures = [client.submit(run_point, str(root), sw, i, p, pure=False) for i, p in enumerate(grid)]
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            if say and client.dashboard_link:
+                say(f"Dask dashboard: {client.dashboard_link}")
+            futures = [client.submit(run_point, str(root), sw, i, p, threads, pure=False) for i, p in enumerate(grid)]
             for fut in as_completed(futures):
                 tables.append(fut.result())
                 if say:

@@ -12,12 +12,14 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import torch
 
 from cbhlib.campaign import write_campaign
+from cbhlib.checkpoints import load_checkpoint
 from cbhlib.cli import main
 from tests.conftest import ROOT, small_data
 
-TINY = ["seeds=[0,1]", "train.epochs=3", "train.patience=2", "pretrain.epochs=1", "encoder.embed_dim=16",
+TINY = ["threads=1", "seeds=[0,1]", "train.epochs=3", "train.patience=2", "pretrain.epochs=1", "encoder.embed_dim=16",
         "encoder.heads=2", "encoder.decoder_dim=8", "encoder.decoder_heads=2", "compare.bootstrap_reps=100",
         "compare.few_shot_repeats=2", "explore.images_per_flight=1", "pretrain.eval_frames=32"]
 STEPS = ["explore", "pretrain", "physical_only", "image_only", "concat", "attention", "random_init", "image_stats_mlp",
@@ -307,3 +309,95 @@ def test_index_and_a_report_in_a_real_browser(pipeline_run) -> None:  # noqa: AN
         assert (shots / "index.png").stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+VOLATILE = {"timestamp", "generated", "seconds", "time"}
+
+
+def _json_diffs(a: object, b: object, path: str = "") -> list[str]:
+    """Where two JSON values differ, ignoring wall-clock fields."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}.{k}: only in one" for k in set(a) ^ set(b)]
+        return out + [d for k in a if k in b and k not in VOLATILE for d in _json_diffs(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _json_diffs(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _copy_project(root: Path, to: Path) -> Path:
+    for d in ("notebooks", "params"):
+        shutil.copytree(root / d, to / d)
+    (to / "data").mkdir()
+    shutil.copy(root / "data" / "tiny.h5", to / "data" / "tiny.h5")
+    return to
+
+
+def test_two_dask_workers_reproduce_the_serial_reports(pipeline_run, tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Same units, same seeds, one torch thread per process: every report, unit, checkpoint
+    hash and the pretraining summary equal the serial run's, except wall-clock fields."""
+    root, name = pipeline_run
+    other = _copy_project(root, tmp_path_factory.mktemp("dask"))
+    monkeypatch.chdir(other)
+    code = main(["run", "--run-name", name, "--workers", "2", "--campaign", "data/tiny.h5", "--no-html",
+                 "--only", "pretrain,physical_only,image_only", *_sets(*TINY)])
+    out = capsys.readouterr().out
+    assert code == 0 and "Dask: 2 local worker processes" in out and "3 ok, 0 skipped, 0 failed" in out
+    serial, dask = root / "runs" / name, other / "runs" / name
+    files = sorted(p.relative_to(dask) for p in dask.rglob("*.json") if p.parts[-2] != "config" and p.name != "summary.json")
+    assert {"reports", "units", "pretrain_summary.json"} <= {f.parts[0] for f in files}
+    assert any("image_only" in f.parts for f in files) and len(files) > 30
+    for rel in files:
+        diffs = _json_diffs(json.loads((serial / rel).read_text()), json.loads((dask / rel).read_text()))
+        assert not diffs, f"{rel}: {diffs[:3]}"
+    encoders = sorted(p.relative_to(dask) for p in (dask / "encoders").rglob("*.pt"))
+    assert len(encoders) >= 10
+    for rel in encoders:  # same weights, same metadata; only the seconds it took differ
+        a, b = load_checkpoint(serial / rel), load_checkpoint(dask / rel)
+        assert set(a) == set(b), rel
+        for k in set(a) - VOLATILE:
+            same = torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else (
+                all(torch.equal(a[k][j], b[k][j]) for j in a[k]) if k == "state_dict" else a[k] == b[k])
+            assert same, f"{rel}: {k}"
+
+
+def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the process pretraining an encoder mid-way: Dask reruns the task, the run
+    finishes, the encoder is trained again from its first epoch and every encoder loads."""
+    import signal
+    import threading
+    import time
+
+    from cbhlib.loops import read_jsonl
+
+    other = _copy_project(project, tmp_path_factory.mktemp("kill"))
+    monkeypatch.chdir(other)
+    run = other / "runs" / "kill"
+    log = run / "logs" / "pretrain.log"
+    result: dict[str, int] = {}
+    argv = ["run", "--run-name", "kill", "--workers", "2", "--campaign", "data/tiny.h5", "--no-html", "--quiet",
+            "--only", "pretrain", *_sets(*TINY, "seeds=[0]", "pretrain.epochs=40")]
+    worker = threading.Thread(target=lambda: result.setdefault("code", main(argv)))
+    worker.start()
+    victim = ""
+    deadline = time.time() + 240
+    while not victim and worker.is_alive() and time.time() < deadline:
+        time.sleep(0.2)
+        rows = read_jsonl(log) if log.exists() else []
+        live = [r for r in rows if 3 <= r["epoch"] < 30]
+        if live:
+            victim = live[-1]["worker"]
+            killed = (live[-1]["key"], live[-1]["seed"])
+            os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+    worker.join(timeout=300)
+    assert victim, "no encoder was seen mid-training"
+    assert result.get("code") == 0
+    rows = read_jsonl(log)
+    firsts = [r for r in rows if (r["key"], r["seed"]) == killed and r["epoch"] == 1]
+    assert len(firsts) >= 2 and firsts[-1]["worker"] != victim  # started again, elsewhere
+    encoders = sorted((run / "encoders").rglob("*.pt"))
+    assert len(encoders) == 5  # one per fold
+    for path in encoders:
+        load_checkpoint(path)

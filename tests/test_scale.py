@@ -1,0 +1,82 @@
+"""Scaling out: a setting sweep (serial and on Dask) and the dask-jobqueue job scripts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cbhlib.cli import main
+from tests.conftest import ROOT
+
+SWEEP = """name: tiny
+preset: tiny
+set: {seeds: [0, 1], protocols: [lofo], train.epochs: 3, train.patience: 2}
+models: [climatology, gbdt, physical_only]
+grid:
+  synthetic.shift_strength: [0, 1]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    (tmp_path / "params" / "sweep_tiny.yaml").write_text(SWEEP)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_sweep_writes_one_tidy_table_and_a_figure(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "params/sweep_tiny.yaml"]) == 0
+    folder = project / "runs" / "sweep-tiny"
+    table = pd.read_csv(folder / "sweep.csv")
+    assert len(table) == 2 * 3  # points x models x protocols
+    assert set(table["model"]) == {"climatology", "gbdt", "physical_only"} and set(table["shift_strength"]) == {0, 1}
+    assert {"pooled_mae_m", "pooled_mae_m_sd", "n_seeds"} <= set(table.columns)
+    assert (table.loc[table["model"] == "physical_only", "n_seeds"] == 2).all()
+    assert (table.loc[table["model"] == "physical_only", "pooled_mae_m_sd"] > 0).all()  # two seeds differ
+    assert (folder / "sweep.png").stat().st_size > 10_000
+    assert (folder / "point0" / "reports" / "gbdt__lofo.json").exists()
+    # shifting the flights apart must hurt the tree on held-out flights
+    gbdt = table[table["model"] == "gbdt"].set_index("shift_strength")["pooled_mae_m"]
+    assert gbdt[1] > gbdt[0]
+    # a second run reuses every finished unit and gives the same table
+    again = main(["sweep", "params/sweep_tiny.yaml"])
+    assert again == 0 and pd.read_csv(folder / "sweep.csv").equals(table)
+
+
+def test_a_sweep_on_two_dask_workers_gives_the_serial_table(project: Path) -> None:
+    (project / "params" / "sweep_one.yaml").write_text(SWEEP.replace("tiny\npreset", "one\npreset").replace(
+        "models: [climatology, gbdt, physical_only]", "models: [climatology, physical_only]").replace(
+        "[0, 1], protocols", "[0], protocols"))
+    assert main(["sweep", "params/sweep_one.yaml", "--workers", "2"]) == 0
+    dask = pd.read_csv(project / "runs" / "sweep-one" / "sweep.csv")
+    shutil.rmtree(project / "runs")
+    assert main(["sweep", "params/sweep_one.yaml"]) == 0
+    serial = pd.read_csv(project / "runs" / "sweep-one" / "sweep.csv")
+    pd.testing.assert_frame_equal(dask, serial)
+
+
+@pytest.mark.parametrize(("name", "lines"), [
+    ("cluster-slurm.yaml", ["#SBATCH", "--gres=gpu:1", "#SBATCH -t 02:00:00", "--resources GPU=1",
+                            "source .venv/bin/activate"]),
+    ("cluster-pbs.yaml", ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2"]),
+])
+def test_cluster_files_print_their_job_script_without_a_scheduler(project: Path, name: str, lines: list[str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dask_jobqueue")
+    assert main(["run", "--cluster", f"params/{name}", "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    for line in lines:
+        assert line in script, f"{line!r} not in the job script:\n{script}"
+    assert ("GPU" in script) == ("gpu" in "".join(lines))  # a GPU resource only where GPUs are asked for
+    assert not (project / "runs").exists()  # nothing ran
+
+
+def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "params" / "cluster-bad.yaml").write_text("kind: lsf\ncores: 8\n")
+    assert main(["run", "--cluster", "params/cluster-bad.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster-bad.yaml" in err and "kind" in err and "lsf" in err and "Traceback" not in err
