@@ -96,7 +96,7 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
         units = [Unit(mode, "lofo", f, 0) for f in lofo_folds(camp)]
         t0 = time.perf_counter()
         train_units(inputs, units, mode, TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
-                    UnitStore(RunDir(workdir / f"heads_{mode}")), progress=False)
+                    UnitStore(RunDir(workdir / f"heads_{mode}")), progress=False, device=device)
         out[f"heads_{mode}_5folds_{epochs}ep_s"] = time.perf_counter() - t0
         total += out[f"heads_{mode}_5folds_{epochs}ep_s"]
     out[f"heads_all_modes_5folds_{epochs}ep_s"] = total
@@ -104,7 +104,29 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     return out
 
 
-def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20) -> dict:
+def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...] = (0.0, 1.0, 4.0)) -> dict:
+    """Pretraining throughput (images/s, 2 epochs) against the unlabelled-pool size: the
+    default preset with 0x, 1x and 4x as many unlabelled frames as labelled ones."""
+    from cbhlib import synth
+    from cbhlib.campaign import Campaign
+    from cbhlib.config import load_config
+
+    out = {}
+    for f in factors:
+        path = workdir / f"pool{f:g}.h5"
+        synth.generate(synth.preset("default", unlabelled_factor=f), path)
+        camp = Campaign(path)
+        cfg = load_config(overrides={"device": device, "progress": False, "pretrain.epochs": 2,
+                                     "pretrain.max_frames": 0})
+        row = _pretrain_row(camp, cfg, workdir, "pool")
+        frames = camp.n_samples + camp.n_unlabelled
+        out[f"pretrain_pool_{frames}_frames_images_per_s"] = row["pretrain_pool_images_per_s"]
+        out[f"pretrain_pool_{frames}_frames_s"] = row["pretrain_pool_s"]
+    return out
+
+
+def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20,
+                           device: str = "cpu") -> dict:
     """physical_only heads (5 LOFO folds, 1 seed, no early stopping) against the sample count."""
     from cbhlib import synth
     from cbhlib.campaign import Campaign
@@ -124,15 +146,15 @@ def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 
         units = [Unit("physical_only", "lofo", f, 0) for f in lofo_folds(camp)]
         t0 = time.perf_counter()
         train_units(inputs, units, "physical_only", TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
-                    UnitStore(RunDir(workdir / f"hs{n}")), progress=False)
+                    UnitStore(RunDir(workdir / f"hs{n}")), progress=False, device=device)
         out[f"heads_physical_only_{camp.n_samples}_samples_{epochs}ep_s"] = time.perf_counter() - t0
     return out
 
 
-def bench_pipeline(workers: int, preset: str, quick: bool) -> dict:
+def bench_pipeline(workers: int, preset: str, quick: bool, device: str = "cpu") -> dict:
     """One whole `cbh run` in a subprocess (a fresh run folder); wall time, step times, peak memory."""
     run = f"bench-{preset}-w{workers}-{int(time.time())}"
-    args = [sys.executable, "-m", "cbhlib.cli", "run", "--run-name", run, "--quiet"]
+    args = [sys.executable, "-m", "cbhlib.cli", "run", "--run-name", run, "--quiet", "--set", f"device={device}"]
     if workers:
         args += ["--workers", str(workers)]
     if preset != "default":
@@ -173,8 +195,12 @@ def main() -> int:
     a = ap.parse_args()
     if a._child:
         with tempfile.TemporaryDirectory() as d:
-            res = bench_heads_vs_samples(Path(d)) if a._child == "heads-vs-samples" else \
-                bench_preset(a._child, a.device, Path(d), a.epochs)
+            if a._child == "heads-vs-samples":
+                res = bench_heads_vs_samples(Path(d), device=a.device)
+            elif a._child == "pretrain-vs-pool":
+                res = bench_pretrain_vs_pool(Path(d), a.device)
+            else:
+                res = bench_preset(a._child, a.device, Path(d), a.epochs)
             print(json.dumps(res))
         return 0
     import torch
@@ -183,7 +209,7 @@ def main() -> int:
                            "cpus": os.cpu_count(), "torch": torch.__version__,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
                "date": time.strftime("%Y-%m-%d %H:%M"), "presets": [], "scaling": {}}
-    children = [] if a.no_stages else [*a.presets, "heads-vs-samples"]
+    children = [] if a.no_stages else [*a.presets, "heads-vs-samples", "pretrain-vs-pool"]
     for child in children:
         proc = subprocess.run([sys.executable, __file__, "--_child", child, "--device", a.device, "--epochs",
                                str(a.epochs)], capture_output=True, text=True)
@@ -191,11 +217,12 @@ def main() -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        (results["scaling"].update(res) if child == "heads-vs-samples" else results["presets"].append(res))
+        (results["scaling"].update(res) if child in ("heads-vs-samples", "pretrain-vs-pool")
+         else results["presets"].append(res))
     if a.pipeline:
         for preset in a.presets:
             for w in a.workers:
-                results["scaling"].update(bench_pipeline(w, preset, a.quick))
+                results["scaling"].update(bench_pipeline(w, preset, a.quick, a.device))
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -86,7 +86,8 @@ def embed_campaign(camp: Campaign, ckpt_path: str | Path, cache_dir: str | Path 
     t0 = time.perf_counter()
     for s in tqdm(range(0, n, batch), desc="embed", disable=not progress):
         x = torch.from_numpy(camp.images(slice(s, min(n, s + batch)))).to(dev)
-        p, r = encode_images(model, x, regions)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            p, r = encode_images(model, x, regions)
         pooled.append(p.float().cpu().numpy())
         regs.append(r.float().cpu().numpy())
     seconds = time.perf_counter() - t0

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from cbhlib.campaign import Campaign
 from cbhlib.config import Config
 from cbhlib.data import FeatureScaler
-from cbhlib.loops import JsonlLog, check_finite, cosine_lr
+from cbhlib.loops import JsonlLog, check_finite, cosine_lr, resolve_device
 from cbhlib.models.fusion import PHYSICAL_MODES, FusionHeads
 from cbhlib.models.mae import pool_tokens
 from cbhlib.pretrain import load_encoder
@@ -58,6 +58,7 @@ def finetune_units(camp: Campaign, run: RunDir, inputs: TrainInputs, units: list
 def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mode: str, cfg: Config,
          store: UnitStore) -> UnitResult:
     tc = cfg.train
+    dev = resolve_device(cfg.device)
     torch.manual_seed(u.seed * 100_003 + u.fold.fold_id)
     rng = np.random.default_rng([u.seed, u.fold.fold_id, 11])
     encoder, _ = load_encoder(run.root / inputs.encoders[u.emb])
@@ -67,19 +68,21 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
     phys, scalers = None, {}
     if mode in PHYSICAL_MODES:
         sc = FeatureScaler().fit(inputs.phys[train])  # type: ignore[index]
-        phys = torch.from_numpy(sc.transform(inputs.phys))
+        phys = torch.from_numpy(sc.transform(inputs.phys)).to(dev)
         scalers = {f"phys_{k}": v for k, v in sc.state().items()}
     head = FusionHeads(mode, cfg.head, 1, encoder.cfg.embed_dim, 0 if phys is None else phys.shape[1],
                        seeds=[u.seed * 100_003 + u.fold.fold_id])
-    model = Joint(encoder, head, tc.regions)
+    model = Joint(encoder, head, tc.regions).to(dev)
     opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": tc.finetune_lr},
                              {"params": head.parameters(), "lr": tc.lr}], weight_decay=tc.weight_decay)
     eval_idx, vmask, n_val, n_test = eval_sets([u])
     E = int(n_val[0] + n_test[0])
     eidx = eval_idx[0, :E].numpy()
-    yt = torch.tensor((y - y_mu) / y_sd, dtype=torch.float32)
-    delta = torch.tensor([[tc.huber_delta_km / y_sd]])
-    images = lambda idx: torch.from_numpy(camp.images(idx))  # noqa: E731
+    yt = torch.tensor((y - y_mu) / y_sd, dtype=torch.float32, device=dev)
+    delta = torch.tensor([[tc.huber_delta_km / y_sd]], device=dev)
+    vmask = vmask.to(dev)
+    images = lambda idx: torch.from_numpy(camp.images(idx)).to(dev, non_blocking=True)  # noqa: E731
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")  # the encoder's matmuls
     best: dict[str, Any] = {"val": np.inf, "epoch": -1, "pred": None, "att": None,
                             "state": {k: v.clone() for k, v in model.state_dict().items()}}
     batch = min(tc.batch_size, len(train))
@@ -99,8 +102,9 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
             for s in range(n_steps):
                 b = np.sort(perm[s * batch : (s + 1) * batch])
                 head.set_step(s)
-                pred, _ = model(images(b), phys[b] if phys is not None else None)
-                loss = huber(pred - yt[b][None], delta).mean()
+                with amp:
+                    pred, _ = model(images(b), phys[b] if phys is not None else None)
+                loss = huber(pred.float() - yt[b][None], delta).mean()
                 check_finite(loss.detach(), f"{what}, epoch {epoch + 1}: the training loss", "lower train.lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -113,10 +117,11 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
                     chunk = eidx[s : s + 64]
                     order = np.argsort(chunk)
                     inv = np.argsort(order)
-                    p, a = model(images(chunk[order]), phys[chunk[order]] if phys is not None else None)
-                    preds.append(p[:, inv])
+                    with amp:
+                        p, a = model(images(chunk[order]), phys[chunk[order]] if phys is not None else None)
+                    preds.append(p.float()[:, inv])
                     if a is not None:
-                        atts.append(a[:, inv])
+                        atts.append(a.float()[:, inv])
             pred_e = torch.cat(preds, 1)
             check_finite(pred_e, f"{what}, epoch {epoch + 1}: predictions")
             val = float((huber(pred_e - yt[eidx][None], delta) * vmask[:, :E]).sum() / vmask[:, :E].sum())
@@ -129,8 +134,9 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
                        lr=tc.lr * scale, seconds=time.perf_counter() - t0, n_units=1, stopped=False)
             if epoch - best["epoch"] >= tc.patience:
                 break
-    pred = best["pred"].numpy().astype(np.float64) * y_sd + y_mu
-    att = best["att"][n_val[0] :] if best["att"] is not None else None
+    pred = best["pred"].cpu().numpy().astype(np.float64) * y_sd + y_mu
+    att = best["att"][n_val[0] :].cpu() if best["att"] is not None else None
+    best["state"] = {k: v.cpu() for k, v in best["state"].items()}
     return write_unit(u, sha, mode, inputs, pred[: n_val[0]], pred[n_val[0] : E], store, head_state=best["state"],
                       scalers=scalers, y_mu=y_mu, y_sd=y_sd, epoch=best["epoch"] + 1, epochs_run=epochs_run,
                       best_val=best["val"], head=cfg.head, dims=(encoder.cfg.embed_dim, 0 if phys is None else phys.shape[1]),

@@ -110,11 +110,17 @@ class FrameSet:
             fl.append(self.camp.unlabelled_flight[self.unlabelled])  # type: ignore[index]
         return np.concatenate(fl)
 
+    def to(self, device: torch.device) -> "FrameSet":
+        """Move in-memory frames to ``device`` once (a GPU then never waits on host copies)."""
+        if self._cache is not None and self._cache.device != device:
+            self._cache = self._cache.to(device)
+        return self
+
     def batch(self, rows: np.ndarray) -> torch.Tensor:
-        """Raw pixels of ``rows`` in the given order (float32)."""
+        """Raw pixels of ``rows`` in the given order (float32), on the frames' device."""
         rows = np.asarray(rows, np.int64)
         if self._cache is not None:
-            return self._cache[torch.from_numpy(rows)]
+            return self._cache[torch.from_numpy(rows).to(self._cache.device)]
         out = np.empty((len(rows), *self.shape), np.float32)
         n_lab = len(self.labelled)
         is_lab = rows < n_lab

@@ -62,7 +62,8 @@ def train_one_epoch(model: MaskedAutoencoder, frames: FrameSet, rows: np.ndarray
         x = _inputs(model, raw, k_cols, gen)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, lr, warmup)
-        loss, _, _ = model(x, mask_ratio, gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):  # bf16: no scaler
+            loss, _, _ = model(x, mask_ratio, gen)
         check_finite(loss.detach(), f"{what}, step {step + 1}", "lower pretrain.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,6 +151,7 @@ def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope,
     mean, std = frames.channel_stats(model.centre)
     model.set_pixel_stats(mean, std)
     model.to(dev)
+    frames.to(dev)  # in-memory frames cross to the device once
     batch = batch_cap(frames.shape, pre.batch_size)
     n_steps = steps_per_epoch(len(frames), batch, pre.max_frames)
     total = pre.epochs * n_steps

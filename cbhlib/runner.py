@@ -167,7 +167,7 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
             results = finetune_units(camp, run, inputs, units, mode, cfg, store)
         else:
             results = train_units(inputs, units, mode, cfg.train, cfg.head, store, str(run.training_log(variant)),
-                                  cfg.progress)
+                                  cfg.progress, cfg.device)
         clim = run_baseline("climatology", bdata, folds, protocol, cfg.seeds, store)
         prov = provenance(cfg.to_nested(), camp.fingerprint(), cfg.seeds)
         desc = DESCRIPTIONS[model] + (" (encoder fine-tuned end to end)" if variant != model else "")

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cbhlib.data import FeatureScaler
-from cbhlib.loops import JsonlLog, check_finite, cosine_lr
+from cbhlib.loops import JsonlLog, check_finite, cosine_lr, resolve_device
 from cbhlib.metrics import regression_metrics
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.units import Unit, UnitResult, UnitStore, unit_sha
@@ -82,12 +82,14 @@ def effective_batch(batch_size: int, units: list[Unit]) -> int:
 
 
 def train_units(inputs: TrainInputs, units: list[Unit], mode: str, train: Any, head: HeadConfig, store: UnitStore,
-                log_path: str | None = None, progress: bool = True) -> list[UnitResult]:
+                log_path: str | None = None, progress: bool = True, device: str = "cpu") -> list[UnitResult]:
     """Train every unit not already finished; return all units' results (in order).
 
     Args:
         mode: head mode (``image_only`` ... ``attention``); ``Unit.model`` names the variant.
         train: a :class:`cbhlib.config.TrainConfig`.
+        device: ``cpu``, ``cuda[:N]`` or ``auto``; every tensor is moved there once, before
+            the first epoch (results are written from CPU copies).
 
     Raises:
         TrainingDivergedError: a loss or prediction became non-finite (names mode, fold, epoch).
@@ -103,7 +105,7 @@ def train_units(inputs: TrainInputs, units: list[Unit], mode: str, train: Any, h
             pending.append(i)
     if pending:
         fitted = _fit([units[i] for i in pending], [shas[i] for i in pending], inputs, mode, train, head, store,
-                      log_path, progress)
+                      log_path, progress, resolve_device(device))
         results.update(dict(zip(pending, fitted)))
     return [results[i] for i in range(len(units))]
 
@@ -141,9 +143,14 @@ def _prepare(units: list[Unit], inputs: TrainInputs, mode: str) -> dict[str, Any
     return out
 
 
+def _to(t: dict[str, Any], dev: torch.device) -> dict[str, Any]:
+    """The tensors of ``t`` on ``dev`` (numpy statistics stay where they are)."""
+    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+
+
 def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | None]:
     """Inputs for sample indices idx [M, B]."""
-    ar = torch.arange(idx.shape[0])[:, None]
+    ar = torch.arange(idx.shape[0], device=idx.device)[:, None]
     return {
         "img": t["img"][ar, idx] if "img" in t else None,
         "phys": t["phys"][ar, idx] if "phys" in t else None,
@@ -184,7 +191,7 @@ def eval_sets(units: list[Unit], test: bool = True) -> tuple[torch.Tensor, torch
 def _rows(t: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """The per-unit tensors of units ``rows`` (shared region tokens are kept whole)."""
     r = torch.from_numpy(np.asarray(rows))
-    return {k: (v[r] if k in ("y", "img", "phys", "emb") else v) for k, v in t.items() if k not in ("y_mu", "y_sd", "scalers")}
+    return {k: (v[r.to(v.device)] if k in ("y", "img", "phys", "emb") else v) for k, v in t.items() if k not in ("y_mu", "y_sd", "scalers")}
 
 
 class _Live:
@@ -206,20 +213,20 @@ class _Live:
 
 
 def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, train: Any, head: HeadConfig,
-         store: UnitStore, log_path: str | None, progress: bool) -> list[UnitResult]:
+         store: UnitStore, log_path: str | None, progress: bool, dev: torch.device) -> list[UnitResult]:
     M = len(units)
     B = effective_batch(train.batch_size, units)
-    t = _prepare(units, inputs, mode)
+    t = _to(_prepare(units, inputs, mode), dev)  # the data go to the device once
     D = t["img"].shape[2] if "img" in t else 0
     K = t["phys"].shape[2] if "phys" in t else 0
-    model = FusionHeads(mode, head, M, D, K, seeds=[u.seed * 100_003 + u.fold.fold_id for u in units])
+    model = FusionHeads(mode, head, M, D, K, seeds=[u.seed * 100_003 + u.fold.fold_id for u in units]).to(dev)
     live = _Live(model, BatchedAdamW(list(model.parameters()), M, train.lr, train.weight_decay), _rows(t, np.arange(M)),
                  np.arange(M))
     rngs = [np.random.default_rng([u.seed, u.fold.fold_id, 7]) for u in units]
     train_sets = [np.asarray(u.fold.train_idx, np.int64) for u in units]
     n_steps = np.array([math.ceil(len(s) / B) for s in train_sets])
-    val_idx, val_mask, _, _ = eval_sets(units, test=False)
-    delta = torch.tensor(train.huber_delta_km / t["y_sd"], dtype=torch.float32)[:, None]
+    val_idx, val_mask, _, _ = (v.to(dev) if isinstance(v, torch.Tensor) else v for v in eval_sets(units, test=False))
+    delta = torch.tensor(train.huber_delta_km / t["y_sd"], dtype=torch.float32, device=dev)[:, None]
     best_val, best_epoch = np.full(M, np.inf), np.full(M, -1)
     best_state = [model.slice_state(m) for m in range(M)]
     stopped, epochs_run = np.zeros(M, bool), np.zeros(M, int)
@@ -243,11 +250,12 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
             for r, m in enumerate(ids):
                 perm = rngs[m].permutation(train_sets[m])
                 idx_e[r, : len(perm)], w_e[r, : len(perm)] = perm, 1.0
-            idx_s = torch.from_numpy(idx_e.reshape(L, S, B).transpose(1, 0, 2).copy())  # [S, L, B]
-            w_s = torch.from_numpy(w_e.reshape(L, S, B).transpose(1, 0, 2).copy())
-            act_s = torch.from_numpy(np.arange(S)[:, None] < n_steps[ids][None, :])  # [S, L]
-            losses = torch.zeros(S, L)
-            ar = torch.arange(L)[:, None]
+            idx_s = torch.from_numpy(idx_e.reshape(L, S, B).transpose(1, 0, 2).copy()).to(dev)  # [S, L, B]
+            w_s = torch.from_numpy(w_e.reshape(L, S, B).transpose(1, 0, 2).copy()).to(dev)
+            act_s = torch.from_numpy(np.arange(S)[:, None] < n_steps[ids][None, :]).to(dev)  # [S, L]
+            losses = torch.zeros(S, L, device=dev)
+            ids_t = torch.from_numpy(ids).to(dev)
+            ar = torch.arange(L, device=dev)[:, None]
             lt, lmodel = live.t, live.model
             lmodel.train()
             lmodel.begin_epoch(n_steps[ids].tolist(), B)
@@ -255,20 +263,21 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
                 idx_t, w_t = idx_s[s], w_s[s]
                 lmodel.set_step(s)
                 pred, _ = lmodel(**_gather(lt, idx_t))
-                per = (huber(pred - lt["y"][ar, idx_t], delta[ids]) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
+                per = (huber(pred - lt["y"][ar, idx_t], delta[ids_t]) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
                 live.opt.zero_grad()
                 per.sum().backward()
                 live.opt.step(act_s[s], lr_e)
                 losses[s] = per.detach()
             lmodel.eval()
-            pred_v, _ = _predict(lmodel, lt, val_idx[ids])
-            vy = lt["y"][ar, val_idx[ids]]
-            vl = (huber(pred_v - vy, delta[ids]) * val_mask[ids]).sum(1) / val_mask[ids].sum(1)
+            pred_v, _ = _predict(lmodel, lt, val_idx[ids_t])
+            vy = lt["y"][ar, val_idx[ids_t]]
+            vl = (huber(pred_v - vy, delta[ids_t]) * val_mask[ids_t]).sum(1) / val_mask[ids_t].sum(1)
+            losses, act_c, pred_v, vl = losses.cpu(), act_s.cpu(), pred_v.cpu(), vl.cpu()  # one sync per epoch
             seconds = (time.perf_counter() - t0) / L
             for r, m in enumerate(ids):
                 what = f"mode {mode} ({name}), fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), " \
                        f"seed {units[m].seed}, epoch {epoch + 1}"
-                check_finite(losses[act_s[:, r], r], f"{what}: the training loss", f"lower train.lr (now "
+                check_finite(losses[act_c[:, r], r], f"{what}: the training loss", f"lower train.lr (now "
                              f"{train.lr:g}) or check the inputs")
                 check_finite(pred_v[r], f"{what}: predictions")
                 epochs_run[m] = epoch + 1
@@ -279,7 +288,7 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
                     stopped[m] = True
                 jlog.write(fold=units[m].fold.fold_id, test_flight=units[m].fold.test_flight, seed=units[m].seed,
                            epoch=epoch + 1, max_epochs=train.epochs,
-                           train_loss=float((losses[:, r] * act_s[:, r]).sum() / max(int(act_s[:, r].sum()), 1)),
+                           train_loss=float((losses[:, r] * act_c[:, r]).sum() / max(int(act_c[:, r].sum()), 1)),
                            val_loss=v, best_val_loss=best_val[m], lr=lr_e, seconds=seconds, n_units=M,
                            stopped=bool(stopped[m]))
                 if stopped[m]:
@@ -299,11 +308,14 @@ def _finish(u: Unit, sha: str, m: int, mode: str, t: dict[str, Any], state: dict
             best_epoch: np.ndarray, best_val: np.ndarray, epochs_run: np.ndarray, inputs: TrainInputs,
             head: HeadConfig, train: Any, store: UnitStore, dims: tuple[int, int]) -> UnitResult:
     """Score unit m's best state on its validation and test samples; write checkpoint, then result."""
-    net = FusionHeads(mode, head, 1, dims[0], dims[1], seeds=[0])
+    dev = state[next(iter(state))].device
+    net = FusionHeads(mode, head, 1, dims[0], dims[1], seeds=[0]).to(dev)
     net.load_state_dict(state)
     net.eval()
     idx, _, n_val, n_test = eval_sets([u])
-    pred, att = _predict(net, _rows(t, np.array([m])), idx)
+    pred, att = _predict(net, _rows(t, np.array([m])), idx.to(dev))
+    pred, att = pred.cpu(), (att.cpu() if att is not None else None)
+    state = {k: v.cpu() for k, v in state.items()}
     pred_km = pred[0].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
     nv, nt = n_val[0], n_test[0]
     return write_unit(u, sha, mode, inputs, pred_km[:nv] if len(u.fold.val_idx) else np.array([]), pred_km[nv : nv + nt],

@@ -165,3 +165,42 @@ def test_optional_encoder_fine_tuning_runs_the_same_protocol(tiny_campaign: Path
     assert len(rep["attention_tokens"]) == len(run.phys_names) + 16  # variables, then 4 x 4 image regions
     assert len(unit.attention_mean) == len(rep["attention_tokens"])
     assert torch.get_num_threads() >= 1
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
+
+
+@CUDA
+@pytest.mark.parametrize("mode", MODES)
+def test_heads_on_cuda_match_the_cpu(encoded, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+    """The same units on the GPU: the same epochs and predictions to float32 tolerance."""
+    camp, inputs = encoded
+    units = _units(mode, lofo_folds(camp)[:2], seeds=(0, 1))
+    tc = TrainConfig(epochs=6, patience=3)
+    cpu = train_units(inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "cpu")), progress=False)
+    gpu = train_units(inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "gpu")), progress=False,
+                      device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert a.epoch_trained == b.epoch_trained
+        np.testing.assert_allclose(a.pred, b.pred, atol=2e-3)
+
+
+@CUDA
+def test_pretraining_and_embedding_on_cuda_in_bf16(tiny_campaign: Path, tmp_path: Path) -> None:
+    camp = Campaign(tiny_campaign)
+    ck = pretrain_encoder(camp, SMALL_ENC, _pre(epochs=3), ALL, 0, tmp_path / "enc.pt", device="cuda", progress=False)
+    assert ck["loss_final"] < ck["loss_before"] and all(v.device.type == "cpu" for v in ck["state_dict"].values())
+    gpu = embed_campaign(camp, tmp_path / "enc.pt", None, device="cuda", progress=False)
+    cpu = embed_campaign(camp, tmp_path / "enc.pt", None, device="cpu", progress=False)
+    assert np.corrcoef(gpu.pooled.ravel(), cpu.pooled.ravel())[0, 1] > 0.99  # bf16 matmuls, fp32 out
+
+
+def test_cuda_asked_for_without_a_gpu_is_one_clear_error(encoded, tmp_path: Path) -> None:  # noqa: ANN001
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from cbhlib.errors import CbhError
+
+    camp, inputs = encoded
+    with pytest.raises(CbhError, match="expected a CUDA GPU; found none"):
+        train_units(inputs, _units("physical_only", lofo_folds(camp)[:1]), "physical_only", TrainConfig(epochs=1),
+                    HeadConfig(), UnitStore(RunDir(tmp_path)), progress=False, device="cuda")

@@ -75,15 +75,17 @@ class ModelDropout(nn.Module):
         self.masks: torch.Tensor | None = None  # [steps, M, B, dim]
         self.step = 0
 
-    def draw(self, gens: list[torch.Generator], n_steps: list[int], batch: int) -> None:
-        """Masks for one epoch: model m gets n_steps[m] masks (0 = not training)."""
+    def draw(self, gens: list[torch.Generator], n_steps: list[int], batch: int,
+             device: torch.device | None = None) -> None:
+        """Masks for one epoch: model m gets n_steps[m] masks (0 = not training), drawn on
+        the CPU generators (the same masks on every device) and moved to ``device`` once."""
         total = max(n_steps) if n_steps else 0
         masks = torch.ones(total, len(gens), batch, self.dim)
         if self.p > 0:
             for m, (g, n) in enumerate(zip(gens, n_steps)):
                 if n:
                     masks[:n, m] = (torch.rand(n, batch, self.dim, generator=g) >= self.p).float() / (1 - self.p)
-        self.masks = masks
+        self.masks = masks if device is None else masks.to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or self.masks is None:
@@ -149,9 +151,10 @@ class FusionHeads(nn.Module):
 
     def begin_epoch(self, n_steps: list[int], batch: int) -> None:
         """Draw this epoch's dropout masks; ``n_steps[m]`` steps for model m (0 = idle)."""
+        dev = next(self.parameters()).device
         for mod in self.modules():
             if isinstance(mod, ModelDropout):
-                mod.draw(self.gens, n_steps, batch)
+                mod.draw(self.gens, n_steps, batch, dev)
 
     def set_step(self, step: int) -> None:
         """Select the dropout masks of training step ``step`` of the epoch."""
@@ -203,8 +206,9 @@ class FusionHeads(nn.Module):
     def subset(self, rows: list[int]) -> "FusionHeads":
         """The models ``rows`` alone, with their weights and their random generators (so each
         continues exactly as it would have in the full batch)."""
-        sub = FusionHeads(self.mode, self.cfg, len(rows), self.img_dim, self.n_phys, seeds=[0] * len(rows))
-        idx = torch.as_tensor(rows)
+        dev = next(self.parameters()).device
+        sub = FusionHeads(self.mode, self.cfg, len(rows), self.img_dim, self.n_phys, seeds=[0] * len(rows)).to(dev)
+        idx = torch.as_tensor(rows, device=dev)
         sub.load_state_dict({k: v[idx].detach().clone() for k, v in self.state_dict().items()})
         sub.gens = [self.gens[r] for r in rows]
         sub.train(self.training)
@@ -232,12 +236,12 @@ class BatchedAdamW:
             off += n
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
-        self.t = torch.zeros(n_models, 1)
+        self.t = torch.zeros(n_models, 1, device=self.flat.device)
 
     def subset(self, rows: list[int], params: list[nn.Parameter]) -> "BatchedAdamW":
         """The optimizer of the models ``rows`` (their moments and step counts), over ``params``."""
         sub = BatchedAdamW(params, len(rows), self.lr, self.wd, (self.b1, self.b2), self.eps)
-        idx = torch.as_tensor(rows)
+        idx = torch.as_tensor(rows, device=self.flat.device)
         sub.m.copy_(self.m[idx])
         sub.v.copy_(self.v[idx])
         sub.t.copy_(self.t[idx])
@@ -250,12 +254,13 @@ class BatchedAdamW:
     @torch.no_grad()
     def step(self, active: torch.Tensor, lr: float) -> None:
         """Update models where ``active`` [M] is True (decoupled weight decay, as AdamW)."""
-        a = active.to(torch.float32)[:, None]  # [M, 1]
+        a = active.to(self.flat.device, torch.float32)[:, None]  # [M, 1]
         self.t += a
         t = self.t.clamp_min(1)
         bc1, bc2 = 1 - self.b1 ** t, 1 - self.b2 ** t
         g = torch.cat([p.grad.reshape(self.M, -1) if p.grad is not None
-                       else torch.zeros(self.M, p.numel() // self.M) for p in self.params], dim=1)
+                       else torch.zeros(self.M, p.numel() // self.M, device=self.flat.device) for p in self.params],
+                      dim=1)
         self.m.lerp_(g, a * (1 - self.b1))
         self.v.lerp_(g.mul_(g), a * (1 - self.b2))
         denom = torch.sqrt(self.v, out=g).div_(bc2.sqrt()).add_(self.eps)  # g's buffer is free again
