@@ -47,9 +47,10 @@ bench: $(VENV)/.dev
 notebooks: $(VENV)/.notebooks
 	$(VENV)/bin/cbh notebooks
 
-## readme: rewrite the README's results section from runs/default/summary.json
+## readme: rewrite the README's results (runs/default) and performance (benchmarks/results/bench-*.json) sections
+BENCH_JSONS ?= $(sort $(wildcard benchmarks/results/bench-*.json))
 readme: $(VENV)/.notebooks
-	$(PY) -m cbhlib.readme runs/default README.md
+	$(PY) -m cbhlib.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS))
 
 ## lab: JupyterLab serving the project root (notebooks/ data/ params/ runs/ all reachable)
 lab: $(VENV)/.notebooks

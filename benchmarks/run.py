@@ -1,4 +1,4 @@
-"""Benchmark suite: prints a table and writes benchmarks/results/<machine>-<date>.json.
+"""Benchmark suite: prints a table and writes benchmarks/results/bench-<date>-<machine>.json.
 
     python benchmarks/run.py                              # default preset, CPU: stages and scaling rows
     python benchmarks/run.py --presets default seed-shape --device cuda
@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -190,7 +189,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0], help="pipeline runs with these --workers (0: serial)")
     ap.add_argument("--quick", action="store_true", help="pipeline with the smallest settings (for peak memory)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-preset stages")
-    ap.add_argument("--out", help="JSON path (default benchmarks/results/<machine>-<date>.json)")
+    ap.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>-<machine>.json)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
@@ -208,7 +207,8 @@ def main() -> int:
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpus": os.cpu_count(), "torch": torch.__version__,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-               "date": time.strftime("%Y-%m-%d %H:%M"), "presets": [], "scaling": {}}
+               "date": time.strftime("%Y-%m-%d %H:%M"), "presets": [], "scaling": {},
+               "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]])}
     children = [] if a.no_stages else [*a.presets, "heads-vs-samples", "pretrain-vs-pool"]
     for child in children:
         proc = subprocess.run([sys.executable, __file__, "--_child", child, "--device", a.device, "--epochs",
@@ -223,7 +223,7 @@ def main() -> int:
         for preset in a.presets:
             for w in a.workers:
                 results["scaling"].update(bench_pipeline(w, preset, a.quick, a.device))
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json")
+    out = Path(a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     keys = sorted({k for p in results["presets"] for k in p if k not in ("preset", "image_shape")})

@@ -18,6 +18,79 @@ from cbhlib.errors import CbhError
 from cbhlib.rundir import RunDir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
+LABELS = [  # (key prefix or exact key, label); first match wins
+    ("generate_s", "generate the campaign (s)"), ("file_mib", "campaign file (MiB)"), ("samples", "labelled samples"),
+    ("unlabelled_frames", "unlabelled frames"), ("hdf5_read_images_per_s", "HDF5 read (images/s)"),
+    ("hdf5_read_mb_per_s", "HDF5 read (MB/s)"), ("pretrain_default_recipe_s", "pretrain one encoder, default recipe (s)"),
+    ("pretrain_default_recipe_images_per_s", "pretraining throughput (images/s)"),
+    ("pretrain_default_recipe_final_over_zero", "final loss / predict-zero floor"),
+    ("pretrain_in_memory_images_per_s", "pretraining, frames in memory (images/s)"),
+    ("pretrain_streamed_images_per_s", "pretraining, frames streamed from HDF5 (images/s)"),
+    ("embed_images_per_s", "embedding with the frozen encoder (images/s)"),
+    ("heads_all_modes_", "heads: 4 modes x 5 folds x {ep} epochs (s)"), ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
+    ("peak_rss_mb", "peak memory of the process (MB)"),
+]
+
+
+def _label(key: str) -> str | None:
+    import re
+
+    for prefix, label in LABELS:
+        if key == prefix or (prefix.endswith("_") and key.startswith(prefix)):
+            m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
+            return label.format(mode=m.group(1) if m else "", ep=m.group(2) if m else "")
+    return None
+
+
+def _scaling_label(key: str) -> str:
+    import re
+
+    if m := re.fullmatch(r"heads_physical_only_(\d+)_samples_(\d+)ep_s", key):
+        return f"physical_only heads, {m.group(1)} samples, 5 folds x {m.group(2)} epochs (s)"
+    if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
+        return f"pretraining throughput, pool of {m.group(1)} frames (images/s)"
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
+        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
+        return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
+        return f"whole `cbh run` on {m.group(1)}: largest process (MB)"
+    return ""
+
+
+def performance_section(paths: list[Path]) -> str:
+    """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command."""
+    if not paths:
+        return "(no benchmark results yet: `make bench`, then `make readme`)"
+    lines: list[str] = []
+    for path in paths:
+        res = json.loads(path.read_text())
+        m = res.get("machine", {})
+        gpu = m.get("gpu") or "no GPU"
+        lines += [f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
+                  f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):", ""]
+        presets = res.get("presets", [])
+        if presets:
+            lines += ["| stage | " + " | ".join(f"{p['preset']} ({p.get('device', 'cpu')})" for p in presets) + " |",
+                      "|---" * (len(presets) + 1) + "|"]
+            keys = [k for k in presets[0] if _label(k)]
+            for k in keys:
+                cells = [p.get(k) for p in presets]
+                lines.append(f"| {_label(k)} | " + " | ".join("-" if v is None else f"{v:,.1f}" if isinstance(v, float)
+                                                           else str(v) for v in cells) + " |")
+            lines.append("")
+        rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k)]
+        if rows:
+            lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {v:,.1f} |" for k, v in rows] + [""]
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if start not in text or end not in text:
+        raise CbhError(f"{where}: expected the markers {start} and {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def _pm(r: dict[str, Any], key: str, digits: int = 0) -> str:
@@ -89,18 +162,36 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
     return "\n".join(lines)
 
 
-def update(readme: Path, run_dir: Path, calibration: Path | None = None) -> None:
-    summary = json.loads((run_dir / "summary.json").read_text())
+def update(readme: Path, run_dir: Path, calibration: Path | None = None, benchmarks: list[Path] | None = None) -> None:
+    """Rewrite the results section (and, given benchmark JSONs, the performance section)."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise CbhError(f"{summary_path}: expected a finished run's summary; found none (run `make run` first)")
+    summary = json.loads(summary_path.read_text())
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise CbhError(f"{readme}: expected the markers {START} and {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(readme, f"{head}{START}\n{section(summary, cal)}\n{END}{tail}")
+    text = _replace(readme.read_text(), START, END, section(summary, cal), readme)
+    if benchmarks is not None:
+        text = _replace(text, PERF_START, PERF_END, performance_section(benchmarks), readme)
+    atomic_write_text(readme, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Rewrite the README's generated sections.")
+    ap.add_argument("run_dir", nargs="?", default=str(RunDir.named("default").root))
+    ap.add_argument("readme", nargs="?", default="README.md")
+    ap.add_argument("--calibration", default="benchmarks/results/calibration_default.json")
+    ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
+    a = ap.parse_args(argv)
+    try:
+        update(Path(a.readme), Path(a.run_dir), Path(a.calibration),
+               [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None)
+    except CbhError as exc:
+        print(f"readme: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    update(Path(args[1] if len(args) > 1 else "README.md"), Path(args[0]) if args else RunDir.named("default").root,
-           Path(args[2]) if len(args) > 2 else Path("benchmarks/results/calibration_default.json"))
+    sys.exit(main())

@@ -401,3 +401,29 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_
     assert len(encoders) == 5  # one per fold
     for path in encoders:
         load_checkpoint(path)
+
+
+def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(pipeline_run, tmp_path: Path,  # noqa: ANN001
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from cbhlib.readme import main as readme_main
+
+    root, name = pipeline_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n\n<!-- performance:start -->\nold\n"
+                      "<!-- performance:end -->\ntail\n")
+    bench = tmp_path / "bench-1.json"
+    bench.write_text(json.dumps({"machine": {"cpus": 2, "torch": "2.13.0", "gpu": None}, "date": "2026-11-27 10:00",
+                                 "command": "python benchmarks/run.py --pipeline",
+                                 "presets": [{"preset": "default", "device": "cpu", "pretrain_default_recipe_images_per_s": 1234.5,
+                                              "heads_all_modes_5folds_50ep_s": 6.25}],
+                                 "scaling": {"pipeline_default_w2_s": 300.0, "heads_physical_only_5000_samples_20ep_s": 2.5}}))
+    assert readme_main([str(root / "runs" / name), str(readme), "--benchmarks", str(bench)]) == 0
+    text = readme.read_text()
+    summary = json.loads((root / "runs" / name / "summary.json").read_text())
+    gbdt = next(r for r in summary["headline"] if r["model"] == "gbdt" and r["protocol"] == "lofo")
+    assert f"{gbdt['pooled_mae_m']:.0f} ± {gbdt['pooled_mae_m_sd']:.0f}" in text  # numbers from the run
+    assert "Leave-one-flight-out" in text and "\nold\n" not in text and text.endswith("tail\n")
+    assert "| pretraining throughput (images/s) | 1,234.5 |" in text and "`--workers 2`" in text
+    assert "heads: 4 modes x 5 folds x 50 epochs (s) | 6.2" in text and "5000 samples" in text
+    assert readme_main([str(tmp_path / "nowhere"), str(readme)]) == 2
+    assert "run `make run` first" in capsys.readouterr().err
