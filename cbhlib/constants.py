@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 DEFAULT_CAMPAIGN = "data/synthetic_default.h5"  # the embedded synthetic campaign, relative to the project root
-RUNS_ROOT = "runs"  # every run folder lives under this folder of the project root
-FIGURES_ROOT = "figures"  # figures of run <name> go to figures/<name>
 
 PROTOCOLS = ("lofo", "random", "within_flight")
 PROTOCOL_LABELS = {

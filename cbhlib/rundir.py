@@ -22,9 +22,9 @@ import os
 import re
 from pathlib import Path
 
-from cbhlib.constants import RUNS_ROOT
 from cbhlib.errors import ParamsError
 
+RUNS_ROOT = "runs"  # every run folder lives under this folder of the project root
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 UNIT_FILE = re.compile(r"^fold(\d+)_seed(\d+)\.json$")
 
@@ -35,6 +35,7 @@ def check_run_name(name: str, source: object = "--run-name") -> str:
         raise ParamsError(source, "run_name", "a plain name (letters, digits, '-', '_', '.'; no '/' and not '.' "
                           "or '..')", repr(name))
     return name
+
 
 
 class RunDir:
