@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         update(Path(a.readme), Path(a.run_dir), Path(a.calibration),
                [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None)
     except CbhError as exc:
-        print(f"readme: {exc}", file=sys.stderr)
+        sys.stderr.write(f"readme: {exc}\n")
         return 2
     return 0
 

@@ -2,7 +2,8 @@
 
 Both are computed from the run's unit files and step summaries, never typed. The index
 links every notebook (with code, and a code-hidden report), every CSV and JSON of the
-run, and every figure with its one-line caption; it loads nothing from the network.
+run, and every figure with its one-line caption in pipeline order; it loads nothing from the
+network.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.plots.style import caption
+from cbhlib.plots.style import caption, figure_rank
 from cbhlib.reports import read_json
 from cbhlib.rundir import RunDir
 from cbhlib.units import plain
@@ -116,9 +117,10 @@ def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | P
         parts.append(f"<h2>Pretraining</h2><p>{pre['n_encoders']} encoders ({esc(pre['settings'])}); mean final masked-patch "
                      f"loss {pre['loss_final']:.3f} beside its floors: predict-zero {pre['floor_predict_zero']:.3f}, "
                      f"interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
-                     f"{pre['final_over_zero']:.2f}).</p>")
+                     f"{pre['final_over_zero']:.2f}, final / interpolation = "
+                     f"{pre['loss_final'] / (pre['floor_interpolation'] or float('nan')):.2f}; each a mean over encoders).</p>")
     parts += _files_html(run)
-    parts += _figures_html(run)
+    parts += _figures_html(run, [s.name for s in steps])
     parts.append("</body></html>")
     atomic_write_text(run.index, "\n".join(parts))
     return run.index
@@ -162,10 +164,12 @@ def _files_html(run: RunDir) -> list[str]:
     return out
 
 
-def _figures_html(run: RunDir) -> list[str]:
+def _figures_html(run: RunDir, steps: list[str] | None = None) -> list[str]:
+    """Every figure with its caption, in pipeline order (explore, pretrain, each training step, compare)."""
     esc = html.escape
     out = ["<h2>Figures</h2>"]
-    for p in sorted(run.figures.glob("*.png")) if run.figures.is_dir() else []:
+    figs = list(run.figures.glob("*.png")) if run.figures.is_dir() else []
+    for p in sorted(figs, key=lambda p: figure_rank(p.stem, steps)):
         href = esc(run.relative(p))
         out.append(f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}'></a>"
                    f"<figcaption>{esc(caption(p.stem))}</figcaption></figure>")

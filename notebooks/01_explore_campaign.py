@@ -33,6 +33,7 @@ progress: bool = True  # progress bars (headless pipeline runs turn them off)
 explore_images_per_flight: int = 3  # example images shown per flight
 
 # %%
+import numpy as np
 from IPython.display import display
 
 from cbhlib import explore, imagestats, plots
@@ -108,7 +109,8 @@ plots.cbh_along_track(camp, save_to=run.figure("explore_cbh_along_track"));
 # %%
 mats = {"CBH (lidar)": explore.ks_matrix(camp.cbh_km, camp.flight, camp.n_flights),
         "physical features (mean KS)": explore.mean_feature_ks(camp)}
-plots.ks_heatmaps(mats, camp.flight_names, save_to=run.figure("explore_ks_heatmap"));
+plots.ks_heatmaps(mats, camp.flight_names, save_to=run.figure("explore_ks_heatmap"),
+                  n=np.bincount(camp.flight, minlength=camp.n_flights));
 
 # %% [markdown]
 # ## Ground truth (synthetic campaigns only)

@@ -90,10 +90,11 @@ display(table.round(3))
 
 # %%
 histories = {f"{sc}_seed{s}": load_checkpoint(p)["history"] for (sc, s), p in paths.items()}
-plots.pretrain_curves(table, histories, save_to=run.figure("pretrain_loss"));
+plots.pretrain_curves(table, histories, save_to=run.figure("pretrain_loss"), flights=camp.flight_names);
 print(f"mean final loss {table['loss_final'].mean():.3f}; floors: predict-zero {table['floor_predict_zero'].mean():.3f}, "
       f"interpolation {table['floor_interpolation'].mean():.3f}; final / predict-zero = "
-      f"{table['loss_final'].mean() / table['floor_predict_zero'].mean():.2f}")
+      f"{table['loss_final'].mean() / table['floor_predict_zero'].mean():.2f}; final / interpolation = "
+      f"{table['loss_final'].mean() / table['floor_interpolation'].mean():.2f}")
 
 # %% [markdown]
 # ## Masked inputs and reconstructions
@@ -105,7 +106,11 @@ ck = load_checkpoint(path)
 held = camp.flight_names.index(ck["held_out_flight"]) if ck["held_out_flight"] else 0
 pick = rng.choice(camp.flight_indices(held), size=min(3, len(camp.flight_indices(held))), replace=False)
 rec = reconstruct_examples(camp, path, sorted(pick), cfg.pretrain.mask_ratio, seed=cfg.seed)
-plots.reconstructions(rec, save_to=run.figure("pretrain_reconstructions"));
+frames = (f"held-out flight {ck['held_out_flight']}" if ck["held_out_flight"]
+          else f"flight {camp.flight_names[held]} (seen in pretraining)")
+plots.reconstructions(rec, save_to=run.figure("pretrain_reconstructions"),
+                      source=f"{frames} frames through encoder {scope}_seed{seed}",
+                      pixel_norm=ck.get("config", {}).get("pixel_norm", "image"));
 
 # %%
 print(environment_report())

@@ -84,6 +84,7 @@ from IPython.display import display
 
 from cbhlib import plots
 from cbhlib.campaign import Campaign
+from cbhlib.data import make_folds
 from cbhlib.loops import read_jsonl
 from cbhlib.notebook import environment_report, setup
 from cbhlib.results import headline_table, per_flight_table
@@ -118,10 +119,13 @@ display(headline_table(pred).round(3))
 
 # %% [markdown]
 # ## Loss curves per fold
+# Validation: time blocks of the held-in training flights (never the held-out flight).
+# The dash-dot line is the validation loss of predicting the training mean.
 
 # %%
 log = pd.DataFrame(read_jsonl(result.log_path))
-plots.loss_curves(log, model, save_to=run.figure(f"train_{model}_loss"));
+mean_loss = plots.mean_predictor_loss(camp.cbh_km, make_folds(camp, "lofo", cfg.val_fraction), cfg.train.huber_delta_km)
+plots.loss_curves(log, model, save_to=run.figure(f"train_{model}_loss"), reference=mean_loss);
 
 # %% [markdown]
 # ## Predicted against lidar CBH per held-out flight (all seeds)

@@ -72,6 +72,7 @@ compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model diff
 compare_bootstrap_block: int = 10  # moving-block length along each track (autocorrelated samples)
 
 # %%
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -120,7 +121,7 @@ plots.protocol_inflation(headline, save_to=run.figure("compare_protocol_inflatio
 # %% [markdown]
 # ## Per held-out flight
 # MAE is the steady read; R2 on a flight with little CBH variance (18Feb25: 24 samples
-# within 0.1 km) is dominated by any bias. Dashed green: the best R2 the label noise
+# within 0.1 km) is dominated by any bias. Dashed black: the best R2 the label noise
 # allows (synthetic truth).
 
 # %%
@@ -140,18 +141,29 @@ comp = compare.comparisons(pred, cfg)
 comp.to_csv(run.table("comparison_differences"), index=False)
 display(comp.round(1))
 if len(comp):
-    plots.differences(comp, save_to=run.figure("compare_differences"));
+    plots.differences(comp, save_to=run.figure("compare_differences"), block=cfg.compare.bootstrap_block,
+                      reps=cfg.compare.bootstrap_reps);
 
 # %% [markdown]
 # ## The best model's predictions, and errors by cloud-base regime
+# Best: the lowest leave-one-flight-out pooled MAE (mean over seeds). When that is
+# climatology (a constant per held-out flight), the best model other than climatology is
+# shown beneath it.
 
 # %%
 lofo = pred[pred["protocol"] == "lofo"]
 lofo_head = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
-best = lofo_head.iloc[0]["model"]
-print(f"lowest leave-one-flight-out pooled MAE: {best}")
-plots.pred_vs_true(lofo[lofo["model"] == best], f"{best}: leave-one-flight-out predictions (all seeds)",
-                   save_to=run.figure("compare_best_pred_vs_true"));
+best = lofo_head.iloc[0]
+rows = [(best["model"], f"{best['model']}: lowest pooled MAE ({best['pooled_mae_m']:.0f} m)"
+         + (", a constant per held-out flight" if best["model"] == "climatology" else ""))]
+learned = lofo_head[lofo_head["model"] != "climatology"]
+if best["model"] == "climatology" and len(learned):
+    rows.append((learned.iloc[0]["model"], f"{learned.iloc[0]['model']}: best other than climatology "
+                 f"({learned.iloc[0]['pooled_mae_m']:.0f} m)"))
+print("; ".join(h for _, h in rows))
+plots.best_pred_vs_true(lofo, rows, save_to=run.figure("compare_best_pred_vs_true"),
+                        title="Leave-one-flight-out predictions of the best models (criterion: lowest pooled MAE "
+                              "over all held-out samples, mean over seeds)");
 
 # %%
 err = shift.regime_errors(lofo)
@@ -196,7 +208,8 @@ conf = pd.concat([adapt.conformal(lofo, val, cfg.compare.conformal_alpha, cfg.co
 conf.to_csv(run.table("comparison_conformal"), index=False)
 conf_summary = adapt.conformal_summary(conf)
 display(conf_summary.round(3))
-plots.coverage_dots(conf, 1 - cfg.compare.conformal_alpha, save_to=run.figure("compare_conformal_coverage"));
+plots.coverage_dots(conf, 1 - cfg.compare.conformal_alpha, save_to=run.figure("compare_conformal_coverage"),
+                    headline_draw="first");
 
 # %% [markdown]
 # ## Domain-shift diagnostics
@@ -205,19 +218,24 @@ plots.coverage_dots(conf, 1 - cfg.compare.conformal_alpha, save_to=run.figure("c
 ks = shift.shift_ks(camp, cfg.feature_groups or None)
 ks.to_csv(run.table("comparison_shift_ks"))
 if len(ks):
-    plots.shift_heatmap(ks, save_to=run.figure("compare_shift_ks"));
+    plots.shift_heatmap(ks, save_to=run.figure("compare_shift_ks"),
+                        n=dict(zip(camp.flight_names, np.bincount(camp.flight, minlength=camp.n_flights).tolist())));
 
 # %%
 X, _ = camp.feature_matrix(cfg.feature_groups or None)
 projections = {"physical features": shift.pca_2d(X)} if X.shape[1] >= 2 else {}
 enc = run.encoder(encoders.settings_key(cfg, camp), "all", encoders.encoder_seed(cfg, cfg.seed))
+note = None
 if camp.has_images and enc.exists():
     from cbhlib.embed import embed_campaign
 
     emb = embed_campaign(camp, enc, run.cache, progress=False)
     projections = {"image embeddings (encoder on all flights)": shift.pca_2d(emb.pooled), **projections}
+elif camp.has_images:
+    note = (f"No image-embedding panel: this run has no encoder pretrained on all flights (pretrain_scope "
+            f"'{cfg.pretrain.scope}' trains one per held-out flight).")
 if projections:
-    plots.pca_scatter(projections, camp.flight, camp.flight_names, save_to=run.figure("compare_pca"));
+    plots.pca_scatter(projections, camp.flight, camp.flight_names, save_to=run.figure("compare_pca"), note=note);
 
 # %% [markdown]
 # ## Our numbers beside the published ones

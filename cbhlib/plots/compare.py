@@ -2,180 +2,355 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from cbhlib.plots.style import flight_color, label, model_color, save
+from cbhlib.plots.style import (BASELINES, bar_style, flight_color, flight_marker, is_baseline, label, mark_clipped,
+                                model_color, model_marker, model_patch, order_models, save, sd_bars)
+from cbhlib.plots.style import r2_floor as axis_floor
+from cbhlib.plots.train import axis_limits, pred_panel
 
 PROTOCOL_NAMES = {"lofo": "leave-one-flight-out (honest)", "within_flight": "time blocks within flight",
                   "random": "pooled random K-fold (leaky)"}
+PROTOCOL_HATCHES = {"lofo": "", "within_flight": "///", "random": "..."}
 
 
-def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figure:
-    """Pooled R2 of every model under each protocol (mean ± sd over seeds), models coloured."""
-    models = list(dict.fromkeys(headline["model"]))
+def _legend_right(ax: plt.Axes, handles: list, title: str | None = None, fontsize: float = 8) -> None:
+    ax.legend(handles=handles, fontsize=fontsize, title=title, title_fontsize=fontsize, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None, r2_floor: float = -1.0) -> plt.Figure:
+    """Pooled R2 of every model under each protocol (mean ± sd over seeds), models coloured,
+    protocols hatched. Bars below ``r2_floor`` are cut there and carry their value (no error
+    bar); a protocol a model was not run under says so."""
+    models = order_models(headline["model"])
     protos = [p for p in PROTOCOL_NAMES if p in set(headline["protocol"])]
     x = np.arange(len(models))
     w = 0.8 / max(1, len(protos))
-    fig, ax = plt.subplots(figsize=(11, 4))
-    hatches = {"lofo": "", "within_flight": "//", "random": ".."}
+    floor = axis_floor(headline["r2_pooled"], r2_floor)
+    fig, ax = plt.subplots(figsize=(12, 4.6))
     for i, p in enumerate(protos):
         d = headline[headline["protocol"] == p].set_index("model").reindex(models)
-        ax.bar(x - 0.4 + w * (i + 0.5), d["r2_pooled"].clip(lower=-1), w, yerr=d["r2_pooled_sd"], capsize=2,
-               color=[model_color(m) for m in models], hatch=hatches[p], edgecolor="k", lw=0.4)
-        ax.bar(0, 0, 0, color="white", edgecolor="k", hatch=hatches[p], label=PROTOCOL_NAMES[p])
+        vals = d["r2_pooled"].to_numpy(float)
+        xs = x - 0.4 + w * (i + 0.5)
+        shown = np.clip(vals, floor, None)
+        ax.bar(xs, np.nan_to_num(shown), w, color=[model_color(m) for m in models], hatch=PROTOCOL_HATCHES[p],
+               edgecolor="k", lw=0.4)
+        mark_clipped(ax, xs, vals, floor)
+        sd_bars(ax, xs, shown, d["r2_pooled_sd"].to_numpy(float), keep=np.isfinite(vals) & (vals >= floor))
+        for xi, v in zip(xs, vals):
+            if not np.isfinite(v):
+                ax.text(xi, 0.03, "not run", rotation=90, ha="center", va="bottom", fontsize=7, color="0.35")
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(x, models, rotation=25)
-    ax.set(ylabel="R2 pooled over held-out predictions\n(clipped at -1; mean ± sd over seeds)", ylim=(-1, 1.05),
-           title="Same models, different splits: what a random split hides")
-    ax.legend(fontsize=8)
+    ax.set_xticks(x, [label(m) for m in models], rotation=25, ha="right", rotation_mode="anchor")
+    ax.set(ylabel="R2 pooled over held-out predictions\n(mean ± sd over seeds)",
+           ylim=(floor - 0.05 * (1.05 - floor), 1.05),
+           title="Same models, different splits: what a random split hides"
+                 + (f"\n(bars below {floor:g} are cut: arrow and true value; 'not run': trained under LOFO only)"
+                    if np.nanmin(headline["r2_pooled"]) < floor else ""))
+    ax.title.set_fontsize(10)
+    _legend_right(ax, [Patch(facecolor="white", edgecolor="k", hatch=PROTOCOL_HATCHES[p], label=PROTOCOL_NAMES[p])
+                       for p in protos], title="protocol (hatch)")
     fig.tight_layout()
     return save(fig, save_to)
 
 
 def per_flight_bars(per_flight: pd.DataFrame, protocol: str = "lofo", ceiling: dict[str, float] | None = None,
                     save_to: str | Path | None = None, r2_floor: float = -3.0) -> plt.Figure:
-    """Per-flight MAE (headline) and R2 of every model under one protocol, n under each flight."""
+    """Per-flight MAE (headline) and R2 of every model under one protocol, mean ± sd over
+    seeds, n under each flight; R2 bars cut at ``r2_floor`` carry their value."""
     d = per_flight[per_flight["protocol"] == protocol]
     flights = list(dict.fromkeys(d["flight"]))
-    models = list(dict.fromkeys(d["model"]))
+    models = order_models(d["model"])
     n = d.drop_duplicates("flight").set_index("flight")["n"]
     x = np.arange(len(flights))
     width = 0.84 / max(1, len(models))
-    fig, axes = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True)
-    for ax, key, lab in ((axes[0], "mae_m", "MAE (m)"), (axes[1], "r2", "R2")):
+    floor = axis_floor(d["r2"], r2_floor)
+    fig, axes = plt.subplots(2, 1, figsize=(14, 8), sharex=True)
+    for ax, key in ((axes[0], "mae_m"), (axes[1], "r2")):
         for i, m in enumerate(models):
             dm = d[d["model"] == m].set_index("flight").reindex(flights)
             vals = dm[key].to_numpy(float)
-            ax.bar(x - 0.42 + width * (i + 0.5), np.clip(vals, r2_floor, None) if key == "r2" else vals, width,
-                   yerr=dm[f"{key}_sd"] if key == "mae_m" else None, capsize=1.5, color=model_color(m),
-                   edgecolor="k", lw=0.3, label=m)
-        if key == "r2":
-            ax.axhline(0, color="0.3", lw=0.6)
-            ax.set_ylim(r2_floor, 1.05)
-            if ceiling:
-                ax.hlines([ceiling.get(f, np.nan) for f in flights], x - 0.45, x + 0.45, colors="tab:green",
-                          linestyles="--", lw=1.2, label="best achievable (truth)")
-            ax.set_ylabel(f"R2 (clipped at {r2_floor:g})")
-        else:
-            ax.set_ylabel("MAE (m), mean ± sd over seeds")
-        ax.set_title(f"{lab} per held-out flight ({PROTOCOL_NAMES.get(protocol, protocol)})")
+            xs = x - 0.42 + width * (i + 0.5)
+            shown = np.clip(vals, floor, None) if key == "r2" else vals
+            ax.bar(xs, np.nan_to_num(shown), width, **bar_style(m))
+            keep = None
+            if key == "r2":
+                mark_clipped(ax, xs, vals, floor, fontsize=6)
+                keep = np.isfinite(vals) & (vals >= floor)
+            sd_bars(ax, xs, shown, dm[f"{key}_sd"].to_numpy(float) if f"{key}_sd" in dm else None, keep=keep,
+                    capsize=1.5, lw=0.8)
+    name = PROTOCOL_NAMES.get(protocol, protocol)
+    axes[0].set(ylabel="MAE (m), mean ± sd over seeds", title=f"MAE (m) per held-out flight: {name}")
+    axes[1].axhline(0, color="0.3", lw=0.6)
+    axes[1].set(ylim=(floor - 0.04 * (1.05 - floor), 1.05), ylabel="R2, mean ± sd over seeds",
+                title=f"R2 per held-out flight: {name}" + (f" (bars below {floor:g} cut: arrow and true value)"
+                                                            if np.nanmin(d["r2"]) < floor else ""))
+    handles: list = [model_patch(m) for m in models]
+    if ceiling:
+        axes[1].hlines([ceiling.get(f, np.nan) for f in flights], x - 0.45, x + 0.45, colors="k", linestyles="--",
+                       lw=1.2)
+        handles.append(Line2D([], [], color="k", ls="--", label="best achievable R2\n(synthetic truth)"))
     axes[1].set_xticks(x, [f"{label(f)}\nn={n[f]}" for f in flights])
-    axes[0].legend(fontsize=7, ncol=4)
+    _legend_right(axes[0], handles, title="model")
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def differences(comp: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figure:
-    """Forest plot of paired pooled-MAE differences with 95 % intervals."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(comp), 1) + 1.5))
+def differences(comp: pd.DataFrame, save_to: str | Path | None = None, block: int | None = None,
+                reps: int | None = None) -> plt.Figure:
+    """Forest plot of paired pooled-MAE differences with 95 % intervals (paired moving-block
+    bootstrap over samples and seeds); resolved intervals in the winner's colour and marker,
+    unresolved ones hollow black; the verdict at the right edge."""
+    fig, ax = plt.subplots(figsize=(9.5, 0.45 * max(len(comp), 1) + 1.9))
     y = np.arange(len(comp))
     for i, r in enumerate(comp.itertuples()):
-        color = model_color(r.model) if r.verdict != "not resolved" else "0.6"
-        ax.errorbar(r.diff_m, i, xerr=[[r.diff_m - r.ci_lo_m], [r.ci_hi_m - r.diff_m]], fmt="o", color=color, capsize=3)
+        err = [[r.diff_m - r.ci_lo_m], [r.ci_hi_m - r.diff_m]]
+        if r.verdict == "not resolved":
+            ax.errorbar(r.diff_m, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
+        else:
+            win = r.model if r.diff_m < 0 else r.reference
+            ax.errorbar(r.diff_m, i, xerr=err, fmt=model_marker(win), color=model_color(win), mec="k", mew=0.6,
+                        ecolor=model_color(win) if not is_baseline(win) else "0.25", capsize=3, ms=7, lw=1.6)
+        ax.text(1.02, i, label(r.verdict), transform=ax.get_yaxis_transform(), va="center", fontsize=8,
+                color="k" if r.verdict != "not resolved" else "0.4")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{r.model} - {r.reference}" for r in comp.itertuples()], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_yticks(y, [f"{label(r.model)} − {label(r.reference)}" for r in comp.itertuples()], fontsize=8)
+    ax.set_ylim(len(comp) - 0.5, -0.5)
+    how = "paired moving-block bootstrap over samples and seeds" + (
+        f" ({reps} replicates, blocks of {block} samples)" if reps and block else "")
+    n = comp.iloc[0] if len(comp) else None
+    sub = f"; n = {n.n_samples} samples × {n.n_seeds} seeds" if n is not None and "n_samples" in comp else ""
     ax.set(xlabel="pooled MAE difference (m); negative: the first model is better",
-           title="Paired 95 % intervals (grey: not resolved)")
+           title=f"95 % intervals of pooled-MAE differences: {how}{sub}\n"
+                 "filled: resolved, in the winner's colour and marker; hollow black: not resolved")
+    ax.title.set_fontsize(9)
     fig.tight_layout()
     return save(fig, save_to)
+
+
+def _upper_whisker(v: np.ndarray) -> float:
+    q1, q3 = np.percentile(v, [25, 75])
+    inside = v[v <= q3 + 1.5 * (q3 - q1)]
+    return float(inside.max()) if len(inside) else float(q3)
 
 
 def regime_box(err: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figure:
-    """Absolute error per CBH regime for each model (LOFO, all seeds)."""
-    models = list(dict.fromkeys(err["model"]))
+    """Absolute error per CBH regime for each model (LOFO, seeds pooled): boxes in each model's
+    colour and hatch, n per regime, the y-axis cut above most whiskers (longer ones labelled)."""
+    models = order_models(err["model"])
     order = [r for r in ("low (< 0.5 km)", "mid (0.5-1 km)", "high (> 1 km)") if r in set(err["regime"])]
-    fig, ax = plt.subplots(figsize=(12, 4))
-    sns.boxplot(err, x="regime", y="abs_error_m", hue="model", order=order, hue_order=models,
-                palette={m: model_color(m) for m in models}, showfliers=False, ax=ax, linewidth=0.6)
-    ax.set(ylabel="absolute error (m)", xlabel="lidar cloud-base regime",
-           title="Error against cloud-base regime (leave-one-flight-out)")
-    ax.legend(fontsize=7, ncol=4)
+    order += [r for r in dict.fromkeys(err["regime"]) if r not in order and r]
+    width = 0.84 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(13, 4.6))
+    tops: list[tuple[float, float]] = []
+    for i, m in enumerate(models):
+        dm = err[err["model"] == m]
+        data = [dm.loc[dm["regime"] == r, "abs_error_m"].to_numpy(float) for r in order]
+        pos = np.arange(len(order)) - 0.42 + width * (i + 0.5)
+        keep = [j for j, v in enumerate(data) if len(v)]
+        if not keep:
+            continue
+        bp = ax.boxplot([data[j] for j in keep], positions=pos[keep], widths=width * 0.9, patch_artist=True,
+                        showfliers=False, whis=1.5, manage_ticks=False)
+        for box in bp["boxes"]:
+            box.set(**{k: v for k, v in bar_style(m).items() if k != "color"}, facecolor=model_color(m))
+        for part in ("medians", "whiskers", "caps"):
+            for line in bp[part]:
+                line.set(color="k", lw=0.8 if part != "medians" else 1.4)
+        tops += [(float(pos[j]), _upper_whisker(data[j])) for j in keep]
+    whiskers = np.array([t for _, t in tops]) if tops else np.array([1.0])
+    ylim = 1.08 * float(np.percentile(whiskers, 90))
+    for xp, t in tops:
+        if t > ylim:
+            ax.annotate(f"↑ {t:.0f}", (xp, ylim), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, rotation=90, annotation_clip=False)
+    n = [_regime_n(err, r) for r in order]
+    ax.set_xticks(np.arange(len(order)), [f"{r}\nn = {k} samples" for r, k in zip(order, n)])
+    ax.set_ylim(0, ylim)
+    ax.set(ylabel="absolute error (m)", xlabel="lidar cloud-base regime")
+    ax.set_title("Error against cloud-base regime (leave-one-flight-out; seeds pooled; boxes: quartiles; whiskers: "
+                 "1.5 IQR; outliers hidden;\ny cut above most whiskers, longer ones carry their top in m)", pad=34,
+                 fontsize=10)
+    _legend_right(ax, [model_patch(m) for m in models], title="model")
+    fig.tight_layout()
     return save(fig, save_to)
+
+
+def _regime_n(err: pd.DataFrame, regime: str) -> int:
+    """Distinct samples in a regime (one model, one seed)."""
+    d = err[err["regime"] == regime]
+    if "sample" in d:
+        return int(d["sample"].nunique())
+    per = d.groupby(["model", "seed"]).size() if "seed" in d else d.groupby("model").size()
+    return int(per.max()) if len(per) else 0
 
 
 def few_shot_plot(curve: pd.DataFrame, draw: str = "first", save_to: str | Path | None = None) -> plt.Figure:
-    """Per-flight MAE (left, the steady read) and R2 (right) against k; offset solid, linear dashed;
-    the headline draw in full colour, the other draw faint."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.3))
-    for (m, dr, meth), d in curve.groupby(["model", "draw", "method"], sort=False):
-        style = dict(color=model_color(m), ls="-" if meth == "offset" else "--", alpha=1.0 if dr == draw else 0.3,
-                     marker="o", ms=3, lw=1.2)
-        axes[0].plot(d["k"], d["mae_m"], **style, label=m if (dr == draw and meth == "offset") else None)
-        axes[1].plot(d["k"], d["r2"], **style)
-    axes[0].set(xlabel="k labelled samples of the held-out flight", ylabel="mean of per-flight MAE (m)",
-                title=f"Recalibration on the {draw} k samples (solid: offset, dashed: linear)")
-    axes[1].set(xlabel="k", ylabel="mean of per-flight R2", title="R2 (faint: the other draw)")
-    lo = float(np.nanmin(curve["r2"])) if len(curve) else -1
-    axes[1].set_ylim(max(-3, lo - 0.2), 1)
-    axes[1].axhline(0, color="0.5", lw=0.6)
-    axes[0].legend(fontsize=7, ncol=2)
+    """Mean per-flight MAE against k labelled samples of the held-out flight, for the headline
+    ``draw`` only: rows = recalibration method (offset, linear), columns = baselines and
+    fusion modes. The other draw appears as one faint reference line per panel (the mean over
+    the panel's models). R2 per k stays in the table (unstable on small flights)."""
+    methods = [m for m in ("offset", "linear") if m in set(curve["method"])] or list(dict.fromkeys(curve["method"]))
+    groups = (("baselines", [m for m in order_models(curve["model"]) if is_baseline(m)]),
+              ("fusion modes", [m for m in order_models(curve["model"]) if not is_baseline(m)]))
+    groups = tuple(g for g in groups if g[1])
+    fig, axes = plt.subplots(len(methods), len(groups), figsize=(6.2 * len(groups), 3.3 * len(methods) + 1.2),
+                             sharex=True, sharey=True, squeeze=False)
+    other = next((d for d in dict.fromkeys(curve["draw"]) if d != draw), None)
+    for r, meth in enumerate(methods):
+        for c, (gname, models) in enumerate(groups):
+            ax = axes[r, c]
+            d = curve[(curve["method"] == meth) & curve["model"].isin(models)]
+            for m in models:
+                dm = d[(d["model"] == m) & (d["draw"] == draw)].sort_values("k")
+                ax.plot(dm["k"], dm["mae_m"], color=model_color(m), marker=model_marker(m), ms=5, lw=1.4,
+                        mec="k" if is_baseline(m) else model_color(m), mew=0.5, label=label(m))
+            if other is not None:
+                ref = d[d["draw"] == other].groupby("k")["mae_m"].mean()
+                ax.plot(ref.index, ref.to_numpy(), color="k", ls=":", lw=1.2, alpha=0.45,
+                        label=f"{other} k (optimistic): mean of these models")
+            ax.set_title(f"{meth} recalibration: {gname}", fontsize=10)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel("mean of per-flight MAE (m)")
+            if r == len(methods) - 1:
+                ax.set_xlabel("k labelled samples of the held-out flight")
+                ax.legend(fontsize=7.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.suptitle(f"Few-shot recalibration on the {draw} k samples in time (the headline draw); offset: add their "
+                 "mean residual, linear: also correct the slope\n(R2 per k: table comparison_few_shot)", fontsize=10)
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def coverage_dots(conf: pd.DataFrame, nominal: float = 0.9, save_to: str | Path | None = None) -> plt.Figure:
-    """Coverage per model (rows) and held-out flight, by calibration: one dot plot."""
-    per = conf.groupby(["model", "calibration", "flight"], sort=False)["coverage"].mean().reset_index()
-    models = list(dict.fromkeys(per["model"]))
+def coverage_dots(conf: pd.DataFrame, nominal: float = 0.9, save_to: str | Path | None = None,
+                  headline_draw: str = "first") -> plt.Figure:
+    """Coverage per model (rows, shared order) and held-out flight, one panel per calibration;
+    target-flight calibration split by draw: filled = first k in time (headline), hollow = k
+    random (optimistic). Mean over seeds (and random repeats)."""
+    c = conf.assign(draw=conf["draw"].fillna("") if "draw" in conf else "")
+    per = c.groupby(["model", "calibration", "draw", "flight"], sort=False).agg(
+        coverage=("coverage", "mean"), n_scored=("n_scored", "max")).reset_index()
+    models = order_models(per["model"])
     cals = list(dict.fromkeys(per["calibration"]))
     flights = list(dict.fromkeys(per["flight"]))
-    markers = ["o", "s", "^", "D", "v", "P"]
-    fig, axes = plt.subplots(1, len(cals), figsize=(5.5 * len(cals), 0.45 * len(models) + 1.8), sharey=True,
+    n_total = per.groupby("flight")["n_scored"].max()
+    ypos = {m: i for i, m in enumerate(models)}
+    fig, axes = plt.subplots(1, len(cals), figsize=(5.8 * len(cals) + 2.4, 0.42 * len(models) + 2.0), sharey=True,
                              squeeze=False)
     for ax, cal in zip(axes[0], cals):
+        dc = per[per["calibration"] == cal]
         for j, fl in enumerate(flights):
-            d = per[(per["calibration"] == cal) & (per["flight"] == fl)].set_index("model").reindex(models)
-            ax.scatter(d["coverage"], np.arange(len(models)) + (j - len(flights) / 2) * 0.08, marker=markers[j % 6],
-                       color=flight_color(j), s=22, label=label(fl))
+            df = dc[dc["flight"] == fl]
+            off = (j - (len(flights) - 1) / 2) * 0.13
+            draws = list(dict.fromkeys(df["draw"]))
+            for dr in draws:
+                d = df[df["draw"] == dr]
+                ys = d["model"].map(ypos).to_numpy(float) + off
+                hollow = dr not in ("", headline_draw)
+                ax.scatter(d["coverage"], ys, marker=flight_marker(j), s=30, zorder=3,
+                           facecolors="white" if hollow else flight_color(j), edgecolors=flight_color(j),
+                           linewidths=1.2)
+            if len(draws) > 1:
+                wide = df.pivot_table(index="model", columns="draw", values="coverage")
+                for m, row in wide.iterrows():
+                    ax.plot(row.to_numpy(float), [ypos[m] + off] * len(row), color=flight_color(j), lw=0.6,
+                            alpha=0.6, zorder=2)
         ax.axvline(nominal, color="k", ls="--", lw=1)
-        ax.set(xlim=(0, 1.02), title=cal, xlabel=f"coverage of {nominal:.0%} intervals")
-        ax.set_yticks(np.arange(len(models)), models, fontsize=8)
-    axes[0, 0].invert_yaxis()
-    axes[0, -1].legend(fontsize=7, title="held-out flight")
-    fig.suptitle("Split-conformal coverage per model and flight (dashed: nominal)")
+        scored = dc.groupby("flight")["n_scored"].max()
+        ax.set(xlim=(-0.03, 1.03), title=f"calibration: {cal}", xlabel=f"coverage of {nominal:.0%} intervals")
+        ax.text(0.01, -0.13, "scored: " + ", ".join(f"{label(f)} {scored.get(f, 0)}" for f in flights),
+                transform=ax.transAxes, fontsize=7, va="top")
+        ax.set_yticks(np.arange(len(models)), [label(m) for m in models], fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_ylim(len(models) - 0.5, -0.5)
+    fl_handles = [Line2D([], [], ls="", marker=flight_marker(j), color=flight_color(j), ms=6,
+                         label=f"{label(fl)} (n = {n_total[fl]})") for j, fl in enumerate(flights)]
+    draw_handles = [Line2D([], [], ls="", marker="o", mfc="k", mec="k", label=f"{headline_draw} k in time (headline)"),
+                    Line2D([], [], ls="", marker="o", mfc="white", mec="k", label="k random (optimistic)"),
+                    Line2D([], [], color="k", ls="--", label=f"nominal {nominal:.0%}")]
+    leg = axes[0, -1].legend(handles=fl_handles, fontsize=8, title="held-out flight", title_fontsize=8,
+                             loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    axes[0, -1].add_artist(leg)
+    axes[0, -1].legend(handles=draw_handles, fontsize=8, title="target-flight calibration", title_fontsize=8,
+                       loc="lower left", bbox_to_anchor=(1.02, 0.0), borderaxespad=0)
+    fig.suptitle("Split-conformal coverage per model and held-out flight (mean over seeds and random draws)")
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def shift_heatmap(ks: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figure:
-    """KS statistic of each feature: held-out flight vs its training flights."""
-    fig, ax = plt.subplots(figsize=(1.2 * ks.shape[1] + 3, 0.35 * ks.shape[0] + 1.5))
-    sns.heatmap(ks.rename(columns=label), vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f",
+def shift_heatmap(ks: pd.DataFrame, save_to: str | Path | None = None, n: Mapping[str, int] | None = None
+                  ) -> plt.Figure:
+    """KS statistic of each feature: held-out flight (columns, n in the tick labels) vs its training flights."""
+    fig, ax = plt.subplots(figsize=(1.3 * ks.shape[1] + 3.2, 0.35 * ks.shape[0] + 1.9))
+    cols = {c: label(c) + (f"\n(n={n[c]})" if n and c in n else "") for c in ks.columns}
+    sns.heatmap(ks.rename(columns=cols), vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f",
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "KS statistic"}, ax=ax)
-    ax.set(title="Domain shift: each flight against the other flights (KS, per feature)", xlabel="", ylabel="")
+    ax.set(title="Domain shift: each held-out flight against the other flights (KS, per feature)",
+           xlabel="held-out flight", ylabel="feature")
     fig.tight_layout()
     return save(fig, save_to)
 
 
 def pca_scatter(projections: dict[str, tuple[np.ndarray, np.ndarray]], flight: np.ndarray, names: list[str],
-                save_to: str | Path | None = None) -> plt.Figure:
-    """2-D PCA projections (one panel each), coloured by flight."""
-    fig, axes = plt.subplots(1, len(projections), figsize=(5.5 * len(projections), 4.5), squeeze=False)
+                save_to: str | Path | None = None, note: str | None = None) -> plt.Figure:
+    """2-D PCA projections (one panel each) of standardised, median-imputed inputs, coloured by
+    flight; ``note`` says in the figure what is missing (e.g. no image-embedding panel)."""
+    fig, axes = plt.subplots(1, len(projections), figsize=(5.5 * len(projections) + 2, 4.8), squeeze=False)
     for ax, (title, (Z, evr)) in zip(axes[0], projections.items()):
         for k, name in enumerate(names):
             m = flight == k
-            ax.scatter(Z[m, 0], Z[m, 1], s=6, alpha=0.6, color=flight_color(k), label=label(name))
-        ax.set(xlabel=f"PC1 ({evr[0]:.0%})", ylabel=f"PC2 ({evr[1]:.0%})", title=title)
-    axes[0, 0].legend(fontsize=7, markerscale=2)
-    fig.suptitle("Where each flight sits")
+            ax.scatter(Z[m, 0], Z[m, 1], s=7, alpha=0.6, color=flight_color(k), marker=flight_marker(k),
+                       label=f"{label(name)} (n={m.sum()})")
+        ax.set(xlabel=f"PC1 ({evr[0]:.0%} of variance)", ylabel=f"PC2 ({evr[1]:.0%} of variance)", title=title)
+    axes[0, -1].legend(fontsize=8, markerscale=2, title="flight", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Where each flight sits: PCA of standardised, median-imputed inputs")
+    if note:
+        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, style="italic", wrap=True)
     fig.tight_layout()
+    return save(fig, save_to)
+
+
+def best_pred_vs_true(pred: pd.DataFrame, rows: Sequence[tuple[str, str]], save_to: str | Path | None = None,
+                      title: str = "Leave-one-flight-out predictions") -> plt.Figure:
+    """Predicted against lidar CBH, one row per (model, heading), columns per held-out flight plus all."""
+    rows = [(m, h) for m, h in rows if (pred["model"] == m).any()]
+    flights = list(dict.fromkeys(pred["flight"]))
+    d_all = pred[pred["model"].isin([m for m, _ in rows])]
+    lims = axis_limits(d_all) if len(d_all) else (0.0, 1.0)
+    ncol = len(flights) + 1
+    fig = plt.figure(figsize=(3.2 * ncol, 3.9 * max(1, len(rows)) + 0.5), layout="constrained")
+    subs = np.atleast_1d(fig.subfigures(max(1, len(rows)), 1))
+    for sub, (m, heading) in zip(subs, rows):
+        d = pred[pred["model"] == m]
+        axes = sub.subplots(1, ncol)
+        for c, fl in enumerate(flights + ["all"]):
+            pred_panel(axes[c], d if fl == "all" else d[d["flight"] == fl], flights, lims,
+                       "all flights" if fl == "all" else f"{label(fl)} held out")
+            if c:
+                axes[c].set_ylabel("")
+        sub.suptitle(label(heading), fontsize=11, weight="bold", x=0.01, ha="left")
+    fig.suptitle(title, fontsize=11)
     return save(fig, save_to)
 
 
 def sweep_lines(table: pd.DataFrame, x: str = "shift_strength", save_to: str | Path | None = None) -> plt.Figure:
     """LOFO pooled MAE and mean-of-fold R2 of each model against a swept setting, ± sd over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.3))
-    for m, d in table.groupby("model", sort=False):
-        d = d.sort_values(x)
-        axes[0].errorbar(d[x], d["pooled_mae_m"], yerr=d["pooled_mae_m_sd"], color=model_color(m), marker="o", ms=3,
-                         capsize=2, label=m)
-        axes[1].errorbar(d[x], d["r2_folds"], yerr=d["r2_folds_sd"], color=model_color(m), marker="o", ms=3, capsize=2)
+    for m in order_models(table["model"]):
+        d = table[table["model"] == m].sort_values(x)
+        style = {"color": model_color(m), "marker": model_marker(m), "ms": 5, "capsize": 2,
+                 "mec": "k" if m in BASELINES else model_color(m), "mew": 0.5}
+        axes[0].errorbar(d[x], d["pooled_mae_m"], yerr=d["pooled_mae_m_sd"], label=label(m), **style)
+        axes[1].errorbar(d[x], d["r2_folds"], yerr=d["r2_folds_sd"], **style)
     axes[0].set(xlabel=x.replace("_", " "), ylabel="pooled MAE (m)", title="Leave-one-flight-out pooled MAE")
     axes[1].set(xlabel=x.replace("_", " "), ylabel="mean of fold R2", title="Mean of fold R2 (the seed's convention)")
     axes[1].set_ylim(max(-5, float(np.nanmin(table["r2_folds"])) - 0.3), 1)

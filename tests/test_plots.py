@@ -1,0 +1,224 @@
+"""Figures say what they show: draws kept apart, cut values annotated, one model order,
+distinguishable baselines, captions and index order that match the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from cbhlib import plots  # noqa: E402
+from cbhlib.plots import style  # noqa: E402
+from cbhlib.plots.train import huber  # noqa: E402
+
+FLIGHTS = ["F0", "F1", "F2"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> None:
+    yield
+    plt.close("all")
+
+
+def _texts(fig: plt.Figure) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+
+
+def _pred(models: dict[str, bool], n: int = 20, seeds: int = 3) -> pd.DataFrame:
+    """Tidy LOFO predictions; models -> whether its seeds differ."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, differ in models.items():
+        for k, fl in enumerate(FLIGHTS):
+            truth = rng.uniform(0.2, 1.5, n)
+            base = truth + rng.normal(0, 0.3, n) - 0.4
+            for s in range(seeds):
+                p = base + (rng.normal(0, 0.1, n) if differ else 0)
+                rows += [{"model": m, "protocol": "lofo", "seed": s, "fold": k, "flight": fl, "sample": k * n + i,
+                          "truth_km": truth[i], "pred_km": p[i]} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_model_order_matches_the_tables() -> None:
+    from cbhlib.results import BASELINE_ORDER, MODEL_ORDER
+
+    assert style.MODEL_ORDER == BASELINE_ORDER + MODEL_ORDER
+    assert style.order_models(["attention", "gbdt", "climatology", "concat_finetuned", "concat"]) == [
+        "climatology", "gbdt", "concat", "concat_finetuned", "attention"]
+
+
+def test_baselines_are_told_apart_and_flights_avoid_model_colours() -> None:
+    assert len({style.model_marker(b) for b in style.BASELINES}) == len(style.BASELINES)
+    assert len({style.model_hatch(b) for b in style.BASELINES}) == len(style.BASELINES)
+    model_rgb = {mcolors.to_hex(c) for c in style.MODEL_COLORS.values()} | {style.OTHER_MODEL_COLOR}
+    flights = [mcolors.to_hex(style.flight_color(k)) for k in range(len(style.FLIGHT_PALETTE))]
+    assert not set(flights) & model_rgb and len(set(flights)) == len(flights)
+
+
+def test_coverage_keeps_the_headline_draw_apart_from_the_optimistic_one() -> None:
+    rows = []
+    for m in ("concat", "climatology"):
+        for fl in FLIGHTS:
+            rows.append({"model": m, "seed": 0, "flight": fl, "calibration": "training flights", "draw": np.nan,
+                         "coverage": 0.3, "n_calibration": 50, "n_scored": 100})
+            rows.append({"model": m, "seed": 0, "flight": fl, "calibration": "target flight (20-shot)",
+                         "draw": "first", "coverage": 0.5, "n_calibration": 20, "n_scored": 80})
+            rows += [{"model": m, "seed": 0, "flight": fl, "calibration": "target flight (20-shot)", "draw": "random",
+                      "coverage": 1.0, "n_calibration": 20, "n_scored": 80} for _ in range(3)]
+    fig = plots.coverage_dots(pd.DataFrame(rows), 0.9)
+    target = fig.axes[1]
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in target.collections])
+    assert set(np.round(xs, 3)) == {0.5, 1.0}  # never averaged into 0.75
+    assert target.get_xlim()[0] < 0 and target.get_xlim()[1] > 1
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["climatology", "concat"]
+    legends = [c for ax in fig.axes for c in ax.get_children() if isinstance(c, matplotlib.legend.Legend)]
+    legend_text = " ".join(t.get_text() for leg in legends for t in leg.get_texts())
+    assert "headline" in legend_text and "optimistic" in legend_text and "n = 100" in legend_text
+
+
+def test_protocol_inflation_annotates_cut_bars_and_missing_protocols() -> None:
+    head = pd.DataFrame([
+        {"model": "lcl", "protocol": "lofo", "r2_pooled": -8.2, "r2_pooled_sd": 0.0},
+        {"model": "lcl", "protocol": "random", "r2_pooled": 0.5, "r2_pooled_sd": 0.0},
+        {"model": "concat", "protocol": "lofo", "r2_pooled": -1.9, "r2_pooled_sd": 0.5},
+    ])
+    fig = plots.protocol_inflation(head)
+    texts = _texts(fig)
+    assert "-8.2" in texts and "-1.9" in texts and "not run" in texts
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] < -1
+    # no error bar from a cut value: the only error bars are of bars that are not cut (none here)
+    assert not [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+
+
+def test_per_flight_bars_annotate_cut_r2_and_name_the_ceiling() -> None:
+    rows = []
+    for m, r2 in (("climatology", -0.1), ("concat", -25.0)):
+        for fl in FLIGHTS:
+            rows.append({"model": m, "protocol": "lofo", "flight": fl, "n": 20, "mae_m": 300.0, "mae_m_sd": 10.0,
+                         "r2": r2, "r2_sd": 0.2, "bias_m": 0.0})
+    fig = plots.per_flight_bars(pd.DataFrame(rows), "lofo", {fl: 0.9 for fl in FLIGHTS})
+    assert _texts(fig).count("-25.0") == 3
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("best achievable" in t for t in labels) and labels[0] == "climatology"
+    assert "((" not in fig.axes[1].get_title() and "))" not in fig.axes[1].get_title()
+
+
+def test_pred_vs_true_shows_negative_predictions_and_counts_samples_not_seeds() -> None:
+    pred = _pred({"concat": True, "gbdt": False})
+    fig = plots.pred_vs_true(pred[pred["model"] == "concat"], "concat")
+    assert fig.axes[0].get_ylim()[0] <= pred.loc[pred["model"] == "concat", "pred_km"].min()
+    assert any("n = 20 (×3 seeds)" in t for t in _texts(fig))
+    fig = plots.pred_vs_true(pred[pred["model"] == "gbdt"], "gbdt")
+    first = [t for t in fig.axes[0].texts if t.get_text().startswith("n =")][0].get_text()
+    assert first.startswith("n = 20\n")  # identical seeds drawn and counted once
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 20
+    rows = fig.axes[0].get_subplotspec().get_gridspec().nrows
+    assert rows == 2  # a grid, not a strip
+
+
+def test_best_pred_vs_true_draws_one_row_per_model() -> None:
+    pred = _pred({"climatology": False, "gbdt": False})
+    fig = plots.best_pred_vs_true(pred, [("climatology", "climatology: lowest"), ("gbdt", "gbdt: best other")])
+    assert len(fig.axes) == 2 * (len(FLIGHTS) + 1)
+
+
+def test_fold_bars_leave_room_under_the_floor() -> None:
+    rows = [{"model": m, "protocol": "lofo", "flight": fl, "n": 20, "mae_m": 300.0, "mae_m_sd": 0.0 if m == "climatology"
+             else 5.0, "r2": -37.2 if fl == "F2" else -2.98, "r2_sd": 0.0, "bias_m": 0.0}
+            for m in ("random_init", "climatology") for fl in FLIGHTS]
+    fig = plots.fold_bars(pd.DataFrame(rows), "random_init")
+    assert fig.axes[1].get_ylim()[0] < -3
+    assert _texts(fig).count("-37.2") == 2
+
+
+def test_loss_curves_draw_train_black_dashed_and_the_mean_predictor() -> None:
+    log = pd.DataFrame([{"model": "random_init", "protocol": "lofo", "fold": f, "test_flight": FLIGHTS[f], "seed": 0,
+                         "epoch": e, "train_loss": 0.3 / e, "val_loss": 0.3 + 0.01 * e} for f in range(3)
+                        for e in range(1, 6)])
+    fig = plots.loss_curves(log, "random_init", reference={0: 0.5, 1: 0.6, 2: 0.7})
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_color() == "k" and lines[0].get_linestyle() == "--"
+    assert any(np.allclose(ln.get_ydata(), 0.5) for ln in lines)
+    assert "e-" not in " ".join(t.get_text() for t in fig.axes[0].get_yticklabels(minor=False))
+
+
+def test_mean_predictor_loss_is_the_huber_of_the_training_mean() -> None:
+    class Fold:
+        fold_id, train_idx, val_idx = 0, np.array([0, 1, 2, 3]), np.array([4, 5])
+
+    y = np.array([0.5, 0.7, 0.9, 1.1, 0.2, 2.0])
+    tr = y[:4]
+    z = (y[4:] - tr.mean()) / tr.std()
+    got = plots.mean_predictor_loss(y, [Fold()], 0.3)
+    assert got[0] == pytest.approx(huber(z, 0.3 / tr.std()).mean())
+
+
+def test_few_shot_draws_the_headline_draw_only() -> None:
+    rows = [{"model": m, "draw": d, "method": meth, "k": k, "mae_m": 300.0 - k + (50 if d == "random" else 0),
+             "mae_m_sd": 5.0, "r2": -60.0, "r2_sd": 1.0, "n_seeds": 3}
+            for m in ("climatology", "gbdt", "concat") for d in ("first", "random") for meth in ("offset", "linear")
+            for k in (0, 5, 10)]
+    fig = plots.few_shot_plot(pd.DataFrame(rows), "first")
+    assert len(fig.axes) == 4  # methods x (baselines, fusion modes)
+    baselines = fig.axes[0]
+    assert len(baselines.get_lines()) == 2 + 1  # two baselines, one faint reference of the other draw
+
+
+def test_differences_take_the_winners_colour() -> None:
+    comp = pd.DataFrame([{"model": "physical_only", "reference": "gbdt_all", "diff_m": 140.0, "ci_lo_m": 80.0,
+                          "ci_hi_m": 220.0, "verdict": "gbdt_all beats physical_only", "n_samples": 933, "n_seeds": 3},
+                         {"model": "concat", "reference": "physical_only", "diff_m": -40.0, "ci_lo_m": -90.0,
+                          "ci_hi_m": 5.0, "verdict": "not resolved", "n_samples": 933, "n_seeds": 3}])
+    fig = plots.differences(comp, block=10, reps=1000)
+    ax = fig.axes[0]
+    marker_lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
+    assert mcolors.to_hex(marker_lines[0].get_color()) == style.model_color("gbdt_all")
+    assert marker_lines[1].get_markerfacecolor() == "white"
+    assert "bootstrap" in ax.get_title() and "gbdt_all beats physical_only" in _texts(fig)
+
+
+def test_every_pipeline_figure_has_its_own_caption_and_pipeline_order() -> None:
+    names = ["compare_pca", "train_concat_loss", "explore_ks_heatmap", "pretrain_loss", "train_physical_only_fold_bars",
+             "train_physical_only_loss", "explore_cbh_per_flight", "compare_protocol_inflation", "zz_other"]
+    steps = ["explore", "pretrain", "physical_only", "concat", "compare"]
+    ordered = sorted(names, key=lambda n: style.figure_rank(n, steps))
+    assert ordered == ["explore_cbh_per_flight", "explore_ks_heatmap", "pretrain_loss", "train_physical_only_loss",
+                       "train_physical_only_fold_bars", "train_concat_loss", "compare_protocol_inflation",
+                       "compare_pca", "zz_other"]
+    for name in style.FIGURE_ORDER:
+        if name != "train_":
+            assert style.caption(name) != name.replace("_", " ")
+    assert "held-in training flights" in style.caption("train_concat_loss")
+    assert "bootstrap" in style.caption("compare_differences")
+
+
+def test_units_are_typeset() -> None:
+    assert style.display("g/x", np.ones(2), "1")[1] == "dimensionless"
+    assert style.display("era5/tcwv", np.ones(2), "kg/m2")[1] == "kg m⁻²"
+    values, unit = style.display("era5/sp", np.array([100000.0]), "Pa")
+    assert unit == "hPa" and values[0] == pytest.approx(1000.0)
+
+
+def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -> None:
+    from cbhlib import explore
+    from cbhlib.campaign import Campaign
+
+    camp = Campaign(small_file)
+    plots.cbh_distributions(camp, save_to=tmp_path / "a.png")
+    plots.feature_distributions(camp, save_to=tmp_path / "b.png")
+    fig = plots.cbh_along_track(camp, save_to=tmp_path / "c.png")
+    assert "lag-1 autocorrelation" in fig.axes[0].get_title(loc="left")
+    mats = {"CBH": explore.ks_matrix(camp.cbh_km, camp.flight, camp.n_flights)}
+    fig = plots.ks_heatmaps(mats, camp.flight_names, save_to=tmp_path / "d.png", n=np.bincount(camp.flight))
+    assert "n=" in fig.axes[0].get_yticklabels()[0].get_text()
+    plots.feature_correlation_bars(explore.feature_correlations(camp), save_to=tmp_path / "e.png")
+    assert all((tmp_path / f"{c}.png").stat().st_size > 0 for c in "abcde")
