@@ -84,30 +84,43 @@ def comparisons(pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = 
     return pd.DataFrame(rows)
 
 
+def versus_climatology(pred: pd.DataFrame, cfg: Config, protocol: str = "lofo") -> pd.DataFrame:
+    """Every model against climatology (the constant a new flight would get without a model), paired."""
+    models = sorted(set(pred.loc[pred["protocol"] == protocol, "model"]) - {"climatology"})
+    return comparisons(pred, cfg, [(m, "climatology") for m in models], protocol)
+
+
 def _m(x: float) -> str:
     return f"{x:.0f} m"
 
 
 def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | None = None,
-             conf: pd.DataFrame | None = None, draw: str = "first") -> dict[str, list[str]]:
+             conf: pd.DataFrame | None = None, draw: str = "first",
+             clim: pd.DataFrame | None = None) -> dict[str, list[str]]:
     """What this run shows and what it does not, each sentence computed from the tables.
 
-    A ranking is stated only where the paired 95 % interval excludes zero.
+    A ranking is stated only where the paired 95 % interval excludes zero; ``clim`` holds every model's
+    paired difference from climatology (:func:`versus_climatology`).
     """
     shows, not_shows = [], []
     lofo = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
     if len(lofo):
         best = lofo.iloc[0]
-        clim = lofo[lofo["model"] == "climatology"]
         shows.append(f"Lowest leave-one-flight-out pooled MAE: {best['model']} {best['pooled_mae_m']:.0f} ± "
-                     f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])})"
-                     + (f"; climatology {clim.iloc[0]['pooled_mae_m']:.0f} m." if len(clim) else "."))
-        worse = []
-        if len(clim):
-            c0 = float(clim.iloc[0]["pooled_mae_m"])
-            worse = lofo[(lofo["pooled_mae_m"] > c0) & (lofo["model"] != "climatology")]["model"].tolist()
-        if worse:
-            shows.append("Worse than climatology on a new flight (pooled MAE): " + ", ".join(worse) + ".")
+                     f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])}).")
+    if clim is not None and len(clim):
+        for label, rows in (("Worse than climatology on a new flight", clim[clim["diff_m"] > 0]),
+                            ("Better than climatology on a new flight", clim[clim["diff_m"] < 0])):
+            resolved = rows[rows["verdict"] != "not resolved"]
+            if len(resolved):
+                shows.append(f"{label} (pooled MAE, paired 95 % interval excludes 0): "
+                             + ", ".join(f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+                                         for _, r in resolved.iterrows()) + ".")
+        open_ = clim[clim["verdict"] == "not resolved"]
+        if len(open_):
+            not_shows.append("Whether these models beat climatology (pooled MAE difference, 95 % interval includes 0): "
+                             + ", ".join(f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+                                         for _, r in open_.iterrows()) + ".")
     for _, r in comp.iterrows():
         interval = f"{r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
         if r["verdict"] == "not resolved":
@@ -146,8 +159,9 @@ def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | N
 
 
 def summary(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame, conf: pd.DataFrame,
-            found: dict[str, list[str]]) -> dict[str, Any]:
+            found: dict[str, list[str]], clim: pd.DataFrame | None = None) -> dict[str, Any]:
     """``comparison_summary.json``: the comparison's tables and findings."""
     return {"headline": headline.to_dict("records"), "comparisons": comp.to_dict("records"),
+            "versus_climatology": clim.to_dict("records") if clim is not None else [],
             "few_shot": curve.to_dict("records") if len(curve) else [],
             "conformal": conf.to_dict("records") if len(conf) else [], "findings": found}

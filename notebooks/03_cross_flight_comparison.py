@@ -145,6 +145,15 @@ if len(comp):
                       reps=cfg.compare.bootstrap_reps);
 
 # %% [markdown]
+# Every model against climatology (each held-out flight predicted by the training flights'
+# mean), the same paired bootstrap: does a model do better on a new flight than no model?
+
+# %%
+clim = compare.versus_climatology(pred, cfg)
+clim.to_csv(run.table("comparison_vs_climatology"), index=False)
+display(clim.round(1))
+
+# %% [markdown]
 # ## The best model's predictions, and errors by cloud-base regime
 # Best: the lowest leave-one-flight-out pooled MAE (mean over seeds). When that is
 # climatology (a constant per held-out flight), the best model other than climatology is
@@ -251,10 +260,10 @@ display(beside.round(3))
 # ## What this run shows, and what it does not
 
 # %%
-found = compare.findings(headline, comp, curve, conf_summary, cfg.compare.few_shot_draw)
+found = compare.findings(headline, comp, curve, conf_summary, cfg.compare.few_shot_draw, clim)
 display(Markdown("**Shows**\n\n" + "\n".join(f"- {s}" for s in found["shows"]) +
                  "\n\n**Does not show**\n\n" + "\n".join(f"- {s}" for s in found["does_not_show"])))
-write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found))
+write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found, clim))
 
 # %%
 print(environment_report())

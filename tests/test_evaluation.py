@@ -12,7 +12,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from cbhlib import adapt
 from cbhlib.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
 from cbhlib.campaign import Campaign
-from cbhlib.compare import comparisons, findings, run_baselines
+from cbhlib.compare import comparisons, findings, run_baselines, versus_climatology
 from cbhlib.config import load_config
 from cbhlib.conformal import conformal_quantile, interval_coverage
 from cbhlib.data import lofo_folds
@@ -115,6 +115,20 @@ def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:  # no
     assert self_row["verdict"] == "not resolved" and self_row["diff_m"] == 0
     assert any("gbdt vs gbdt" in s and "not resolved" in s for s in found["does_not_show"])
     assert not any("gbdt beats gbdt" in s for s in found["shows"])
+
+
+def test_models_are_called_worse_or_better_than_climatology_only_when_resolved(baseline_run) -> None:  # noqa: ANN001
+    camp, run, cfg = baseline_run
+    pred = load_predictions(run, camp)
+    clim = versus_climatology(pred, cfg)
+    assert "climatology" not in set(clim["model"]) and set(clim["reference"]) == {"climatology"}
+    found = findings(headline_table(pred), comparisons(pred, cfg, pairs=[]), clim=clim)
+    claims = " ".join(s for s in found["shows"] if "than climatology" in s)
+    open_ = " ".join(s for s in found["does_not_show"] if "beat climatology" in s)
+    for _, r in clim.iterrows():
+        named = f"{r['model']} {r['diff_m']:+.0f} m"
+        assert (named in claims) == (r["verdict"] != "not resolved")
+        assert (named in open_) == (r["verdict"] == "not resolved")
 
 
 def _lofo_pred(n_per: tuple[int, ...] = (60, 40, 12), seed: int = 0, slope: float = 1.0) -> pd.DataFrame:
