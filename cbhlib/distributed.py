@@ -85,6 +85,9 @@ class DaskExecutor:
 
         done: dict[str, Any] = {}
         waiting = list(plan)
+        # one notebook per worker at a time where workers declare a "step" slot (local clusters do), so
+        # kernels never outnumber the torch threads the worker was sized for
+        slots = {"step": 1} if "step" in worker_resources(self.client) else None
         running: dict[Any, str] = {}
         ac = as_completed([])
 
@@ -99,7 +102,7 @@ class DaskExecutor:
                     yield skipped
                     continue
                 fut = self.client.submit(_step_task, self.client.scheduler.address, self.threads, root, step, cfg,
-                                         run, html, key=f"step-{step.name}", pure=False)
+                                         run, html, key=f"step-{step.name}", pure=False, resources=slots)
                 running[fut] = step.name
                 ac.add(fut)
 
@@ -159,9 +162,10 @@ def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: 
         client, cluster = Client(scheduler, timeout="20s"), None
     else:
         n = max(1, workers)
-        # one compute slot per worker ("cpu"), spare threads for step tasks that wait on their kernel
+        # per worker: one notebook ("step") and one encoder ("cpu") at a time; spare threads let a step
+        # that waits on its encoders (the pretrain step) sit beside them
         cluster = LocalCluster(n_workers=n, threads_per_worker=4, processes=True, dashboard_address=":0",
-                               resources={"cpu": 1, **_local_resources(n)})
+                               resources={"cpu": 1, "step": 1, **_local_resources(n)})
         client = Client(cluster)
         t = max(1, (os.cpu_count() or 1) // n)
         say(f"Dask: {n} local worker processes, {t} torch thread(s) each (reports are bit-identical to a serial "
@@ -182,6 +186,12 @@ def _local_resources(n_workers: int) -> dict[str, float]:
     except Exception:  # torch import problems must not stop a CPU run
         gpus = 0
     return {"GPU": 1} if gpus and gpus >= n_workers else {}
+
+
+def worker_resources(client: Any) -> set[str]:
+    """Resource names the cluster's workers declare."""
+    info = client.scheduler_info()
+    return {r for w in info.get("workers", {}).values() for r in w.get("resources", {})}
 
 
 def current_client() -> Any:

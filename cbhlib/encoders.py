@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from cbhlib.campaign import Campaign
 from cbhlib.checkpoints import load_checkpoint
 from cbhlib.config import Config
-from cbhlib.distributed import current_client
+from cbhlib.distributed import current_client, worker_resources
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.frames import ALL, Scope
 from cbhlib.pretrain import pretrain_encoder, random_encoder
@@ -110,7 +110,7 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
     client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
         gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
-        slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in _resources(client) else None)
+        slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
         futures = [client.submit(_make_encoder, str(camp.path), cfg, sc, s, str(run.encoder(key, sc.key, s)),
                                  str(run.pretrain_log), key, pure=False, resources=slots) for sc, s in todo]
         client.gather(futures)
@@ -128,12 +128,6 @@ def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
         for sc, s in needed:
             if not sc.untrained:
                 fh.write(json.dumps({"settings": key, "key": sc.key, "seed": s}) + "\n")
-
-
-def _resources(client: object) -> set[str]:
-    """Resource names the cluster's workers declare."""
-    info = client.scheduler_info()  # type: ignore[attr-defined]
-    return {r for w in info.get("workers", {}).values() for r in w.get("resources", {})}
 
 
 def _has_gpu() -> bool:

@@ -131,8 +131,10 @@ class FrameSet:
         return torch.from_numpy(out)
 
     def channel_stats(self, centre: "torch.nn.Module | object", chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the frames after ``centre`` (streamed in chunks)."""
+        """Per-channel mean and std of the frames after ``centre`` (streamed in chunks of at most
+        ``chunk`` frames and about 4 M values, so large frames never sit in memory in float64)."""
         C = self.shape[0]
+        chunk = min(chunk, max(1, 2**22 // int(np.prod(self.shape))))
         total = torch.zeros(C, dtype=torch.float64)
         total_sq = torch.zeros(C, dtype=torch.float64)
         count = 0

@@ -108,26 +108,37 @@ def interpolate_masked(x: torch.Tensor, model: MaskedAutoencoder, mask: torch.Te
 
 @torch.no_grad()
 def masked_losses(model: MaskedAutoencoder, x: torch.Tensor, mask_ratio: float, seed: int,
-                  floors: bool = True) -> dict[str, float]:
+                  floors: bool = True, chunk_values: int = 2**22) -> dict[str, float]:
     """Masked-patch MSE of the model and (``floors``) of its two floors on the same masks.
 
+    Frames go through in chunks of about ``chunk_values`` values (one chunk for small
+    frames), each masked patch weighted equally across chunks.
+
     Args:
-        x: model input (normalised frames or columns).
+        x: model input (normalised frames or columns) [B, ...].
     Returns:
         ``{"model", "predict_zero", "interpolation"}`` in the loss's units.
     """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    loss, _, mask = model(x, mask_ratio, gen)
-    if not floors:
-        return {"model": float(loss)}
-    target = model.target(x)
-    zero = float(((target**2).mean(-1) * mask).sum() / mask.sum())
-    interp = interpolate_masked(x, model, mask)
-    if model.cfg.norm_pix_loss:
-        interp = (interp - interp.mean(-1, keepdim=True)) / (interp.var(-1, keepdim=True) + 1e-6) ** 0.5
-    inter = float((((interp - target) ** 2).mean(-1) * mask).sum() / mask.sum())
-    return {"model": float(loss), "predict_zero": zero, "interpolation": inter}
+    per = max(1, chunk_values // max(1, int(x[0].numel())))
+    sums, weight = {"model": 0.0, "predict_zero": 0.0, "interpolation": 0.0}, 0.0
+    for s in range(0, len(x), per):
+        xb = x[s : s + per]
+        loss, _, mask = model(xb, mask_ratio, gen)
+        w = float(mask.sum())
+        sums["model"] += float(loss) * w
+        weight += w
+        if not floors:
+            continue
+        target = model.target(xb)
+        sums["predict_zero"] += float(((target**2).mean(-1) * mask).sum())
+        interp = interpolate_masked(xb, model, mask)
+        if model.cfg.norm_pix_loss:
+            interp = (interp - interp.mean(-1, keepdim=True)) / (interp.var(-1, keepdim=True) + 1e-6) ** 0.5
+        sums["interpolation"] += float((((interp - target) ** 2).mean(-1) * mask).sum())
+    out = {k: v / max(weight, 1.0) for k, v in sums.items()}
+    return out if floors else {"model": out["model"]}
 
 
 def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int, out_path: str | Path,
@@ -157,7 +168,11 @@ def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope,
     total = pre.epochs * n_steps
     warmup = int(round(pre.warmup * total))
     opt = adamw(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay, betas=(0.9, 0.95))
-    eval_rows = np.sort(np.random.default_rng([seed, 99]).permutation(len(frames))[: pre.eval_frames])
+    n_eval = min(pre.eval_frames, max(8, 2**26 // int(np.prod(frames.shape))))  # at most ~256 MB of frames
+    if n_eval < pre.eval_frames:
+        log.info("loss and floors measured on %d frames, not %d (memory bound for %s frames)", n_eval,
+                 pre.eval_frames, "x".join(map(str, frames.shape)))
+    eval_rows = np.sort(np.random.default_rng([seed, 99]).permutation(len(frames))[:n_eval])
     eval_gen = torch.Generator().manual_seed(seed + 1)
     x_eval = _inputs(model, frames.batch(eval_rows).to(dev), pre.columns_per_image, eval_gen)
     before = masked_losses(model, x_eval, pre.mask_ratio, seed, floors=False)

@@ -48,6 +48,16 @@ def test_floors_on_unpredictable_noise(tmp_path: Path, pool_file: Path) -> None:
     assert f["interpolation"] > 0.9 * f["predict_zero"]
 
 
+def test_losses_in_chunks_match_one_pass(tmp_path: Path, pool_file: Path) -> None:
+    """Large frames are scored in chunks (memory); the masks and the losses stay those of one pass."""
+    cfg = _cfg(pool_file, tmp_path)
+    model = build_encoder(cfg.encoder, (1, 16, 16))
+    x = torch.randn(40, 1, 16, 16) + torch.linspace(0, 1, 16)
+    one = masked_losses(model, x, 0.75, seed=3)
+    chunked = masked_losses(model, x, 0.75, seed=3, chunk_values=7 * 256)  # 7 frames per chunk
+    assert chunked == pytest.approx(one, rel=1e-5)
+
+
 def test_streamed_and_in_memory_pretraining_are_identical(pool_file: Path, tmp_path: Path) -> None:
     camp = Campaign(pool_file)
     a = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 2})
