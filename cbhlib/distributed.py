@@ -46,10 +46,11 @@ class ClusterFile:
 def _cluster_from_file(path: str) -> Any:
     cfg: ClusterFile = parse_dataclass(ClusterFile, read_yaml(path), path)
     extra = list(cfg.job_extra_directives)
-    worker_extra = []
+    slots = ["cpu=1", "step=1"]  # per worker process: one encoder and one notebook at a time, each on all its cores
     if cfg.gpus_per_job:
         extra.append(f"--gres=gpu:{cfg.gpus_per_job}" if cfg.kind == "slurm" else f"-l ngpus={cfg.gpus_per_job}")
-        worker_extra = ["--resources", f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}"]
+        slots.insert(0, f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}")
+    worker_extra = ["--resources", ",".join(slots)]
     kw: dict[str, Any] = {"cores": cfg.cores, "memory": cfg.memory, "processes": cfg.processes, "walltime": cfg.walltime,
                           "job_extra_directives": extra, "job_script_prologue": cfg.job_script_prologue,
                           "worker_extra_args": worker_extra}
@@ -62,14 +63,14 @@ def _cluster_from_file(path: str) -> Any:
     import dask_jobqueue
 
     cls = dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
-    return cls(**kw), cfg.jobs
+    return cls(**kw), cfg.jobs, max(1, cfg.cores // cfg.processes)
 
 
 class DaskExecutor:
     """Runs pipeline steps on a Dask client, respecting each step's ``needs``.
 
-    A step task only supervises its notebook's kernel (a separate process), so steps take
-    no resource; the units they hand back (encoders) claim the worker resource ``cpu``.
+    A step task supervises its notebook's kernel (a separate process) and holds the worker's
+    ``step`` slot; the units it hands back (encoders) claim the worker's ``cpu`` slot (or ``GPU``).
     """
 
     def __init__(self, client: Any, cluster: Any = None, threads: int = 0) -> None:
@@ -151,13 +152,16 @@ def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: 
     if cluster_file:
         if not Path(cluster_file).is_file():
             raise ParamsError(cluster_file, "(file)", "an existing cluster YAML", "no such file")
-        cluster, jobs = _cluster_from_file(cluster_file)
+        cluster, jobs, threads = _cluster_from_file(cluster_file)
         if dry_run:
             say(cluster.job_script())
             cluster.close()
             return None
         cluster.scale(jobs=jobs)
         client = Client(cluster)
+        if client.dashboard_link:
+            say(f"Dask dashboard: {client.dashboard_link}")
+        return DaskExecutor(client, cluster, threads=threads)  # each worker process: its share of the job's cores
     elif scheduler:
         client, cluster = Client(scheduler, timeout="20s"), None
     else:

@@ -60,9 +60,9 @@ def test_a_sweep_on_two_dask_workers_gives_the_serial_table(project: Path) -> No
 
 
 @pytest.mark.parametrize(("name", "lines"), [
-    ("cluster-slurm.yaml", ["#SBATCH", "--gres=gpu:1", "#SBATCH -t 02:00:00", "--resources GPU=1",
+    ("cluster-slurm.yaml", ["#SBATCH", "--gres=gpu:1", "#SBATCH -t 02:00:00", "--resources GPU=1,cpu=1,step=1",
                             "source .venv/bin/activate"]),
-    ("cluster-pbs.yaml", ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2"]),
+    ("cluster-pbs.yaml", ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2", "--resources cpu=1,step=1"]),
 ])
 def test_cluster_files_print_their_job_script_without_a_scheduler(project: Path, name: str, lines: list[str],
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
