@@ -54,8 +54,18 @@ def _scaling_label(key: str) -> str:
         how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
         return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
     if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
-        return f"whole `cbh run` on {m.group(1)}: largest process (MB)"
+        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
+        return f"whole `cbh run` on {m.group(1)}, {how}: largest process, peak resident (MB)"
     return ""
+
+
+def _num(v: object) -> str:
+    """Benchmark figures: one decimal, two below 10 (ratios), thousands separated."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.1f}"
+    return str(v)
 
 
 def performance_section(paths: list[Path]) -> str:
@@ -76,12 +86,11 @@ def performance_section(paths: list[Path]) -> str:
             keys = [k for k in presets[0] if _label(k)]
             for k in keys:
                 cells = [p.get(k) for p in presets]
-                lines.append(f"| {_label(k)} | " + " | ".join("-" if v is None else f"{v:,.1f}" if isinstance(v, float)
-                                                           else str(v) for v in cells) + " |")
+                lines.append(f"| {_label(k)} | " + " | ".join(_num(v) for v in cells) + " |")
             lines.append("")
         rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k)]
         if rows:
-            lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {v:,.1f} |" for k, v in rows] + [""]
+            lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {_num(v)} |" for k, v in rows] + [""]
     return "\n".join(lines)
 
 
