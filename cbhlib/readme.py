@@ -164,9 +164,12 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
     if calibration:
         lines += ["Calibration of the synthetic twin against the real campaign (`benchmarks/calibrate_synth.py`, "
                   f"{calibration.get('preset', 'default')} preset):", "",
-                  "| quantity | target | measured | ok |", "|---|---|---|---|"]
+                  "| quantity | target | measured | in range (-: for information) |", "|---|---|---|---|"]
         for row in calibration.get("rows", []):
-            lines.append(f"| {row['quantity']} | {row['target']} | {row['measured']} | {'yes' if row['ok'] else 'no'} |")
+            m, ok = row["measured"], row.get("ok")
+            shown = f"{m:.4g}" if isinstance(m, float) else str(m)
+            lines.append(f"| {row['quantity']} | {row['target']} | {shown} | "
+                         f"{'-' if ok is None else 'yes' if ok else 'no'} |")
         lines.append("")
     return "\n".join(lines)
 
