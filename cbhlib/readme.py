@@ -69,12 +69,16 @@ def _num(v: object) -> str:
 
 
 def performance_section(paths: list[Path]) -> str:
-    """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command."""
+    """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command.
+
+    A scaling row measured in several files is shown from the newest one (by its ``date``) only.
+    """
     if not paths:
         return "(no benchmark results yet: `make bench`, then `make readme`)"
+    results = sorted(((json.loads(p.read_text()), p) for p in paths), key=lambda rp: str(rp[0].get("date", "")))
+    newest = {k: i for i, (res, _) in enumerate(results) for k in res.get("scaling", {})}
     lines: list[str] = []
-    for path in paths:
-        res = json.loads(path.read_text())
+    for i, (res, path) in enumerate(results):
         m = res.get("machine", {})
         gpu = m.get("gpu") or "no GPU"
         lines += [f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
@@ -88,7 +92,7 @@ def performance_section(paths: list[Path]) -> str:
                 cells = [p.get(k) for p in presets]
                 lines.append(f"| {_label(k)} | " + " | ".join(_num(v) for v in cells) + " |")
             lines.append("")
-        rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k)]
+        rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k) and newest[k] == i]
         if rows:
             lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {_num(v)} |" for k, v in rows] + [""]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,16 @@ def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFix
     assert main(["run", "--cluster", "params/cluster-bad.yaml", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "cluster-bad.yaml" in err and "kind" in err and "lsf" in err and "Traceback" not in err
+
+
+def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: Path) -> None:
+    from cbhlib.readme import performance_section
+
+    old = {"machine": {"cpus": 2}, "date": "2026-11-27 10:00",
+           "scaling": {"pipeline_default_w1_s": 957.0, "pipeline_default_w0_s": 286.0}}
+    new = {"machine": {"cpus": 2}, "date": "2026-11-27 12:00", "scaling": {"pipeline_default_w1_s": 301.0}}
+    (tmp_path / "a.json").write_text(json.dumps(new))
+    (tmp_path / "b.json").write_text(json.dumps(old))
+    text = performance_section([tmp_path / "a.json", tmp_path / "b.json"])
+    assert "957" not in text and "| 301.0 |" in text and "| 286.0 |" in text
+    assert text.index("10:00") < text.index("12:00")  # oldest first
