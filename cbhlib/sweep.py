@@ -121,11 +121,12 @@ def run_sweep(path: str | Path, workers: int = 0, root: str | Path = ".",
     if workers:
         import os
 
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, as_completed
+
+        from cbhlib.distributed import local_cluster
 
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
+        with local_cluster(workers, threads, threads_per_worker=1) as cluster, Client(cluster) as client:
             if say and client.dashboard_link:
                 say(f"Dask dashboard: {client.dashboard_link}")
             futures = [client.submit(run_point, str(root), sw, i, p, threads, pure=False) for i, p in enumerate(grid)]

@@ -94,3 +94,21 @@ def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: P
     text = performance_section([tmp_path / "a.json", tmp_path / "b.json"])
     assert "957" not in text and "| 301.0 |" in text and "| 286.0 |" in text
     assert text.index("10:00") < text.index("12:00")  # oldest first
+
+
+def _worker_env() -> dict[str, str | None]:
+    import os
+
+    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
+def test_local_workers_start_with_adaptive_malloc_and_their_thread_count() -> None:
+    """Dask's MALLOC_TRIM_THRESHOLD_ made torch training in a worker 1.7-3x slower."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    from cbhlib.distributed import local_cluster
+
+    with local_cluster(1, 1, threads_per_worker=1) as cluster, Client(cluster) as client:
+        env = client.submit(_worker_env, pure=False).result()
+    assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
