@@ -112,3 +112,20 @@ def test_local_workers_start_with_adaptive_malloc_and_their_thread_count() -> No
     with local_cluster(1, 1, threads_per_worker=1) as cluster, Client(cluster) as client:
         env = client.submit(_worker_env, pure=False).result()
     assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
+
+
+def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) -> None:
+    """notebooks/04_shift_sweep through papermill on the tiny sweep: table, figure, conclusions."""
+    import papermill
+
+    out = project / "sweep.out.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "04_shift_sweep.ipynb"), str(out), kernel_name="python3",
+                               progress_bar=False, cwd=str(project),
+                               parameters={"sweep_file": "params/sweep_tiny.yaml", "run_dir": "runs/shift-nb",
+                                           "progress": False})
+    run = project / "runs" / "shift-nb"
+    ranks = pd.read_csv(run / "tables" / "sweep_rankings.csv")
+    assert {"model", "other", "holds"} <= set(ranks.columns) and len(ranks) == 3  # 3 models -> 3 pairs
+    assert (run / "figures" / "sweep_shift.png").stat().st_size > 10_000
+    text = out.read_text()
+    assert "Hold at every strength:" in text and "Flip somewhere:" in text
