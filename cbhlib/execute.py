@@ -158,7 +158,12 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
     steps = select(pipe, only)
     sets = check_overrides(overrides or {})
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
-    say = (lambda msg: print(msg, file=out, flush=True)) if out is not None else (lambda msg: None)
+    def say(msg: str) -> None:
+        """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""
+        if out is not None:
+            out.write(msg + "\n")
+            out.flush()
+
     results: dict[str, StepResult] = {}
     with RunLock(root / run.lock), Watcher(root / run.root, say if out is not None else None):
         plan = [(s, configs[s.name]) for s in steps]

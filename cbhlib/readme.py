@@ -9,6 +9,7 @@ excludes zero (the comparison's verdicts).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,6 @@ LABELS = [  # (key prefix or exact key, label); first match wins
 
 
 def _label(key: str) -> str | None:
-    import re
-
     for prefix, label in LABELS:
         if key == prefix or (prefix.endswith("_") and key.startswith(prefix)):
             m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
@@ -44,8 +43,6 @@ def _label(key: str) -> str | None:
 
 
 def _scaling_label(key: str) -> str:
-    import re
-
     if m := re.fullmatch(r"heads_physical_only_(\d+)_samples_(\d+)ep_s", key):
         return f"physical_only heads, {m.group(1)} samples, 5 folds x {m.group(2)} epochs (s)"
     if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
