@@ -222,3 +222,13 @@ def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -
     assert "n=" in fig.axes[0].get_yticklabels()[0].get_text()
     plots.feature_correlation_bars(explore.feature_correlations(camp), save_to=tmp_path / "e.png")
     assert all((tmp_path / f"{c}.png").stat().st_size > 0 for c in "abcde")
+
+
+def test_sweep_lines_annotate_each_cut_r2() -> None:
+    t = pd.DataFrame({"model": ["gbdt", "gbdt", "physical_only", "physical_only"], "shift_strength": [0, 1, 0, 1],
+                      "pooled_mae_m": [300.0, 350, 280, 300], "pooled_mae_m_sd": [0.0, 0, 5, 9],
+                      "r2_folds": [-0.5, -12.3, -9.8, -0.2], "r2_folds_sd": [0.0, 0, 0.4, 0.1]})
+    fig = plots.sweep_lines(t)
+    texts = _texts(fig)
+    assert "-12.3" in texts and "-9.8" in texts and "-0.5" not in texts
+    assert "cut" in fig.axes[1].get_title()
