@@ -27,12 +27,12 @@ from scipy import interpolate, ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cbhlib import synth  # noqa: E402
-from cbhlib.baselines import BaselineData, make_predictor  # noqa: E402
-from cbhlib.campaign import Campaign  # noqa: E402
-from cbhlib.data import lofo_folds, random_folds  # noqa: E402
-from cbhlib.explore import pooled_lag1  # noqa: E402
-from cbhlib.metrics import regression_metrics  # noqa: E402
+from cbhlib.sources import synth  # noqa: E402
+from cbhlib.evaluation.baselines import BaselineData, make_predictor  # noqa: E402
+from cbhlib.data.campaign import Campaign  # noqa: E402
+from cbhlib.data.folds import lofo_folds, random_folds  # noqa: E402
+from cbhlib.evaluation.explore import pooled_lag1  # noqa: E402
+from cbhlib.evaluation.metrics import regression_metrics  # noqa: E402
 
 # er2-data-facts.md: observed mean / std over the 933 samples
 ERA5_OBSERVED = {"blh": (0.849, 0.348), "lcl": (1.178, 0.889), "inversion_height": (1.643, 1.015),
@@ -133,7 +133,7 @@ def image_only_run(campaign: Path, workdir: Path) -> dict[str, float]:
     """The seed-style image_only model (1-D MAE over the middle column, LOFO) through
     ``cbh train``; returns its and climatology's pooled MAE (minutes on a CPU)."""
     from cbhlib.config import load_config
-    from cbhlib.runner import run_mode
+    from cbhlib.training.runner import run_mode
 
     cfg = load_config(ROOT / "params" / "seed_style.yaml", overrides={
         "campaign": str(campaign), "run_dir": str(workdir / "run"), "train.mode": "image_only", "protocols": ["lofo"],

@@ -33,8 +33,8 @@ def _rss_mb() -> float:
 
 def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:  # noqa: ANN001
     """Seconds and throughput of one default-recipe encoder (scope: every frame)."""
-    from cbhlib.frames import ALL
-    from cbhlib.pretrain import pretrain_encoder
+    from cbhlib.data.frames import ALL
+    from cbhlib.training.pretrain import pretrain_encoder
 
     t0 = time.perf_counter()
     ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device,
@@ -49,15 +49,15 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     """Stages for one synthetic preset (run inside a fresh process)."""
     import torch
 
-    from cbhlib import synth
-    from cbhlib.campaign import Campaign
+    from cbhlib.sources import synth
+    from cbhlib.data.campaign import Campaign
     from cbhlib.config import HeadConfig, TrainConfig, load_config
-    from cbhlib.data import lofo_folds
-    from cbhlib.embed import embed_campaign
+    from cbhlib.data.folds import lofo_folds
+    from cbhlib.training.embed import embed_campaign
     from cbhlib.models.fusion import MODES
-    from cbhlib.rundir import RunDir
-    from cbhlib.train import TrainInputs, train_units
-    from cbhlib.units import Unit, UnitStore
+    from cbhlib.store.rundir import RunDir
+    from cbhlib.training.heads import TrainInputs, train_units
+    from cbhlib.store.units import Unit, UnitStore
 
     out: dict = {"preset": preset, "device": device, "torch_threads": torch.get_num_threads()}
     path = workdir / f"{preset}.h5"
@@ -106,8 +106,8 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
 def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...] = (0.0, 1.0, 4.0)) -> dict:
     """Pretraining throughput (images/s, 2 epochs) against the unlabelled-pool size: the
     default preset with 0x, 1x and 4x as many unlabelled frames as labelled ones."""
-    from cbhlib import synth
-    from cbhlib.campaign import Campaign
+    from cbhlib.sources import synth
+    from cbhlib.data.campaign import Campaign
     from cbhlib.config import load_config
 
     out = {}
@@ -127,13 +127,13 @@ def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...
 def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20,
                            device: str = "cpu") -> dict:
     """physical_only heads (5 LOFO folds, 1 seed, no early stopping) against the sample count."""
-    from cbhlib import synth
-    from cbhlib.campaign import Campaign
+    from cbhlib.sources import synth
+    from cbhlib.data.campaign import Campaign
     from cbhlib.config import HeadConfig, TrainConfig
-    from cbhlib.data import lofo_folds
-    from cbhlib.rundir import RunDir
-    from cbhlib.train import TrainInputs, train_units
-    from cbhlib.units import Unit, UnitStore
+    from cbhlib.data.folds import lofo_folds
+    from cbhlib.store.rundir import RunDir
+    from cbhlib.training.heads import TrainInputs, train_units
+    from cbhlib.store.units import Unit, UnitStore
 
     out = {}
     for n in sizes:

@@ -22,16 +22,16 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
 _EXPORTS = {
-    "Campaign": "cbhlib.campaign", "CampaignData": "cbhlib.campaign", "FeatureGroup": "cbhlib.campaign",
-    "write_campaign": "cbhlib.campaign", "validate_campaign": "cbhlib.campaign",
-    "campaign_from_dataframe": "cbhlib.tabular", "to_xarray": "cbhlib.tabular",
+    "Campaign": "cbhlib.data.campaign", "CampaignData": "cbhlib.data.campaign", "FeatureGroup": "cbhlib.data.campaign",
+    "write_campaign": "cbhlib.data.campaign", "validate_campaign": "cbhlib.data.campaign",
+    "campaign_from_dataframe": "cbhlib.data.tabular", "to_xarray": "cbhlib.data.xarray_view",
     "Config": "cbhlib.config", "load_config": "cbhlib.config",
-    "RunDir": "cbhlib.rundir",
-    "run_mode": "cbhlib.runner", "ModelRun": "cbhlib.runner",
-    "pretrain_step": "cbhlib.encoders",
-    "run_baselines": "cbhlib.compare", "comparisons": "cbhlib.compare",
-    "load_predictions": "cbhlib.results", "headline_table": "cbhlib.results", "per_flight_table": "cbhlib.results",
-    "load_heads": "cbhlib.predict", "predict": "cbhlib.predict",
+    "RunDir": "cbhlib.store.rundir",
+    "run_mode": "cbhlib.training.runner", "ModelRun": "cbhlib.training.runner",
+    "pretrain_step": "cbhlib.training.encoders",
+    "run_baselines": "cbhlib.evaluation.compare", "comparisons": "cbhlib.evaluation.compare",
+    "load_predictions": "cbhlib.evaluation.results", "headline_table": "cbhlib.evaluation.results", "per_flight_table": "cbhlib.evaluation.results",
+    "load_heads": "cbhlib.training.predict", "predict": "cbhlib.training.predict",
     "CbhError": "cbhlib.errors", "CampaignFormatError": "cbhlib.errors", "ParamsError": "cbhlib.errors",
 }
 __all__ = ["__version__", *_EXPORTS]

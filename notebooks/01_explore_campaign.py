@@ -36,9 +36,11 @@ explore_images_per_flight: int = 3  # example images shown per flight
 import numpy as np
 from IPython.display import display
 
-from cbhlib import explore, imagestats, plots
-from cbhlib.campaign import validate_campaign
-from cbhlib.notebook import environment_report, setup
+from cbhlib import plots
+
+from cbhlib.evaluation import explore, imagestats
+from cbhlib.data.campaign import validate_campaign
+from cbhlib.pipeline.notebook import environment_report, setup
 
 cfg, run, rng = setup(globals(), "explore")
 camp = validate_campaign(cfg.campaign, scan_images=False)

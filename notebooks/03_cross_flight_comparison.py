@@ -76,10 +76,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cbhlib import adapt, compare, encoders, plots, results, shift
-from cbhlib.campaign import Campaign
-from cbhlib.notebook import environment_report, setup
-from cbhlib.reports import write_json, write_predictions
+from cbhlib import plots
+
+from cbhlib.evaluation import adapt, compare, results, shift
+
+from cbhlib.training import encoders
+from cbhlib.data.campaign import Campaign
+from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.evaluation.reports import write_json, write_predictions
 
 cfg, run, rng = setup(globals(), "compare")
 camp = Campaign(cfg.campaign)
@@ -236,7 +240,7 @@ projections = {"physical features": shift.pca_2d(X)} if X.shape[1] >= 2 else {}
 enc = run.encoder(encoders.settings_key(cfg, camp), "all", encoders.encoder_seed(cfg, cfg.seed))
 note = None
 if camp.has_images and enc.exists():
-    from cbhlib.embed import embed_campaign
+    from cbhlib.training.embed import embed_campaign
 
     emb = embed_campaign(camp, enc, run.cache, progress=False)
     projections = {"image embeddings (encoder on all flights)": shift.pca_2d(emb.pooled), **projections}

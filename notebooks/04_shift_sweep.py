@@ -39,8 +39,10 @@ sweep_workers: int = 0  # run the grid points on a local Dask cluster of this ma
 # %%
 from IPython.display import Markdown, display
 
-from cbhlib import plots, sweep
-from cbhlib.notebook import environment_report, setup
+from cbhlib import plots
+
+from cbhlib.pipeline import sweep
+from cbhlib.pipeline.notebook import environment_report, setup
 
 cfg, run, rng = setup(globals(), "shift_sweep")
 spec = sweep.load_sweep(cfg.sweep.file)

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cbhlib.campaign import Campaign, CampaignFormatError, validate_campaign, write_campaign
+from cbhlib.data.campaign import Campaign, CampaignFormatError, validate_campaign, write_campaign
 from cbhlib.cli import main
 from tests.conftest import small_data
 

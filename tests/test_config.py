@@ -13,9 +13,9 @@ from cbhlib.cli import main
 from cbhlib.config import (SECTIONS, by_name, leaves, load_config, notebook_values, parse_sets, resolve_key,
                            section_leaves)
 from cbhlib.errors import ParamsError
-from cbhlib.execute import safe_translator
+from cbhlib.pipeline.execute import safe_translator
 from cbhlib.fields import type_name
-from cbhlib.nbtools import cells_of, expected_parameters, parameters_cell_of
+from cbhlib.pipeline.nbtools import cells_of, expected_parameters, parameters_cell_of
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
@@ -140,7 +140,7 @@ def test_notebook_sync_keeps_cell_ids(tmp_path: Path) -> None:
     import json
     import shutil
 
-    from cbhlib.nbtools import sync
+    from cbhlib.pipeline.nbtools import sync
 
     for p in (ROOT / "notebooks").glob("01_explore_campaign.*"):
         shutil.copy(p, tmp_path / p.name)

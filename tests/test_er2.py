@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cbhlib.campaign import Campaign, validate_campaign
+from cbhlib.data.campaign import Campaign, validate_campaign
 from cbhlib.cli import main
-from cbhlib.er2 import ER2ImportError, import_campaign, julian_to_posix, year_from_lidar_name
+from cbhlib.sources.er2 import ER2ImportError, import_campaign, julian_to_posix, year_from_lidar_name
 
 T0 = datetime(2025, 2, 10, 23, 55, tzinfo=timezone.utc).timestamp()  # crosses midnight after 300 s
 

@@ -9,18 +9,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from cbhlib import adapt
-from cbhlib.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
-from cbhlib.campaign import Campaign
-from cbhlib.compare import comparisons, findings, run_baselines, versus_climatology
+from cbhlib.evaluation import adapt
+from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
+from cbhlib.data.campaign import Campaign
+from cbhlib.evaluation.compare import comparisons, findings, run_baselines, versus_climatology
 from cbhlib.config import load_config
-from cbhlib.conformal import conformal_quantile, interval_coverage
-from cbhlib.data import lofo_folds
-from cbhlib.metrics import aggregate, regression_metrics
-from cbhlib.results import headline_table, load_predictions, per_flight_table
-from cbhlib.rundir import RunDir
-from cbhlib.stats import block_indices, paired_mae_difference
-from cbhlib.units import UnitStore
+from cbhlib.evaluation.conformal import conformal_quantile, interval_coverage
+from cbhlib.data.folds import lofo_folds
+from cbhlib.evaluation.metrics import aggregate, regression_metrics
+from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
+from cbhlib.store.rundir import RunDir
+from cbhlib.evaluation.stats import block_indices, paired_mae_difference
+from cbhlib.store.units import UnitStore
 
 
 def test_metrics_match_scikit_learn() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cbhlib.checkpoints import load_checkpoint, save_checkpoint
+from cbhlib.store.checkpoints import load_checkpoint, save_checkpoint
 from cbhlib.cli import main
 from cbhlib.errors import CheckpointError
 from cbhlib.models.fusion import MODES, BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.models.mae import EncoderConfig, build_encoder, mae1d_seed, pool_tokens, random_masking
-from cbhlib.pretrain import load_encoder
+from cbhlib.training.pretrain import load_encoder
 
 SMALL = dict(embed_dim=48, depth=2, heads=3, decoder_dim=24, decoder_heads=3)
 ENCODERS = {  # name: (config, geometry C, H, W)

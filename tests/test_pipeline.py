@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from cbhlib.campaign import write_campaign
-from cbhlib.checkpoints import load_checkpoint
+from cbhlib.data.campaign import write_campaign
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.cli import main
 from tests.conftest import ROOT, small_data
 
@@ -150,10 +150,10 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
 
 
 def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Path) -> None:  # noqa: ANN001
-    from cbhlib.campaign import Campaign
-    from cbhlib.predict import predict
-    from cbhlib.rundir import RunDir
-    from cbhlib.units import UnitStore
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.training.predict import predict
+    from cbhlib.store.rundir import RunDir
+    from cbhlib.store.units import UnitStore
 
     root, name = pipeline_run
     run = RunDir(root / "runs" / name)
@@ -370,7 +370,7 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_
     import threading
     import time
 
-    from cbhlib.loops import read_jsonl
+    from cbhlib.training.loops import read_jsonl
 
     other = _copy_project(project, tmp_path_factory.mktemp("kill"))
     monkeypatch.chdir(other)
@@ -405,7 +405,7 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_
 
 def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(pipeline_run, tmp_path: Path,  # noqa: ANN001
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from cbhlib.readme import main as readme_main
+    from cbhlib.pipeline.readme import main as readme_main
 
     root, name = pipeline_run
     readme = tmp_path / "README.md"

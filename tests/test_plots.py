@@ -48,7 +48,7 @@ def _pred(models: dict[str, bool], n: int = 20, seeds: int = 3) -> pd.DataFrame:
 
 
 def test_model_order_matches_the_tables() -> None:
-    from cbhlib.results import BASELINE_ORDER, MODEL_ORDER
+    from cbhlib.evaluation.results import BASELINE_ORDER, MODEL_ORDER
 
     assert style.MODEL_ORDER == BASELINE_ORDER + MODEL_ORDER
     assert style.order_models(["attention", "gbdt", "climatology", "concat_finetuned", "concat"]) == [
@@ -209,8 +209,8 @@ def test_units_are_typeset() -> None:
 
 
 def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -> None:
-    from cbhlib import explore
-    from cbhlib.campaign import Campaign
+    from cbhlib.evaluation import explore
+    from cbhlib.data.campaign import Campaign
 
     camp = Campaign(small_file)
     plots.cbh_distributions(camp, save_to=tmp_path / "a.png")

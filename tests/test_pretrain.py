@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cbhlib import encoders
-from cbhlib.campaign import Campaign
-from cbhlib.checkpoints import load_checkpoint
+from cbhlib.training import encoders
+from cbhlib.data.campaign import Campaign
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.config import load_config
 from cbhlib.errors import CbhError
-from cbhlib.frames import ALL, FrameSet, Scope, select_frames
+from cbhlib.data.frames import ALL, FrameSet, Scope, select_frames
 from cbhlib.models.mae import build_encoder
-from cbhlib.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
-from cbhlib.rundir import RunDir
+from cbhlib.training.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
+from cbhlib.store.rundir import RunDir
 
 TINY_ENC = {"encoder.embed_dim": 32, "encoder.depth": 1, "encoder.heads": 4, "encoder.decoder_dim": 16,
             "encoder.decoder_heads": 4, "encoder.patch": 4}
@@ -94,7 +94,7 @@ def test_default_scope_never_trains_on_the_held_out_flight(pool_file: Path, tmp_
 
 
 def test_encoder_seed_follows_the_unit_seed(pool_file: Path, tmp_path: Path) -> None:
-    from cbhlib.runner import run_mode
+    from cbhlib.training.runner import run_mode
 
     cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [3, 5], "protocols": ["lofo"],
                                        "train.mode": "image_only", "train.epochs": 2, "pretrain.missing": "pretrain"})
@@ -112,7 +112,7 @@ def test_encoder_seed_follows_the_unit_seed(pool_file: Path, tmp_path: Path) -> 
 
 
 def test_a_training_step_never_pretrains_on_the_side(pool_file: Path, tmp_path: Path) -> None:
-    from cbhlib.runner import run_mode
+    from cbhlib.training.runner import run_mode
 
     cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [0], "protocols": ["lofo"],
                                        "train.mode": "concat", "train.epochs": 2})

@@ -84,7 +84,7 @@ def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFix
 
 
 def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: Path) -> None:
-    from cbhlib.readme import performance_section
+    from cbhlib.pipeline.readme import performance_section
 
     old = {"machine": {"cpus": 2}, "date": "2026-11-27 10:00",
            "scaling": {"pipeline_default_w1_s": 957.0, "pipeline_default_w0_s": 286.0}}
@@ -107,7 +107,7 @@ def test_local_workers_start_with_adaptive_malloc_and_their_thread_count() -> No
     pytest.importorskip("distributed")
     from distributed import Client
 
-    from cbhlib.distributed import local_cluster
+    from cbhlib.pipeline.distributed import local_cluster
 
     with local_cluster(1, 1, threads_per_worker=1) as cluster, Client(cluster) as client:
         env = client.submit(_worker_env, pure=False).result()

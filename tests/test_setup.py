@@ -12,7 +12,7 @@ import yaml
 
 from cbhlib.cli import main
 from cbhlib.config import load_config, read_yaml
-from cbhlib.pipeline import load_pipeline
+from cbhlib.pipeline.spec import load_pipeline
 from tests.conftest import ROOT
 
 CONDA_NAMES = {"torch": "pytorch"}
@@ -103,7 +103,7 @@ def test_no_module_is_over_about_400_lines_and_no_library_prints() -> None:
     for path in (ROOT / "cbhlib").rglob("*.py"):
         text = path.read_text()
         assert len(text.splitlines()) <= 420, f"{path.name}: {len(text.splitlines())} lines"
-        if path.name != "cli.py" and path.name != "notebook.py":
+        if path.relative_to(ROOT / "cbhlib").parts[0] != "cli" and path.name != "notebook.py":
             assert not re.search(r"^\s*print\(", text, re.M), f"{path.name} prints instead of logging"
 
 

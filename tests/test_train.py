@@ -10,21 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-import cbhlib.data
-import cbhlib.train as train_mod
-from cbhlib.campaign import Campaign
-from cbhlib.checkpoints import load_checkpoint
+import cbhlib.data.folds
+import cbhlib.training.heads as train_mod
+from cbhlib.data.campaign import Campaign
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.config import HeadConfig, TrainConfig, load_config
-from cbhlib.data import lofo_folds, random_folds
-from cbhlib.embed import embed_campaign
+from cbhlib.data.folds import lofo_folds, random_folds
+from cbhlib.training.embed import embed_campaign
 from cbhlib.errors import TrainingDivergedError
-from cbhlib.frames import ALL
+from cbhlib.data.frames import ALL
 from cbhlib.models.fusion import MODES
 from cbhlib.models.mae import EncoderConfig
-from cbhlib.pretrain import pretrain_encoder
-from cbhlib.rundir import RunDir
-from cbhlib.train import TrainInputs, train_units
-from cbhlib.units import Unit, UnitStore
+from cbhlib.training.pretrain import pretrain_encoder
+from cbhlib.store.rundir import RunDir
+from cbhlib.training.heads import TrainInputs, train_units
+from cbhlib.store.units import Unit, UnitStore
 
 SMALL_ENC = EncoderConfig(name="mae2d", patch=8, embed_dim=48, depth=2, heads=3, decoder_dim=24, decoder_heads=3)
 
@@ -52,7 +52,7 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_
     camp, inputs = encoded
     folds = lofo_folds(camp)
     fitted_rows: list[np.ndarray] = []
-    real_fit = cbhlib.data.FeatureScaler.fit
+    real_fit = cbhlib.data.folds.FeatureScaler.fit
 
     def spy_fit(self, X):  # noqa: ANN001, ANN202
         fitted_rows.append(X.copy())
@@ -65,7 +65,7 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_
         trained.append(idx.numpy().copy())
         return real_gather(t, idx)
 
-    monkeypatch.setattr(cbhlib.data.FeatureScaler, "fit", spy_fit)
+    monkeypatch.setattr(cbhlib.data.folds.FeatureScaler, "fit", spy_fit)
     monkeypatch.setattr(train_mod, "_gather", spy_gather)
     run = RunDir(tmp_path)
     res = train_units(inputs, _units("concat", folds), "concat", TrainConfig(epochs=3, patience=3), HeadConfig(),
@@ -148,7 +148,7 @@ def test_batch_size_is_capped_by_the_smallest_training_split(encoded, tmp_path: 
 
 
 def test_optional_encoder_fine_tuning_runs_the_same_protocol(tiny_campaign: Path, tmp_path: Path) -> None:
-    from cbhlib.runner import run_mode
+    from cbhlib.training.runner import run_mode
 
     cfg = load_config(overrides={"campaign": str(tiny_campaign), "run_dir": str(tmp_path), "train.mode": "attention",
                                  "train.finetune": True, "train.epochs": 2, "train.patience": 2, "pretrain.epochs": 1,

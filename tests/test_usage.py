@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import cbhlib
-from cbhlib.campaign import Campaign, write_campaign
-from cbhlib.tabular import campaign_from_dataframe
+from cbhlib.data.campaign import Campaign, write_campaign
+from cbhlib.data.tabular import campaign_from_dataframe
 from tests.conftest import ROOT
 
 

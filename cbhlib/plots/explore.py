@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from cbhlib.campaign import Campaign
-from cbhlib.explore import lag1
+from cbhlib.data.campaign import Campaign
+from cbhlib.evaluation.explore import lag1
 from cbhlib.plots.style import display, flight_color, flight_marker, label, save
 
 SMALL_FLIGHT = 60  # flights with at most this many samples get every sample drawn over their box

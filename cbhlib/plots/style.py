@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-# the same order as the tables (cbhlib.results: baselines first, then the fusion modes)
+# the same order as the tables (cbhlib.evaluation.results: baselines first, then the fusion modes)
 BASELINES: tuple[str, ...] = ("climatology", "lcl", "gbdt", "image_stats_gbdt", "image_stats_mlp", "gbdt_all",
                               "random_init")
 MODES: tuple[str, ...] = ("physical_only", "image_only", "concat", "attention")

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from cbhlib.metrics import fmt_r2, regression_metrics
+from cbhlib.evaluation.metrics import fmt_r2, regression_metrics
 from cbhlib.plots.style import (bar_style, flight_color, flight_marker, label, mark_clipped, model_color, model_patch,
                                 save, sd_bars)
 from cbhlib.plots.style import r2_floor as axis_floor

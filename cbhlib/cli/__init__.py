@@ -1,0 +1,66 @@
+"""The ``cbh`` command. Errors for people: one line, non-zero exit, no traceback (``--debug`` shows it).
+
+One module per command group: :mod:`~cbhlib.cli.data` (campaign files),
+:mod:`~cbhlib.cli.run` (the pipeline), :mod:`~cbhlib.cli.model` (models); this module
+assembles the parser and turns errors into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from cbhlib.cli import data, model, run
+from cbhlib.errors import CbhError
+
+log = logging.getLogger("cbhlib.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cbhlib import __version__
+
+    p = argparse.ArgumentParser(prog="cbh", description="Cloud base height from ER-2 thermal imagery fused with "
+                                "atmospheric context, evaluated across flights.")
+    p.add_argument("--version", action="version", version=f"cbh (cbhlib) {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for group in (data, run, model):
+        group.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cbhlib.pipeline.notebook import configure_logging
+
+    configure_logging(None, level=logging.DEBUG if args.debug else logging.INFO,
+                      stderr_level=logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except CbhError as exc:
+        if args.debug:
+            raise
+        print(f"cbh {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"cbh {args.command}: error: out of memory (a declared size too large for this machine?)", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(f"cbh {args.command}: interrupted; completed units are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"cbh {args.command}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,57 @@
+"""What every command shares: output lines, config layering, the synthetic default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cbhlib.errors import CbhError
+
+Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def say(msg: str) -> None:
+    """One line to standard output (the CLI is the one place that prints)."""
+    print(msg, flush=True)
+
+
+def config_from(layers: list[str] | None, sets: list[str] | None, **fixed: Any) -> Any:
+    """Config from YAML layers, then ``--set`` overrides, then explicit options."""
+    from cbhlib.config import load_config, parse_sets
+
+    extra = {k: v for k, v in fixed.items() if v is not None}
+    return load_config(*(layers or []), ("command line", extra), overrides=parse_sets(sets))
+
+
+def _is_synthetic(path: Path) -> bool:
+    """True for a campaign file this package generated (so regenerating it replaces no real data)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            src = f.attrs.get("source", "")
+            return (src.decode() if isinstance(src, bytes) else str(src)).startswith("synthetic(") \
+                and "synth_config_sha" in f.attrs
+    except OSError:
+        return False
+
+
+def ensure_synthetic(preset: str, path: Path, overrides: dict[str, Any] | None = None, force: bool = False) -> bool:
+    """Generate (or reuse) a synthetic campaign at ``path``; refuse to replace any other file."""
+    from cbhlib.sources import synth
+
+    if path.exists() and not force and not _is_synthetic(path):
+        raise CbhError(f"{path}: expected a synthetic campaign made by `cbh generate` (or a new path); found another "
+                       "file, which would be replaced: pass --force or choose another output")
+    try:
+        cfg = synth.preset(preset, **(overrides or {}))
+    except (KeyError, TypeError) as exc:
+        raise CbhError(f"cbh generate: {str(exc).strip(chr(39))}") from None
+    if force:
+        synth.generate(cfg, path)
+        return True
+    return synth.ensure_campaign(cfg, path)[1]
+
+
+def num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"

@@ -1,0 +1,98 @@
+"""Commands on models: pretrain, train, predict, checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cbhlib.cli.common import config_from, num, say
+
+
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.training.encoders import pretrain_step
+    from cbhlib.store.rundir import RunDir
+
+    cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
+    table, _ = pretrain_step(cfg, Campaign(cfg.campaign), RunDir(cfg.run_dir))
+    say(table[["name", "frames_labelled", "frames_unlabelled", "loss_final", "floor_predict_zero",
+                "floor_interpolation", "seconds"]].round(3).to_string(index=False))
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from cbhlib.training.runner import run_mode
+
+    cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
+    run = run_mode(cfg)
+    for proto, rep in run.reports.items():
+        s = rep["seed_spread"]
+        say(f"{rep['model_variant']} [{proto}]: pooled MAE {1000 * s['pooled_mae_km']['mean']:.0f} ± "
+             f"{1000 * s['pooled_mae_km']['sd']:.0f} m, mean of fold R2 "
+             f"{num(s['mean_r2']['mean'])} ± {num(s['mean_r2']['sd'])} over {rep['n_seeds']} seeds")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from cbhlib.atomic import refuse_overwrite
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.training.predict import predict
+
+    refuse_overwrite(a.output, [a.campaign], a.force, "predictions")
+    per_unit, ens = predict(a.run_dir, a.model, Campaign(a.campaign), a.protocol)
+    from cbhlib.atomic import atomic_write_text
+
+    atomic_write_text(a.output, ens.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
+    if a.per_unit:
+        refuse_overwrite(a.per_unit, [a.campaign, a.output], a.force, "per-unit predictions")
+        atomic_write_text(a.per_unit, per_unit.to_csv(index=False))
+    say(f"{a.output}: {len(ens)} samples, mean of {int(ens['n_units'].iloc[0])} heads of {a.model} ({a.protocol})")
+    return 0
+
+
+def cmd_checkpoint(a: argparse.Namespace) -> int:
+    """Load a checkpoint safely (weights_only) and print what it holds; never runs code."""
+    import torch
+
+    from cbhlib.store.checkpoints import load_checkpoint
+
+    ck = load_checkpoint(a.file)
+    state = ck.get("model_state_dict", ck.get("state_dict", {}))
+    n = sum(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor)) if isinstance(state, dict) else 0
+    say(f"{a.file}: safe to load ({len(state)} tensors, {n:,} values)")
+    for key in ("kind", "model", "mode", "fold_id", "test_flight", "epoch", "seed", "metrics", "config", "scope",
+                "held_out_flight", "frames_labelled", "frames_unlabelled", "loss_final"):
+        if key in ck:
+            say(f"  {key}: {ck[key]}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the ``cbh`` parser."""
+    pt = sub.add_parser("pretrain", help="pretrain the MAE encoders a run needs")
+    pt.add_argument("params", nargs="*", help="config layers (YAML), e.g. params/encoder.yaml")
+    pt.add_argument("--campaign", help="campaign file")
+    pt.add_argument("--run-dir", help="run folder (encoders go to <run-dir>/encoders/)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    pt.set_defaults(func=cmd_pretrain)
+
+    t = sub.add_parser("train", help="train one model under every protocol (no notebook)")
+    t.add_argument("params", nargs="*", help="config layers (YAML)")
+    t.add_argument("--campaign", help="campaign file")
+    t.add_argument("--run-dir", help="run folder")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. train.mode=concat")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="apply a finished run's heads to a campaign file")
+    pr.add_argument("run_dir", help="run folder of a finished run")
+    pr.add_argument("--model", required=True, help="model name, e.g. concat")
+    pr.add_argument("--campaign", required=True, help="campaign file to predict")
+    pr.add_argument("-o", "--output", required=True, help="CSV: per sample, ensemble mean and sd over heads")
+    pr.add_argument("--per-unit", help="CSV: one row per head and sample")
+    pr.add_argument("--protocol", default="lofo", help="whose heads (default lofo: one per held-out flight and seed)")
+    pr.add_argument("--force", action="store_true", help="replace existing output files")
+    pr.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("checkpoint", help="inspect a checkpoint safely (weights_only=True: no code runs)")
+    c.add_argument("file", help="checkpoint (.pt)")
+    c.set_defaults(func=cmd_checkpoint)

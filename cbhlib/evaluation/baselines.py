@@ -1,0 +1,141 @@
+"""Simple baselines on exactly the folds of the neural models, in the same unit schema.
+
+* ``climatology``: the mean CBH of the fold's training samples.
+* ``lcl``: Espy's lifting condensation level (125 m per K of dewpoint depression from
+  ERA5 t2m and d2m) plus one offset fitted on the fold's training samples.
+* ``gbdt``: HistGradientBoostingRegressor on the physical features (the seed's WP-3).
+* ``image_stats_gbdt``: the same trees on calibration-free image statistics.
+* ``gbdt_all``: the same trees on physical features and image statistics together.
+
+(The neural baselines ``image_stats_mlp`` and ``random_init`` train heads: see ``runner``.)
+These models are deterministic: each seed's unit holds the same fit, so their spread over
+seeds is exactly zero (reports say so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from cbhlib.config import Config
+from cbhlib.constants import ESPY_KM_PER_K
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.folds import Fold
+from cbhlib.evaluation import imagestats
+from cbhlib.evaluation.reports import write_unit
+from cbhlib.store.rundir import RunDir
+from cbhlib.store.units import Unit, UnitResult, UnitStore, unit_sha
+
+log = logging.getLogger(__name__)
+
+SKLEARN_BASELINES = ("climatology", "lcl", "gbdt", "image_stats_gbdt", "gbdt_all")
+DESCRIPTIONS = {
+    "climatology": "Mean CBH of the training flights",
+    "lcl": "Espy LCL from ERA5 t2m/d2m plus an offset fitted on the training flights",
+    "gbdt": "HistGradientBoostingRegressor on the physical features",
+    "image_stats_gbdt": "HistGradientBoostingRegressor on 13 calibration-free image statistics",
+    "gbdt_all": "HistGradientBoostingRegressor on physical features plus image statistics",
+    "image_stats_mlp": "13 calibration-free image statistics -> the physical_only MLP head",
+    "random_init": "The same encoder architecture, untrained (random weights), frozen -> image_only head",
+}
+GBDT_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+               "early_stopping": False}
+
+
+@dataclass
+class BaselineData:
+    """Inputs of the sklearn baselines over all N samples."""
+
+    y: np.ndarray  # (N,) km
+    phys: np.ndarray  # (N, K) physical features, NaN allowed
+    phys_names: list[str]
+    stats: np.ndarray | None = None  # (N, 13) image statistics, or None without images
+    key: str = ""  # campaign fingerprint
+
+
+def espy_lcl_km(t2m_k: np.ndarray, d2m_k: np.ndarray) -> np.ndarray:
+    """Espy's LCL height above the surface: 125 m per K of dewpoint depression (>= 0)."""
+    return np.maximum(ESPY_KM_PER_K * (np.asarray(t2m_k, float) - np.asarray(d2m_k, float)), 0.0)
+
+
+def _find(names: list[str], short: str) -> int | None:
+    return next((i for i, n in enumerate(names) if n == short or n.endswith("/" + short)), None)
+
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # fit indices -> predictions for all N samples
+
+
+def _gbdt(y: np.ndarray, X: np.ndarray) -> Predictor:
+    def predict(fit: np.ndarray) -> np.ndarray:
+        model = HistGradientBoostingRegressor(**GBDT_PARAMS, random_state=0)
+        return model.fit(X[fit], y[fit]).predict(X)
+    return predict
+
+
+def make_predictor(name: str, d: BaselineData) -> Predictor:
+    """A baseline by name.
+
+    Raises:
+        ValueError: the campaign lacks what the baseline needs (stated in the message).
+    """
+    if name == "climatology":
+        return lambda fit: np.full(len(d.y), float(np.mean(d.y[fit])))
+    if name == "lcl":
+        it, idd = _find(d.phys_names, "t2m"), _find(d.phys_names, "d2m")
+        if it is None or idd is None:
+            raise ValueError("the lcl baseline needs t2m and d2m features")
+        base = espy_lcl_km(d.phys[:, it], d.phys[:, idd])
+
+        def lcl(fit: np.ndarray) -> np.ndarray:
+            ok = np.isfinite(base[fit])
+            offset = float(np.median(d.y[fit][ok] - base[fit][ok])) if ok.any() else 0.0
+            return np.where(np.isfinite(base), base + offset, float(np.mean(d.y[fit])))
+        return lcl
+    if name in ("image_stats_gbdt", "gbdt_all") and d.stats is None:
+        raise ValueError(f"the {name} baseline needs images; the campaign has none")
+    if name in ("gbdt", "gbdt_all") and d.phys.shape[1] == 0:
+        raise ValueError(f"the {name} baseline needs physical features; the campaign has none")
+    if name == "gbdt":
+        return _gbdt(d.y, d.phys)
+    if name == "image_stats_gbdt":
+        return _gbdt(d.y, d.stats)  # type: ignore[arg-type]
+    if name == "gbdt_all":
+        return _gbdt(d.y, np.concatenate([d.phys, d.stats], axis=1))  # type: ignore[list-item]
+    raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(SKLEARN_BASELINES)}")
+
+
+def run_baseline(name: str, d: BaselineData, folds: list[Fold], protocol: str, seeds: list[int],
+                 store: UnitStore) -> list[UnitResult]:
+    """Score a baseline on every fold; one unit per (fold, seed), reused when unchanged.
+
+    Baselines fit on training plus validation samples (they need no early stopping).
+    Under LOFO, validation-side predictions (refit without the validation samples) are
+    kept for conformal calibration on the training flights.
+    """
+    predict = make_predictor(name, d)
+    out = []
+    for fold in folds:
+        units = [Unit(name, protocol, fold, s) for s in seeds]
+        shas = [unit_sha(name, GBDT_PARAMS, d.key, d.phys_names, fold.fit_idx, fold.test_idx, fold.val_idx, s)
+                for s in seeds]
+        done = [store.load(u, sha) for u, sha in zip(units, shas)]
+        if all(r is not None for r in done):
+            out.extend(done)  # type: ignore[arg-type]
+            continue
+        pred = predict(fold.fit_idx)
+        val_pred = predict(fold.train_idx)[fold.val_idx] if protocol == "lofo" and len(fold.val_idx) else np.array([])
+        for u, sha, r in zip(units, shas, done):
+            out.append(r if r is not None else write_unit(u, sha, name, d.y, val_pred, pred[fold.test_idx], store,
+                                                                  feature_names=d.phys_names))
+    return out
+
+
+def baseline_data(camp: Campaign, cfg: Config, run: RunDir, with_stats: bool = True) -> BaselineData:
+    """Labels, physical features and (with images) image statistics for the baselines."""
+    X, names = camp.feature_matrix(cfg.feature_groups or None)
+    stats = imagestats.campaign_statistics(camp, run.cache) if with_stats and camp.has_images else None
+    return BaselineData(camp.cbh_km.astype(np.float64), X, names, stats, camp.fingerprint())

@@ -1,0 +1,119 @@
+"""Tables behind the exploration notebook: flights, features, distribution shift."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from cbhlib.data.campaign import Campaign
+
+
+def flight_table(camp: Campaign) -> pd.DataFrame:
+    """One row per flight: samples, CBH statistics (km), time span, solar zenith."""
+    rows = []
+    for k, name in enumerate(camp.flight_names):
+        idx = camp.flight_indices(k)
+        y = camp.cbh_km[idx].astype(float)
+        t = camp.time_utc[idx]
+        rows.append({
+            "flight": name,
+            "campaign": camp.flight_campaigns[k] if camp.flight_campaigns else "",
+            "samples": len(idx),
+            "cbh_mean_km": y.mean(), "cbh_std_km": y.std(), "cbh_min_km": y.min(), "cbh_max_km": y.max(),
+            "lag1_autocorr": lag1(y),
+            "start_utc": datetime.fromtimestamp(t[0], timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "duration_min": (t[-1] - t[0]) / 60.0,
+            "sza_mean_deg": float(camp.sza_deg[idx].mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def lag1(y: np.ndarray) -> float:
+    """Lag-1 autocorrelation of a series (NaN for fewer than 3 values)."""
+    y = np.asarray(y, float)
+    if len(y) < 3:
+        return float("nan")
+    z = y - y.mean()
+    den = float(np.sum(z * z))
+    return float(np.sum(z[1:] * z[:-1]) / den) if den > 0 else float("nan")
+
+
+def pooled_lag1(camp: Campaign) -> float:
+    """Lag-1 autocorrelation of CBH within flights, pooled over consecutive pairs."""
+    num, den = 0.0, 0.0
+    for k in range(camp.n_flights):
+        y = camp.cbh_km[camp.flight_indices(k)].astype(float)
+        z = y - y.mean()
+        num += float(np.sum(z[1:] * z[:-1]))
+        den += float(np.sum(z * z))
+    return num / den if den > 0 else float("nan")
+
+
+def feature_frame(camp: Campaign) -> pd.DataFrame:
+    """Long-ish frame: one column per ``group/feature``, plus cbh_km and flight name."""
+    X, names = camp.feature_matrix()
+    df = pd.DataFrame(X, columns=names)
+    df["cbh_km"] = camp.cbh_km
+    df["flight"] = [camp.flight_names[k] for k in camp.flight]
+    return df
+
+
+def feature_units(camp: Campaign) -> dict[str, str]:
+    return {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units)}
+
+
+def feature_correlations(camp: Campaign) -> pd.DataFrame:
+    """Correlation of every feature with CBH: pooled Pearson and Spearman, and the mean of the
+    within-flight Pearson correlations (a pooled correlation a flight-level shift creates is
+    absent within flights)."""
+    X, names = camp.feature_matrix()
+    y = camp.cbh_km.astype(float)
+    rows = []
+    for j, name in enumerate(names):
+        ok = np.isfinite(X[:, j])
+        row = {"feature": name, "pearson_r": np.nan, "spearman_rho": np.nan, "within_flight_r": np.nan,
+               "missing": 1 - ok.mean()}
+        if ok.sum() >= 3 and np.std(X[ok, j]) > 0:
+            row["pearson_r"] = stats.pearsonr(X[ok, j], y[ok])[0]
+            row["spearman_rho"] = stats.spearmanr(X[ok, j], y[ok])[0]
+            within = []
+            for k in range(camp.n_flights):
+                m = ok & (camp.flight == k)
+                if m.sum() >= 3 and np.std(X[m, j]) > 0 and np.std(y[m]) > 0:
+                    within.append(stats.pearsonr(X[m, j], y[m])[0])
+            row["within_flight_r"] = float(np.mean(within)) if within else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["feature", "pearson_r", "spearman_rho", "within_flight_r", "missing"])
+
+
+def ks_matrix(values: np.ndarray, flight: np.ndarray, n_flights: int) -> np.ndarray:
+    """Pairwise two-sample Kolmogorov-Smirnov statistics between flights.
+
+    Returns:
+        (F, F) symmetric matrix, NaN where a flight has fewer than 2 finite values.
+    """
+    out = np.full((n_flights, n_flights), np.nan)
+    for a in range(n_flights):
+        va = values[(flight == a) & np.isfinite(values)]
+        for b in range(n_flights):
+            vb = values[(flight == b) & np.isfinite(values)]
+            if len(va) >= 2 and len(vb) >= 2:
+                out[a, b] = stats.ks_2samp(va, vb).statistic
+    return out
+
+
+def mean_feature_ks(camp: Campaign) -> np.ndarray:
+    """KS statistic between flights averaged over every physical feature."""
+    X, _ = camp.feature_matrix()
+    mats = [ks_matrix(X[:, j], camp.flight, camp.n_flights) for j in range(X.shape[1])]
+    return np.nanmean(np.stack(mats), axis=0) if mats else np.full((camp.n_flights,) * 2, np.nan)
+
+
+def pool_table(camp: Campaign) -> pd.DataFrame:
+    """Labelled samples and unlabelled frames per flight."""
+    unl = np.bincount(camp.unlabelled_flight, minlength=camp.n_flights) if camp.n_unlabelled else np.zeros(camp.n_flights, int)
+    lab = np.bincount(camp.flight, minlength=camp.n_flights)
+    return pd.DataFrame({"flight": camp.flight_names, "labelled": lab, "unlabelled": unl})

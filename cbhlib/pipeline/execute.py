@@ -1,0 +1,210 @@
+"""Running the pipeline's notebooks: papermill with plain parameters only, then HTML.
+
+Every step's config is resolved and type-checked before the first notebook starts.
+Parameters reach papermill through :class:`SafeTranslator`, which writes each value as
+its Python ``repr`` and refuses anything but str, int, float, bool, None, lists and
+dicts: no value can become code in the injected cell. A failing notebook keeps its
+executed copy (papermill marks the failing cell) and the steps that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from cbhlib.atomic import atomic_write_text
+from cbhlib.config import Config, notebook_values
+from cbhlib.errors import CbhError
+from cbhlib.fields import check_plain
+from cbhlib.store.lock import RunLock
+from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
+from cbhlib.store.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """How a step ended: ``ok``, ``skipped`` (with a reason) or ``failed`` (with the error)."""
+
+    name: str
+    status: str
+    seconds: float
+    notebook: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def safe_translator() -> type:
+    """A papermill Python translator that writes plain values with ``repr`` and refuses others."""
+    from papermill.translators import PythonTranslator
+
+    class SafeTranslator(PythonTranslator):
+        @classmethod
+        def translate(cls, val: Any) -> str:
+            check_plain("notebook parameters", "value", val)
+            if isinstance(val, dict):
+                return "{" + ", ".join(f"{k!r}: {cls.translate(v)}" for k, v in val.items()) + "}"
+            if isinstance(val, (list, tuple)):
+                return "[" + ", ".join(cls.translate(v) for v in val) + "]"
+            return repr(val)
+
+        @classmethod
+        def codify(cls, parameters: dict[str, Any], comment: str = "Parameters") -> str:
+            return f"# {comment}\n" + "".join(f"{name} = {cls.translate(v)}\n" for name, v in parameters.items())
+
+    return SafeTranslator
+
+
+def ipc_kernel_manager() -> type:
+    """A kernel manager on IPC sockets in the temp folder (no unencrypted-TCP warning, no open port)."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw: Any) -> None:
+            if os.name == "posix":
+                kw.setdefault("transport", "ipc")
+                kw.setdefault("ip", os.path.join(tempfile.gettempdir(), f"cbh-kernel-{uuid.uuid4().hex[:12]}"))
+            super().__init__(**kw)
+
+    return IPCKernelManager
+
+
+def register_safe_translator() -> None:
+    from papermill.translators import papermill_translators
+
+    papermill_translators.register("python", safe_translator())
+
+
+def declared(notebook: str | Path) -> set[str]:
+    """Names declared in a notebook's parameters cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)).keys())
+
+
+def _error_line(exc: Exception) -> str:
+    cell = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    evalue = str(evalue).strip().splitlines()[-1] if str(evalue).strip() else ""
+    return f"cell {cell} raised {ename}: {evalue}" if cell is not None else f"{ename}: {evalue}"
+
+
+def execute_step(root: str, step: Step, cfg: Config, run: RunDir, html: bool = True) -> StepResult:
+    """Execute one step's notebook into the run folder (and render it). Picklable for workers."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from cbhlib.pipeline.render import render_html
+
+    register_safe_translator()
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    base = Path(root)
+    out = run.notebook(step.name)
+    (base / out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(base / run.step_config(step.name), yaml.safe_dump(cfg.to_nested(), sort_keys=False))
+    params = notebook_values(cfg, declared(base / step.notebook))
+    _log_step(base / run.root, StepResult(step.name, "running", 0.0, out.as_posix()))
+    t0 = time.perf_counter()
+    error = ""
+    try:
+        papermill.execute_notebook(str(base / step.notebook), str(base / out), parameters=params, kernel_name="python3",
+                                   progress_bar=False, cwd=str(base), log_output=False,
+                                   kernel_manager_class=ipc_kernel_manager())
+    except PapermillExecutionError as exc:
+        error = _error_line(exc)
+    except Exception as exc:  # the kernel died, the notebook is unreadable, ...
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    seconds = time.perf_counter() - t0
+    if html and (base / out).exists():
+        render_html(base / out, base / run.html_page(step.name), base / run.html_page(step.name, report=True))
+    return StepResult(step.name, "failed" if error else "ok", seconds, out.as_posix(), error)
+
+
+def _log_step(run_root: Path, res: StepResult) -> None:
+    path = run_root / "logs" / "pipeline.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps({**asdict(res), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+
+def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+                 html: bool = True, out: TextIO | None = sys.stdout, root: str | Path = ".",
+                 has_images: bool = True, executor: Any = None) -> list[StepResult]:
+    """Execute the pipeline's notebooks (serially, or on ``executor``), then write the index.
+
+    Returns:
+        Every selected step's result, in pipeline order.
+    """
+    from cbhlib.pipeline.progress import Watcher
+    from cbhlib.pipeline.summary import write_index, write_summary
+
+    root = Path(root)
+    run = RunDir.named(pipe.run_name)
+    steps = select(pipe, only)
+    sets = check_overrides(overrides or {})
+    configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
+    def say(msg: str) -> None:
+        """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""
+        if out is not None:
+            out.write(msg + "\n")
+            out.flush()
+
+    results: dict[str, StepResult] = {}
+    with RunLock(root / run.lock), Watcher(root / run.root, say if out is not None else None):
+        plan = [(s, configs[s.name]) for s in steps]
+        if executor is None:
+            for step, cfg in plan:
+                res = _skip_reason(step, results, has_images) or execute_step(str(root), step, cfg, run, html)
+                results[step.name] = res
+                _log_step(root / run.root, res)
+                say(_line(res))
+        else:
+            for res in executor.run_steps(str(root), plan, run, html, has_images):
+                results[res.name] = res
+                _log_step(root / run.root, res)
+                say(_line(res))
+        done = [results[s.name] for s in steps]
+        if html:
+            write_index(root / run.root, pipe, done, root)  # writes summary.json too
+        else:
+            write_summary(root / run.root, root / pipe.campaign, done)
+    return [results[s.name] for s in steps]
+
+
+def _skip_reason(step: Step, done: dict[str, StepResult], has_images: bool) -> StepResult | None:
+    if step.needs_images and not has_images:
+        return StepResult(step.name, "skipped", 0.0, "", "the campaign has no images")
+    failed = [n for n in step.needs if n in done and done[n].status == "failed"]
+    if failed:
+        return StepResult(step.name, "skipped", 0.0, "", f"needs {', '.join(failed)}, which failed")
+    return None
+
+
+def _line(res: StepResult) -> str:
+    if res.status == "ok":
+        return f"[{res.name}] ok ({res.seconds:.1f} s) -> {res.notebook}"
+    if res.status == "skipped":
+        return f"[{res.name}] skipped: {res.error}"
+    return f"[{res.name}] FAILED after {res.seconds:.1f} s: {res.error} (see {res.notebook})"
+
+
+def raise_on_failure(results: list[StepResult]) -> None:
+    """One error naming every failed notebook and its failing cell."""
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise CbhError("notebooks failed: " + "; ".join(f"{r.name} ({r.notebook}): {r.error}" for r in failed))

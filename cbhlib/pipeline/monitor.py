@@ -1,0 +1,76 @@
+"""``cbh monitor RUN_DIR``: progress of a run from its logs (JSON lines, written live)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cbhlib.errors import CbhError
+from cbhlib.training.loops import read_jsonl
+from cbhlib.store.rundir import RunDir
+
+
+def training_status(run: RunDir) -> pd.DataFrame:
+    """Per (model, protocol): units done of total, latest fold/epoch, best validation loss, time."""
+    rows = []
+    for path in sorted(run.logs.glob("training_*.log")) if run.logs.is_dir() else []:
+        log = pd.DataFrame(read_jsonl(path))
+        if log.empty or "model" not in log:
+            continue
+        for (model, proto), d in log.groupby(["model", "protocol"], sort=False):
+            last = d.groupby(["fold", "seed"]).tail(1)
+            n_units = max(int(d["n_units"].max()), len(last))
+            done = int((last["stopped"] | (last["epoch"] >= last["max_epochs"])).sum())
+            remaining = float(((last["max_epochs"] - last["epoch"]) * (~last["stopped"])).sum())
+            rows.append({"model": model, "protocol": proto, "units_done": min(done, n_units),
+                         "running": len(last) - min(done, n_units), "pending": max(0, n_units - len(last)),
+                         "units": n_units,
+                         "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/"
+                                   f"{int(d['max_epochs'].iloc[-1])}",
+                         "best_val_loss": float(last["best_val_loss"].min()), "elapsed_s": float(d["seconds"].sum()),
+                         "remaining_s_max": remaining * float(d["seconds"].mean())})
+    return pd.DataFrame(rows)
+
+
+def pretrain_status(run: RunDir) -> str:
+    """One line: encoders done / running / pending (across processes), the latest epoch and loss."""
+    log = pd.DataFrame(read_jsonl(run.pretrain_log))
+    plan = pd.DataFrame(read_jsonl(run.logs / "pretrain_plan.jsonl")).drop_duplicates()
+    if log.empty or "key" not in log:
+        return f"pretraining: 0 of {len(plan)} encoders done" if len(plan) else ""
+    if "settings" not in log:
+        log["settings"] = ""
+    ids = [tuple(r) for r in log[["settings", "key", "seed"]].drop_duplicates().itertuples(index=False)]
+    planned = [tuple(r) for r in plan[["settings", "key", "seed"]].itertuples(index=False)] if len(plan) else ids
+    planned += [i for i in ids if i not in planned]
+    done = {i for i in planned if run.encoder(str(i[0]), str(i[1]), int(i[2])).exists()}
+    running = [i for i in ids if i not in done]
+    workers = log[log[["settings", "key", "seed"]].apply(tuple, axis=1).isin(running)].get("worker")
+    where = f" on {workers.nunique()} process(es)" if workers is not None and running else ""
+    last = log.iloc[-1]
+    return (f"pretraining: {len(done)} of {len(planned)} encoders done, {len(running)} running{where}, "
+            f"{len(planned) - len(done) - len(running)} pending; latest {last['key']} seed {int(last['seed'])} "
+            f"epoch {int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}")
+
+
+def steps_status(run: RunDir) -> str:
+    """Each notebook's latest state: ok / failed / skipped (with seconds) or running."""
+    latest = {s["name"]: s for s in read_jsonl(run.pipeline_log)}
+    return ", ".join(f"{s['name']} running" if s["status"] == "running" else
+                     f"{s['name']} {s['status']} ({s['seconds']:.0f} s)" for s in latest.values())
+
+
+def status_text(run_dir: str | Path) -> str:
+    """The status of a run as text: finished notebooks, pretraining, training units."""
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise CbhError(f"{run_dir}: expected a run folder; found no such folder")
+    lines = [f"[{time.strftime('%H:%M:%S')}] {run.root}", "  notebooks: " + (steps_status(run) or "none started")]
+    pre = pretrain_status(run)
+    if pre:
+        lines.append("  " + pre)
+    table = training_status(run)
+    lines.append("  no training logs yet" if table.empty else table.round(4).to_string(index=False))
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""What keeps notebooks thin: one ``setup`` call, logging, and the environment report.
+
+``setup(globals(), "explore")`` finds the project root (so a kernel started in
+``notebooks/`` by JupyterLab resolves relative paths from the project root like the pipeline
+does), builds the typed :class:`Config` from the notebook's parameters, sends library
+logs to the run's ``logs/cbh.log`` (warnings also to the notebook), saves the resolved
+config beside the outputs and returns the config, the run folder and the notebook's one
+random generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cbhlib.atomic import atomic_write_text
+from cbhlib.config import Config, config_from_namespace
+from cbhlib.constants import DEFAULT_CAMPAIGN
+from cbhlib.errors import CbhError
+from cbhlib.store.rundir import RunDir
+
+MARKER = Path("params") / "pipeline.yaml"
+
+
+def find_project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``params/pipeline.yaml``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MARKER).is_file():
+            return folder
+    raise CbhError(f"{here}: expected to run inside the cbh-fusion project (a folder with {MARKER}); "
+                   "start JupyterLab with `make lab` or run from the project root")
+
+
+def configure_logging(run: RunDir | None = None, level: int = logging.INFO, stderr_level: int = logging.WARNING) -> None:
+    """Library logs (``cbhlib.*``): to the run's log file at ``level``, to stderr from ``stderr_level``.
+
+    Idempotent: re-running a notebook cell does not stack handlers.
+    """
+    logger = logging.getLogger("cbhlib")
+    logger.setLevel(level)
+    for h in list(logger.handlers):
+        if getattr(h, "_cbh", False):
+            logger.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(stderr_level)
+    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    err._cbh = True  # type: ignore[attr-defined]
+    logger.addHandler(err)
+    if run is not None:
+        run.logs.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run.library_log)
+        fh.setLevel(level)
+        fh.setFormatter(fmt)
+        fh._cbh = True  # type: ignore[attr-defined]
+        logger.addHandler(fh)
+
+
+def ensure_default_campaign(cfg: Config) -> None:
+    """Generate the embedded synthetic campaign if the config points at it and it is missing."""
+    if cfg.campaign == DEFAULT_CAMPAIGN and not Path(cfg.campaign).exists():
+        from cbhlib.sources import synth
+
+        logging.getLogger("cbhlib").warning("generating the default synthetic campaign %s", cfg.campaign)
+        synth.ensure_campaign(synth.preset("default"), cfg.campaign)
+
+
+def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.Generator]:
+    """Config, run folder and random generator of a notebook (see the module docstring)."""
+    root = find_project_root()
+    if Path.cwd().resolve() != root:
+        os.chdir(root)
+    cfg = config_from_namespace(ns)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    if not cfg.progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    run = RunDir(cfg.run_dir)
+    for folder in (run.root, run.figures, run.tables):
+        folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(run)
+    ensure_default_campaign(cfg)
+    atomic_write_text(run.step_config(step), yaml.safe_dump(cfg.to_nested(), sort_keys=False))
+    return cfg, run, np.random.default_rng(cfg.seed)
+
+
+def environment_report() -> str:
+    """The versions that produced a notebook's outputs (for its last cell)."""
+    import h5py
+    import pandas as pd
+    import sklearn
+    import torch
+
+    import cbhlib
+
+    lines = [f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}"]
+    for name, mod in (("cbhlib", cbhlib), ("numpy", np), ("torch", torch), ("h5py", h5py), ("scikit-learn", sklearn),
+                      ("pandas", pd)):
+        lines.append(f"  {name:13s} {getattr(mod, '__version__', '?')}")
+    lines.append(f"  torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Write the README's results section from a run's ``summary.json`` (never by hand).
+
+``python -m cbhlib.pipeline.readme <run folder> README.md`` replaces the text between
+``<!-- results:start -->`` and ``<!-- results:end -->``. Every number carries its protocol,
+its n and its spread over seeds; a ranking is stated only where its paired interval
+excludes zero (the comparison's verdicts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from cbhlib.atomic import atomic_write_text
+from cbhlib.errors import CbhError
+from cbhlib.store.rundir import RunDir
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
+LABELS = [  # (key prefix or exact key, label); first match wins
+    ("generate_s", "generate the campaign (s)"), ("file_mib", "campaign file (MiB)"), ("samples", "labelled samples"),
+    ("unlabelled_frames", "unlabelled frames"), ("hdf5_read_images_per_s", "HDF5 read (images/s)"),
+    ("hdf5_read_mb_per_s", "HDF5 read (MB/s)"), ("pretrain_default_recipe_s", "pretrain one encoder, default recipe (s)"),
+    ("pretrain_default_recipe_images_per_s", "pretraining throughput (images/s)"),
+    ("pretrain_default_recipe_final_over_zero", "final loss / predict-zero floor"),
+    ("pretrain_in_memory_images_per_s", "pretraining, frames in memory (images/s)"),
+    ("pretrain_streamed_images_per_s", "pretraining, frames streamed from HDF5 (images/s)"),
+    ("embed_images_per_s", "embedding with the frozen encoder (images/s)"),
+    ("heads_all_modes_", "heads: 4 modes x 5 folds x {ep} epochs (s)"), ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
+    ("peak_rss_mb", "peak memory of the process (MB)"),
+]
+
+
+def _label(key: str) -> str | None:
+    for prefix, label in LABELS:
+        if key == prefix or (prefix.endswith("_") and key.startswith(prefix)):
+            m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
+            return label.format(mode=m.group(1) if m else "", ep=m.group(2) if m else "")
+    return None
+
+
+def _scaling_label(key: str) -> str:
+    if m := re.fullmatch(r"heads_physical_only_(\d+)_samples_(\d+)ep_s", key):
+        return f"physical_only heads, {m.group(1)} samples, 5 folds x {m.group(2)} epochs (s)"
+    if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
+        return f"pretraining throughput, pool of {m.group(1)} frames (images/s)"
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
+        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
+        return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
+        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
+        return f"whole `cbh run` on {m.group(1)}, {how}: largest process, peak resident (MB)"
+    return ""
+
+
+def _num(v: object) -> str:
+    """Benchmark figures: one decimal, two below 10 (ratios), thousands separated."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.1f}"
+    return str(v)
+
+
+def performance_section(paths: list[Path]) -> str:
+    """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command.
+
+    A scaling row measured in several files is shown from the newest one (by its ``date``) only.
+    """
+    if not paths:
+        return "(no benchmark results yet: `make bench`, then `make readme`)"
+    results = sorted(((json.loads(p.read_text()), p) for p in paths), key=lambda rp: str(rp[0].get("date", "")))
+    newest = {k: i for i, (res, _) in enumerate(results) for k in res.get("scaling", {})}
+    lines: list[str] = []
+    for i, (res, path) in enumerate(results):
+        m = res.get("machine", {})
+        gpu = m.get("gpu") or "no GPU"
+        lines += [f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
+                  f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):", ""]
+        presets = res.get("presets", [])
+        if presets:
+            lines += ["| stage | " + " | ".join(f"{p['preset']} ({p.get('device', 'cpu')})" for p in presets) + " |",
+                      "|---" * (len(presets) + 1) + "|"]
+            keys = [k for k in presets[0] if _label(k)]
+            for k in keys:
+                cells = [p.get(k) for p in presets]
+                lines.append(f"| {_label(k)} | " + " | ".join(_num(v) for v in cells) + " |")
+            lines.append("")
+        rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k) and newest[k] == i]
+        if rows:
+            lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {_num(v)} |" for k, v in rows] + [""]
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if start not in text or end not in text:
+        raise CbhError(f"{where}: expected the markers {start} and {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def _pm(r: dict[str, Any], key: str, digits: int = 0) -> str:
+    m, s = r.get(key), r.get(f"{key}_sd")
+    return "n/a" if m is None else f"{m:.{digits}f} ± {(s or 0):.{digits}f}"
+
+
+def _headline(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| model | pooled MAE (m) | per-flight MAE (m) | R2, mean of folds | R2, pooled | n | seeds |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["protocol"] == "lofo":
+            name = f"*{r['model']}*" if r["kind"] == "baseline" else f"**{r['model']}**"
+            out.append(f"| {name} | {_pm(r, 'pooled_mae_m')} | {_pm(r, 'flight_mae_m')} | {_pm(r, 'r2_folds', 2)} | "
+                       f"{_pm(r, 'r2_pooled', 2)} | {r['n']} | {r['n_seeds']} |")
+    return out
+
+
+def _protocols(rows: list[dict[str, Any]]) -> list[str]:
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["model"], {})[r["protocol"]] = r
+    out = ["| model | leave-one-flight-out | time blocks within flight | pooled random 5-fold (leaky) |", "|---|---|---|---|"]
+    for model, p in by.items():
+        out.append(f"| {model} | " + " | ".join(_pm(p[k], "r2_pooled", 2) if k in p else "-"
+                                                  for k in ("lofo", "within_flight", "random")) + " |")
+    return out
+
+
+def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) -> str:
+    """The generated Markdown."""
+    rows = summary.get("headline") or []
+    if not rows:
+        raise CbhError("summary.json has no headline rows: run the pipeline first (make run)")
+    seeds = max(r["n_seeds"] for r in rows)
+    lines = [f"Generated by `make readme` from `{RunDir.named(summary['run']).summary}` ({summary['generated']}, campaign "
+             f"`{summary['campaign']}`). Leave-one-flight-out (LOFO): each flight is predicted by models that never "
+             f"saw it; pooled MAE is over all held-out predictions, per-flight MAE the mean of each flight's MAE; "
+             f"mean ± sd over {seeds} seeds (a seed drives the encoder's pretraining and the head); baselines in "
+             "italics. Synthetic data: not a claim about the real flights.", "", *_headline(rows), "",
+             "Pooled R2 under each protocol (mean ± sd over seeds): the random split shows how much leakage along "
+             "the track inflates the score.", "", *_protocols(rows), ""]
+    pre = summary.get("pretraining")
+    if pre:
+        lines += [f"MAE pretraining ({pre['n_encoders']} encoders, {pre['settings']}): final masked-patch loss "
+                  f"{pre['loss_final']:.3f} against the floors predict-zero {pre['floor_predict_zero']:.3f} and "
+                  f"visible-patch interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
+                  f"{pre['final_over_zero']:.2f}; measured on held-in frames).", ""]
+    comp = (summary.get("comparison") or {})
+    if comp.get("comparisons"):
+        lines += ["Paired differences of pooled MAE (model minus reference; 95 % moving-block bootstrap over samples "
+                  "and seeds, LOFO):", "", "| model | reference | difference (m) | 95 % interval (m) | verdict |",
+                  "|---|---|---|---|---|"]
+        for c in comp["comparisons"]:
+            lines.append(f"| {c['model']} | {c['reference']} | {c['diff_m']:+.0f} | [{c['ci_lo_m']:+.0f}, "
+                         f"{c['ci_hi_m']:+.0f}] | {c['verdict']} |")
+        lines.append("")
+    found = comp.get("findings")
+    if found:
+        lines += ["What this run shows:", ""] + [f"- {s}" for s in found["shows"]] + ["", "What it does not show:", ""]
+        lines += [f"- {s}" for s in found["does_not_show"]] + [""]
+    if calibration:
+        lines += ["Calibration of the synthetic twin against the real campaign (`benchmarks/calibrate_synth.py`, "
+                  f"{calibration.get('preset', 'default')} preset):", "",
+                  "| quantity | target | measured | in range (-: for information) |", "|---|---|---|---|"]
+        for row in calibration.get("rows", []):
+            m, ok = row["measured"], row.get("ok")
+            shown = f"{m:.4g}" if isinstance(m, float) else str(m)
+            lines.append(f"| {row['quantity']} | {row['target']} | {shown} | "
+                         f"{'-' if ok is None else 'yes' if ok else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update(readme: Path, run_dir: Path, calibration: Path | None = None, benchmarks: list[Path] | None = None) -> None:
+    """Rewrite the results section (and, given benchmark JSONs, the performance section)."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise CbhError(f"{summary_path}: expected a finished run's summary; found none (run `make run` first)")
+    summary = json.loads(summary_path.read_text())
+    cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
+    text = _replace(readme.read_text(), START, END, section(summary, cal), readme)
+    if benchmarks is not None:
+        text = _replace(text, PERF_START, PERF_END, performance_section(benchmarks), readme)
+    atomic_write_text(readme, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Rewrite the README's generated sections.")
+    ap.add_argument("run_dir", nargs="?", default=str(RunDir.named("default").root))
+    ap.add_argument("readme", nargs="?", default="README.md")
+    ap.add_argument("--calibration", default="benchmarks/results/calibration_default.json")
+    ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
+    a = ap.parse_args(argv)
+    try:
+        update(Path(a.readme), Path(a.run_dir), Path(a.calibration),
+               [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None)
+    except CbhError as exc:
+        sys.stderr.write(f"readme: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

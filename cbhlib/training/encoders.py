@@ -1,0 +1,190 @@
+"""Which encoders a run needs, where they live, and making sure they exist.
+
+An encoder is identified by its settings (architecture + pretraining recipe + campaign
+file), its scope (``fold<k>``: flight k never seen; ``all``; ``random-init``) and its
+seed. A unit's seed is its encoder's seed unless ``pretrain.seed`` pins one, so the
+spread over seeds covers pretraining too. Encoders are cached per (settings, scope, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cbhlib.data.campaign import Campaign
+from cbhlib.store.checkpoints import load_checkpoint
+from cbhlib.config import Config
+from cbhlib.training.cluster import current_client, worker_resources
+from cbhlib.errors import CbhError, CheckpointError
+from cbhlib.data.frames import ALL, Scope
+from cbhlib.training.pretrain import pretrain_encoder, random_encoder
+from cbhlib.store.rundir import RunDir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+_NOT_RECIPE = ("seed", "missing", "eval_frames", "memory_limit_mb", "scope")
+
+
+def settings_key(cfg: Config, camp: Campaign) -> str:
+    """``<encoder>-<hash>`` of the architecture, pretraining recipe and campaign file."""
+    recipe = {k: v for k, v in asdict(cfg.pretrain).items() if k not in _NOT_RECIPE}
+    blob = json.dumps({"encoder": cfg.encoder.to_dict(), "pretrain": recipe, "campaign": camp.fingerprint()},
+                      sort_keys=True)
+    return f"{cfg.encoder.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def encoder_seed(cfg: Config, unit_seed: int) -> int:
+    """The pretraining seed of a unit's encoder: the unit's own unless pinned."""
+    return unit_seed if cfg.pretrain.seed < 0 else cfg.pretrain.seed
+
+
+def scopes_for(cfg: Config, camp: Campaign, protocol: str, untrained: bool = False) -> list[Scope]:
+    """Encoder scopes of a protocol: one per held-out flight under LOFO (scope fold or
+    transductive), else one on every frame (the pooled protocols mix flights anyway)."""
+    if protocol == "lofo" and cfg.pretrain.scope in ("fold", "transductive"):
+        scopes = [Scope.for_fold(k, cfg.pretrain.scope == "transductive") for k in range(camp.n_flights)]
+    else:
+        scopes = [ALL]
+    return [s.as_untrained() for s in scopes] if untrained else scopes
+
+
+def scope_of_fold(scopes: list[Scope], held_out_flight: int | None) -> Scope:
+    """The scope a fold's units use (its held-out flight's, or the single shared one)."""
+    if len(scopes) == 1:
+        return scopes[0]
+    return next(s for s in scopes if s.held_out == held_out_flight)
+
+
+def required(cfg: Config, camp: Campaign, protocols: list[str] | None = None,
+             untrained: bool = False) -> list[tuple[Scope, int]]:
+    """Every (scope, seed) the configured protocols and seeds need, without duplicates
+    (``untrained``: the random-weight twins of those encoders)."""
+    out: list[tuple[Scope, int]] = []
+    for proto in protocols or cfg.protocols:
+        for scope in scopes_for(cfg, camp, proto, untrained):
+            for s in cfg.seeds:
+                item = (scope, encoder_seed(cfg, s))
+                if item not in out:
+                    out.append(item)
+    return out
+
+
+def check_encoder(path: Path, camp: Campaign) -> None:
+    """Refuse an encoder pretrained on another campaign file."""
+    ck = load_checkpoint(path)
+    if ck.get("campaign_sha256") not in (None, camp.fingerprint()):
+        raise CheckpointError(f"{path}: expected an encoder pretrained on {camp.path}; found one of another campaign "
+                              "file (delete it or use another run folder)")
+
+
+def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, int]], allow_train: bool,
+           progress: bool = False, step: str = "pretrain") -> dict[tuple[str, int], Path]:
+    """Paths of the needed encoders, pretraining the missing ones only if ``allow_train``.
+
+    Raises:
+        CbhError: encoders are missing and this step may not pretrain them.
+    """
+    key = settings_key(cfg, camp)
+    out: dict[tuple[str, int], Path] = {}
+    missing = [(sc, s) for sc, s in needed if not sc.untrained and not run.encoder(key, sc.key, s).exists()]
+    if missing and not allow_train:
+        names = ", ".join(f"{sc.key}_seed{s}" for sc, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        raise CbhError(f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): run the {step} step "
+                       "first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or set "
+                       "pretrain.missing: pretrain")
+    todo = [(sc, s) for sc, s in needed if not run.encoder(key, sc.key, s).exists()]
+    for sc, s in needed:
+        if (sc, s) not in todo:
+            check_encoder(run.encoder(key, sc.key, s), camp)
+        out[(sc.key, s)] = run.encoder(key, sc.key, s)
+    _write_plan(run, key, needed)
+    client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
+    if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
+        gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
+        slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
+        futures = [client.submit(_make_encoder, str(camp.path), cfg, sc, s, str(run.encoder(key, sc.key, s)),
+                                 str(run.pretrain_log), key, pure=False, resources=slots) for sc, s in todo]
+        client.gather(futures)
+        client.close()
+        return out
+    for sc, s in todo:
+        _make_encoder(camp, cfg, sc, s, run.encoder(key, sc.key, s), run.pretrain_log, key, progress)
+    return out
+
+
+def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
+    """Record which encoders this step needs, so ``cbh monitor`` can count pending ones."""
+    run.logs.mkdir(parents=True, exist_ok=True)
+    with open(run.logs / "pretrain_plan.jsonl", "a") as fh:
+        for sc, s in needed:
+            if not sc.untrained:
+                fh.write(json.dumps({"settings": key, "key": sc.key, "seed": s}) + "\n")
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path: Path | str, log_path: Path | str,
+                  key: str, progress: bool = False) -> None:
+    """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
+    camp = Campaign(camp) if isinstance(camp, str) else camp
+    threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if sc.untrained:
+        random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
+    else:
+        pretrain_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path, log_path, cfg.device, progress,
+                         {"settings": key, "worker": f"{socket.gethostname()}:{os.getpid()}"})
+
+
+def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":
+    """One row per encoder: scope, held-out flight, seed, frames seen (and of the held-out
+    flight: 0 under the default scope), loss before and after, both floors, seconds."""
+    import pandas as pd
+
+    rows = []
+    for (scope, seed), path in paths.items():
+        ck = load_checkpoint(path)
+        held = ck.get("held_out_flight", "")
+        by_flight = ck.get("frames_by_flight", {})
+        final, zero = ck.get("loss_final"), ck.get("floor_predict_zero")
+        rows.append({"name": f"{scope}_seed{seed}", "scope": scope, "held_out_flight": held, "seed": seed,
+                     "frames_labelled": ck.get("frames_labelled"), "frames_unlabelled": ck.get("frames_unlabelled"),
+                     "frames_of_held_out": by_flight.get(held, 0) if held else None,
+                     "loss_before": ck.get("loss_before"), "loss_final": final,
+                     "floor_predict_zero": zero, "floor_interpolation": ck.get("floor_interpolation"),
+                     "final_over_zero": (final / zero) if final is not None and zero else None,
+                     "epochs": ck.get("epochs"), "seconds": ck.get("seconds")})
+    return pd.DataFrame(rows)
+
+
+def pretrain_step(cfg: Config, camp: Campaign, run: RunDir) -> tuple["pd.DataFrame", dict[tuple[str, int], Path]]:
+    """Pretrain (or reuse) every encoder the configured protocols and seeds need; write
+    ``pretrain_summary.json`` (per encoder, and the mean loss beside the mean floors)."""
+    from cbhlib.evaluation.reports import write_json
+
+    paths = ensure(cfg, camp, run, required(cfg, camp), allow_train=True, progress=cfg.progress)
+    table = encoder_table(paths)
+    summary = {"settings": settings_key(cfg, camp), "encoder": cfg.encoder.to_dict(),
+               "n_encoders": len(table), "loss_final": float(table["loss_final"].mean()),
+               "floor_predict_zero": float(table["floor_predict_zero"].mean()),
+               "floor_interpolation": float(table["floor_interpolation"].mean()),
+               "encoders": table.to_dict("records")}
+    summary["final_over_zero"] = summary["loss_final"] / summary["floor_predict_zero"]
+    write_json(run.pretrain_summary, summary)
+    return table, paths
