@@ -35,9 +35,16 @@ from cbhlib.evaluation.explore import pooled_lag1  # noqa: E402
 from cbhlib.evaluation.metrics import regression_metrics  # noqa: E402
 
 # er2-data-facts.md: observed mean / std over the 933 samples
-ERA5_OBSERVED = {"blh": (0.849, 0.348), "lcl": (1.178, 0.889), "inversion_height": (1.643, 1.015),
-                 "stability_index": (-4.997, 0.865), "t2m": (287.68, 6.74), "d2m": (278.25, 9.05),
-                 "sp": (96833.0, 7486.0), "tcwv": (13.84, 7.73)}
+ERA5_OBSERVED = {
+    "blh": (0.849, 0.348),
+    "lcl": (1.178, 0.889),
+    "inversion_height": (1.643, 1.015),
+    "stability_index": (-4.997, 0.865),
+    "t2m": (287.68, 6.74),
+    "d2m": (278.25, 9.05),
+    "sp": (96833.0, 7486.0),
+    "tcwv": (13.84, 7.73),
+}
 LAGS = (4, 8, 12, 16)
 
 
@@ -81,8 +88,14 @@ def _norm_patches(t: np.ndarray) -> np.ndarray:
     return (t - t.mean(1, keepdims=True)) / np.sqrt(t.var(1, keepdims=True) + 1e-6)
 
 
-def masked_patch_floors(images: np.ndarray, patch: int = 8, mask_ratio: float = 0.75, seed: int = 0,
-                        method: str = "linear", sigma: float = 4.0) -> dict[str, float]:
+def masked_patch_floors(
+    images: np.ndarray,
+    patch: int = 8,
+    mask_ratio: float = 0.75,
+    seed: int = 0,
+    method: str = "linear",
+    sigma: float = 4.0,
+) -> dict[str, float]:
     """Mean squared error on masked patches of two trivial predictors.
 
     Inputs are per-image centred and divided by the pooled std of the centred pixels.
@@ -135,12 +148,24 @@ def image_only_run(campaign: Path, workdir: Path) -> dict[str, float]:
     from cbhlib.config import load_config
     from cbhlib.training.runner import run_mode
 
-    cfg = load_config(ROOT / "params" / "seed_style.yaml", overrides={
-        "campaign": str(campaign), "run_dir": str(workdir / "run"), "train.mode": "image_only", "protocols": ["lofo"],
-        "seeds": [0], "progress": False, "pretrain.missing": "pretrain", "pretrain.unlabelled": False})
+    cfg = load_config(
+        ROOT / "params" / "seed_style.yaml",
+        overrides={
+            "campaign": str(campaign),
+            "run_dir": str(workdir / "run"),
+            "train.mode": "image_only",
+            "protocols": ["lofo"],
+            "seeds": [0],
+            "progress": False,
+            "pretrain.missing": "pretrain",
+            "pretrain.unlabelled": False,
+        },
+    )
     report = run_mode(cfg).reports["lofo"]
-    return {"image_only": report["aggregate_metrics"]["pooled_mae_km"],
-            "climatology": report["climatology"]["pooled_mae_km"]}
+    return {
+        "image_only": report["aggregate_metrics"]["pooled_mae_km"],
+        "climatology": report["climatology"]["pooled_mae_km"],
+    }
 
 
 def _row(quantity: str, target: str, measured: float, lo: float | None = None, hi: float | None = None) -> dict:
@@ -148,8 +173,9 @@ def _row(quantity: str, target: str, measured: float, lo: float | None = None, h
     return {"quantity": quantity, "target": target, "measured": float(measured), "ok": ok}
 
 
-def calibration_table(cfg: synth.SynthConfig, workdir: Path, image_only: bool = False,
-                      n_images: int = 300) -> tuple[list[dict], dict[str, float]]:
+def calibration_table(
+    cfg: synth.SynthConfig, workdir: Path, image_only: bool = False, n_images: int = 300
+) -> tuple[list[dict], dict[str, float]]:
     """Generate the campaign into ``workdir`` and measure every calibration quantity."""
     timings = {}
     t0 = time.perf_counter()
@@ -173,15 +199,24 @@ def calibration_table(cfg: synth.SynthConfig, workdir: Path, image_only: bool = 
     h = geom.values[:, geom.names.index("derived_geometric_H")]
     rows.append(_row("shadow height NaN fraction", "~0.13 (120 of 933)", np.isnan(h).mean(), 0.09, 0.18))
     ok = np.isfinite(h)
-    rows.append(_row("shadow height |r| with CBH", "< 0.9, well below", abs(np.corrcoef(h[ok], camp.cbh_km[ok])[0, 1]),
-                     None, 0.6))
+    rows.append(
+        _row(
+            "shadow height |r| with CBH", "< 0.9, well below", abs(np.corrcoef(h[ok], camp.cbh_km[ok])[0, 1]), None, 0.6
+        )
+    )
     rows.append(_row("CBH lag-1 autocorrelation", "~0.89", pooled_lag1(camp), 0.8, 0.97))
     if camp.has_images:
         idx = np.linspace(0, camp.n_samples - 1, min(n_images, camp.n_samples)).astype(int)
         images = camp.images(idx)
         for lag, v in pixel_autocorrelation(images).items():
-            rows.append(_row(f"pixel autocorrelation at {lag} px", "old 0.24 at 8, 0.04 at 12",
-                             v, *((0.5, None) if lag == 8 else (None, None))))
+            rows.append(
+                _row(
+                    f"pixel autocorrelation at {lag} px",
+                    "old 0.24 at 8, 0.04 at 12",
+                    v,
+                    *((0.5, None) if lag == 8 else (None, None)),
+                )
+            )
         if min(camp.image_shape[1:]) >= 16:
             floors = masked_patch_floors(images)
             rows.append(_row("floor (a) image-centred: predict zero", "~1.0", floors["a_zero"]))
@@ -189,14 +224,26 @@ def calibration_table(cfg: synth.SynthConfig, workdir: Path, image_only: bool = 
             rows.append(_row("floor (b) norm_pix: predict zero", "1.0", floors["b_zero"]))
             rows.append(_row("floor (b) norm_pix: interpolation", "<= 0.75 (aim)", floors["b_interp"], None, 0.75))
         if camp.n_unlabelled:
-            rows.append(_row("unlabelled frames per labelled sample", f"{cfg.unlabelled_factor:g}",
-                             camp.n_unlabelled / camp.n_samples))
+            rows.append(
+                _row(
+                    "unlabelled frames per labelled sample",
+                    f"{cfg.unlabelled_factor:g}",
+                    camp.n_unlabelled / camp.n_samples,
+                )
+            )
     if image_only:
         t0 = time.perf_counter()
         res = image_only_run(path, workdir)
         timings["image_only_s"] = time.perf_counter() - t0
-        rows.append(_row("seed-style image_only LOFO pooled MAE (km)", "0.25-0.40 (seed 0.322 mean of folds)",
-                         res["image_only"], 0.25, 0.40))
+        rows.append(
+            _row(
+                "seed-style image_only LOFO pooled MAE (km)",
+                "0.25-0.40 (seed 0.322 mean of folds)",
+                res["image_only"],
+                0.25,
+                0.40,
+            )
+        )
         rows.append(_row("climatology LOFO pooled MAE (km)", "reference", res["climatology"]))
     return rows, timings
 
@@ -230,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {a.preset} {overrides or ''}: generated in {timings['generate_s']:.1f} s")
     print_table(rows)
     if a.json:
-        Path(a.json).write_text(json.dumps({"preset": a.preset, "overrides": overrides, "timings": timings,
-                                            "rows": rows}, indent=2))
+        Path(a.json).write_text(
+            json.dumps({"preset": a.preset, "overrides": overrides, "timings": timings, "rows": rows}, indent=2)
+        )
     return 0 if all(r["ok"] is not False for r in rows) else 1
 
 

@@ -37,12 +37,16 @@ def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:  # noqa: ANN001
     from cbhlib.training.pretrain import pretrain_encoder
 
     t0 = time.perf_counter()
-    ck = pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device,
-                          progress=False)
+    ck = pretrain_encoder(
+        camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device, progress=False
+    )
     dt = time.perf_counter() - t0
     seen = ck["steps"] * min(cfg.pretrain.batch_size, 10**9)
-    return {f"pretrain_{tag}_s": dt, f"pretrain_{tag}_images_per_s": seen / dt,
-            f"pretrain_{tag}_final_over_zero": ck["loss_final"] / ck["floor_predict_zero"]}
+    return {
+        f"pretrain_{tag}_s": dt,
+        f"pretrain_{tag}_images_per_s": seen / dt,
+        f"pretrain_{tag}_final_over_zero": ck["loss_final"] / ck["floor_predict_zero"],
+    }
 
 
 def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
@@ -81,8 +85,9 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     out.update(_pretrain_row(camp, cfg, workdir, "default_recipe"))
     if not big:  # throughput against the unlabelled-pool size: in memory vs streamed from HDF5
         for limit, tag in ((1024, "in_memory"), (0, "streamed")):
-            cfg_s = load_config(overrides={"device": device, "progress": False, "pretrain.epochs": 2,
-                                           "pretrain.memory_limit_mb": limit})
+            cfg_s = load_config(
+                overrides={"device": device, "progress": False, "pretrain.epochs": 2, "pretrain.memory_limit_mb": limit}
+            )
             out.update(_pretrain_row(camp, cfg_s, workdir, tag))
     out["rss_after_pretrain_mb"] = _rss_mb()
     e = embed_campaign(camp, workdir / "default_recipe.pt", None, device=device, progress=False)
@@ -94,8 +99,16 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     for mode in MODES:  # the issue's yardstick: 4 modes x 5 folds x 50 epochs, no early stopping
         units = [Unit(mode, "lofo", f, 0) for f in lofo_folds(camp)]
         t0 = time.perf_counter()
-        train_units(inputs, units, mode, TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
-                    UnitStore(RunDir(workdir / f"heads_{mode}")), progress=False, device=device)
+        train_units(
+            inputs,
+            units,
+            mode,
+            TrainConfig(epochs=epochs, patience=epochs),
+            HeadConfig(),
+            UnitStore(RunDir(workdir / f"heads_{mode}")),
+            progress=False,
+            device=device,
+        )
         out[f"heads_{mode}_5folds_{epochs}ep_s"] = time.perf_counter() - t0
         total += out[f"heads_{mode}_5folds_{epochs}ep_s"]
     out[f"heads_all_modes_5folds_{epochs}ep_s"] = total
@@ -115,8 +128,9 @@ def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...
         path = workdir / f"pool{f:g}.h5"
         synth.generate(synth.preset("default", unlabelled_factor=f), path)
         camp = Campaign(path)
-        cfg = load_config(overrides={"device": device, "progress": False, "pretrain.epochs": 2,
-                                     "pretrain.max_frames": 0})
+        cfg = load_config(
+            overrides={"device": device, "progress": False, "pretrain.epochs": 2, "pretrain.max_frames": 0}
+        )
         row = _pretrain_row(camp, cfg, workdir, "pool")
         frames = camp.n_samples + camp.n_unlabelled
         out[f"pretrain_pool_{frames}_frames_images_per_s"] = row["pretrain_pool_images_per_s"]
@@ -124,8 +138,9 @@ def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...
     return out
 
 
-def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20,
-                           device: str = "cpu") -> dict:
+def bench_heads_vs_samples(
+    workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20, device: str = "cpu"
+) -> dict:
     """physical_only heads (5 LOFO folds, 1 seed, no early stopping) against the sample count."""
     from cbhlib.sources import synth
     from cbhlib.data.campaign import Campaign
@@ -144,8 +159,16 @@ def bench_heads_vs_samples(workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 
         inputs = TrainInputs(camp.cbh_km.astype(float), X, names, key=f"n{n}")
         units = [Unit("physical_only", "lofo", f, 0) for f in lofo_folds(camp)]
         t0 = time.perf_counter()
-        train_units(inputs, units, "physical_only", TrainConfig(epochs=epochs, patience=epochs), HeadConfig(),
-                    UnitStore(RunDir(workdir / f"hs{n}")), progress=False, device=device)
+        train_units(
+            inputs,
+            units,
+            "physical_only",
+            TrainConfig(epochs=epochs, patience=epochs),
+            HeadConfig(),
+            UnitStore(RunDir(workdir / f"hs{n}")),
+            progress=False,
+            device=device,
+        )
         out[f"heads_physical_only_{camp.n_samples}_samples_{epochs}ep_s"] = time.perf_counter() - t0
     return out
 
@@ -158,17 +181,33 @@ def bench_pipeline(workers: int, preset: str, quick: bool, device: str = "cpu") 
         args += ["--workers", str(workers)]
     if preset != "default":
         campaign = ROOT / "data" / f"synthetic_{preset}.h5"
-        subprocess.run([sys.executable, "-m", "cbhlib.cli", "generate", "--preset", preset, "-o", str(campaign)],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "cbhlib.cli", "generate", "--preset", preset, "-o", str(campaign)],
+            cwd=ROOT,
+            check=True,
+        )
         args += ["--campaign", str(campaign.relative_to(ROOT))]
     if quick:  # memory, not skill: the smallest settings that still run every step
-        for s in ("seeds=[0]", "pretrain.epochs=1", "pretrain.max_frames=64", "train.epochs=2", "encoder.patch=16",
-                  "compare.bootstrap_reps=100"):
+        for s in (
+            "seeds=[0]",
+            "pretrain.epochs=1",
+            "pretrain.max_frames=64",
+            "train.epochs=2",
+            "encoder.patch=16",
+            "compare.bootstrap_reps=100",
+        ):
             args += ["--set", s]
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *args] if Path("/usr/bin/time").exists() else args, cwd=ROOT,
-                          capture_output=True, text=True)
-    out = {f"pipeline_{preset}_w{workers}_s": time.perf_counter() - t0, f"pipeline_{preset}_w{workers}_ok": proc.returncode == 0}
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *args] if Path("/usr/bin/time").exists() else args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    out = {
+        f"pipeline_{preset}_w{workers}_s": time.perf_counter() - t0,
+        f"pipeline_{preset}_w{workers}_ok": proc.returncode == 0,
+    }
     for line in proc.stderr.splitlines():
         if "Maximum resident set size" in line:  # the largest single process (a notebook kernel or a worker)
             out[f"pipeline_{preset}_w{workers}_peak_process_rss_mb"] = int(line.split(":")[1]) / 1024.0
@@ -186,7 +225,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--epochs", type=int, default=50, help="head-training epochs per fold and mode")
     ap.add_argument("--pipeline", action="store_true", help="also time whole `cbh run`s")
-    ap.add_argument("--workers", type=int, nargs="+", default=[0], help="pipeline runs with these --workers (0: serial)")
+    ap.add_argument(
+        "--workers", type=int, nargs="+", default=[0], help="pipeline runs with these --workers (0: serial)"
+    )
     ap.add_argument("--quick", action="store_true", help="pipeline with the smallest settings (for peak memory)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-preset stages")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>-<machine>.json)")
@@ -204,26 +245,42 @@ def main() -> int:
         return 0
     import torch
 
-    results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "cpus": os.cpu_count(), "torch": torch.__version__,
-                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-               "date": time.strftime("%Y-%m-%d %H:%M"), "presets": [], "scaling": {},
-               "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]])}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "presets": [],
+        "scaling": {},
+        "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
+    }
     children = [] if a.no_stages else [*a.presets, "heads-vs-samples", "pretrain-vs-pool"]
     for child in children:
-        proc = subprocess.run([sys.executable, __file__, "--_child", child, "--device", a.device, "--epochs",
-                               str(a.epochs)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_child", child, "--device", a.device, "--epochs", str(a.epochs)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        (results["scaling"].update(res) if child in ("heads-vs-samples", "pretrain-vs-pool")
-         else results["presets"].append(res))
+        (
+            results["scaling"].update(res)
+            if child in ("heads-vs-samples", "pretrain-vs-pool")
+            else results["presets"].append(res)
+        )
     if a.pipeline:
         for preset in a.presets:
             for w in a.workers:
                 results["scaling"].update(bench_pipeline(w, preset, a.quick, a.device))
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json")
+    out = Path(
+        a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     keys = sorted({k for p in results["presets"] for k in p if k not in ("preset", "image_shape")})

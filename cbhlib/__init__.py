@@ -22,17 +22,29 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
 _EXPORTS = {
-    "Campaign": "cbhlib.data.campaign", "CampaignData": "cbhlib.data.campaign", "FeatureGroup": "cbhlib.data.campaign",
-    "write_campaign": "cbhlib.data.campaign", "validate_campaign": "cbhlib.data.campaign",
-    "campaign_from_dataframe": "cbhlib.data.tabular", "to_xarray": "cbhlib.data.xarray_view",
-    "Config": "cbhlib.config", "load_config": "cbhlib.config",
+    "Campaign": "cbhlib.data.campaign",
+    "CampaignData": "cbhlib.data.campaign",
+    "FeatureGroup": "cbhlib.data.campaign",
+    "write_campaign": "cbhlib.data.campaign",
+    "validate_campaign": "cbhlib.data.campaign",
+    "campaign_from_dataframe": "cbhlib.data.tabular",
+    "to_xarray": "cbhlib.data.xarray_view",
+    "Config": "cbhlib.config",
+    "load_config": "cbhlib.config",
     "RunDir": "cbhlib.store.rundir",
-    "run_mode": "cbhlib.training.runner", "ModelRun": "cbhlib.training.runner",
+    "run_mode": "cbhlib.training.runner",
+    "ModelRun": "cbhlib.training.runner",
     "pretrain_step": "cbhlib.training.encoders",
-    "run_baselines": "cbhlib.evaluation.compare", "comparisons": "cbhlib.evaluation.compare",
-    "load_predictions": "cbhlib.evaluation.results", "headline_table": "cbhlib.evaluation.results", "per_flight_table": "cbhlib.evaluation.results",
-    "load_heads": "cbhlib.training.predict", "predict": "cbhlib.training.predict",
-    "CbhError": "cbhlib.errors", "CampaignFormatError": "cbhlib.errors", "ParamsError": "cbhlib.errors",
+    "run_baselines": "cbhlib.evaluation.compare",
+    "comparisons": "cbhlib.evaluation.compare",
+    "load_predictions": "cbhlib.evaluation.results",
+    "headline_table": "cbhlib.evaluation.results",
+    "per_flight_table": "cbhlib.evaluation.results",
+    "load_heads": "cbhlib.training.predict",
+    "predict": "cbhlib.training.predict",
+    "CbhError": "cbhlib.errors",
+    "CampaignFormatError": "cbhlib.errors",
+    "ParamsError": "cbhlib.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -25,10 +25,16 @@ def _umask() -> int:
 
 def _disk_error(path: Path, exc: OSError) -> CbhError:
     """One line for the OS errors a writer meets (full disk, read-only folder, no permission)."""
-    what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "a read-only file system",
-            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno or 0)
-    return CbhError(f"{path}: cannot write: expected a writable folder with free space; found "
-                    f"{what or exc.strerror or type(exc).__name__}")
+    what = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno or 0)
+    return CbhError(
+        f"{path}: cannot write: expected a writable folder with free space; found "
+        f"{what or exc.strerror or type(exc).__name__}"
+    )
 
 
 @contextmanager
@@ -85,8 +91,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
-                     force: bool = False, what: str = "output") -> None:
+def refuse_overwrite(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], force: bool = False, what: str = "output"
+) -> None:
     """Stop before a writer replaces one of its own inputs, or an existing file without ``force``.
 
     Raises:
@@ -95,8 +102,12 @@ def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
     out = Path(output)
     for src in inputs:
         if src is not None and Path(src).exists() and out.exists() and same_file(out, src):
-            raise CbhError(f"{out}: {what}: expected a new file; found one of this command's own inputs "
-                           f"({src}); choose another output path")
+            raise CbhError(
+                f"{out}: {what}: expected a new file; found one of this command's own inputs "
+                f"({src}); choose another output path"
+            )
     if out.exists() and not force:
-        raise CbhError(f"{out}: {what}: expected a path that does not exist yet; found an existing file "
-                       "(pass --force to replace it)")
+        raise CbhError(
+            f"{out}: {what}: expected a path that does not exist yet; found an existing file "
+            "(pass --force to replace it)"
+        )

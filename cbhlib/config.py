@@ -39,9 +39,12 @@ BASELINES = ("climatology", "lcl", "gbdt", "gbdt_all", "image_stats_gbdt", "imag
 class PretrainConfig:
     """Self-supervised MAE pretraining (no labels are used)."""
 
-    scope: str = opt("fold", "fold: one encoder per held-out flight, trained without that flight's frames; "
-                     "transductive: also its unlabelled frames (no labels); all: one encoder on every frame",
-                     choices=PRETRAIN_SCOPES)
+    scope: str = opt(
+        "fold",
+        "fold: one encoder per held-out flight, trained without that flight's frames; "
+        "transductive: also its unlabelled frames (no labels); all: one encoder on every frame",
+        choices=PRETRAIN_SCOPES,
+    )
     epochs: int = opt(8, "epochs of max_frames frames each", min=0, max=10000)
     batch_size: int = opt(32, "frames per step", min=1, max=65536)
     lr: float = opt(6e-3, "AdamW peak learning rate (linear warm-up, then cosine to 0)", above=0, max=10)
@@ -54,19 +57,27 @@ class PretrainConfig:
     seed: int = opt(-1, "pretraining seed; -1: each unit's own seed (encoder and head follow one seed)", min=-1)
     eval_frames: int = opt(256, "frames on which the final loss and its floors are measured", min=8, max=100000)
     memory_limit_mb: int = opt(1024, "hold pretraining frames in memory below this size, else stream them", min=0)
-    missing: str = opt("fail", "when a training step finds no encoder: fail (name the pretrain step) or pretrain",
-                       choices=("fail", "pretrain"))
+    missing: str = opt(
+        "fail",
+        "when a training step finds no encoder: fail (name the pretrain step) or pretrain",
+        choices=("fail", "pretrain"),
+    )
 
 
 @dataclass
 class TrainConfig:
     """Fusion-head training (the seed's settings)."""
 
-    mode: str = opt("concat", "image_only, physical_only, concat or attention; or a neural baseline: random_init "
-                    "(untrained encoder), image_stats_mlp (image statistics)", choices=MODELS)
+    mode: str = opt(
+        "concat",
+        "image_only, physical_only, concat or attention; or a neural baseline: random_init "
+        "(untrained encoder), image_stats_mlp (image statistics)",
+        choices=MODELS,
+    )
     epochs: int = opt(50, "maximum epochs", min=1, max=100000)
-    batch_size: int = opt(32, "samples per step (capped by the smallest training split, with a logged note)",
-                          min=1, max=65536)
+    batch_size: int = opt(
+        32, "samples per step (capped by the smallest training split, with a logged note)", min=1, max=65536
+    )
     lr: float = opt(1e-3, "AdamW learning rate (cosine annealed per epoch)", above=0, max=10)
     weight_decay: float = opt(1e-4, "AdamW weight decay", min=0, max=10)
     patience: int = opt(15, "epochs without validation improvement before early stopping", min=1)
@@ -81,13 +92,18 @@ class CompareConfig:
     """The cross-flight comparison: baselines, adaptation, uncertainty, paired intervals."""
 
     baselines: list[str] = opt(list(BASELINES), "baselines scored on the same folds as the models", choices=BASELINES)
-    few_shot_ks: list[int] = opt([0, 5, 10, 20, 50], "labelled samples of the held-out flight used to recalibrate",
-                                 min=0, max=100000)
-    few_shot_draw: str = opt("first", "headline draw of the k samples: first (in time, as used) or random "
-                             "(optimistic); both are tabulated", choices=("first", "random"))
+    few_shot_ks: list[int] = opt(
+        [0, 5, 10, 20, 50], "labelled samples of the held-out flight used to recalibrate", min=0, max=100000
+    )
+    few_shot_draw: str = opt(
+        "first",
+        "headline draw of the k samples: first (in time, as used) or random (optimistic); both are tabulated",
+        choices=("first", "random"),
+    )
     few_shot_repeats: int = opt(5, "random draws per k (the first-in-time draw has one)", min=1, max=1000)
-    linear_shrinkage: float = opt(10.0, "linear recalibration: ridge weight pulling the slope to 1 (in samples)",
-                                  min=0, max=1e6)
+    linear_shrinkage: float = opt(
+        10.0, "linear recalibration: ridge weight pulling the slope to 1 (in samples)", min=0, max=1e6
+    )
     conformal_alpha: float = opt(0.1, "1 - nominal coverage of split-conformal intervals", above=0, max=0.5)
     conformal_k: int = opt(20, "labelled samples of the held-out flight calibrating its intervals", min=1)
     bootstrap_reps: int = opt(1000, "paired bootstrap replicates for model differences", min=50, max=100000)
@@ -115,12 +131,15 @@ class Config:
 
     campaign: str = opt(DEFAULT_CAMPAIGN, "campaign HDF5 file (relative paths: from the project root)")
     run_dir: str = opt("runs/interactive", "run folder: reports, checkpoints, encoders, figures, logs")
-    seeds: list[int] = opt([0, 1, 2], "one unit per fold and seed; a seed drives its encoder and its head",
-                           min=0, max=2**31 - 1)
-    protocols: list[str] = opt(list(PROTOCOLS), "lofo (honest), within_flight, random (leaky, for contrast)",
-                               choices=PROTOCOLS)
-    val_fraction: float = opt(0.2, "validation share of the training flights (contiguous time blocks)",
-                              above=0, max=0.8)
+    seeds: list[int] = opt(
+        [0, 1, 2], "one unit per fold and seed; a seed drives its encoder and its head", min=0, max=2**31 - 1
+    )
+    protocols: list[str] = opt(
+        list(PROTOCOLS), "lofo (honest), within_flight, random (leaky, for contrast)", choices=PROTOCOLS
+    )
+    val_fraction: float = opt(
+        0.2, "validation share of the training flights (contiguous time blocks)", above=0, max=0.8
+    )
     feature_groups: list[str] = opt([], "physical feature groups to use; empty: every group in the file")
     device: str = opt("auto", "torch device: auto (CUDA when present), cpu, cuda or cuda:N")
     threads: int = opt(0, "torch CPU threads; 0 keeps the torch default", min=0, max=1024)
@@ -192,7 +211,9 @@ def by_name() -> dict[str, Leaf]:
     return {leaf.name: leaf for leaf in leaves().values()}
 
 
-SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(typing.get_type_hints(Config)[f.name]))
+SECTIONS = tuple(
+    f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(typing.get_type_hints(Config)[f.name])
+)
 
 
 def section_leaves(*sections: str) -> list[Leaf]:
@@ -254,8 +275,9 @@ def parse_value(text: str, source: object, key: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(source, key, "a YAML value (number, true/false, [list], text)",
-                          f"{text!r} ({str(exc).splitlines()[0]})") from None
+        raise ParamsError(
+            source, key, "a YAML value (number, true/false, [list], text)", f"{text!r} ({str(exc).splitlines()[0]})"
+        ) from None
     check_plain(source, key, value)
     return value
 
@@ -323,17 +345,33 @@ def check_config(cfg: Config, sources: Mapping[str, object] | None = None) -> No
             raise ParamsError(src.get(key, "parameters"), key, expected, repr(cfg.get(key)))
 
     need(len(cfg.seeds) > 0 and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", "a non-empty list of distinct seeds")
-    need(len(cfg.protocols) > 0 and len(set(cfg.protocols)) == len(cfg.protocols), "protocols",
-         f"a non-empty list of distinct protocols from {', '.join(PROTOCOLS)}")
-    need(cfg.encoder.embed_dim % cfg.encoder.heads == 0, "encoder.heads",
-         f"a divisor of encoder.embed_dim ({cfg.encoder.embed_dim})")
-    need(cfg.encoder.decoder_dim % cfg.encoder.decoder_heads == 0, "encoder.decoder_heads",
-         f"a divisor of encoder.decoder_dim ({cfg.encoder.decoder_dim})")
-    need(cfg.head.attn_dim % cfg.head.attn_heads == 0, "head.attn_heads", f"a divisor of head.attn_dim ({cfg.head.attn_dim})")
+    need(
+        len(cfg.protocols) > 0 and len(set(cfg.protocols)) == len(cfg.protocols),
+        "protocols",
+        f"a non-empty list of distinct protocols from {', '.join(PROTOCOLS)}",
+    )
+    need(
+        cfg.encoder.embed_dim % cfg.encoder.heads == 0,
+        "encoder.heads",
+        f"a divisor of encoder.embed_dim ({cfg.encoder.embed_dim})",
+    )
+    need(
+        cfg.encoder.decoder_dim % cfg.encoder.decoder_heads == 0,
+        "encoder.decoder_heads",
+        f"a divisor of encoder.decoder_dim ({cfg.encoder.decoder_dim})",
+    )
+    need(
+        cfg.head.attn_dim % cfg.head.attn_heads == 0,
+        "head.attn_heads",
+        f"a divisor of head.attn_dim ({cfg.head.attn_dim})",
+    )
     need(len(cfg.head.hidden) >= 1 and len(cfg.head.phys_hidden) >= 1, "head.hidden", "at least one hidden layer")
     dev = cfg.device
-    need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "device",
-         "auto, cpu, cuda or cuda:N")
+    need(
+        dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+        "device",
+        "auto, cpu, cuda or cuda:N",
+    )
 
 
 def config_from_namespace(ns: Mapping[str, Any], source: str = "notebook parameters") -> Config:
@@ -362,10 +400,14 @@ def notebook_values(cfg: Config, declared: set[str], only_changed: bool = True) 
 
 def describe() -> list[dict[str, Any]]:
     """One row per setting: key, notebook name, type, default, help (for ``cbh params``)."""
-    return [{"key": lf.key, "name": lf.name, "type": type_name(lf.type), "default": lf.default, "help": lf.help}
-            for lf in leaves().values()]
+    return [
+        {"key": lf.key, "name": lf.name, "type": type_name(lf.type), "default": lf.default, "help": lf.help}
+        for lf in leaves().values()
+    ]
 
 
 def parameters_cell(*sections: str) -> str:
     """The parameters cell a notebook declaring these sections should hold (used by tests)."""
-    return "\n".join(f"{lf.name}: {type_name(lf.type)} = {lf.default!r}  # {lf.help}" for lf in section_leaves(*sections))
+    return "\n".join(
+        f"{lf.name}: {type_name(lf.type)} = {lf.default!r}  # {lf.help}" for lf in section_leaves(*sections)
+    )

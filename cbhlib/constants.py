@@ -16,9 +16,18 @@ ESPY_KM_PER_K = 0.125  # Espy: cloud base rises 125 m per K of dewpoint depressi
 
 # The seed's nine ERA5 variables (WP2_Features.hdf5) and three shadow features (WP1), with units.
 ERA5_VARIABLES: dict[str, str] = {
-    "blh": "km", "lcl": "km", "inversion_height": "km", "moisture_gradient": "g/kg/km",
-    "stability_index": "K/km", "t2m": "K", "d2m": "K", "sp": "Pa", "tcwv": "kg/m2",
+    "blh": "km",
+    "lcl": "km",
+    "inversion_height": "km",
+    "moisture_gradient": "g/kg/km",
+    "stability_index": "K/km",
+    "t2m": "K",
+    "d2m": "K",
+    "sp": "Pa",
+    "tcwv": "kg/m2",
 }
 GEOMETRY_VARIABLES: dict[str, str] = {
-    "derived_geometric_H": "km", "shadow_length_pixels": "pixels", "shadow_detection_confidence": "1",
+    "derived_geometric_H": "km",
+    "shadow_length_pixels": "pixels",
+    "shadow_detection_confidence": "1",
 }

@@ -16,8 +16,15 @@ from typing import Any
 from cbhlib.errors import ParamsError
 
 
-def opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, min: float | None = None,
-        max: float | None = None, above: float | None = None) -> Any:
+def opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+) -> Any:
     """A dataclass field with its default, help text and constraints declared in one place.
 
     Args:
@@ -68,8 +75,12 @@ def check_plain(source: object, key: str, value: Any) -> None:
                 raise ParamsError(source, key, "a mapping with string keys", f"key {k!r} ({type(k).__name__})")
             check_plain(source, f"{key}.{k}", v)
         return
-    raise ParamsError(source, key, "a plain value (string, number, true/false, null, list or mapping)",
-                      f"a value of type {type(value).__name__}")
+    raise ParamsError(
+        source,
+        key,
+        "a plain value (string, number, true/false, null, list or mapping)",
+        f"a value of type {type(value).__name__}",
+    )
 
 
 def coerce(source: object, key: str, value: Any, tp: Any) -> Any:

@@ -46,10 +46,20 @@ def small_data(n_per_flight: tuple[int, ...] = (6, 5, 4), k_features: int = 2, s
     time = np.concatenate([1.7e9 + k * 1e5 + np.arange(c) * 10.0 for k, c in enumerate(n_per_flight)])
     cbh = np.round(rng.uniform(0.2, 1.5, n) / 0.03) * 0.03
     return CampaignData(
-        flight_names=[f"F{k}" for k in range(len(n_per_flight))], flight=flight, cbh_km=cbh, time_utc=time,
-        sza_deg=np.full(n, 45.0), saa_deg=np.full(n, 180.0), source="test",
-        features={"era5": FeatureGroup(rng.normal(size=(n, k_features)).astype(np.float32),
-                                       [f"x{j}" for j in range(k_features)], ["K"] * k_features)},
+        flight_names=[f"F{k}" for k in range(len(n_per_flight))],
+        flight=flight,
+        cbh_km=cbh,
+        time_utc=time,
+        sza_deg=np.full(n, 45.0),
+        saa_deg=np.full(n, 180.0),
+        source="test",
+        features={
+            "era5": FeatureGroup(
+                rng.normal(size=(n, k_features)).astype(np.float32),
+                [f"x{j}" for j in range(k_features)],
+                ["K"] * k_features,
+            )
+        },
     )
 
 
@@ -78,5 +88,6 @@ def pool_file(tmp_path: Path) -> Path:
     m = 2 * data.n_samples
     data.unlabelled_flight = np.repeat(data.flight, 2)
     data.unlabelled_time_utc = np.repeat(data.time_utc, 2) + np.tile([3.0, 6.0], data.n_samples)
-    return write_campaign(tmp_path / "pool.h5", data, images=smooth_images(data.n_samples, 16, rng),
-                          unlabelled=smooth_images(m, 16, rng))
+    return write_campaign(
+        tmp_path / "pool.h5", data, images=smooth_images(data.n_samples, 16, rng), unlabelled=smooth_images(m, 16, rng)
+    )

@@ -85,6 +85,7 @@ def _replace(key: str, value: np.ndarray):  # noqa: ANN202
     def fn(f: h5py.File) -> None:
         del f[key]
         f.create_dataset(key, data=value)
+
     return fn
 
 
@@ -117,7 +118,9 @@ def _break(case: str, small_file: Path, tmp: Path) -> Path:
         "nan_label": _replace("samples/cbh_km", np.r_[np.nan, np.ones(n - 1)].astype(np.float32)),
         "inf_label": _replace("samples/cbh_km", np.r_[np.inf, np.ones(n - 1)].astype(np.float32)),
         "negative_label": _replace("samples/cbh_km", np.r_[-0.3, np.ones(n - 1)].astype(np.float32)),
-        "flight_out_of_range": _replace("samples/flight", np.r_[7, np.zeros(5), np.ones(5), np.full(4, 2)].astype(np.int32)),
+        "flight_out_of_range": _replace(
+            "samples/flight", np.r_[7, np.zeros(5), np.ones(5), np.full(4, 2)].astype(np.int32)
+        ),
         "unsorted_time": lambda f: f["samples/time_utc"].__setitem__(slice(0, 2), [1.7e9 + 50, 1.7e9 + 10]),
         "duplicated_sample": lambda f: f["samples/time_utc"].__setitem__(1, f["samples/time_utc"][0]),
         "time_float32": _replace("samples/time_utc", np.arange(n, dtype=np.float32)),
@@ -225,8 +228,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_broken_campaign_gives_one_clear_error(case: str, small_file: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_campaign_gives_one_clear_error(
+    case: str, small_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     path = _break(case, small_file, bad_dir)
@@ -245,7 +249,11 @@ def _pool_data(m: int = 30) -> tuple:
     data = small_data()
     data.unlabelled_flight = np.arange(m) % 3
     rng = np.random.default_rng(2)
-    return data, rng.normal(280, 2, (15, 1, 4, 4)).astype(np.float32), rng.normal(280, 2, (m, 1, 4, 4)).astype(np.float32)
+    return (
+        data,
+        rng.normal(280, 2, (15, 1, 4, 4)).astype(np.float32),
+        rng.normal(280, 2, (m, 1, 4, 4)).astype(np.float32),
+    )
 
 
 def test_unlabelled_pool_round_trip(tmp_path: Path) -> None:
@@ -258,12 +266,22 @@ def test_unlabelled_pool_round_trip(tmp_path: Path) -> None:
 
 POOL_CASES = {
     "flight out of range": (lambda f: f["unlabelled/flight"].__setitem__(0, 9), "unlabelled/flight", "out of range"),
-    "wrong image shape": (lambda f: (f.__delitem__("unlabelled/images"),
-                                     f.create_dataset("unlabelled/images", data=np.ones((30, 1, 5, 4), np.float32))),
-                          "unlabelled/images", "(1, 4, 4)"),
-    "length mismatch": (lambda f: (f.__delitem__("unlabelled/flight"),
-                                   f.create_dataset("unlabelled/flight", data=np.zeros(29, np.int32))),
-                        "unlabelled/images", "length 29"),
+    "wrong image shape": (
+        lambda f: (
+            f.__delitem__("unlabelled/images"),
+            f.create_dataset("unlabelled/images", data=np.ones((30, 1, 5, 4), np.float32)),
+        ),
+        "unlabelled/images",
+        "(1, 4, 4)",
+    ),
+    "length mismatch": (
+        lambda f: (
+            f.__delitem__("unlabelled/flight"),
+            f.create_dataset("unlabelled/flight", data=np.zeros(29, np.int32)),
+        ),
+        "unlabelled/images",
+        "length 29",
+    ),
     "nan pixels": (lambda f: f["unlabelled/images"].__setitem__((7, 0, 1, 1), np.nan), "unlabelled/images", "frame 7"),
     "no labelled images": (lambda f: f.__delitem__("images"), "unlabelled", "no 'images'"),
 }

@@ -10,8 +10,16 @@ import pytest
 import yaml
 
 from cbhlib.cli import main
-from cbhlib.config import (SECTIONS, by_name, leaves, load_config, notebook_values, parse_sets, resolve_key,
-                           section_leaves)
+from cbhlib.config import (
+    SECTIONS,
+    by_name,
+    leaves,
+    load_config,
+    notebook_values,
+    parse_sets,
+    resolve_key,
+    section_leaves,
+)
 from cbhlib.errors import ParamsError
 from cbhlib.pipeline.execute import safe_translator
 from cbhlib.fields import type_name
@@ -57,8 +65,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_settings_are_named_once(case: str, tiny_campaign: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings_are_named_once(
+    case: str, tiny_campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw, key, expected = CASES[case]
     with pytest.raises(ParamsError) as info:
         load_config(("my.yaml", raw))
@@ -76,7 +85,11 @@ def test_bad_settings_are_named_once(case: str, tiny_campaign: Path, tmp_path: P
 
 def test_set_values_are_yaml_and_binary_tags_are_refused() -> None:
     assert parse_sets(["seeds=[0, 1]", "train.lr=0.01", "progress=false", "campaign=data/x.h5"]) == {
-        "seeds": [0, 1], "train.lr": 0.01, "progress": False, "campaign": "data/x.h5"}
+        "seeds": [0, 1],
+        "train.lr": 0.01,
+        "progress": False,
+        "campaign": "data/x.h5",
+    }
     payload = base64.b64encode(b'"+str(__import__("os").system("id"))+"').decode()
     with pytest.raises(ParamsError, match="plain value"):
         parse_sets([f"seeds=!!binary {payload}"])
@@ -86,8 +99,14 @@ def test_set_values_are_yaml_and_binary_tags_are_refused() -> None:
 
 def test_safe_translator_writes_values_that_read_back_identically() -> None:
     tr = safe_translator()
-    values = {"a": 'x"+__import__("os").system("id")+"', "b": "back\\slash\\", "c": "new\nline", "d": [1, 2.5, None],
-              "e": {"k": ["v", True]}, "f": -3}
+    values = {
+        "a": 'x"+__import__("os").system("id")+"',
+        "b": "back\\slash\\",
+        "c": "new\nline",
+        "d": [1, 2.5, None],
+        "e": {"k": ["v", True]},
+        "f": -3,
+    }
     code = tr.codify(values)
     ns: dict = {}
     exec(compile(code, "injected", "exec"), {"__builtins__": {}}, ns)  # noqa: S102 - the point of the test
@@ -117,7 +136,9 @@ def test_parameters_cell_matches_the_config(py: Path) -> None:
     assert list(declared) == list(want)
     for name, p in declared.items():
         lf = want[name]
-        assert p["inferred_type_name"] == type_name(lf.type) and p["default"] == repr(lf.default) and p["help"] == lf.help
+        assert (
+            p["inferred_type_name"] == type_name(lf.type) and p["default"] == repr(lf.default) and p["help"] == lf.help
+        )
 
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.name)
@@ -146,8 +167,11 @@ def test_notebook_sync_keeps_cell_ids(tmp_path: Path) -> None:
         shutil.copy(p, tmp_path / p.name)
     before = [c["id"] for c in json.loads((tmp_path / "01_explore_campaign.ipynb").read_text())["cells"]]
     assert sync(tmp_path) == []  # already in sync
-    text = (tmp_path / "01_explore_campaign.py").read_text().replace("# ## CBH distribution per flight",
-                                                                      "# ## CBH per flight")
+    text = (
+        (tmp_path / "01_explore_campaign.py")
+        .read_text()
+        .replace("# ## CBH distribution per flight", "# ## CBH per flight")
+    )
     (tmp_path / "01_explore_campaign.py").write_text(text)
     assert sync(tmp_path)
     after = json.loads((tmp_path / "01_explore_campaign.ipynb").read_text())["cells"]

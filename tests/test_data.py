@@ -8,7 +8,14 @@ import numpy as np
 import torch
 
 from cbhlib.data.campaign import Campaign
-from cbhlib.data.folds import FeatureScaler, image_loader, lofo_folds, random_folds, time_block_split, within_flight_folds
+from cbhlib.data.folds import (
+    FeatureScaler,
+    image_loader,
+    lofo_folds,
+    random_folds,
+    time_block_split,
+    within_flight_folds,
+)
 
 
 def test_lofo_holds_out_one_flight_and_validates_on_training_flights(tiny_campaign: Path) -> None:

@@ -24,7 +24,9 @@ def _write(path: Path, datasets: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def make_flight(d: Path, tag: str, t0: float, n_frames: int = 300, n_profiles: int = 200, layout: str = "mixed") -> dict:
+def make_flight(
+    d: Path, tag: str, t0: float, n_frames: int = 300, n_profiles: int = 200, layout: str = "mixed"
+) -> dict:
     """Camera frames every 2 s. Profile i sits 0.2 s after frame i (matched) or 0.8 s (outside 0.5 s).
 
     ``mixed``: i % 10 == 0 no layer (-9999), 1 out of range (2.5 km), 2 over land (DEM 100 m),
@@ -51,24 +53,44 @@ def make_flight(d: Path, tag: str, t0: float, n_frames: int = 300, n_profiles: i
     frac = ((t - midnight) / 86400.0) % 1.0  # the integer part stays the first day (rollover rule)
     layers = np.stack([base, np.full(n_profiles, 5.0)], 1)
     date = datetime.fromtimestamp(t0, timezone.utc).strftime("%d%b%y").lower()
-    lidar = _write(d / f"CPL_L2_V1-02_01kmLay_259015_{date}.hdf5", {
-        "layer_descriptor/Layer_Base_Altitude": layers,
-        "layer_descriptor/Profile_Decimal_Julian_Day": np.stack([doy + frac, doy + frac], 1),
-        "layer_descriptor/Lidar_Surface_Altitude": rng.uniform(-20, 20, n_profiles),
-        "layer_descriptor/DEM_Surface_Altitude": dem,
-        "geolocation/CPL_Latitude": np.full(n_profiles, 33.0), "geolocation/CPL_Longitude": np.full(n_profiles, -120.0),
-        "geolocation/Solar_Zenith_Angle": np.full(n_profiles, 45.0),
-        "geolocation/Solar_Azimuth_Angle": np.full(n_profiles, 180.0)})
+    lidar = _write(
+        d / f"CPL_L2_V1-02_01kmLay_259015_{date}.hdf5",
+        {
+            "layer_descriptor/Layer_Base_Altitude": layers,
+            "layer_descriptor/Profile_Decimal_Julian_Day": np.stack([doy + frac, doy + frac], 1),
+            "layer_descriptor/Lidar_Surface_Altitude": rng.uniform(-20, 20, n_profiles),
+            "layer_descriptor/DEM_Surface_Altitude": dem,
+            "geolocation/CPL_Latitude": np.full(n_profiles, 33.0),
+            "geolocation/CPL_Longitude": np.full(n_profiles, -120.0),
+            "geolocation/Solar_Zenith_Angle": np.full(n_profiles, 45.0),
+            "geolocation/Solar_Azimuth_Angle": np.full(n_profiles, 180.0),
+        },
+    )
     sza = np.full(n_frames + 5, 40.0)
     sza[3] = np.nan
     sza[4] = 60.0
     saa = np.full(n_frames + 5, 370.0)
     saa[6] = np.nan
-    nav = _write(d / f"CRS_{tag}_nav.hdf", {"nav/solarZenith": sza, "nav/sunAzGrd": saa,
-                                           "nav/IWG_lat": np.linspace(33, 34, n_frames + 5),
-                                           "nav/IWG_lon": np.linspace(-121, -120, n_frames + 5)})
-    return {"name": tag, "campaign": "GLOVE", "camera": f"IRAI_L1B_{tag}.h5", "lidar": lidar.name, "navigation": nav.name,
-            "cam_t": cam_t, "t": t, "base": base, "dem": dem}
+    nav = _write(
+        d / f"CRS_{tag}_nav.hdf",
+        {
+            "nav/solarZenith": sza,
+            "nav/sunAzGrd": saa,
+            "nav/IWG_lat": np.linspace(33, 34, n_frames + 5),
+            "nav/IWG_lon": np.linspace(-121, -120, n_frames + 5),
+        },
+    )
+    return {
+        "name": tag,
+        "campaign": "GLOVE",
+        "camera": f"IRAI_L1B_{tag}.h5",
+        "lidar": lidar.name,
+        "navigation": nav.name,
+        "cam_t": cam_t,
+        "t": t,
+        "base": base,
+        "dem": dem,
+    }
 
 
 def expected_matches(fl: dict, lo: float = 0.1, hi: float = 2.0, tol: float = 0.5) -> dict[int, float]:
@@ -163,14 +185,40 @@ def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None: 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 9)).astype(np.float32)
     perm = rng.permutation(n)
-    _write(tmp_path / "WP2_Features.hdf5", {"features": X[perm], "sample_indices": perm,
-                                           "feature_names": np.array([s.encode() for s in
-                                                                      ["blh", "lcl", "inversion_height", "moisture_gradient",
-                                                                       "stability_index", "t2m", "d2m", "sp", "tcwv"]])})
+    _write(
+        tmp_path / "WP2_Features.hdf5",
+        {
+            "features": X[perm],
+            "sample_indices": perm,
+            "feature_names": np.array(
+                [
+                    s.encode()
+                    for s in [
+                        "blh",
+                        "lcl",
+                        "inversion_height",
+                        "moisture_gradient",
+                        "stability_index",
+                        "t2m",
+                        "d2m",
+                        "sp",
+                        "tcwv",
+                    ]
+                ]
+            ),
+        },
+    )
     geo = rng.normal(size=(n, 3)).astype(np.float32)
     geo[5, 0] = np.nan
-    _write(tmp_path / "WP1_Features.hdf5", {"sample_id": np.arange(n), "derived_geometric_H": geo[:, 0],
-                                           "shadow_length_pixels": geo[:, 1], "shadow_detection_confidence": geo[:, 2]})
+    _write(
+        tmp_path / "WP1_Features.hdf5",
+        {
+            "sample_id": np.arange(n),
+            "derived_geometric_H": geo[:, 0],
+            "shadow_length_pixels": geo[:, 1],
+            "shadow_detection_confidence": geo[:, 2],
+        },
+    )
     text = yaml.safe_load(cfg.read_text())
     text.update(wp1_features="WP1_Features.hdf5", wp2_features="WP2_Features.hdf5")
     cfg.write_text(yaml.safe_dump(text))
@@ -180,8 +228,10 @@ def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None: 
     np.testing.assert_array_equal(camp.features["geometric"].values, geo)
     assert camp.features["era5"].units[0] == "km" and camp.features["geometric"].names[0] == "derived_geometric_H"
     # counts that disagree with the imported samples are refused clearly
-    _write(tmp_path / "WP2_Features.hdf5", {"features": X[:80], "sample_indices": np.arange(80),
-                                           "feature_names": np.array([b"a"] * 9)})
+    _write(
+        tmp_path / "WP2_Features.hdf5",
+        {"features": X[:80], "sample_indices": np.arange(80), "feature_names": np.array([b"a"] * 9)},
+    )
     with pytest.raises(ER2ImportError, match="expected 90 rows .* found 80"):
         import_campaign(cfg, tmp_path / "out2.h5")
 
@@ -195,17 +245,29 @@ def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: 
     import_campaign(cfg, tmp_path / "out.h5")
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "pipeline.yaml").write_text((ROOT / "params" / "pipeline.yaml").read_text())
-    papermill.execute_notebook(str(ROOT / "notebooks" / "01_explore_campaign.ipynb"), str(tmp_path / "explore.ipynb"),
-                               parameters={"campaign": "out.h5", "run_dir": "run", "progress": False},
-                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "01_explore_campaign.ipynb"),
+        str(tmp_path / "explore.ipynb"),
+        parameters={"campaign": "out.h5", "run_dir": "run", "progress": False},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
     assert (tmp_path / "run" / "figures" / "explore_example_images.png").exists()
 
 
 BROKEN = {
     "missing dataset": (lambda d: _drop(d / "IRAI_L1B_A.h5", "Time/TimeUTC"), "'Time/TimeUTC' is missing"),
-    "mismatched lengths": (lambda d: _drop(d / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5",
-                                           "layer_descriptor/DEM_Surface_Altitude", np.zeros(7)), "length mismatch"),
-    "unreadable file": (lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"not a navigation file"), "expected a readable HDF5"),
+    "mismatched lengths": (
+        lambda d: _drop(
+            d / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5", "layer_descriptor/DEM_Surface_Altitude", np.zeros(7)
+        ),
+        "length mismatch",
+    ),
+    "unreadable file": (
+        lambda d: (d / "CRS_A_nav.hdf").write_bytes(b"not a navigation file"),
+        "expected a readable HDF5",
+    ),
     "short navigation": (lambda d: _drop(d / "CRS_A_nav.hdf", "nav/IWG_lat", np.zeros(10)), "at least 300 values"),
     "missing file": (lambda d: (d / "IRAI_L1B_A.h5").unlink(), "camera file not found"),
 }
@@ -234,8 +296,12 @@ def _hdf4_nav(path: Path, n: int) -> None:
 
     path.unlink(missing_ok=True)
     sd = SD(str(path), SDC.WRITE | SDC.CREATE)
-    values = {"solarZenith": np.full(n, 41.0), "sunAzGrd": np.full(n, 200.0), "IWG_lat": np.full(n, 33.5),
-              "IWG_lon": np.full(n, -120.5)}
+    values = {
+        "solarZenith": np.full(n, 41.0),
+        "sunAzGrd": np.full(n, 200.0),
+        "IWG_lat": np.full(n, 33.5),
+        "IWG_lon": np.full(n, -120.5),
+    }
     for name, arr in values.items():
         ds = sd.create(name, SDC.FLOAT64, (n,))
         ds[:] = arr
@@ -255,8 +321,12 @@ def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None: 
     np.testing.assert_allclose(camp.lat[ia], 33.5)
 
 
-def test_hdf4_without_the_extra_names_it(raw, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_hdf4_without_the_extra_names_it(
+    raw,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import sys
 
     cfg, _ = raw
@@ -336,7 +406,11 @@ CONFIG_CASES = {
     "range of words": (lambda t: t.__setitem__("cbh_range_km", ["low", "high"]), "cbh_range_km[0]", "a number"),
     "unknown key": (lambda t: t.__setitem__("tolerance", 1), "tolerance", "an unknown key"),
     "duplicate names": (lambda t: t["flights"][1].__setitem__("name", "A"), "flights", "'A' twice"),
-    "the same flight twice": (lambda t: t["flights"].append(dict(t["flights"][0], name="C")), "flights", "listed twice"),
+    "the same flight twice": (
+        lambda t: t["flights"].append(dict(t["flights"][0], name="C")),
+        "flights",
+        "listed twice",
+    ),
     "even frames per sample": (lambda t: t.__setitem__("frames_per_sample", 2), "frames_per_sample", "odd"),
 }
 
@@ -354,7 +428,9 @@ def test_bad_import_configs_are_one_line(case: str, raw, tmp_path: Path, capsys:
     assert not (tmp_path / "out.h5").exists()
 
 
-def test_bad_navigation_values_name_the_navigation_file(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_bad_navigation_values_name_the_navigation_file(
+    raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: ANN001
     cfg, _ = raw
     with h5py.File(tmp_path / "CRS_A_nav.hdf", "a") as f:
         f["nav/solarZenith"][7] = 120.0

@@ -56,8 +56,15 @@ def test_espy_lcl_on_a_known_sounding() -> None:
 def baseline_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Campaign, RunDir, object]:
     camp = Campaign(tiny_campaign)
     run = RunDir(tmp_path_factory.mktemp("base"))
-    cfg = load_config(overrides={"campaign": str(tiny_campaign), "run_dir": str(run.root), "seeds": [0, 1],
-                                 "protocols": ["lofo", "random"], "compare.bootstrap_reps": 200})
+    cfg = load_config(
+        overrides={
+            "campaign": str(tiny_campaign),
+            "run_dir": str(run.root),
+            "seeds": [0, 1],
+            "protocols": ["lofo", "random"],
+            "compare.bootstrap_reps": 200,
+        }
+    )
     run_baselines(cfg, camp, run)
     return camp, run, cfg
 
@@ -138,14 +145,24 @@ def _lofo_pred(n_per: tuple[int, ...] = (60, 40, 12), seed: int = 0, slope: floa
         walk = np.cumsum(rng.normal(0, 1, n))
         y = 0.8 + 0.3 * (walk - walk.mean()) / (walk.std() + 1e-9)
         p = 0.8 + slope * (y - 0.8) + 0.2 * k + rng.normal(0, 0.03, n)
-        rows.append(pd.DataFrame({"model": "m", "seed": 0, "flight": f"F{k}", "time_utc": np.arange(n, dtype=float),
-                                  "truth_km": y, "pred_km": p}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model": "m",
+                    "seed": 0,
+                    "flight": f"F{k}",
+                    "time_utc": np.arange(n, dtype=float),
+                    "truth_km": y,
+                    "pred_km": p,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
 def test_few_shot_draws_first_in_time_and_never_scores_the_shots() -> None:
     rng = np.random.default_rng(0)
-    (cal, scored), = adapt.draws(40, 10, "first", 5, rng)
+    ((cal, scored),) = adapt.draws(40, 10, "first", 5, rng)
     np.testing.assert_array_equal(cal, np.arange(10))
     np.testing.assert_array_equal(scored, np.arange(10, 40))
     rand = adapt.draws(40, 10, "random", 5, rng)
@@ -165,13 +182,17 @@ def test_linear_recalibration_fixes_a_slope_the_offset_cannot() -> None:
     assert mae["linear"] < 0.8 * mae["offset"]
     # shrinkage pulls the slope to 1: with a huge weight, linear equals offset
     p = np.array([0.1, 0.5, 0.9])
-    np.testing.assert_allclose(adapt.recalibrate(p * 2, p, p, "linear", 1e9), adapt.recalibrate(p * 2, p, p, "offset", 0))
+    np.testing.assert_allclose(
+        adapt.recalibrate(p * 2, p, p, "linear", 1e9), adapt.recalibrate(p * 2, p, p, "offset", 0)
+    )
 
 
 def test_conformal_coverage_on_exchangeable_data() -> None:
     rng = np.random.default_rng(1)
-    covs = [interval_coverage(rng.normal(0, 0.2, 500), np.zeros(500), conformal_quantile(rng.normal(0, 0.2, 200), 0.1))[0]
-            for _ in range(200)]
+    covs = [
+        interval_coverage(rng.normal(0, 0.2, 500), np.zeros(500), conformal_quantile(rng.normal(0, 0.2, 200), 0.1))[0]
+        for _ in range(200)
+    ]
     assert abs(np.mean(covs) - 0.9) < 0.05
     assert conformal_quantile(np.ones(5), 0.1) == float("inf")  # too few residuals for 90 %
 

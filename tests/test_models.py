@@ -20,7 +20,10 @@ ENCODERS = {  # name: (config, geometry C, H, W)
     "mae1d-all": (EncoderConfig(name="mae1d", patch=8, column_stride=4, **SMALL), (2, 32, 24)),
     "mae1d-middle": (EncoderConfig(name="mae1d", patch=8, columns="middle", **{**SMALL, "depth": 1}), (1, 36, 20)),
     "mae2d": (EncoderConfig(name="mae2d", patch=8, **SMALL), (3, 34, 40)),
-    "mae2d-normpix": (EncoderConfig(name="mae2d", patch=8, norm_pix_loss=True, pixel_norm="global", **SMALL), (1, 32, 32)),
+    "mae2d-normpix": (
+        EncoderConfig(name="mae2d", patch=8, norm_pix_loss=True, pixel_norm="global", **SMALL),
+        (1, 32, 32),
+    ),
 }
 
 
@@ -212,11 +215,19 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
 def test_a_crafted_encoder_checkpoint_cannot_allocate_terabytes(tmp_path: Path) -> None:
     """A checkpoint whose config declares embed_dim 3 x 2^20 is refused before any tensor is built."""
     path = tmp_path / "huge.pt"
-    save_checkpoint({"kind": "mae-encoder", "config": {"name": "mae2d", "embed_dim": 3 * 2**20, "heads": 3},
-                     "geometry": [1, 64, 64], "state_dict": {}}, path)
+    save_checkpoint(
+        {
+            "kind": "mae-encoder",
+            "config": {"name": "mae2d", "embed_dim": 3 * 2**20, "heads": 3},
+            "geometry": [1, 64, 64],
+            "state_dict": {},
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match="refused"):
         load_encoder(path)
-    save_checkpoint({"kind": "mae-encoder", "config": {"name": "mae2d"}, "geometry": [1, 10**6, 10**6],
-                     "state_dict": {}}, path)
+    save_checkpoint(
+        {"kind": "mae-encoder", "config": {"name": "mae2d"}, "geometry": [1, 10**6, 10**6], "state_dict": {}}, path
+    )
     with pytest.raises(CheckpointError, match="refused"):
         load_encoder(path)

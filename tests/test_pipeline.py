@@ -19,11 +19,32 @@ from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.cli import main
 from tests.conftest import ROOT, small_data
 
-TINY = ["threads=1", "seeds=[0,1]", "train.epochs=3", "train.patience=2", "pretrain.epochs=1", "encoder.embed_dim=16",
-        "encoder.heads=2", "encoder.decoder_dim=8", "encoder.decoder_heads=2", "compare.bootstrap_reps=100",
-        "compare.few_shot_repeats=2", "explore.images_per_flight=1", "pretrain.eval_frames=32"]
-STEPS = ["explore", "pretrain", "physical_only", "image_only", "concat", "attention", "random_init", "image_stats_mlp",
-         "compare"]
+TINY = [
+    "threads=1",
+    "seeds=[0,1]",
+    "train.epochs=3",
+    "train.patience=2",
+    "pretrain.epochs=1",
+    "encoder.embed_dim=16",
+    "encoder.heads=2",
+    "encoder.decoder_dim=8",
+    "encoder.decoder_heads=2",
+    "compare.bootstrap_reps=100",
+    "compare.few_shot_repeats=2",
+    "explore.images_per_flight=1",
+    "pretrain.eval_frames=32",
+]
+STEPS = [
+    "explore",
+    "pretrain",
+    "physical_only",
+    "image_only",
+    "concat",
+    "attention",
+    "random_init",
+    "image_stats_mlp",
+    "compare",
+]
 
 
 def _sets(*items: str) -> list[str]:
@@ -75,16 +96,42 @@ def test_reports_units_and_tidy_predictions(pipeline_run) -> None:  # noqa: ANN0
     run = root / "runs" / name
     for model in ("image_only", "physical_only", "concat", "attention", "random_init", "image_stats_mlp", "gbdt_all"):
         rep = json.loads((run / "reports" / f"{model}__lofo.json").read_text())
-        assert {"model_variant", "description", "validation_protocol", "fold_results", "aggregate_metrics",
-                "timestamp", "provenance", "seed_spread", "n_seeds"} <= set(rep)
-        assert [f["test_flight"] for f in rep["fold_results"]][::2] == ["30Oct24", "10Feb25", "23Oct24", "12Feb25", "18Feb25"]
+        assert {
+            "model_variant",
+            "description",
+            "validation_protocol",
+            "fold_results",
+            "aggregate_metrics",
+            "timestamp",
+            "provenance",
+            "seed_spread",
+            "n_seeds",
+        } <= set(rep)
+        assert [f["test_flight"] for f in rep["fold_results"]][::2] == [
+            "30Oct24",
+            "10Feb25",
+            "23Oct24",
+            "12Feb25",
+            "18Feb25",
+        ]
         assert rep["n_seeds"] == 2 and rep["seed_spread"]["pooled_mae_km"]["n"] == 2
         assert len(list((run / "units" / "lofo" / model).glob("fold*_seed*.json"))) == 10
     import pandas as pd
 
     pred = pd.read_csv(run / "predictions.csv")
-    assert {"model", "protocol", "seed", "fold", "flight", "sample", "time_utc", "lat", "lon", "truth_km",
-            "pred_km"} <= set(pred.columns)
+    assert {
+        "model",
+        "protocol",
+        "seed",
+        "fold",
+        "flight",
+        "sample",
+        "time_utc",
+        "lat",
+        "lon",
+        "truth_km",
+        "pred_km",
+    } <= set(pred.columns)
     assert pred["time_utc"].str.endswith("Z").all() and pred["lat"].notna().all()
 
 
@@ -92,13 +139,25 @@ def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> N
     root, name = pipeline_run
     summary = json.loads((root / "runs" / name / "summary.json").read_text())
     lofo = {r["model"]: r for r in summary["headline"] if r["protocol"] == "lofo"}
-    for model in ("random_init", "image_stats_mlp", "image_stats_gbdt", "gbdt_all", "gbdt", "climatology",
-                  "image_only", "physical_only", "concat", "attention"):
+    for model in (
+        "random_init",
+        "image_stats_mlp",
+        "image_stats_gbdt",
+        "gbdt_all",
+        "gbdt",
+        "climatology",
+        "image_only",
+        "physical_only",
+        "concat",
+        "attention",
+    ):
         r = lofo[model]
         assert r["n_seeds"] == 2 and r["pooled_mae_m_sd"] is not None and r["n"] == 233
     assert lofo["gbdt"]["pooled_mae_m_sd"] == 0  # deterministic
     pre = summary["pretraining"]
-    assert pre["n_encoders"] == 10  # 5 held-out flights x 2 seeds (LOFO only) and pre["floor_predict_zero"] > 0 and pre["floor_interpolation"] > 0
+    assert (
+        pre["n_encoders"] == 10
+    )  # 5 held-out flights x 2 seeds (LOFO only) and pre["floor_predict_zero"] > 0 and pre["floor_interpolation"] > 0
     assert all(e["frames_of_held_out"] == 0 for e in pre["encoders"] if e["scope"].startswith("fold"))
     comp = summary["comparison"]
     assert any(c["model"] == "image_only" and c["reference"] == "random_init" for c in comp["comparisons"])
@@ -108,14 +167,33 @@ def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> N
 def test_figures_are_written(pipeline_run) -> None:  # noqa: ANN001
     root, name = pipeline_run
     figs = {p.stem for p in (root / "runs" / name / "figures").glob("*.png")}
-    expected = {"explore_cbh_per_flight", "explore_features_per_flight", "explore_feature_correlation",
-                "explore_example_images", "explore_image_stats", "explore_shadow_vs_lidar", "explore_cbh_along_track",
-                "explore_ks_heatmap", "pretrain_loss", "pretrain_reconstructions", "train_attention_attention_weights",
-                "compare_protocol_inflation", "compare_per_flight_lofo", "compare_differences", "compare_few_shot",
-                "compare_conformal_coverage", "compare_shift_ks", "compare_pca", "compare_best_pred_vs_true",
-                "compare_error_by_regime"}
-    expected |= {f"train_{m}_{kind}" for m in ("image_only", "physical_only", "concat", "attention", "random_init",
-                                               "image_stats_mlp") for kind in ("loss", "pred_vs_true", "fold_bars")}
+    expected = {
+        "explore_cbh_per_flight",
+        "explore_features_per_flight",
+        "explore_feature_correlation",
+        "explore_example_images",
+        "explore_image_stats",
+        "explore_shadow_vs_lidar",
+        "explore_cbh_along_track",
+        "explore_ks_heatmap",
+        "pretrain_loss",
+        "pretrain_reconstructions",
+        "train_attention_attention_weights",
+        "compare_protocol_inflation",
+        "compare_per_flight_lofo",
+        "compare_differences",
+        "compare_few_shot",
+        "compare_conformal_coverage",
+        "compare_shift_ks",
+        "compare_pca",
+        "compare_best_pred_vs_true",
+        "compare_error_by_regime",
+    }
+    expected |= {
+        f"train_{m}_{kind}"
+        for m in ("image_only", "physical_only", "concat", "attention", "random_init", "image_stats_mlp")
+        for kind in ("loss", "pred_vs_true", "fold_bars")
+    }
     assert expected <= figs, expected - figs
 
 
@@ -165,25 +243,57 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
             np.testing.assert_allclose(got["pred_km"], u.pred, atol=1e-5)
         assert len(ens) == camp.n_samples and (ens["n_units"] == 10).all()
     out = tmp_path / "p.csv"
-    assert main(["predict", str(run.root), "--model", "physical_only", "--campaign", str(root / "data" / "tiny.h5"),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run.root),
+                "--model",
+                "physical_only",
+                "--campaign",
+                str(root / "data" / "tiny.h5"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_text().startswith("sample,flight,time_utc,lat,lon,pred_km,pred_sd_km,n_units")
-    assert main(["predict", str(run.root), "--model", "physical_only", "--campaign", str(root / "data" / "tiny.h5"),
-                 "-o", str(root / "data" / "tiny.h5")]) == 2  # never over its input
+    assert (
+        main(
+            [
+                "predict",
+                str(run.root),
+                "--model",
+                "physical_only",
+                "--campaign",
+                str(root / "data" / "tiny.h5"),
+                "-o",
+                str(root / "data" / "tiny.h5"),
+            ]
+        )
+        == 2
+    )  # never over its input
 
 
-def test_a_failing_notebook_is_reported_and_its_dependants_skipped(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_notebook_is_reported_and_its_dependants_skipped(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(project)
     bad = project / "notebooks" / "99_broken.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell("raise RuntimeError('boom in a cell')")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("raise RuntimeError('boom in a cell')"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, bad)
     (project / "params" / "broken.yaml").write_text(
         "run_name: broken\ncampaign: data/tiny.h5\nsynthetic_preset: null\nsteps:\n"
         "  - {name: first, notebook: notebooks/99_broken.ipynb}\n"
-        "  - {name: second, notebook: notebooks/99_broken.ipynb, needs: [first]}\n")
+        "  - {name: second, notebook: notebooks/99_broken.ipynb, needs: [first]}\n"
+    )
     code = main(["run", "--pipeline", "params/broken.yaml", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "first" in err and "cell" in err and "boom in a cell" in err and "Traceback" not in err
@@ -193,14 +303,25 @@ def test_a_failing_notebook_is_reported_and_its_dependants_skipped(project: Path
     assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in out.cells)
 
 
-def test_a_small_features_only_campaign_runs_with_default_settings(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_small_features_only_campaign_runs_with_default_settings(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """3 flights, 120 samples, no images: image steps are skipped (and counted as skipped),
     the batch size adapts to the small splits, the physical steps and the comparison run."""
     monkeypatch.chdir(project)
     write_campaign(project / "data" / "small.h5", small_data((50, 40, 30), k_features=6, seed=2))
-    code = main(["run", "--run-name", "small", "--campaign", "data/small.h5", "--quiet", "--no-html",
-                 *_sets("compare.bootstrap_reps=100", "train.epochs=5")])
+    code = main(
+        [
+            "run",
+            "--run-name",
+            "small",
+            "--campaign",
+            "data/small.h5",
+            "--quiet",
+            "--no-html",
+            *_sets("compare.bootstrap_reps=100", "train.epochs=5"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "3 ok, 6 skipped, 0 failed" in capsys.readouterr().out
     run = project / "runs" / "small"
@@ -210,25 +331,42 @@ def test_a_small_features_only_campaign_runs_with_default_settings(project: Path
     assert summary["steps"]["skipped"] == 6 and summary["steps"]["ok"] == 3 and summary["steps"]["failed"] == 0
 
 
-def test_parameters_never_become_code(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_parameters_never_become_code(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(project)
     payload = base64.b64encode(b'"+str(__import__("os").system("touch pwned.txt"))+"').decode()
-    assert main(["run", "--run-name", "evil", "--campaign", "data/tiny.h5", "--only", "explore",
-                 "--set", f"seeds=!!binary {payload}"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--run-name",
+                "evil",
+                "--campaign",
+                "data/tiny.h5",
+                "--only",
+                "explore",
+                "--set",
+                f"seeds=!!binary {payload}",
+            ]
+        )
+        == 2
+    )
     assert "plain value" in capsys.readouterr().err
     (project / "params" / "evil.yaml").write_text(f"explore:\n  images_per_flight: !!binary {payload}\n")
     (project / "params" / "evil_pipeline.yaml").write_text(
         "run_name: evil\ncampaign: data/tiny.h5\nsynthetic_preset: null\nsteps:\n"
-        "  - {name: explore, notebook: notebooks/01_explore_campaign.ipynb, params: [params/evil.yaml]}\n")
+        "  - {name: explore, notebook: notebooks/01_explore_campaign.ipynb, params: [params/evil.yaml]}\n"
+    )
     assert main(["run", "--pipeline", "params/evil_pipeline.yaml"]) == 2
     assert "explore.images_per_flight" in capsys.readouterr().err
     assert not (project / "pwned.txt").exists() and not (project / "runs" / "evil").exists()
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../escape", "/tmp/abs", "a/b", ""])
-def test_run_names_stay_inside_runs(project: Path, monkeypatch: pytest.MonkeyPatch, name: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_names_stay_inside_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(project)
     before = sorted(p.name for p in project.iterdir())
     assert main(["run", "--run-name", name, "--campaign", "data/tiny.h5", "--only", "explore"]) == 2
@@ -236,8 +374,9 @@ def test_run_names_stay_inside_runs(project: Path, monkeypatch: pytest.MonkeyPat
     assert sorted(p.name for p in project.iterdir()) == before
 
 
-def test_unknown_set_key_stops_before_any_notebook(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_set_key_stops_before_any_notebook(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(project)
     assert main(["run", "--run-name", "typo", "--campaign", "data/tiny.h5", "--set", "seeed=3"]) == 2
     err = capsys.readouterr().err
@@ -245,8 +384,9 @@ def test_unknown_set_key_stops_before_any_notebook(project: Path, monkeypatch: p
     assert not (project / "runs" / "typo" / "notebooks").exists()
 
 
-def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     monkeypatch.chdir(project)
@@ -256,13 +396,29 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(project: Path, monkey
     assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet"]) == 2
     assert "in use by pid" in capsys.readouterr().err
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))  # no such process
-    assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet",
-                 "--no-html", *_sets("explore.images_per_flight=1")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--run-name",
+                "locked",
+                "--campaign",
+                "data/tiny.h5",
+                "--only",
+                "explore",
+                "--quiet",
+                "--no-html",
+                *_sets("explore.images_per_flight=1"),
+            ]
+        )
+        == 0
+    )
     assert not lock.exists()
 
 
-def test_run_outside_the_project_says_where_to_run_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_outside_the_project_says_where_to_run_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 2
     assert "project root" in capsys.readouterr().err
@@ -280,7 +436,13 @@ def _browser():  # noqa: ANN202
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900", "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--allow-file-access-from-files",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=opts)
@@ -297,7 +459,8 @@ def test_index_and_a_report_in_a_real_browser(pipeline_run) -> None:  # noqa: AN
         for page in (run / "index.html", run / "html" / "compare.report.html"):
             browser.get(page.as_uri())
             broken = browser.execute_script(
-                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+            )
             assert not broken, f"{page.name}: images that did not load: {broken[:3]}"
             for href in browser.execute_script("return Array.from(document.links).map(a => a.href)"):
                 if href.startswith("file://"):
@@ -332,20 +495,38 @@ def _copy_project(root: Path, to: Path) -> Path:
     return to
 
 
-def test_two_dask_workers_reproduce_the_serial_reports(pipeline_run, tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_dask_workers_reproduce_the_serial_reports(
+    pipeline_run,
+    tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Same units, same seeds, one torch thread per process: every report, unit, checkpoint
     hash and the pretraining summary equal the serial run's, except wall-clock fields."""
     root, name = pipeline_run
     other = _copy_project(root, tmp_path_factory.mktemp("dask"))
     monkeypatch.chdir(other)
-    code = main(["run", "--run-name", name, "--workers", "2", "--campaign", "data/tiny.h5", "--no-html",
-                 "--only", "pretrain,physical_only,image_only", *_sets(*TINY)])
+    code = main(
+        [
+            "run",
+            "--run-name",
+            name,
+            "--workers",
+            "2",
+            "--campaign",
+            "data/tiny.h5",
+            "--no-html",
+            "--only",
+            "pretrain,physical_only,image_only",
+            *_sets(*TINY),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "Dask: 2 local worker processes" in out and "3 ok, 0 skipped, 0 failed" in out
     serial, dask = root / "runs" / name, other / "runs" / name
-    files = sorted(p.relative_to(dask) for p in dask.rglob("*.json") if p.parts[-2] != "config" and p.name != "summary.json")
+    files = sorted(
+        p.relative_to(dask) for p in dask.rglob("*.json") if p.parts[-2] != "config" and p.name != "summary.json"
+    )
     assert {"reports", "units", "pretrain_summary.json"} <= {f.parts[0] for f in files}
     assert any("image_only" in f.parts for f in files) and len(files) > 30
     for rel in files:
@@ -357,13 +538,17 @@ def test_two_dask_workers_reproduce_the_serial_reports(pipeline_run, tmp_path_fa
         a, b = load_checkpoint(serial / rel), load_checkpoint(dask / rel)
         assert set(a) == set(b), rel
         for k in set(a) - VOLATILE:
-            same = torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else (
-                all(torch.equal(a[k][j], b[k][j]) for j in a[k]) if k == "state_dict" else a[k] == b[k])
+            same = (
+                torch.equal(a[k], b[k])
+                if isinstance(a[k], torch.Tensor)
+                else (all(torch.equal(a[k][j], b[k][j]) for j in a[k]) if k == "state_dict" else a[k] == b[k])
+            )
             assert same, f"{rel}: {k}"
 
 
-def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_killed_worker_is_survived_and_its_unit_recomputed(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL the process pretraining an encoder mid-way: Dask reruns the task, the run
     finishes, the encoder is trained again from its first epoch and every encoder loads."""
     import signal
@@ -377,8 +562,20 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_
     run = other / "runs" / "kill"
     log = run / "logs" / "pretrain.log"
     result: dict[str, int] = {}
-    argv = ["run", "--run-name", "kill", "--workers", "2", "--campaign", "data/tiny.h5", "--no-html", "--quiet",
-            "--only", "pretrain", *_sets(*TINY, "seeds=[0]", "pretrain.epochs=40")]
+    argv = [
+        "run",
+        "--run-name",
+        "kill",
+        "--workers",
+        "2",
+        "--campaign",
+        "data/tiny.h5",
+        "--no-html",
+        "--quiet",
+        "--only",
+        "pretrain",
+        *_sets(*TINY, "seeds=[0]", "pretrain.epochs=40"),
+    ]
     worker = threading.Thread(target=lambda: result.setdefault("code", main(argv)))
     worker.start()
     victim = ""
@@ -403,20 +600,38 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(project: Path, tmp_
         load_checkpoint(path)
 
 
-def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(pipeline_run, tmp_path: Path,  # noqa: ANN001
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
+    pipeline_run,
+    tmp_path: Path,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from cbhlib.pipeline.readme import main as readme_main
 
     root, name = pipeline_run
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n\n<!-- performance:start -->\nold\n"
-                      "<!-- performance:end -->\ntail\n")
+    readme.write_text(
+        "# x\n<!-- results:start -->\nold\n<!-- results:end -->\n\n<!-- performance:start -->\nold\n"
+        "<!-- performance:end -->\ntail\n"
+    )
     bench = tmp_path / "bench-1.json"
-    bench.write_text(json.dumps({"machine": {"cpus": 2, "torch": "2.13.0", "gpu": None}, "date": "2026-11-27 10:00",
-                                 "command": "python benchmarks/run.py --pipeline",
-                                 "presets": [{"preset": "default", "device": "cpu", "pretrain_default_recipe_images_per_s": 1234.5,
-                                              "heads_all_modes_5folds_50ep_s": 6.25}],
-                                 "scaling": {"pipeline_default_w2_s": 300.0, "heads_physical_only_5000_samples_20ep_s": 2.5}}))
+    bench.write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": 2, "torch": "2.13.0", "gpu": None},
+                "date": "2026-11-27 10:00",
+                "command": "python benchmarks/run.py --pipeline",
+                "presets": [
+                    {
+                        "preset": "default",
+                        "device": "cpu",
+                        "pretrain_default_recipe_images_per_s": 1234.5,
+                        "heads_all_modes_5folds_50ep_s": 6.25,
+                    }
+                ],
+                "scaling": {"pipeline_default_w2_s": 300.0, "heads_physical_only_5000_samples_20ep_s": 2.5},
+            }
+        )
+    )
     assert readme_main([str(root / "runs" / name), str(readme), "--benchmarks", str(bench)]) == 0
     text = readme.read_text()
     summary = json.loads((root / "runs" / name / "summary.json").read_text())

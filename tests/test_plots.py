@@ -42,8 +42,19 @@ def _pred(models: dict[str, bool], n: int = 20, seeds: int = 3) -> pd.DataFrame:
             base = truth + rng.normal(0, 0.3, n) - 0.4
             for s in range(seeds):
                 p = base + (rng.normal(0, 0.1, n) if differ else 0)
-                rows += [{"model": m, "protocol": "lofo", "seed": s, "fold": k, "flight": fl, "sample": k * n + i,
-                          "truth_km": truth[i], "pred_km": p[i]} for i in range(n)]
+                rows += [
+                    {
+                        "model": m,
+                        "protocol": "lofo",
+                        "seed": s,
+                        "fold": k,
+                        "flight": fl,
+                        "sample": k * n + i,
+                        "truth_km": truth[i],
+                        "pred_km": p[i],
+                    }
+                    for i in range(n)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -52,7 +63,12 @@ def test_model_order_matches_the_tables() -> None:
 
     assert style.MODEL_ORDER == BASELINE_ORDER + MODEL_ORDER
     assert style.order_models(["attention", "gbdt", "climatology", "concat_finetuned", "concat"]) == [
-        "climatology", "gbdt", "concat", "concat_finetuned", "attention"]
+        "climatology",
+        "gbdt",
+        "concat",
+        "concat_finetuned",
+        "attention",
+    ]
 
 
 def test_baselines_are_told_apart_and_flights_avoid_model_colours() -> None:
@@ -67,12 +83,43 @@ def test_coverage_keeps_the_headline_draw_apart_from_the_optimistic_one() -> Non
     rows = []
     for m in ("concat", "climatology"):
         for fl in FLIGHTS:
-            rows.append({"model": m, "seed": 0, "flight": fl, "calibration": "training flights", "draw": np.nan,
-                         "coverage": 0.3, "n_calibration": 50, "n_scored": 100})
-            rows.append({"model": m, "seed": 0, "flight": fl, "calibration": "target flight (20-shot)",
-                         "draw": "first", "coverage": 0.5, "n_calibration": 20, "n_scored": 80})
-            rows += [{"model": m, "seed": 0, "flight": fl, "calibration": "target flight (20-shot)", "draw": "random",
-                      "coverage": 1.0, "n_calibration": 20, "n_scored": 80} for _ in range(3)]
+            rows.append(
+                {
+                    "model": m,
+                    "seed": 0,
+                    "flight": fl,
+                    "calibration": "training flights",
+                    "draw": np.nan,
+                    "coverage": 0.3,
+                    "n_calibration": 50,
+                    "n_scored": 100,
+                }
+            )
+            rows.append(
+                {
+                    "model": m,
+                    "seed": 0,
+                    "flight": fl,
+                    "calibration": "target flight (20-shot)",
+                    "draw": "first",
+                    "coverage": 0.5,
+                    "n_calibration": 20,
+                    "n_scored": 80,
+                }
+            )
+            rows += [
+                {
+                    "model": m,
+                    "seed": 0,
+                    "flight": fl,
+                    "calibration": "target flight (20-shot)",
+                    "draw": "random",
+                    "coverage": 1.0,
+                    "n_calibration": 20,
+                    "n_scored": 80,
+                }
+                for _ in range(3)
+            ]
     fig = plots.coverage_dots(pd.DataFrame(rows), 0.9)
     target = fig.axes[1]
     xs = np.concatenate([c.get_offsets()[:, 0] for c in target.collections])
@@ -85,11 +132,13 @@ def test_coverage_keeps_the_headline_draw_apart_from_the_optimistic_one() -> Non
 
 
 def test_protocol_inflation_annotates_cut_bars_and_missing_protocols() -> None:
-    head = pd.DataFrame([
-        {"model": "lcl", "protocol": "lofo", "r2_pooled": -8.2, "r2_pooled_sd": 0.0},
-        {"model": "lcl", "protocol": "random", "r2_pooled": 0.5, "r2_pooled_sd": 0.0},
-        {"model": "concat", "protocol": "lofo", "r2_pooled": -1.9, "r2_pooled_sd": 0.5},
-    ])
+    head = pd.DataFrame(
+        [
+            {"model": "lcl", "protocol": "lofo", "r2_pooled": -8.2, "r2_pooled_sd": 0.0},
+            {"model": "lcl", "protocol": "random", "r2_pooled": 0.5, "r2_pooled_sd": 0.0},
+            {"model": "concat", "protocol": "lofo", "r2_pooled": -1.9, "r2_pooled_sd": 0.5},
+        ]
+    )
     fig = plots.protocol_inflation(head)
     texts = _texts(fig)
     assert "-8.2" in texts and "-1.9" in texts and "not run" in texts
@@ -103,8 +152,19 @@ def test_per_flight_bars_annotate_cut_r2_and_name_the_ceiling() -> None:
     rows = []
     for m, r2 in (("climatology", -0.1), ("concat", -25.0)):
         for fl in FLIGHTS:
-            rows.append({"model": m, "protocol": "lofo", "flight": fl, "n": 20, "mae_m": 300.0, "mae_m_sd": 10.0,
-                         "r2": r2, "r2_sd": 0.2, "bias_m": 0.0})
+            rows.append(
+                {
+                    "model": m,
+                    "protocol": "lofo",
+                    "flight": fl,
+                    "n": 20,
+                    "mae_m": 300.0,
+                    "mae_m_sd": 10.0,
+                    "r2": r2,
+                    "r2_sd": 0.2,
+                    "bias_m": 0.0,
+                }
+            )
     fig = plots.per_flight_bars(pd.DataFrame(rows), "lofo", {fl: 0.9 for fl in FLIGHTS})
     assert _texts(fig).count("-25.0") == 3
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -132,18 +192,43 @@ def test_best_pred_vs_true_draws_one_row_per_model() -> None:
 
 
 def test_fold_bars_leave_room_under_the_floor() -> None:
-    rows = [{"model": m, "protocol": "lofo", "flight": fl, "n": 20, "mae_m": 300.0, "mae_m_sd": 0.0 if m == "climatology"
-             else 5.0, "r2": -37.2 if fl == "F2" else -2.98, "r2_sd": 0.0, "bias_m": 0.0}
-            for m in ("random_init", "climatology") for fl in FLIGHTS]
+    rows = [
+        {
+            "model": m,
+            "protocol": "lofo",
+            "flight": fl,
+            "n": 20,
+            "mae_m": 300.0,
+            "mae_m_sd": 0.0 if m == "climatology" else 5.0,
+            "r2": -37.2 if fl == "F2" else -2.98,
+            "r2_sd": 0.0,
+            "bias_m": 0.0,
+        }
+        for m in ("random_init", "climatology")
+        for fl in FLIGHTS
+    ]
     fig = plots.fold_bars(pd.DataFrame(rows), "random_init")
     assert fig.axes[1].get_ylim()[0] < -3
     assert _texts(fig).count("-37.2") == 2
 
 
 def test_loss_curves_draw_train_black_dashed_and_the_mean_predictor() -> None:
-    log = pd.DataFrame([{"model": "random_init", "protocol": "lofo", "fold": f, "test_flight": FLIGHTS[f], "seed": 0,
-                         "epoch": e, "train_loss": 0.3 / e, "val_loss": 0.3 + 0.01 * e} for f in range(3)
-                        for e in range(1, 6)])
+    log = pd.DataFrame(
+        [
+            {
+                "model": "random_init",
+                "protocol": "lofo",
+                "fold": f,
+                "test_flight": FLIGHTS[f],
+                "seed": 0,
+                "epoch": e,
+                "train_loss": 0.3 / e,
+                "val_loss": 0.3 + 0.01 * e,
+            }
+            for f in range(3)
+            for e in range(1, 6)
+        ]
+    )
     fig = plots.loss_curves(log, "random_init", reference={0: 0.5, 1: 0.6, 2: 0.7})
     lines = fig.axes[0].get_lines()
     assert lines[0].get_color() == "k" and lines[0].get_linestyle() == "--"
@@ -163,10 +248,23 @@ def test_mean_predictor_loss_is_the_huber_of_the_training_mean() -> None:
 
 
 def test_few_shot_draws_the_headline_draw_only() -> None:
-    rows = [{"model": m, "draw": d, "method": meth, "k": k, "mae_m": 300.0 - k + (50 if d == "random" else 0),
-             "mae_m_sd": 5.0, "r2": -60.0, "r2_sd": 1.0, "n_seeds": 3}
-            for m in ("climatology", "gbdt", "concat") for d in ("first", "random") for meth in ("offset", "linear")
-            for k in (0, 5, 10)]
+    rows = [
+        {
+            "model": m,
+            "draw": d,
+            "method": meth,
+            "k": k,
+            "mae_m": 300.0 - k + (50 if d == "random" else 0),
+            "mae_m_sd": 5.0,
+            "r2": -60.0,
+            "r2_sd": 1.0,
+            "n_seeds": 3,
+        }
+        for m in ("climatology", "gbdt", "concat")
+        for d in ("first", "random")
+        for meth in ("offset", "linear")
+        for k in (0, 5, 10)
+    ]
     fig = plots.few_shot_plot(pd.DataFrame(rows), "first")
     assert len(fig.axes) == 4  # methods x (baselines, fusion modes)
     baselines = fig.axes[0]
@@ -174,10 +272,30 @@ def test_few_shot_draws_the_headline_draw_only() -> None:
 
 
 def test_differences_take_the_winners_colour() -> None:
-    comp = pd.DataFrame([{"model": "physical_only", "reference": "gbdt_all", "diff_m": 140.0, "ci_lo_m": 80.0,
-                          "ci_hi_m": 220.0, "verdict": "gbdt_all beats physical_only", "n_samples": 933, "n_seeds": 3},
-                         {"model": "concat", "reference": "physical_only", "diff_m": -40.0, "ci_lo_m": -90.0,
-                          "ci_hi_m": 5.0, "verdict": "not resolved", "n_samples": 933, "n_seeds": 3}])
+    comp = pd.DataFrame(
+        [
+            {
+                "model": "physical_only",
+                "reference": "gbdt_all",
+                "diff_m": 140.0,
+                "ci_lo_m": 80.0,
+                "ci_hi_m": 220.0,
+                "verdict": "gbdt_all beats physical_only",
+                "n_samples": 933,
+                "n_seeds": 3,
+            },
+            {
+                "model": "concat",
+                "reference": "physical_only",
+                "diff_m": -40.0,
+                "ci_lo_m": -90.0,
+                "ci_hi_m": 5.0,
+                "verdict": "not resolved",
+                "n_samples": 933,
+                "n_seeds": 3,
+            },
+        ]
+    )
     fig = plots.differences(comp, block=10, reps=1000)
     ax = fig.axes[0]
     marker_lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
@@ -187,13 +305,30 @@ def test_differences_take_the_winners_colour() -> None:
 
 
 def test_every_pipeline_figure_has_its_own_caption_and_pipeline_order() -> None:
-    names = ["compare_pca", "train_concat_loss", "explore_ks_heatmap", "pretrain_loss", "train_physical_only_fold_bars",
-             "train_physical_only_loss", "explore_cbh_per_flight", "compare_protocol_inflation", "zz_other"]
+    names = [
+        "compare_pca",
+        "train_concat_loss",
+        "explore_ks_heatmap",
+        "pretrain_loss",
+        "train_physical_only_fold_bars",
+        "train_physical_only_loss",
+        "explore_cbh_per_flight",
+        "compare_protocol_inflation",
+        "zz_other",
+    ]
     steps = ["explore", "pretrain", "physical_only", "concat", "compare"]
     ordered = sorted(names, key=lambda n: style.figure_rank(n, steps))
-    assert ordered == ["explore_cbh_per_flight", "explore_ks_heatmap", "pretrain_loss", "train_physical_only_loss",
-                       "train_physical_only_fold_bars", "train_concat_loss", "compare_protocol_inflation",
-                       "compare_pca", "zz_other"]
+    assert ordered == [
+        "explore_cbh_per_flight",
+        "explore_ks_heatmap",
+        "pretrain_loss",
+        "train_physical_only_loss",
+        "train_physical_only_fold_bars",
+        "train_concat_loss",
+        "compare_protocol_inflation",
+        "compare_pca",
+        "zz_other",
+    ]
     for name in style.FIGURE_ORDER:
         if name != "train_":
             assert style.caption(name) != name.replace("_", " ")
@@ -225,9 +360,16 @@ def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -
 
 
 def test_sweep_lines_annotate_each_cut_r2() -> None:
-    t = pd.DataFrame({"model": ["gbdt", "gbdt", "physical_only", "physical_only"], "shift_strength": [0, 1, 0, 1],
-                      "pooled_mae_m": [300.0, 350, 280, 300], "pooled_mae_m_sd": [0.0, 0, 5, 9],
-                      "r2_folds": [-0.5, -12.3, -9.8, -0.2], "r2_folds_sd": [0.0, 0, 0.4, 0.1]})
+    t = pd.DataFrame(
+        {
+            "model": ["gbdt", "gbdt", "physical_only", "physical_only"],
+            "shift_strength": [0, 1, 0, 1],
+            "pooled_mae_m": [300.0, 350, 280, 300],
+            "pooled_mae_m_sd": [0.0, 0, 5, 9],
+            "r2_folds": [-0.5, -12.3, -9.8, -0.2],
+            "r2_folds_sd": [0.0, 0, 0.4, 0.1],
+        }
+    )
     fig = plots.sweep_lines(t)
     texts = _texts(fig)
     assert "-12.3" in texts and "-9.8" in texts and "-0.5" not in texts

@@ -19,13 +19,27 @@ from cbhlib.models.mae import build_encoder
 from cbhlib.training.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
 from cbhlib.store.rundir import RunDir
 
-TINY_ENC = {"encoder.embed_dim": 32, "encoder.depth": 1, "encoder.heads": 4, "encoder.decoder_dim": 16,
-            "encoder.decoder_heads": 4, "encoder.patch": 4}
+TINY_ENC = {
+    "encoder.embed_dim": 32,
+    "encoder.depth": 1,
+    "encoder.heads": 4,
+    "encoder.decoder_dim": 16,
+    "encoder.decoder_heads": 4,
+    "encoder.patch": 4,
+}
 
 
 def _cfg(camp_path: Path, run_dir: Path, **kw: object) -> object:
-    return load_config(overrides={"campaign": str(camp_path), "run_dir": str(run_dir), "progress": False,
-                                  "pretrain.batch_size": 32, **TINY_ENC, **kw})
+    return load_config(
+        overrides={
+            "campaign": str(camp_path),
+            "run_dir": str(run_dir),
+            "progress": False,
+            "pretrain.batch_size": 32,
+            **TINY_ENC,
+            **kw,
+        }
+    )
 
 
 def test_pretraining_beats_both_floors_on_learnable_images(pool_file: Path, tmp_path: Path) -> None:
@@ -68,8 +82,9 @@ def test_streamed_and_in_memory_pretraining_are_identical(pool_file: Path, tmp_p
     np.testing.assert_allclose(ha, hb, rtol=1e-5)
 
 
-def test_default_scope_never_trains_on_the_held_out_flight(pool_file: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_scope_never_trains_on_the_held_out_flight(
+    pool_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every frame that reaches a training or evaluation batch belongs to a training flight."""
     camp = Campaign(pool_file)
     used: list[np.ndarray] = []  # flight of every frame in every batch
@@ -96,8 +111,18 @@ def test_default_scope_never_trains_on_the_held_out_flight(pool_file: Path, tmp_
 def test_encoder_seed_follows_the_unit_seed(pool_file: Path, tmp_path: Path) -> None:
     from cbhlib.training.runner import run_mode
 
-    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [3, 5], "protocols": ["lofo"],
-                                       "train.mode": "image_only", "train.epochs": 2, "pretrain.missing": "pretrain"})
+    cfg = _cfg(
+        pool_file,
+        tmp_path,
+        **{
+            "pretrain.epochs": 1,
+            "seeds": [3, 5],
+            "protocols": ["lofo"],
+            "train.mode": "image_only",
+            "train.epochs": 2,
+            "pretrain.missing": "pretrain",
+        },
+    )
     result = run_mode(cfg)
     for u in result.units["lofo"]:
         ck = load_checkpoint(tmp_path / u.encoder)
@@ -114,8 +139,11 @@ def test_encoder_seed_follows_the_unit_seed(pool_file: Path, tmp_path: Path) -> 
 def test_a_training_step_never_pretrains_on_the_side(pool_file: Path, tmp_path: Path) -> None:
     from cbhlib.training.runner import run_mode
 
-    cfg = _cfg(pool_file, tmp_path, **{"pretrain.epochs": 1, "seeds": [0], "protocols": ["lofo"],
-                                       "train.mode": "concat", "train.epochs": 2})
+    cfg = _cfg(
+        pool_file,
+        tmp_path,
+        **{"pretrain.epochs": 1, "seeds": [0], "protocols": ["lofo"], "train.mode": "concat", "train.epochs": 2},
+    )
     with pytest.raises(CbhError, match="encoders for mae2d-.* are missing .*run the pretrain step"):
         run_mode(cfg)
     assert not list(tmp_path.rglob("*.pt"))

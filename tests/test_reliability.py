@@ -28,8 +28,15 @@ from tests.conftest import small_data
 
 
 def _settings(campaign: Path, run_dir: Path, **kw: object) -> dict:
-    return {"campaign": str(campaign), "run_dir": str(run_dir), "train": {"mode": "physical_only", "epochs": 25,
-            "patience": 25}, "protocols": ["lofo", "random"], "seeds": [0, 1], "progress": False, **kw}
+    return {
+        "campaign": str(campaign),
+        "run_dir": str(run_dir),
+        "train": {"mode": "physical_only", "epochs": 25, "patience": 25},
+        "protocols": ["lofo", "random"],
+        "seeds": [0, 1],
+        "progress": False,
+        **kw,
+    }
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -44,8 +51,12 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tiny_campaign
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
     cfg = tmp_path / "params.yaml"
     cfg.write_text(yaml.safe_dump(_settings(tiny_campaign, run_dir)))
-    proc = subprocess.Popen([sys.executable, "-m", "cbhlib.cli", "train", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbhlib.cli", "train", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     log = run_dir / "logs" / "training_physical_only.log"
     lofo_units = run_dir / "units" / "lofo" / "physical_only"
     deadline = time.time() + 120
@@ -81,10 +92,17 @@ def _damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncate", "edit_r2", "drop_key", "truncate_checkpoint", "delete_checkpoint"])
-def test_a_damaged_unit_is_recomputed_never_trusted(how: str, tiny_campaign: Path, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    cfg = load_config(("t", _settings(tiny_campaign, tmp_path, protocols=["lofo"], seeds=[0],
-                                      train={"mode": "physical_only", "epochs": 4})))
+def test_a_damaged_unit_is_recomputed_never_trusted(
+    how: str, tiny_campaign: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = load_config(
+        (
+            "t",
+            _settings(
+                tiny_campaign, tmp_path, protocols=["lofo"], seeds=[0], train={"mode": "physical_only", "epochs": 4}
+            ),
+        )
+    )
     first = run_mode(cfg).units["lofo"]
     unit = tmp_path / "units" / "lofo" / "physical_only" / "fold2_seed0.json"
     ck = tmp_path / "checkpoints" / "lofo" / "physical_only" / "fold2_seed0.pt"
@@ -110,8 +128,9 @@ def encoder(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.mark.parametrize("how", ["garbage_same_shape", "truncated", "not_a_zip"])
-def test_a_damaged_embedding_cache_is_recomputed(how: str, tiny_campaign: Path, encoder: Path, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_embedding_cache_is_recomputed(
+    how: str, tiny_campaign: Path, encoder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     camp = Campaign(tiny_campaign)
     ref = embed_campaign(camp, encoder, tmp_path, progress=False)
     cache = next(tmp_path.glob("emb_*.npz"))
@@ -156,24 +175,30 @@ def test_generate_never_replaces_a_real_campaign(tmp_path: Path, capsys: pytest.
     assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 0
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["generate", "--preset", "nope"], "unknown synthetic preset"),
-    (["generate", "--preset", "tiny", "--set", "n_scale=[1"], "YAML value"),
-    (["generate", "--preset", "tiny", "--set", "no_such_field=1"], "no_such_field"),
-    (["train", "--set", "train.epochs=fifty"], "train.epochs"),
-    (["train", "--set", "val_fraction=0.999"], "val_fraction"),
-    (["monitor", "nowhere"], "no such folder"),
-    (["checkpoint", "nowhere.pt"], "not found"),
-])
-def test_bad_commands_fail_in_one_line(args: list[str], phrase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["generate", "--preset", "nope"], "unknown synthetic preset"),
+        (["generate", "--preset", "tiny", "--set", "n_scale=[1"], "YAML value"),
+        (["generate", "--preset", "tiny", "--set", "no_such_field=1"], "no_such_field"),
+        (["train", "--set", "train.epochs=fifty"], "train.epochs"),
+        (["train", "--set", "val_fraction=0.999"], "val_fraction"),
+        (["monitor", "nowhere"], "no such folder"),
+        (["checkpoint", "nowhere.pt"], "not found"),
+    ],
+)
+def test_bad_commands_fail_in_one_line(
+    args: list[str], phrase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert phrase in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_disk_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import cbhlib.atomic
 
     def full(*a: object, **k: object) -> None:
@@ -187,7 +212,9 @@ def test_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_image_model_on_a_campaign_without_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_campaign(tmp_path / "noimg.h5", small_data((12, 12, 12)))
-    assert main(["train", "--campaign", str(path), "--run-dir", str(tmp_path / "run"), "--set", "train.mode=concat"]) == 2
+    assert (
+        main(["train", "--campaign", str(path), "--run-dir", str(tmp_path / "run"), "--set", "train.mode=concat"]) == 2
+    )
     err = capsys.readouterr().err
     assert "needs images" in err and "physical_only" in err
 
@@ -207,9 +234,9 @@ def test_a_flight_name_that_looks_like_mathtext_plots(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", ["truncated", "nan_pixels"])
-def test_cbh_run_on_a_broken_campaign_stops_before_any_notebook(case: str, small_file: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cbh_run_on_a_broken_campaign_stops_before_any_notebook(
+    case: str, small_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     import h5py

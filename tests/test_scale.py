@@ -49,9 +49,11 @@ def test_a_sweep_writes_one_tidy_table_and_a_figure(project: Path, capsys: pytes
 
 
 def test_a_sweep_on_two_dask_workers_gives_the_serial_table(project: Path) -> None:
-    (project / "params" / "sweep_one.yaml").write_text(SWEEP.replace("tiny\npreset", "one\npreset").replace(
-        "models: [climatology, gbdt, physical_only]", "models: [climatology, physical_only]").replace(
-        "[0, 1], protocols", "[0], protocols"))
+    (project / "params" / "sweep_one.yaml").write_text(
+        SWEEP.replace("tiny\npreset", "one\npreset")
+        .replace("models: [climatology, gbdt, physical_only]", "models: [climatology, physical_only]")
+        .replace("[0, 1], protocols", "[0], protocols")
+    )
     assert main(["sweep", "params/sweep_one.yaml", "--workers", "2"]) == 0
     dask = pd.read_csv(project / "runs" / "sweep-one" / "sweep.csv")
     shutil.rmtree(project / "runs")
@@ -60,13 +62,28 @@ def test_a_sweep_on_two_dask_workers_gives_the_serial_table(project: Path) -> No
     pd.testing.assert_frame_equal(dask, serial)
 
 
-@pytest.mark.parametrize(("name", "lines"), [
-    ("cluster-slurm.yaml", ["#SBATCH", "--gres=gpu:1", "#SBATCH -t 02:00:00", "--resources GPU=1,cpu=1,step=1",
-                            "source .venv/bin/activate"]),
-    ("cluster-pbs.yaml", ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2", "--resources cpu=1,step=1"]),
-])
-def test_cluster_files_print_their_job_script_without_a_scheduler(project: Path, name: str, lines: list[str],
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "lines"),
+    [
+        (
+            "cluster-slurm.yaml",
+            [
+                "#SBATCH",
+                "--gres=gpu:1",
+                "#SBATCH -t 02:00:00",
+                "--resources GPU=1,cpu=1,step=1",
+                "source .venv/bin/activate",
+            ],
+        ),
+        (
+            "cluster-pbs.yaml",
+            ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2", "--resources cpu=1,step=1"],
+        ),
+    ],
+)
+def test_cluster_files_print_their_job_script_without_a_scheduler(
+    project: Path, name: str, lines: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("dask_jobqueue")
     assert main(["run", "--cluster", f"params/{name}", "--dry-run"]) == 0
     script = capsys.readouterr().out
@@ -86,8 +103,11 @@ def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFix
 def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: Path) -> None:
     from cbhlib.pipeline.readme import performance_section
 
-    old = {"machine": {"cpus": 2}, "date": "2026-11-27 10:00",
-           "scaling": {"pipeline_default_w1_s": 957.0, "pipeline_default_w0_s": 286.0}}
+    old = {
+        "machine": {"cpus": 2},
+        "date": "2026-11-27 10:00",
+        "scaling": {"pipeline_default_w1_s": 957.0, "pipeline_default_w0_s": 286.0},
+    }
     new = {"machine": {"cpus": 2}, "date": "2026-11-27 12:00", "scaling": {"pipeline_default_w1_s": 301.0}}
     (tmp_path / "a.json").write_text(json.dumps(new))
     (tmp_path / "b.json").write_text(json.dumps(old))
@@ -119,13 +139,19 @@ def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) ->
     import papermill
 
     out = project / "sweep.out.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "04_shift_sweep.ipynb"), str(out), kernel_name="python3",
-                               progress_bar=False, cwd=str(project),
-                               parameters={"sweep_file": "params/sweep_tiny.yaml", "run_dir": "runs/shift-nb",
-                                           "progress": False})
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "04_shift_sweep.ipynb"),
+        str(out),
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(project),
+        parameters={"sweep_file": "params/sweep_tiny.yaml", "run_dir": "runs/shift-nb", "progress": False},
+    )
     run = project / "runs" / "shift-nb"
     ranks = pd.read_csv(run / "tables" / "sweep_rankings.csv")
     assert {"model", "other", "holds"} <= set(ranks.columns) and len(ranks) == 3  # 3 models -> 3 pairs
     assert (run / "figures" / "sweep_shift.png").stat().st_size > 10_000
     text = out.read_text()
-    assert "Same order at every strength (lower mean pooled MAE; untested):" in text and "Order flips somewhere:" in text
+    assert (
+        "Same order at every strength (lower mean pooled MAE; untested):" in text and "Order flips somewhere:" in text
+    )

@@ -88,7 +88,16 @@ def test_cli_info_generate_and_params(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "reused" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    for name in ("30Oct24", "10Feb25", "23Oct24", "12Feb25", "18Feb25", "derived_geometric_H", "images: ", "hPa" if False else "K"):
+    for name in (
+        "30Oct24",
+        "10Feb25",
+        "23Oct24",
+        "12Feb25",
+        "18Feb25",
+        "derived_geometric_H",
+        "images: ",
+        "hPa" if False else "K",
+    ):
         assert name in text
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

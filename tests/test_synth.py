@@ -18,13 +18,24 @@ from cbhlib.evaluation.explore import pooled_lag1
 from cbhlib.evaluation.imagestats import campaign_statistics
 
 # fold order, name, campaign, n, mean, std (er2-data-facts.md)
-REFERENCE = [("30Oct24", "WHySMIE", 501, 0.893, 0.333), ("10Feb25", "GLOVE", 163, 0.708, 0.142),
-             ("23Oct24", "WHySMIE", 101, 0.705, 0.449), ("12Feb25", "GLOVE", 144, 0.937, 0.483),
-             ("18Feb25", "GLOVE", 24, 0.249, 0.102)]
+REFERENCE = [
+    ("30Oct24", "WHySMIE", 501, 0.893, 0.333),
+    ("10Feb25", "GLOVE", 163, 0.708, 0.142),
+    ("23Oct24", "WHySMIE", 101, 0.705, 0.449),
+    ("12Feb25", "GLOVE", 144, 0.937, 0.483),
+    ("18Feb25", "GLOVE", 24, 0.249, 0.102),
+]
 # observed ERA5 mean / std over the 933 samples (er2-data-facts.md)
-ERA5_OBSERVED = {"blh": (0.849, 0.348), "lcl": (1.178, 0.889), "inversion_height": (1.643, 1.015),
-                 "stability_index": (-4.997, 0.865), "t2m": (287.68, 6.74), "d2m": (278.25, 9.05),
-                 "sp": (96833.0, 7486.0), "tcwv": (13.84, 7.73)}
+ERA5_OBSERVED = {
+    "blh": (0.849, 0.348),
+    "lcl": (1.178, 0.889),
+    "inversion_height": (1.643, 1.015),
+    "stability_index": (-4.997, 0.865),
+    "t2m": (287.68, 6.74),
+    "d2m": (278.25, 9.05),
+    "sp": (96833.0, 7486.0),
+    "tcwv": (13.84, 7.73),
+}
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +184,13 @@ def test_each_modality_alone_beats_climatology_under_a_random_split(default_camp
     camp = Campaign(default_campaign)
     y = camp.cbh_km
     stats = campaign_statistics(camp)
-    blocks = {"image statistics": (stats, 0.3),  # calibration-free statistics: contrast, not absolute levels "era5": (camp.features["era5"].values, 0.4),
-              "geometry": (camp.features["geometric"].values, 0.03)}
+    blocks = {
+        "image statistics": (
+            stats,
+            0.3,
+        ),  # calibration-free statistics: contrast, not absolute levels "era5": (camp.features["era5"].values, 0.4),
+        "geometry": (camp.features["geometric"].values, 0.03),
+    }
     cv = KFold(5, shuffle=True, random_state=0)
     clim = r2_score(y, cross_val_predict(HistGradientBoostingRegressor(max_iter=1), np.zeros((len(y), 1)), y, cv=cv))
     for name, (X, margin) in blocks.items():
@@ -200,8 +216,9 @@ def test_images_have_spatial_structure(default_campaign: Path) -> None:
     x = Campaign(default_campaign).images(slice(0, 300))[:, 0].astype(np.float64)
     x -= x.mean(axis=(1, 2), keepdims=True)
     var = np.mean(x * x)
-    acf = {lag: (np.mean(x[:, lag:] * x[:, :-lag]) + np.mean(x[:, :, lag:] * x[:, :, :-lag])) / 2 / var
-           for lag in (8, 12)}
+    acf = {
+        lag: (np.mean(x[:, lag:] * x[:, :-lag]) + np.mean(x[:, :, lag:] * x[:, :, :-lag])) / 2 / var for lag in (8, 12)
+    }
     assert acf[8] > 0.5 and acf[12] > 0.3, acf
 
 
@@ -245,9 +262,27 @@ def test_deterministic_and_the_pool_leaves_labelled_data_alone(tmp_path: Path) -
 def test_cache_reused_only_for_identical_parameters(tmp_path: Path) -> None:
     path = tmp_path / "c.h5"
     cfg = synth.preset("tiny")
-    assert synth.ensure_campaign(cfg, path, )[1] is True
-    assert synth.ensure_campaign(cfg, path, )[1] is False
-    assert synth.ensure_campaign(synth.preset("tiny", label_noise_km=0.05), path, )[1] is True
+    assert (
+        synth.ensure_campaign(
+            cfg,
+            path,
+        )[1]
+        is True
+    )
+    assert (
+        synth.ensure_campaign(
+            cfg,
+            path,
+        )[1]
+        is False
+    )
+    assert (
+        synth.ensure_campaign(
+            synth.preset("tiny", label_noise_km=0.05),
+            path,
+        )[1]
+        is True
+    )
 
 
 def test_presets(tmp_path: Path) -> None:

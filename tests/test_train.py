@@ -30,7 +30,9 @@ SMALL_ENC = EncoderConfig(name="mae2d", patch=8, embed_dim=48, depth=2, heads=3,
 
 
 def _pre(**kw: object) -> object:
-    return load_config(overrides={f"pretrain.{k}": v for k, v in {"epochs": 6, "batch_size": 32, "lr": 2e-3, **kw}.items()}).pretrain
+    return load_config(
+        overrides={f"pretrain.{k}": v for k, v in {"epochs": 6, "batch_size": 32, "lr": 2e-3, **kw}.items()}
+    ).pretrain
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,11 @@ def _units(model: str, folds: list, seeds: tuple[int, ...] = (0,), protocol: str
     return [Unit(model, protocol, f, s) for f in folds for s in seeds]
 
 
-def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_path: Path,  # noqa: ANN001
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_held_out_sample_reaches_training_validation_or_fitting(
+    encoded,
+    tmp_path: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     camp, inputs = encoded
     folds = lofo_folds(camp)
     fitted_rows: list[np.ndarray] = []
@@ -68,8 +73,15 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_
     monkeypatch.setattr(cbhlib.data.folds.FeatureScaler, "fit", spy_fit)
     monkeypatch.setattr(train_mod, "_gather", spy_gather)
     run = RunDir(tmp_path)
-    res = train_units(inputs, _units("concat", folds), "concat", TrainConfig(epochs=3, patience=3), HeadConfig(),
-                      UnitStore(run), progress=False)
+    res = train_units(
+        inputs,
+        _units("concat", folds),
+        "concat",
+        TrainConfig(epochs=3, patience=3),
+        HeadConfig(),
+        UnitStore(run),
+        progress=False,
+    )
     X = inputs.phys
     for m, (f, r) in enumerate(zip(folds, res)):
         held = set(f.test_idx.tolist())
@@ -80,7 +92,9 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_
         assert not (held & (used - {0})) and not (held & set(f.val_idx.tolist()))
         assert r.test_idx == f.test_idx.tolist() and set(r.val_idx).isdisjoint(held)
         ck = load_checkpoint(run.root / r.checkpoint)
-        np.testing.assert_allclose(ck["scalers"]["phys_median"].numpy(), np.nanmedian(X[f.train_idx], axis=0), rtol=1e-5)
+        np.testing.assert_allclose(
+            ck["scalers"]["phys_median"].numpy(), np.nanmedian(X[f.train_idx], axis=0), rtol=1e-5
+        )
         assert ck["fold_id"] == f.fold_id and ck["test_flight"] == f.test_flight
         assert ck["y_mean"] == pytest.approx(float(np.mean(inputs.y[f.train_idx])))
 
@@ -88,16 +102,26 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(encoded, tmp_
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_learns_under_a_random_split(encoded, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
     camp, inputs = encoded
-    res = train_units(inputs, _units(mode, random_folds(camp), protocol="random"), mode,
-                      TrainConfig(epochs=40, patience=10), HeadConfig(), UnitStore(RunDir(tmp_path)), progress=False)
+    res = train_units(
+        inputs,
+        _units(mode, random_folds(camp), protocol="random"),
+        mode,
+        TrainConfig(epochs=40, patience=10),
+        HeadConfig(),
+        UnitStore(RunDir(tmp_path)),
+        progress=False,
+    )
     y = np.concatenate([r.true for r in res])
     pred = np.concatenate([r.pred for r in res])
     r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
     assert r2 > 0.4, f"{mode}: pooled R2 {r2:.2f} does not clearly beat climatology (~0)"
 
 
-def test_same_seed_same_metrics_and_resume_gives_the_same_result(encoded, tmp_path: Path,  # noqa: ANN001
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_same_metrics_and_resume_gives_the_same_result(
+    encoded,
+    tmp_path: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     camp, inputs = encoded
     units = _units("attention", lofo_folds(camp), seeds=(0, 1))
     cfg = TrainConfig(epochs=6, patience=4)
@@ -122,38 +146,77 @@ def test_same_seed_same_metrics_and_resume_gives_the_same_result(encoded, tmp_pa
 def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> None:  # noqa: ANN001
     camp, inputs = encoded
     with pytest.raises(TrainingDivergedError, match=r"mode physical_only .*fold \d .*epoch \d"):
-        train_units(inputs, _units("physical_only", lofo_folds(camp)), "physical_only", TrainConfig(epochs=5, lr=1e15),
-                    HeadConfig(), UnitStore(RunDir(tmp_path)), progress=False)
+        train_units(
+            inputs,
+            _units("physical_only", lofo_folds(camp)),
+            "physical_only",
+            TrainConfig(epochs=5, lr=1e15),
+            HeadConfig(),
+            UnitStore(RunDir(tmp_path)),
+            progress=False,
+        )
     assert not list(tmp_path.rglob("fold*_seed*.json"))  # nothing that looks finished
 
 
 def test_training_log_is_json_lines(encoded, tmp_path: Path) -> None:  # noqa: ANN001
     camp, inputs = encoded
     log = tmp_path / "training.log"
-    train_units(inputs, _units("physical_only", lofo_folds(camp)), "physical_only", TrainConfig(epochs=2), HeadConfig(),
-                UnitStore(RunDir(tmp_path)), log_path=str(log), progress=False)
+    train_units(
+        inputs,
+        _units("physical_only", lofo_folds(camp)),
+        "physical_only",
+        TrainConfig(epochs=2),
+        HeadConfig(),
+        UnitStore(RunDir(tmp_path)),
+        log_path=str(log),
+        progress=False,
+    )
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"epoch", "train_loss", "val_loss", "lr", "seconds", "fold", "model", "mode", "protocol"} <= set(rows[0])
     assert len(rows) == 2 * 5
 
 
-def test_batch_size_is_capped_by_the_smallest_training_split(encoded, tmp_path: Path,  # noqa: ANN001
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_batch_size_is_capped_by_the_smallest_training_split(
+    encoded,
+    tmp_path: Path,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     camp, inputs = encoded
     folds = lofo_folds(camp)
     with caplog.at_level(logging.INFO, logger="cbhlib"):
-        res = train_units(inputs, _units("physical_only", folds), "physical_only", TrainConfig(epochs=2, batch_size=10_000),
-                          HeadConfig(), UnitStore(RunDir(tmp_path)), progress=False)
+        res = train_units(
+            inputs,
+            _units("physical_only", folds),
+            "physical_only",
+            TrainConfig(epochs=2, batch_size=10_000),
+            HeadConfig(),
+            UnitStore(RunDir(tmp_path)),
+            progress=False,
+        )
     assert len(res) == 5 and "capped" in caplog.text
 
 
 def test_optional_encoder_fine_tuning_runs_the_same_protocol(tiny_campaign: Path, tmp_path: Path) -> None:
     from cbhlib.training.runner import run_mode
 
-    cfg = load_config(overrides={"campaign": str(tiny_campaign), "run_dir": str(tmp_path), "train.mode": "attention",
-                                 "train.finetune": True, "train.epochs": 2, "train.patience": 2, "pretrain.epochs": 1,
-                                 "encoder.embed_dim": 48, "encoder.depth": 1, "encoder.heads": 3, "seeds": [0],
-                                 "protocols": ["lofo"], "progress": False, "pretrain.missing": "pretrain"})
+    cfg = load_config(
+        overrides={
+            "campaign": str(tiny_campaign),
+            "run_dir": str(tmp_path),
+            "train.mode": "attention",
+            "train.finetune": True,
+            "train.epochs": 2,
+            "train.patience": 2,
+            "pretrain.epochs": 1,
+            "encoder.embed_dim": 48,
+            "encoder.depth": 1,
+            "encoder.heads": 3,
+            "seeds": [0],
+            "protocols": ["lofo"],
+            "progress": False,
+            "pretrain.missing": "pretrain",
+        }
+    )
     run = run_mode(cfg)
     rep = run.reports["lofo"]
     assert rep["model_variant"] == "attention_finetuned" and len(rep["fold_results"]) == 5
@@ -178,8 +241,9 @@ def test_heads_on_cuda_match_the_cpu(encoded, tmp_path: Path, mode: str) -> None
     units = _units(mode, lofo_folds(camp)[:2], seeds=(0, 1))
     tc = TrainConfig(epochs=6, patience=3)
     cpu = train_units(inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "cpu")), progress=False)
-    gpu = train_units(inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "gpu")), progress=False,
-                      device="cuda")
+    gpu = train_units(
+        inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "gpu")), progress=False, device="cuda"
+    )
     for a, b in zip(cpu, gpu):
         assert a.epoch_trained == b.epoch_trained
         np.testing.assert_allclose(a.pred, b.pred, atol=2e-3)
@@ -202,5 +266,13 @@ def test_cuda_asked_for_without_a_gpu_is_one_clear_error(encoded, tmp_path: Path
 
     camp, inputs = encoded
     with pytest.raises(CbhError, match="expected a CUDA GPU; found none"):
-        train_units(inputs, _units("physical_only", lofo_folds(camp)[:1]), "physical_only", TrainConfig(epochs=1),
-                    HeadConfig(), UnitStore(RunDir(tmp_path)), progress=False, device="cuda")
+        train_units(
+            inputs,
+            _units("physical_only", lofo_folds(camp)[:1]),
+            "physical_only",
+            TrainConfig(epochs=1),
+            HeadConfig(),
+            UnitStore(RunDir(tmp_path)),
+            progress=False,
+            device="cuda",
+        )

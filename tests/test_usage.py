@@ -24,16 +24,30 @@ def _samples_csv(path: Path, n_per: tuple[int, ...] = (50, 40, 30)) -> Path:
         walk = np.cumsum(rng.normal(0, 0.05, n))
         cbh = np.clip(0.8 + walk, 0.1, 1.9)
         t2m = 285 + rng.normal(0, 1, n)
-        rows.append(pd.DataFrame({"flight": f"F{k}", "time": t0 + pd.to_timedelta(np.arange(n) * 12, unit="s"),
-                                  "cbh_km": np.round(cbh / 0.03) * 0.03, "sza_deg": 45.0, "saa_deg": 180.0,
-                                  "lat": 33.0 + 0.01 * np.arange(n), "lon": -120.0, "t2m": t2m,
-                                  "d2m": t2m - cbh / 0.125 + rng.normal(0, 0.5, n), "blh": cbh + 0.3}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "flight": f"F{k}",
+                    "time": t0 + pd.to_timedelta(np.arange(n) * 12, unit="s"),
+                    "cbh_km": np.round(cbh / 0.03) * 0.03,
+                    "sza_deg": 45.0,
+                    "saa_deg": 180.0,
+                    "lat": 33.0 + 0.01 * np.arange(n),
+                    "lon": -120.0,
+                    "t2m": t2m,
+                    "d2m": t2m - cbh / 0.125 + rng.normal(0, 0.5, n),
+                    "blh": cbh + 0.3,
+                }
+            )
+        )
     df = pd.concat(rows, ignore_index=True).sample(frac=1.0, random_state=1)  # rows in any order
     df.to_csv(path, index=False)
     return path
 
 
-def test_the_readme_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_snippet_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Use cbhlib from your own notebook", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -68,7 +82,9 @@ def test_the_public_surface_is_small_documented_and_lazy() -> None:
     import subprocess
     import sys
 
-    assert {"Campaign", "run_mode", "load_config", "campaign_from_dataframe", "load_heads", "predict"} <= set(cbhlib.__all__)
+    assert {"Campaign", "run_mode", "load_config", "campaign_from_dataframe", "load_heads", "predict"} <= set(
+        cbhlib.__all__
+    )
     for name in cbhlib.__all__:
         assert getattr(cbhlib, name) is not None
     code = "import sys, cbhlib; print('torch' in sys.modules)"
@@ -90,9 +106,14 @@ def test_a_notebook_runs_from_the_notebooks_folder_as_lab_would(lab_project: Pat
     runs/interactive (never the pipeline's run), nothing is written inside notebooks/."""
     import papermill
 
-    papermill.execute_notebook(str(lab_project / "notebooks" / "01_explore_campaign.ipynb"),
-                               str(lab_project / "out.ipynb"), kernel_name="python3", progress_bar=False,
-                               cwd=str(lab_project / "notebooks"), parameters={"progress": False})
+    papermill.execute_notebook(
+        str(lab_project / "notebooks" / "01_explore_campaign.ipynb"),
+        str(lab_project / "out.ipynb"),
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(lab_project / "notebooks"),
+        parameters={"progress": False},
+    )
     assert (lab_project / "runs" / "interactive" / "figures" / "explore_example_images.png").exists()
     assert not (lab_project / "notebooks" / "runs").exists() and not (lab_project / "runs" / "default").exists()
 
@@ -103,8 +124,13 @@ def test_a_notebook_outside_the_project_says_where_to_run_from(tmp_path: Path) -
 
     shutil.copy(ROOT / "notebooks" / "01_explore_campaign.ipynb", tmp_path / "nb.ipynb")
     with pytest.raises(PapermillExecutionError, match="expected to run inside the cbh-fusion project"):
-        papermill.execute_notebook(str(tmp_path / "nb.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                                   progress_bar=False, cwd=str(tmp_path))
+        papermill.execute_notebook(
+            str(tmp_path / "nb.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+        )
 
 
 @pytest.mark.slow
@@ -113,6 +139,11 @@ def test_every_notebook_runs_with_its_own_defaults_from_lab(lab_project: Path) -
     import papermill
 
     for name in ("01_explore_campaign", "01b_pretrain_encoder", "02_train_fusion", "03_cross_flight_comparison"):
-        papermill.execute_notebook(str(lab_project / "notebooks" / f"{name}.ipynb"), str(lab_project / f"{name}.out.ipynb"),
-                                   kernel_name="python3", progress_bar=False, cwd=str(lab_project / "notebooks"))
+        papermill.execute_notebook(
+            str(lab_project / "notebooks" / f"{name}.ipynb"),
+            str(lab_project / f"{name}.out.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(lab_project / "notebooks"),
+        )
     assert (lab_project / "runs" / "interactive" / "comparison_summary.json").exists()

@@ -21,8 +21,11 @@ log = logging.getLogger("cbhlib.cli")
 def build_parser() -> argparse.ArgumentParser:
     from cbhlib import __version__
 
-    p = argparse.ArgumentParser(prog="cbh", description="Cloud base height from ER-2 thermal imagery fused with "
-                                "atmospheric context, evaluated across flights.")
+    p = argparse.ArgumentParser(
+        prog="cbh",
+        description="Cloud base height from ER-2 thermal imagery fused with "
+        "atmospheric context, evaluated across flights.",
+    )
     p.add_argument("--version", action="version", version=f"cbh (cbhlib) {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cbhlib.pipeline.notebook import configure_logging
 
-    configure_logging(None, level=logging.DEBUG if args.debug else logging.INFO,
-                      stderr_level=logging.DEBUG if args.debug else logging.WARNING)
+    configure_logging(
+        None,
+        level=logging.DEBUG if args.debug else logging.INFO,
+        stderr_level=logging.DEBUG if args.debug else logging.WARNING,
+    )
     try:
         return int(args.func(args) or 0)
     except CbhError as exc:
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cbh {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"cbh {args.command}: error: out of memory (a declared size too large for this machine?)", file=sys.stderr)
+        print(
+            f"cbh {args.command}: error: out of memory (a declared size too large for this machine?)", file=sys.stderr
+        )
         return 2
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -58,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"cbh {args.command}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for the "
-              "traceback, and please report it)", file=sys.stderr)
+        print(
+            f"cbh {args.command}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 1
 
 

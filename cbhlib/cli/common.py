@@ -30,8 +30,9 @@ def _is_synthetic(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             src = f.attrs.get("source", "")
-            return (src.decode() if isinstance(src, bytes) else str(src)).startswith("synthetic(") \
-                and "synth_config_sha" in f.attrs
+            return (src.decode() if isinstance(src, bytes) else str(src)).startswith(
+                "synthetic("
+            ) and "synth_config_sha" in f.attrs
     except OSError:
         return False
 
@@ -41,8 +42,10 @@ def ensure_synthetic(preset: str, path: Path, overrides: dict[str, Any] | None =
     from cbhlib.sources import synth
 
     if path.exists() and not force and not _is_synthetic(path):
-        raise CbhError(f"{path}: expected a synthetic campaign made by `cbh generate` (or a new path); found another "
-                       "file, which would be replaced: pass --force or choose another output")
+        raise CbhError(
+            f"{path}: expected a synthetic campaign made by `cbh generate` (or a new path); found another "
+            "file, which would be replaced: pass --force or choose another output"
+        )
     try:
         cfg = synth.preset(preset, **(overrides or {}))
     except (KeyError, TypeError) as exc:

@@ -46,12 +46,26 @@ def cmd_info(a: argparse.Namespace) -> int:
     units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units)}
     import numpy as np
 
-    feats = [{"feature": n, "unit": units.get(n, ""), "mean": float(np.nanmean(X[:, j])), "std": float(np.nanstd(X[:, j])),
-              "missing": float(np.isnan(X[:, j]).mean())} for j, n in enumerate(names)]
-    info = {"file": str(a.file), "source": camp.source, "samples": camp.n_samples,
-            "unlabelled_frames": camp.n_unlabelled, "flights": table.round(3).to_dict("records"), "features": feats,
-            "image_shape": list(camp.image_shape) if camp.image_shape else None,
-            "image_dtype": str(camp.image_dtype) if camp.image_dtype else None}
+    feats = [
+        {
+            "feature": n,
+            "unit": units.get(n, ""),
+            "mean": float(np.nanmean(X[:, j])),
+            "std": float(np.nanstd(X[:, j])),
+            "missing": float(np.isnan(X[:, j]).mean()),
+        }
+        for j, n in enumerate(names)
+    ]
+    info = {
+        "file": str(a.file),
+        "source": camp.source,
+        "samples": camp.n_samples,
+        "unlabelled_frames": camp.n_unlabelled,
+        "flights": table.round(3).to_dict("records"),
+        "features": feats,
+        "image_shape": list(camp.image_shape) if camp.image_shape else None,
+        "image_dtype": str(camp.image_dtype) if camp.image_dtype else None,
+    }
     if a.json:
         say(json.dumps(info, indent=2))
         return 0
@@ -76,8 +90,10 @@ def cmd_import_er2(a: argparse.Namespace) -> int:
     for cascade in import_campaign(a.config, a.output, force=a.force):
         say(cascade.line())
     camp = Campaign(a.output)
-    say(f"wrote {a.output}: {camp.n_samples} samples in {camp.n_flights} flights, {camp.n_unlabelled} unlabelled "
-         f"frames, images {camp.image_shape}")
+    say(
+        f"wrote {a.output}: {camp.n_samples} samples in {camp.n_flights} flights, {camp.n_unlabelled} unlabelled "
+        f"frames, images {camp.image_shape}"
+    )
     return 0
 
 
@@ -87,8 +103,12 @@ def register(sub: Any) -> None:
     g.add_argument("--preset", default="default", help="default (calibrated), easy, tiny or seed-shape")
     g.add_argument("-o", "--output", help=f"output file (default {DEFAULT_CAMPAIGN} for the default preset)")
     g.add_argument("--seed", type=int, help="master seed of the generator")
-    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a generator field, e.g. shift_strength=2")
-    g.add_argument("--force", action="store_true", help="regenerate, and replace a file that is not a synthetic campaign")
+    g.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a generator field, e.g. shift_strength=2"
+    )
+    g.add_argument(
+        "--force", action="store_true", help="regenerate, and replace a file that is not a synthetic campaign"
+    )
     g.set_defaults(func=cmd_generate)
 
     v = sub.add_parser("validate", help="check a campaign file against the contract (one line on failure)")

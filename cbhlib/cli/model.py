@@ -15,8 +15,21 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
     cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
     table, _ = pretrain_step(cfg, Campaign(cfg.campaign), RunDir(cfg.run_dir))
-    say(table[["name", "frames_labelled", "frames_unlabelled", "loss_final", "floor_predict_zero",
-                "floor_interpolation", "seconds"]].round(3).to_string(index=False))
+    say(
+        table[
+            [
+                "name",
+                "frames_labelled",
+                "frames_unlabelled",
+                "loss_final",
+                "floor_predict_zero",
+                "floor_interpolation",
+                "seconds",
+            ]
+        ]
+        .round(3)
+        .to_string(index=False)
+    )
     return 0
 
 
@@ -27,9 +40,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     run = run_mode(cfg)
     for proto, rep in run.reports.items():
         s = rep["seed_spread"]
-        say(f"{rep['model_variant']} [{proto}]: pooled MAE {1000 * s['pooled_mae_km']['mean']:.0f} ± "
-             f"{1000 * s['pooled_mae_km']['sd']:.0f} m, mean of fold R2 "
-             f"{num(s['mean_r2']['mean'])} ± {num(s['mean_r2']['sd'])} over {rep['n_seeds']} seeds")
+        say(
+            f"{rep['model_variant']} [{proto}]: pooled MAE {1000 * s['pooled_mae_km']['mean']:.0f} ± "
+            f"{1000 * s['pooled_mae_km']['sd']:.0f} m, mean of fold R2 "
+            f"{num(s['mean_r2']['mean'])} ± {num(s['mean_r2']['sd'])} over {rep['n_seeds']} seeds"
+        )
     return 0
 
 
@@ -60,8 +75,22 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
     state = ck.get("model_state_dict", ck.get("state_dict", {}))
     n = sum(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor)) if isinstance(state, dict) else 0
     say(f"{a.file}: safe to load ({len(state)} tensors, {n:,} values)")
-    for key in ("kind", "model", "mode", "fold_id", "test_flight", "epoch", "seed", "metrics", "config", "scope",
-                "held_out_flight", "frames_labelled", "frames_unlabelled", "loss_final"):
+    for key in (
+        "kind",
+        "model",
+        "mode",
+        "fold_id",
+        "test_flight",
+        "epoch",
+        "seed",
+        "metrics",
+        "config",
+        "scope",
+        "held_out_flight",
+        "frames_labelled",
+        "frames_unlabelled",
+        "loss_final",
+    ):
         if key in ck:
             say(f"  {key}: {ck[key]}")
     return 0

@@ -31,8 +31,10 @@ def cmd_notebooks(a: argparse.Namespace) -> int:
 
 def _project_root_or_fail(pipeline: str) -> None:
     if not Path(pipeline).is_file():
-        raise CbhError(f"{Path.cwd()}: expected the cbh-fusion project root (a folder with {pipeline}); found none "
-                       "here: cd to the project, or pass --pipeline")
+        raise CbhError(
+            f"{Path.cwd()}: expected the cbh-fusion project root (a folder with {pipeline}); found none "
+            "here: cd to the project, or pass --pipeline"
+        )
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -63,14 +65,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     camp = validate_campaign(pipe.campaign, scan_images=True)  # a broken file stops here, before any notebook
     t0 = time.perf_counter()
     try:
-        results = run_pipeline(pipe, only=only or None, overrides=overrides, html=not a.no_html,
-                               out=None if a.quiet else sys.stdout, has_images=camp.has_images, executor=executor)
+        results = run_pipeline(
+            pipe,
+            only=only or None,
+            overrides=overrides,
+            html=not a.no_html,
+            out=None if a.quiet else sys.stdout,
+            has_images=camp.has_images,
+            executor=executor,
+        )
     finally:
         if executor is not None:
             executor.close()
     counts = {k: sum(r.status == k for r in results) for k in ("ok", "skipped", "failed")}
-    say(f"pipeline '{pipe.run_name}': {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed in "
-         f"{time.perf_counter() - t0:.1f} s; open {RunDir.named(pipe.run_name).index}")
+    say(
+        f"pipeline '{pipe.run_name}': {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed in "
+        f"{time.perf_counter() - t0:.1f} s; open {RunDir.named(pipe.run_name).index}"
+    )
     raise_on_failure(results)
     return 0
 
@@ -96,22 +107,32 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add this module's commands to the ``cbh`` parser."""
     pa = sub.add_parser("params", help="list every setting: dotted key, type, default and help")
-    pa.add_argument("sections", nargs="*", help="only these sections (encoder, pretrain, train, head, compare, explore)")
+    pa.add_argument(
+        "sections", nargs="*", help="only these sections (encoder, pretrain, train, head, compare, explore)"
+    )
     pa.set_defaults(func=cmd_params)
 
-    nb = sub.add_parser("notebooks", help="refresh notebooks' parameters cells from the config and sync .py/.ipynb pairs")
+    nb = sub.add_parser(
+        "notebooks", help="refresh notebooks' parameters cells from the config and sync .py/.ipynb pairs"
+    )
     nb.add_argument("--folder", default="notebooks", help="folder of the jupytext .py notebooks")
     nb.set_defaults(func=cmd_notebooks)
 
     r = sub.add_parser("run", help="execute the notebook pipeline with papermill (from the project root)")
     r.add_argument("--run-name", help="run folder name (letters, digits, -_.; default from the pipeline)")
-    r.add_argument("--only", action="append", metavar="STEP[,STEP]", help="run only these steps (finished units are reused)")
+    r.add_argument(
+        "--only", action="append", metavar="STEP[,STEP]", help="run only these steps (finished units are reused)"
+    )
     r.add_argument("--campaign", help="use this campaign file instead of the synthetic default")
     r.add_argument("--pipeline", default="params/pipeline.yaml", help="pipeline file (default params/pipeline.yaml)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every step (cbh params lists them)")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a setting in every step (cbh params lists them)"
+    )
     r.add_argument("--no-html", action="store_true", help="skip HTML rendering and index.html")
     r.add_argument("--quiet", action="store_true", help="no per-step and per-unit progress lines")
-    r.add_argument("--workers", type=int, default=0, help="run independent steps on a local Dask cluster of N processes")
+    r.add_argument(
+        "--workers", type=int, default=0, help="run independent steps on a local Dask cluster of N processes"
+    )
     r.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)")
     r.add_argument("--cluster", help="dask-jobqueue cluster YAML (Slurm or PBS); see params/cluster-*.yaml")
     r.add_argument("--dry-run", action="store_true", help="with --cluster: print the job script and exit")

@@ -44,8 +44,9 @@ def draws(n: int, k: int, draw: str, repeats: int, rng: np.random.Generator) -> 
     return out
 
 
-def recalibrate(y_cal: np.ndarray, p_cal: np.ndarray, p: np.ndarray, method: str, shrinkage: float,
-                p_ref: np.ndarray | None = None) -> np.ndarray:
+def recalibrate(
+    y_cal: np.ndarray, p_cal: np.ndarray, p: np.ndarray, method: str, shrinkage: float, p_ref: np.ndarray | None = None
+) -> np.ndarray:
     """Corrected predictions ``p`` from calibration pairs (y_cal, p_cal).
 
     Args:
@@ -72,8 +73,15 @@ def _mae_r2(y: np.ndarray, q: np.ndarray) -> tuple[float, float]:
     return 1000 * float(np.mean(np.abs(err))), (1 - float(np.sum(err**2)) / ss) if ss > 1e-12 else float("nan")
 
 
-def few_shot(pred: pd.DataFrame, ks: list[int], draw: str, repeats: int, shrinkage: float,
-             methods: tuple[str, ...] = ("offset", "linear"), seed: int = 0) -> pd.DataFrame:
+def few_shot(
+    pred: pd.DataFrame,
+    ks: list[int],
+    draw: str,
+    repeats: int,
+    shrinkage: float,
+    methods: tuple[str, ...] = ("offset", "linear"),
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (model, seed, flight, k, method, repeat) with the scored samples' metrics.
 
     Args:
@@ -88,8 +96,21 @@ def few_shot(pred: pd.DataFrame, ks: list[int], draw: str, repeats: int, shrinka
             for rep, (cal, scored) in enumerate(draws(len(y), k, draw, repeats, rng)):
                 for method in methods:
                     mae, r2 = _mae_r2(y[scored], recalibrate(y[cal], p[cal], p[scored], method, shrinkage, p))
-                    rows.append({"model": model, "seed": s, "flight": fl, "k": k, "k_used": len(cal), "draw": draw,
-                                 "method": method, "repeat": rep, "n_scored": len(scored), "mae_m": mae, "r2": r2})
+                    rows.append(
+                        {
+                            "model": model,
+                            "seed": s,
+                            "flight": fl,
+                            "k": k,
+                            "k_used": len(cal),
+                            "draw": draw,
+                            "method": method,
+                            "repeat": rep,
+                            "n_scored": len(scored),
+                            "mae_m": mae,
+                            "r2": r2,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -98,21 +119,39 @@ def few_shot_curve(fs: pd.DataFrame) -> pd.DataFrame:
     averaged first), then mean and sd over seeds."""
     per_flight = fs.groupby(["model", "draw", "method", "k", "seed", "flight"], sort=False)[["mae_m", "r2"]].mean()
     per_seed = per_flight.groupby(["model", "draw", "method", "k", "seed"], sort=False).mean().reset_index()
-    out = per_seed.groupby(["model", "draw", "method", "k"], sort=False).agg(
-        mae_m=("mae_m", "mean"), mae_m_sd=("mae_m", "std"), r2=("r2", "mean"), r2_sd=("r2", "std"),
-        n_seeds=("seed", "nunique")).reset_index()
+    out = (
+        per_seed.groupby(["model", "draw", "method", "k"], sort=False)
+        .agg(
+            mae_m=("mae_m", "mean"),
+            mae_m_sd=("mae_m", "std"),
+            r2=("r2", "mean"),
+            r2_sd=("r2", "std"),
+            n_seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
     return out.fillna({"mae_m_sd": 0.0, "r2_sd": 0.0})
 
 
 def few_shot_per_flight(fs: pd.DataFrame, k: int) -> pd.DataFrame:
     """Per (model, draw, method, flight) at one k: scored n, MAE and R2 (mean over seeds and repeats)."""
     d = fs[fs["k"] == k]
-    return d.groupby(["model", "draw", "method", "flight"], sort=False).agg(
-        n_scored=("n_scored", "first"), mae_m=("mae_m", "mean"), r2=("r2", "mean")).reset_index()
+    return (
+        d.groupby(["model", "draw", "method", "flight"], sort=False)
+        .agg(n_scored=("n_scored", "first"), mae_m=("mae_m", "mean"), r2=("r2", "mean"))
+        .reset_index()
+    )
 
 
-def conformal(pred: pd.DataFrame, val: dict[tuple[str, int, str], np.ndarray], alpha: float, k: int, draw: str,
-              repeats: int, seed: int = 0) -> pd.DataFrame:
+def conformal(
+    pred: pd.DataFrame,
+    val: dict[tuple[str, int, str], np.ndarray],
+    alpha: float,
+    k: int,
+    draw: str,
+    repeats: int,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Coverage and width of split-conformal intervals per (model, seed, flight, calibration).
 
     Args:
@@ -128,8 +167,19 @@ def conformal(pred: pd.DataFrame, val: dict[tuple[str, int, str], np.ndarray], a
         if res is not None and len(res):
             q = conformal_quantile(res, alpha)
             cov, width = interval_coverage(y, p, q)
-            rows.append({"model": model, "seed": s, "flight": fl, "calibration": "training flights", "draw": "",
-                         "coverage": cov, "width_m": 1000 * width, "n_calibration": len(res), "n_scored": len(y)})
+            rows.append(
+                {
+                    "model": model,
+                    "seed": s,
+                    "flight": fl,
+                    "calibration": "training flights",
+                    "draw": "",
+                    "coverage": cov,
+                    "width_m": 1000 * width,
+                    "n_calibration": len(res),
+                    "n_scored": len(y),
+                }
+            )
         rng = np.random.default_rng([seed, int(s), zlib.crc32(str(fl).encode())])
         covs, widths, n_cal = [], [], 0
         for cal, scored in draws(len(y), k, draw, repeats, rng):
@@ -143,9 +193,19 @@ def conformal(pred: pd.DataFrame, val: dict[tuple[str, int, str], np.ndarray], a
             widths.append(w)
             n_cal = len(cal)
         if covs:
-            rows.append({"model": model, "seed": s, "flight": fl, "calibration": f"target flight ({k}-shot)",
-                         "draw": draw, "coverage": float(np.mean(covs)), "width_m": 1000 * float(np.mean(widths)),
-                         "n_calibration": n_cal, "n_scored": len(y) - n_cal})
+            rows.append(
+                {
+                    "model": model,
+                    "seed": s,
+                    "flight": fl,
+                    "calibration": f"target flight ({k}-shot)",
+                    "draw": draw,
+                    "coverage": float(np.mean(covs)),
+                    "width_m": 1000 * float(np.mean(widths)),
+                    "n_calibration": n_cal,
+                    "n_scored": len(y) - n_cal,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -155,4 +215,6 @@ def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
     g = per_flight.reset_index().groupby(["model", "calibration", "draw"], sort=False)
     out = g.agg(min_coverage=("coverage", "min"), mean_coverage=("coverage", "mean"), mean_width_m=("width_m", "mean"))
     worst = per_flight.reset_index().loc[g["coverage"].idxmin().to_numpy()][["model", "calibration", "draw", "flight"]]
-    return out.reset_index().merge(worst.rename(columns={"flight": "worst_flight"}), on=["model", "calibration", "draw"])
+    return out.reset_index().merge(
+        worst.rename(columns={"flight": "worst_flight"}), on=["model", "calibration", "draw"]
+    )

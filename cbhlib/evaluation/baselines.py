@@ -42,8 +42,13 @@ DESCRIPTIONS = {
     "image_stats_mlp": "13 calibration-free image statistics -> the physical_only MLP head",
     "random_init": "The same encoder architecture, untrained (random weights), frozen -> image_only head",
 }
-GBDT_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "l2_regularization": 1.0,
-               "early_stopping": False}
+GBDT_PARAMS = {
+    "max_iter": 200,
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 15,
+    "l2_regularization": 1.0,
+    "early_stopping": False,
+}
 
 
 @dataclass
@@ -73,6 +78,7 @@ def _gbdt(y: np.ndarray, X: np.ndarray) -> Predictor:
     def predict(fit: np.ndarray) -> np.ndarray:
         model = HistGradientBoostingRegressor(**GBDT_PARAMS, random_state=0)
         return model.fit(X[fit], y[fit]).predict(X)
+
     return predict
 
 
@@ -94,6 +100,7 @@ def make_predictor(name: str, d: BaselineData) -> Predictor:
             ok = np.isfinite(base[fit])
             offset = float(np.median(d.y[fit][ok] - base[fit][ok])) if ok.any() else 0.0
             return np.where(np.isfinite(base), base + offset, float(np.mean(d.y[fit])))
+
         return lcl
     if name in ("image_stats_gbdt", "gbdt_all") and d.stats is None:
         raise ValueError(f"the {name} baseline needs images; the campaign has none")
@@ -108,8 +115,9 @@ def make_predictor(name: str, d: BaselineData) -> Predictor:
     raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(SKLEARN_BASELINES)}")
 
 
-def run_baseline(name: str, d: BaselineData, folds: list[Fold], protocol: str, seeds: list[int],
-                 store: UnitStore) -> list[UnitResult]:
+def run_baseline(
+    name: str, d: BaselineData, folds: list[Fold], protocol: str, seeds: list[int], store: UnitStore
+) -> list[UnitResult]:
     """Score a baseline on every fold; one unit per (fold, seed), reused when unchanged.
 
     Baselines fit on training plus validation samples (they need no early stopping).
@@ -120,8 +128,10 @@ def run_baseline(name: str, d: BaselineData, folds: list[Fold], protocol: str, s
     out = []
     for fold in folds:
         units = [Unit(name, protocol, fold, s) for s in seeds]
-        shas = [unit_sha(name, GBDT_PARAMS, d.key, d.phys_names, fold.fit_idx, fold.test_idx, fold.val_idx, s)
-                for s in seeds]
+        shas = [
+            unit_sha(name, GBDT_PARAMS, d.key, d.phys_names, fold.fit_idx, fold.test_idx, fold.val_idx, s)
+            for s in seeds
+        ]
         done = [store.load(u, sha) for u, sha in zip(units, shas)]
         if all(r is not None for r in done):
             out.extend(done)  # type: ignore[arg-type]
@@ -129,8 +139,11 @@ def run_baseline(name: str, d: BaselineData, folds: list[Fold], protocol: str, s
         pred = predict(fold.fit_idx)
         val_pred = predict(fold.train_idx)[fold.val_idx] if protocol == "lofo" and len(fold.val_idx) else np.array([])
         for u, sha, r in zip(units, shas, done):
-            out.append(r if r is not None else write_unit(u, sha, name, d.y, val_pred, pred[fold.test_idx], store,
-                                                                  feature_names=d.phys_names))
+            out.append(
+                r
+                if r is not None
+                else write_unit(u, sha, name, d.y, val_pred, pred[fold.test_idx], store, feature_names=d.phys_names)
+            )
     return out
 
 

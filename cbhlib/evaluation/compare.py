@@ -24,10 +24,19 @@ from cbhlib.store.units import UnitStore
 log = logging.getLogger(__name__)
 
 # (model, reference): pretraining vs its ablations, each fusion mode vs physics and vs the strongest simple baseline
-PAIRS = [("image_only", "random_init"), ("image_only", "image_stats_mlp"), ("gbdt_all", "gbdt"),
-         ("concat", "physical_only"), ("attention", "physical_only"), ("image_only", "physical_only"),
-         ("attention", "concat"), ("physical_only", "gbdt_all"), ("image_only", "gbdt_all"), ("concat", "gbdt_all"),
-         ("attention", "gbdt_all")]
+PAIRS = [
+    ("image_only", "random_init"),
+    ("image_only", "image_stats_mlp"),
+    ("gbdt_all", "gbdt"),
+    ("concat", "physical_only"),
+    ("attention", "physical_only"),
+    ("image_only", "physical_only"),
+    ("attention", "concat"),
+    ("physical_only", "gbdt_all"),
+    ("image_only", "gbdt_all"),
+    ("concat", "gbdt_all"),
+    ("attention", "gbdt_all"),
+]
 
 
 def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | None = None) -> list[tuple[str, str]]:
@@ -40,16 +49,19 @@ def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | N
         folds = make_folds(camp, proto, cfg.val_fraction)
         if not folds:
             continue
-        prov = provenance({"feature_groups": cfg.feature_groups, "val_fraction": cfg.val_fraction},
-                          camp.fingerprint(), cfg.seeds)
+        prov = provenance(
+            {"feature_groups": cfg.feature_groups, "val_fraction": cfg.val_fraction}, camp.fingerprint(), cfg.seeds
+        )
         for name in names:
             try:
                 units = run_baseline(name, data, folds, proto, cfg.seeds, store)
             except ValueError as exc:  # e.g. no t2m/d2m for the LCL baseline
                 log.warning("baseline %s skipped: %s", name, exc)
                 continue
-            write_json(run.report(name, proto), build_report(name, DESCRIPTIONS[name], proto, PROTOCOL_LABELS[proto],
-                                                             units, prov, deterministic=True))
+            write_json(
+                run.report(name, proto),
+                build_report(name, DESCRIPTIONS[name], proto, PROTOCOL_LABELS[proto], units, prov, deterministic=True),
+            )
             done.append((name, proto))
     return done
 
@@ -64,8 +76,9 @@ def validation_residuals(run: RunDir, camp: Campaign, models: list[str]) -> dict
     return out
 
 
-def comparisons(pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = PAIRS,
-                protocol: str = "lofo") -> pd.DataFrame:
+def comparisons(
+    pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = PAIRS, protocol: str = "lofo"
+) -> pd.DataFrame:
     """Paired bootstrap of pooled MAE differences for every pair present in the run."""
     have = set(pred.loc[pred["protocol"] == protocol, "model"])
     rows = []
@@ -77,8 +90,9 @@ def comparisons(pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = 
         if len(ya) != len(yb) or not np.array_equal(ga, gb):
             log.warning("comparison %s vs %s skipped: different held-out samples", a, b)
             continue
-        d = paired_mae_difference(ya, pa, pb, ga, a, b, cfg.compare.bootstrap_reps, cfg.compare.bootstrap_block,
-                                  cfg.seed)
+        d = paired_mae_difference(
+            ya, pa, pb, ga, a, b, cfg.compare.bootstrap_reps, cfg.compare.bootstrap_block, cfg.seed
+        )
         rows.append({"protocol": protocol, **d.row()})
     return pd.DataFrame(rows)
 
@@ -93,9 +107,14 @@ def _m(x: float) -> str:
     return f"{x:.0f} m"
 
 
-def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | None = None,
-             conf: pd.DataFrame | None = None, draw: str = "first",
-             clim: pd.DataFrame | None = None) -> dict[str, list[str]]:
+def findings(
+    headline: pd.DataFrame,
+    comp: pd.DataFrame,
+    curve: pd.DataFrame | None = None,
+    conf: pd.DataFrame | None = None,
+    draw: str = "first",
+    clim: pd.DataFrame | None = None,
+) -> dict[str, list[str]]:
     """What this run shows and what it does not, each sentence computed from the tables.
 
     A ranking is stated only where the paired 95 % interval excludes zero; ``clim`` holds every model's
@@ -105,35 +124,55 @@ def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | N
     lofo = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
     if len(lofo):
         best = lofo.iloc[0]
-        shows.append(f"Lowest leave-one-flight-out pooled MAE: {best['model']} {best['pooled_mae_m']:.0f} ± "
-                     f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])}).")
+        shows.append(
+            f"Lowest leave-one-flight-out pooled MAE: {best['model']} {best['pooled_mae_m']:.0f} ± "
+            f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])})."
+        )
     if clim is not None and len(clim):
-        for label, rows in (("Worse than climatology on a new flight", clim[clim["diff_m"] > 0]),
-                            ("Better than climatology on a new flight", clim[clim["diff_m"] < 0])):
+        for label, rows in (
+            ("Worse than climatology on a new flight", clim[clim["diff_m"] > 0]),
+            ("Better than climatology on a new flight", clim[clim["diff_m"] < 0]),
+        ):
             resolved = rows[rows["verdict"] != "not resolved"]
             if len(resolved):
-                shows.append(f"{label} (pooled MAE, paired 95 % interval excludes 0): "
-                             + ", ".join(f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
-                                         for _, r in resolved.iterrows()) + ".")
+                shows.append(
+                    f"{label} (pooled MAE, paired 95 % interval excludes 0): "
+                    + ", ".join(
+                        f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+                        for _, r in resolved.iterrows()
+                    )
+                    + "."
+                )
         open_ = clim[clim["verdict"] == "not resolved"]
         if len(open_):
-            not_shows.append("Whether these models beat climatology (pooled MAE difference, 95 % interval includes 0): "
-                             + ", ".join(f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
-                                         for _, r in open_.iterrows()) + ".")
+            not_shows.append(
+                "Whether these models beat climatology (pooled MAE difference, 95 % interval includes 0): "
+                + ", ".join(
+                    f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+                    for _, r in open_.iterrows()
+                )
+                + "."
+            )
     for _, r in comp.iterrows():
         interval = f"{r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
         if r["verdict"] == "not resolved":
-            not_shows.append(f"{r['model']} vs {r['reference']}: pooled MAE difference {interval}, 95 % interval "
-                             "includes 0: not resolved.")
+            not_shows.append(
+                f"{r['model']} vs {r['reference']}: pooled MAE difference {interval}, 95 % interval "
+                "includes 0: not resolved."
+            )
         else:
-            shows.append(f"{r['verdict']}: pooled MAE difference {r['model']} - {r['reference']} {interval} "
-                         f"(95 % paired bootstrap over samples and {int(r['n_seeds'])} seeds).")
+            shows.append(
+                f"{r['verdict']}: pooled MAE difference {r['model']} - {r['reference']} {interval} "
+                f"(95 % paired bootstrap over samples and {int(r['n_seeds'])} seeds)."
+            )
     both = headline.pivot_table(index="model", columns="protocol", values="r2_pooled")
     if {"lofo", "random"} <= set(both.columns):
         gap = (both["random"] - both["lofo"]).dropna()
         if len(gap):
-            shows.append(f"A pooled random split inflates pooled R2 by {gap.min():.2f} to {gap.max():.2f} over "
-                         "leave-one-flight-out (neighbouring samples leak).")
+            shows.append(
+                f"A pooled random split inflates pooled R2 by {gap.min():.2f} to {gap.max():.2f} over "
+                "leave-one-flight-out (neighbouring samples leak)."
+            )
     if curve is not None and len(curve):
         c = curve[(curve["draw"] == draw) & (curve["method"] == "offset")]
         k0 = c[c["k"] == 0].set_index("model")["mae_m"]
@@ -141,26 +180,44 @@ def findings(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame | N
         common = k0.index.intersection(k10.index)
         if len(common):
             better = [m for m in common if k10[m] < k0[m]]
-            shows.append(f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE for "
-                         f"{len(better)} of {len(common)} models" + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> "
-                                                                      f"{k10[better[0]]:.0f} m)." if better else "."))
+            shows.append(
+                f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE for "
+                f"{len(better)} of {len(common)} models"
+                + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> {k10[better[0]]:.0f} m)." if better else ".")
+            )
     if conf is not None and len(conf):
         tf = conf[conf["calibration"] == "training flights"]
         if len(tf):
             w = tf.sort_values("min_coverage").iloc[0]
-            shows.append(f"90 % intervals calibrated on training flights cover as little as {w['min_coverage']:.0%} "
-                         f"of a new flight ({w['model']}, {w['worst_flight']}).")
-    not_shows.append("These numbers come from the synthetic campaign unless the run used imported files: they are "
-                     "not a claim about the real flights.")
-    not_shows.append("With five flights, a flight-level effect rests on five held-out flights; the intervals resample "
-                     "samples and seeds within them, not new flights.")
+            shows.append(
+                f"90 % intervals calibrated on training flights cover as little as {w['min_coverage']:.0%} "
+                f"of a new flight ({w['model']}, {w['worst_flight']})."
+            )
+    not_shows.append(
+        "These numbers come from the synthetic campaign unless the run used imported files: they are "
+        "not a claim about the real flights."
+    )
+    not_shows.append(
+        "With five flights, a flight-level effect rests on five held-out flights; the intervals resample "
+        "samples and seeds within them, not new flights."
+    )
     return {"shows": shows, "does_not_show": not_shows}
 
 
-def summary(headline: pd.DataFrame, comp: pd.DataFrame, curve: pd.DataFrame, conf: pd.DataFrame,
-            found: dict[str, list[str]], clim: pd.DataFrame | None = None) -> dict[str, Any]:
+def summary(
+    headline: pd.DataFrame,
+    comp: pd.DataFrame,
+    curve: pd.DataFrame,
+    conf: pd.DataFrame,
+    found: dict[str, list[str]],
+    clim: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """``comparison_summary.json``: the comparison's tables and findings."""
-    return {"headline": headline.to_dict("records"), "comparisons": comp.to_dict("records"),
-            "versus_climatology": clim.to_dict("records") if clim is not None else [],
-            "few_shot": curve.to_dict("records") if len(curve) else [],
-            "conformal": conf.to_dict("records") if len(conf) else [], "findings": found}
+    return {
+        "headline": headline.to_dict("records"),
+        "comparisons": comp.to_dict("records"),
+        "versus_climatology": clim.to_dict("records") if clim is not None else [],
+        "few_shot": curve.to_dict("records") if len(curve) else [],
+        "conformal": conf.to_dict("records") if len(conf) else [],
+        "findings": found,
+    }

@@ -18,16 +18,21 @@ def flight_table(camp: Campaign) -> pd.DataFrame:
         idx = camp.flight_indices(k)
         y = camp.cbh_km[idx].astype(float)
         t = camp.time_utc[idx]
-        rows.append({
-            "flight": name,
-            "campaign": camp.flight_campaigns[k] if camp.flight_campaigns else "",
-            "samples": len(idx),
-            "cbh_mean_km": y.mean(), "cbh_std_km": y.std(), "cbh_min_km": y.min(), "cbh_max_km": y.max(),
-            "lag1_autocorr": lag1(y),
-            "start_utc": datetime.fromtimestamp(t[0], timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "duration_min": (t[-1] - t[0]) / 60.0,
-            "sza_mean_deg": float(camp.sza_deg[idx].mean()),
-        })
+        rows.append(
+            {
+                "flight": name,
+                "campaign": camp.flight_campaigns[k] if camp.flight_campaigns else "",
+                "samples": len(idx),
+                "cbh_mean_km": y.mean(),
+                "cbh_std_km": y.std(),
+                "cbh_min_km": y.min(),
+                "cbh_max_km": y.max(),
+                "lag1_autocorr": lag1(y),
+                "start_utc": datetime.fromtimestamp(t[0], timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                "duration_min": (t[-1] - t[0]) / 60.0,
+                "sza_mean_deg": float(camp.sza_deg[idx].mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -74,8 +79,13 @@ def feature_correlations(camp: Campaign) -> pd.DataFrame:
     rows = []
     for j, name in enumerate(names):
         ok = np.isfinite(X[:, j])
-        row = {"feature": name, "pearson_r": np.nan, "spearman_rho": np.nan, "within_flight_r": np.nan,
-               "missing": 1 - ok.mean()}
+        row = {
+            "feature": name,
+            "pearson_r": np.nan,
+            "spearman_rho": np.nan,
+            "within_flight_r": np.nan,
+            "missing": 1 - ok.mean(),
+        }
         if ok.sum() >= 3 and np.std(X[ok, j]) > 0:
             row["pearson_r"] = stats.pearsonr(X[ok, j], y[ok])[0]
             row["spearman_rho"] = stats.spearmanr(X[ok, j], y[ok])[0]
@@ -114,6 +124,10 @@ def mean_feature_ks(camp: Campaign) -> np.ndarray:
 
 def pool_table(camp: Campaign) -> pd.DataFrame:
     """Labelled samples and unlabelled frames per flight."""
-    unl = np.bincount(camp.unlabelled_flight, minlength=camp.n_flights) if camp.n_unlabelled else np.zeros(camp.n_flights, int)
+    unl = (
+        np.bincount(camp.unlabelled_flight, minlength=camp.n_flights)
+        if camp.n_unlabelled
+        else np.zeros(camp.n_flights, int)
+    )
     lab = np.bincount(camp.flight, minlength=camp.n_flights)
     return pd.DataFrame({"flight": camp.flight_names, "labelled": lab, "unlabelled": unl})

@@ -17,8 +17,21 @@ import numpy as np
 from cbhlib.store.cache import load_arrays, save_arrays
 from cbhlib.data.campaign import Campaign
 
-NAMES = ["std", "p95_p05", "p99_p01", "p95_p50", "p50_p05", "p75_p25", "warm20_cold20", "warm50_cold50",
-         "cold_frac_q25", "cold_frac_q50", "cold_frac_q75", "gradient", "skewness"]
+NAMES = [
+    "std",
+    "p95_p05",
+    "p99_p01",
+    "p95_p50",
+    "p50_p05",
+    "p75_p25",
+    "warm20_cold20",
+    "warm50_cold50",
+    "cold_frac_q25",
+    "cold_frac_q50",
+    "cold_frac_q75",
+    "gradient",
+    "skewness",
+]
 VERSION = 1
 
 
@@ -37,9 +50,19 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     grad = (np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2))) / 2
     sd = flat.std(axis=1)
     skew = np.mean((flat - flat.mean(axis=1, keepdims=True)) ** 3, axis=1) / np.maximum(sd, 1e-9) ** 3
-    cols = [sd, p95 - p05, p99 - p01, p95 - p50, p50 - p05, p75 - p25,
-            srt[:, -k20:].mean(1) - srt[:, :k20].mean(1), srt[:, -k50:].mean(1) - srt[:, :k50].mean(1),
-            *cold, grad, skew]
+    cols = [
+        sd,
+        p95 - p05,
+        p99 - p01,
+        p95 - p50,
+        p50 - p05,
+        p75 - p25,
+        srt[:, -k20:].mean(1) - srt[:, :k20].mean(1),
+        srt[:, -k50:].mean(1) - srt[:, :k50].mean(1),
+        *cold,
+        grad,
+        skew,
+    ]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -52,8 +75,12 @@ def campaign_statistics(camp: Campaign, cache_dir: str | Path | None = None, bat
         got = load_arrays(cache, {"stats": (camp.n_samples, len(NAMES))})
         if got is not None:
             return got["stats"]
-    out = np.concatenate([image_statistics(camp.images(slice(s, min(camp.n_samples, s + batch))))
-                          for s in range(0, camp.n_samples, batch)])
+    out = np.concatenate(
+        [
+            image_statistics(camp.images(slice(s, min(camp.n_samples, s + batch))))
+            for s in range(0, camp.n_samples, batch)
+        ]
+    )
     if cache is not None:
         save_arrays(cache, {"stats": out})
     return out

@@ -34,8 +34,9 @@ def _finite(values: Iterable[object]) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def aggregate(fold_results: Iterable[Mapping[str, object]], y_true: np.ndarray | None = None,
-              y_pred: np.ndarray | None = None) -> dict[str, float | int | None]:
+def aggregate(
+    fold_results: Iterable[Mapping[str, object]], y_true: np.ndarray | None = None, y_pred: np.ndarray | None = None
+) -> dict[str, float | int | None]:
     """The seed's mean +- std of fold metrics, plus metrics pooled over all predictions.
 
     Args:

@@ -25,8 +25,23 @@ from cbhlib.store.units import UnitStore
 BASELINE_ORDER = ("climatology", "lcl", "gbdt", "image_stats_gbdt", "image_stats_mlp", "gbdt_all", "random_init")
 MODEL_ORDER = ("physical_only", "image_only", "concat", "attention")
 PROTOCOL_ORDER = ("lofo", "within_flight", "random")
-HEADLINE_COLUMNS = ["model", "kind", "protocol", "n", "n_seeds", "pooled_mae_m", "pooled_mae_m_sd", "flight_mae_m",
-                    "flight_mae_m_sd", "r2_folds", "r2_folds_sd", "r2_pooled", "r2_pooled_sd", "rmse_m", "bias_m"]
+HEADLINE_COLUMNS = [
+    "model",
+    "kind",
+    "protocol",
+    "n",
+    "n_seeds",
+    "pooled_mae_m",
+    "pooled_mae_m_sd",
+    "flight_mae_m",
+    "flight_mae_m_sd",
+    "r2_folds",
+    "r2_folds_sd",
+    "r2_pooled",
+    "r2_pooled_sd",
+    "rmse_m",
+    "bias_m",
+]
 
 
 def model_rank(model: str) -> tuple[int, int, str]:
@@ -43,8 +58,9 @@ def kind(model: str) -> str:
     return "baseline" if model in BASELINE_ORDER else "model"
 
 
-def load_predictions(run: RunDir, camp: Campaign, models: list[str] | None = None,
-                     protocols: list[str] | None = None) -> pd.DataFrame:
+def load_predictions(
+    run: RunDir, camp: Campaign, models: list[str] | None = None, protocols: list[str] | None = None
+) -> pd.DataFrame:
     """Every verified unit result of the run as one tidy predictions table."""
     store = UnitStore(run)
     frames = []
@@ -72,11 +88,20 @@ def seed_metrics(pred: pd.DataFrame) -> pd.DataFrame:
         folds = [_metrics(g)["r2"] for _, g in d.groupby("fold")]
         flights = [_metrics(g)["mae_km"] for _, g in d.groupby("flight")]
         r2f = [r for r in folds if r is not None]
-        rows.append({"model": model, "protocol": protocol, "seed": seed, "n": len(d),
-                     "pooled_mae_m": 1000 * pooled["mae_km"], "flight_mae_m": 1000 * float(np.mean(flights)),
-                     "r2_folds": float(np.mean(r2f)) if r2f else np.nan,
-                     "r2_pooled": pooled["r2"] if pooled["r2"] is not None else np.nan,
-                     "rmse_m": 1000 * pooled["rmse_km"], "bias_m": 1000 * pooled["bias_km"]})
+        rows.append(
+            {
+                "model": model,
+                "protocol": protocol,
+                "seed": seed,
+                "n": len(d),
+                "pooled_mae_m": 1000 * pooled["mae_km"],
+                "flight_mae_m": 1000 * float(np.mean(flights)),
+                "r2_folds": float(np.mean(r2f)) if r2f else np.nan,
+                "r2_pooled": pooled["r2"] if pooled["r2"] is not None else np.nan,
+                "rmse_m": 1000 * pooled["rmse_km"],
+                "bias_m": 1000 * pooled["bias_km"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,11 +116,20 @@ def headline_table(pred: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
     rows = []
     for (model, protocol), d in per_seed.groupby(["model", "protocol"], sort=False):
-        rows.append({"model": model, "kind": kind(model), "protocol": protocol, "n": int(d["n"].iloc[0]),
-                     "n_seeds": len(d),
-                     **{c: float(d[c].mean()) for c in ("pooled_mae_m", "flight_mae_m", "r2_folds", "r2_pooled",
-                                                        "rmse_m", "bias_m")},
-                     **{f"{c}_sd": _sd(d[c]) for c in ("pooled_mae_m", "flight_mae_m", "r2_folds", "r2_pooled")}})
+        rows.append(
+            {
+                "model": model,
+                "kind": kind(model),
+                "protocol": protocol,
+                "n": int(d["n"].iloc[0]),
+                "n_seeds": len(d),
+                **{
+                    c: float(d[c].mean())
+                    for c in ("pooled_mae_m", "flight_mae_m", "r2_folds", "r2_pooled", "rmse_m", "bias_m")
+                },
+                **{f"{c}_sd": _sd(d[c]) for c in ("pooled_mae_m", "flight_mae_m", "r2_folds", "r2_pooled")},
+            }
+        )
     out = pd.DataFrame(rows)
     out["_m"] = out["model"].map(model_rank)
     out["_p"] = out["protocol"].map(lambda p: PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else 9)
@@ -109,10 +143,19 @@ def per_flight_table(pred: pd.DataFrame) -> pd.DataFrame:
         per = [_metrics(g) for _, g in d.groupby("seed")]
         mae = pd.Series([1000 * m["mae_km"] for m in per])
         r2 = pd.Series([m["r2"] for m in per if m["r2"] is not None], dtype=float)
-        rows.append({"model": model, "protocol": protocol, "flight": flight, "n": per[0]["n"],
-                     "mae_m": float(mae.mean()), "mae_m_sd": _sd(mae),
-                     "r2": float(r2.mean()) if len(r2) else np.nan, "r2_sd": _sd(r2) if len(r2) else np.nan,
-                     "bias_m": float(np.mean([1000 * m["bias_km"] for m in per]))})
+        rows.append(
+            {
+                "model": model,
+                "protocol": protocol,
+                "flight": flight,
+                "n": per[0]["n"],
+                "mae_m": float(mae.mean()),
+                "mae_m_sd": _sd(mae),
+                "r2": float(r2.mean()) if len(r2) else np.nan,
+                "r2_sd": _sd(r2) if len(r2) else np.nan,
+                "bias_m": float(np.mean([1000 * m["bias_km"] for m in per])),
+            }
+        )
     out = pd.DataFrame(rows)
     if len(out):
         out["_m"] = out["model"].map(model_rank)

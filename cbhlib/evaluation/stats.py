@@ -42,9 +42,18 @@ class PairedDifference:
         return "not resolved"
 
     def row(self) -> dict[str, object]:
-        return {"model": self.a, "reference": self.b, "mae_m": 1000 * self.mae_a, "reference_mae_m": 1000 * self.mae_b,
-                "diff_m": 1000 * self.diff, "ci_lo_m": 1000 * self.lo, "ci_hi_m": 1000 * self.hi,
-                "verdict": self.verdict, "n_samples": self.n_samples, "n_seeds": self.n_seeds}
+        return {
+            "model": self.a,
+            "reference": self.b,
+            "mae_m": 1000 * self.mae_a,
+            "reference_mae_m": 1000 * self.mae_b,
+            "diff_m": 1000 * self.diff,
+            "ci_lo_m": 1000 * self.lo,
+            "ci_hi_m": 1000 * self.hi,
+            "verdict": self.verdict,
+            "n_samples": self.n_samples,
+            "n_seeds": self.n_seeds,
+        }
 
 
 def block_indices(groups: np.ndarray, block: int, rng: np.random.Generator, reps: int) -> np.ndarray:
@@ -67,9 +76,18 @@ def block_indices(groups: np.ndarray, block: int, rng: np.random.Generator, reps
     return out
 
 
-def paired_mae_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray,
-                          a: str = "A", b: str = "B", reps: int = 1000, block: int = 10, seed: int = 0,
-                          level: float = 0.95) -> PairedDifference:
+def paired_mae_difference(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    groups: np.ndarray,
+    a: str = "A",
+    b: str = "B",
+    reps: int = 1000,
+    block: int = 10,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PairedDifference:
     """Bootstrap interval of pooled MAE(A) - MAE(B).
 
     Args:
@@ -90,5 +108,14 @@ def paired_mae_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     boot = np.take_along_axis(d, idx, axis=1).mean(axis=1)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    return PairedDifference(a, b, float(ea.mean()), float(eb.mean()), float(ea.mean() - eb.mean()), float(lo),
-                            float(hi), int(len(y)), int(S))
+    return PairedDifference(
+        a,
+        b,
+        float(ea.mean()),
+        float(eb.mean()),
+        float(ea.mean() - eb.mean()),
+        float(lo),
+        float(hi),
+        int(len(y)),
+        int(S),
+    )

@@ -75,8 +75,9 @@ class ModelDropout(nn.Module):
         self.masks: torch.Tensor | None = None  # [steps, M, B, dim]
         self.step = 0
 
-    def draw(self, gens: list[torch.Generator], n_steps: list[int], batch: int,
-             device: torch.device | None = None) -> None:
+    def draw(
+        self, gens: list[torch.Generator], n_steps: list[int], batch: int, device: torch.device | None = None
+    ) -> None:
         """Masks for one epoch: model m gets n_steps[m] masks (0 = not training), drawn on
         the CPU generators (the same masks on every device) and moved to ``device`` once."""
         total = max(n_steps) if n_steps else 0
@@ -114,8 +115,7 @@ class FusionHeads(nn.Module):
         seeds: one integer per model; drives its initialisation and dropout.
     """
 
-    def __init__(self, mode: str, cfg: HeadConfig, n_models: int, img_dim: int, n_phys: int,
-                 seeds: list[int]) -> None:
+    def __init__(self, mode: str, cfg: HeadConfig, n_models: int, img_dim: int, n_phys: int, seeds: list[int]) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; choose from {', '.join(MODES)}")
@@ -162,8 +162,9 @@ class FusionHeads(nn.Module):
             if isinstance(mod, ModelDropout):
                 mod.step = step
 
-    def forward(self, img: torch.Tensor | None = None, regions: torch.Tensor | None = None,
-                phys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, img: torch.Tensor | None = None, regions: torch.Tensor | None = None, phys: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Predict (standardised) CBH.
 
         Args:
@@ -182,7 +183,9 @@ class FusionHeads(nn.Module):
             return self.head(torch.cat([img, self.phys(phys)], dim=-1)).squeeze(-1), None
         return self._attend(img, regions, phys)
 
-    def _attend(self, img: torch.Tensor, regions: torch.Tensor | None, phys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attend(
+        self, img: torch.Tensor, regions: torch.Tensor | None, phys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         M, B, _ = img.shape
         d, h = self.cfg.attn_dim, self.cfg.attn_heads
         tokens = phys.unsqueeze(-1) * self.tok_w[:, None] + self.tok_b[:, None]  # [M, B, K, d]
@@ -223,8 +226,15 @@ class BatchedAdamW:
     re-seated as views of one flat buffer so a step is a dozen vector operations.
     """
 
-    def __init__(self, params: list[nn.Parameter], n_models: int, lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        n_models: int,
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.wd, self.b1, self.b2, self.eps = lr, weight_decay, betas[0], betas[1], eps
         self.M = n_models
@@ -257,10 +267,16 @@ class BatchedAdamW:
         a = active.to(self.flat.device, torch.float32)[:, None]  # [M, 1]
         self.t += a
         t = self.t.clamp_min(1)
-        bc1, bc2 = 1 - self.b1 ** t, 1 - self.b2 ** t
-        g = torch.cat([p.grad.reshape(self.M, -1) if p.grad is not None
-                       else torch.zeros(self.M, p.numel() // self.M, device=self.flat.device) for p in self.params],
-                      dim=1)
+        bc1, bc2 = 1 - self.b1**t, 1 - self.b2**t
+        g = torch.cat(
+            [
+                p.grad.reshape(self.M, -1)
+                if p.grad is not None
+                else torch.zeros(self.M, p.numel() // self.M, device=self.flat.device)
+                for p in self.params
+            ],
+            dim=1,
+        )
         self.m.lerp_(g, a * (1 - self.b1))
         self.v.lerp_(g.mul_(g), a * (1 - self.b2))
         denom = torch.sqrt(self.v, out=g).div_(bc2.sqrt()).add_(self.eps)  # g's buffer is free again

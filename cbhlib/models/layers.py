@@ -59,8 +59,9 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dim), emb])[None]
 
 
-def random_masking(x: torch.Tensor, mask_ratio: float,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep a random subset of tokens per sample.
 
     Args:

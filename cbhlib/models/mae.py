@@ -33,8 +33,9 @@ PIXEL_NORMS = ("image", "global")
 class EncoderConfig:
     """Architecture and input normalisation of an image encoder (saved in its checkpoint)."""
 
-    name: str = opt("mae2d", "mae2d: 2-D patches of the whole image; mae1d: the seed's column encoder",
-                    choices=ENCODERS)
+    name: str = opt(
+        "mae2d", "mae2d: 2-D patches of the whole image; mae1d: the seed's column encoder", choices=ENCODERS
+    )
     patch: int = opt(8, "patch size in pixels (square for mae2d, along the column for mae1d)", min=1, max=512)
     embed_dim: int = opt(64, "encoder token width", min=4, max=2048)
     depth: int = opt(1, "encoder transformer blocks", min=1, max=48)
@@ -44,10 +45,14 @@ class EncoderConfig:
     decoder_depth: int = opt(1, "decoder transformer blocks", min=1, max=48)
     decoder_heads: int = opt(4, "decoder attention heads (must divide decoder_dim)", min=1, max=64)
     norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE paper) instead of image pixels")
-    pixel_norm: str = opt("image", "image: subtract each image's mean (calibration-free); global: one mean",
-                          choices=PIXEL_NORMS)
-    columns: str = opt("all", "mae1d: all (every column_stride-th column) or middle (the seed's single column)",
-                       choices=("all", "middle"))
+    pixel_norm: str = opt(
+        "image", "image: subtract each image's mean (calibration-free); global: one mean", choices=PIXEL_NORMS
+    )
+    columns: str = opt(
+        "all",
+        "mae1d: all (every column_stride-th column) or middle (the seed's single column)",
+        choices=("all", "middle"),
+    )
     column_stride: int = opt(4, "mae1d: encode every n-th column", min=1, max=4096)
 
     def to_dict(self) -> dict[str, object]:
@@ -66,7 +71,9 @@ class EncoderConfig:
             if meta.get("choices") and v not in meta["choices"]:
                 return f"{f.name} = {v!r}: expected one of {meta['choices']}"
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if (meta.get("min") is not None and v < meta["min"]) or (meta.get("max") is not None and v > meta["max"]):
+                if (meta.get("min") is not None and v < meta["min"]) or (
+                    meta.get("max") is not None and v > meta["max"]
+                ):
                     return f"{f.name} = {v!r}: expected {meta.get('min')}..{meta.get('max')}"
         if self.embed_dim % self.heads:
             return f"heads = {self.heads} does not divide embed_dim = {self.embed_dim}"
@@ -85,14 +92,6 @@ class EncoderConfig:
         return None
 
 
-
-
-
-
-
-
-
-
 class MaskedAutoencoder(nn.Module):
     """Shared MAE machinery; subclasses define patch embedding, (un)patchify and the model input.
 
@@ -101,7 +100,9 @@ class MaskedAutoencoder(nn.Module):
         geometry: (C, H, W) of the campaign's images.
     """
 
-    def __init__(self, cfg: EncoderConfig, geometry: tuple[int, int, int], grid: tuple[int, int], patch_pixels: int) -> None:
+    def __init__(
+        self, cfg: EncoderConfig, geometry: tuple[int, int, int], grid: tuple[int, int], patch_pixels: int
+    ) -> None:
         super().__init__()
         self.cfg, self.geometry = cfg, tuple(int(g) for g in geometry)
         C = self.geometry[0]
@@ -115,7 +116,9 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(Dd, grid))
-        self.decoder_blocks = nn.ModuleList(Block(Dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
+        self.decoder_blocks = nn.ModuleList(
+            Block(Dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+        )
         self.decoder_norm = nn.LayerNorm(Dd)
         self.decoder_pred = nn.Linear(Dd, patch_pixels)
         nn.init.normal_(self.cls_token, std=0.02)
@@ -149,8 +152,9 @@ class MaskedAutoencoder(nn.Module):
         return images
 
     # ---- MAE
-    def forward_encoder(self, x: torch.Tensor, mask_ratio: float,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_encoder(
+        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: model input -> latent [B, 1 + L_keep, D], mask [B, L], ids_restore [B, L]."""
         t = self.patch_embed(x) + self.pos_embed[:, 1:]
         t, mask, ids_restore = random_masking(t, mask_ratio, generator)
@@ -185,8 +189,9 @@ class MaskedAutoencoder(nn.Module):
         loss = ((pred - self.target(x)) ** 2).mean(dim=-1)
         return (loss * mask).sum() / mask.sum().clamp_min(1)
 
-    def forward(self, x: torch.Tensor, mask_ratio: float = 0.75,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, mask_ratio: float = 0.75, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: model input. Returns (loss on masked patches, prediction [B, L, P], mask [B, L])."""
         latent, mask, ids_restore = self.forward_encoder(x, mask_ratio, generator)
         pred = self.forward_decoder(latent, ids_restore)
@@ -324,8 +329,9 @@ def build_encoder(cfg: EncoderConfig, geometry: tuple[int, int, int]) -> MaskedA
 
 def mae1d_seed(in_chans: int = 1, img_h: int = 440, columns: str = "middle") -> MAE1D:
     """The seed's encoder: 440-pixel columns, patch 16, D 192, depth 4, 3 heads."""
-    cfg = EncoderConfig(name="mae1d", patch=16, embed_dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3,
-                        columns=columns)
+    cfg = EncoderConfig(
+        name="mae1d", patch=16, embed_dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3, columns=columns
+    )
     return MAE1D(cfg, (in_chans, img_h, 640))
 
 

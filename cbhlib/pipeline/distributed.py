@@ -51,9 +51,15 @@ def _cluster_from_file(path: str) -> Any:
         extra.append(f"--gres=gpu:{cfg.gpus_per_job}" if cfg.kind == "slurm" else f"-l ngpus={cfg.gpus_per_job}")
         slots.insert(0, f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}")
     worker_extra = ["--resources", ",".join(slots)]
-    kw: dict[str, Any] = {"cores": cfg.cores, "memory": cfg.memory, "processes": cfg.processes, "walltime": cfg.walltime,
-                          "job_extra_directives": extra, "job_script_prologue": cfg.job_script_prologue,
-                          "worker_extra_args": worker_extra}
+    kw: dict[str, Any] = {
+        "cores": cfg.cores,
+        "memory": cfg.memory,
+        "processes": cfg.processes,
+        "walltime": cfg.walltime,
+        "job_extra_directives": extra,
+        "job_script_prologue": cfg.job_script_prologue,
+        "worker_extra_args": worker_extra,
+    }
     if cfg.queue:
         kw["queue"] = cfg.queue
     if cfg.account:
@@ -77,8 +83,9 @@ class DaskExecutor:
         self.client, self.cluster, self.threads = client, cluster, threads
         os.environ[SCHEDULER_ENV] = client.scheduler.address
 
-    def run_steps(self, root: str, plan: list[tuple[Any, Any]], run: Any, html: bool,
-                  has_images: bool) -> Iterator[Any]:
+    def run_steps(
+        self, root: str, plan: list[tuple[Any, Any]], run: Any, html: bool, has_images: bool
+    ) -> Iterator[Any]:
         """Submit steps as their needs finish; yield each result as it completes."""
         from distributed import as_completed
 
@@ -102,8 +109,19 @@ class DaskExecutor:
                     done[step.name] = skipped
                     yield skipped
                     continue
-                fut = self.client.submit(_step_task, self.client.scheduler.address, self.threads, root, step, cfg,
-                                         run, html, key=f"step-{step.name}", pure=False, resources=slots)
+                fut = self.client.submit(
+                    _step_task,
+                    self.client.scheduler.address,
+                    self.threads,
+                    root,
+                    step,
+                    cfg,
+                    run,
+                    html,
+                    key=f"step-{step.name}",
+                    pure=False,
+                    resources=slots,
+                )
                 running[fut] = step.name
                 ac.add(fut)
 
@@ -146,8 +164,13 @@ def _step_task(address: str, threads: int, *args: Any) -> Any:
     return execute_step(*args)
 
 
-def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: str | None = None,
-                  dry_run: bool = False, say: Callable[[str], None] = print) -> DaskExecutor | None:
+def make_executor(
+    workers: int = 0,
+    scheduler: str | None = None,
+    cluster_file: str | None = None,
+    dry_run: bool = False,
+    say: Callable[[str], None] = print,
+) -> DaskExecutor | None:
     """A Dask executor for ``cbh run``; None after a dry run (the job script was printed)."""
     try:
         from distributed import Client
@@ -175,8 +198,10 @@ def make_executor(workers: int = 0, scheduler: str | None = None, cluster_file: 
         t = max(1, (os.cpu_count() or 1) // n)
         cluster = local_cluster(n, t, threads_per_worker=4, resources={"cpu": 1, "step": 1, **_local_resources(n)})
         client = Client(cluster)
-        say(f"Dask: {n} local worker processes, {t} torch thread(s) each (reports are bit-identical to a serial "
-            f"run with --set threads={t}; another thread count can change float sums in the last digits)")
+        say(
+            f"Dask: {n} local worker processes, {t} torch thread(s) each (reports are bit-identical to a serial "
+            f"run with --set threads={t}; another thread count can change float sums in the last digits)"
+        )
         if client.dashboard_link:
             say(f"Dask dashboard: {client.dashboard_link}")
         return DaskExecutor(client, cluster, threads=t)

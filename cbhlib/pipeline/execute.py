@@ -122,9 +122,16 @@ def execute_step(root: str, step: Step, cfg: Config, run: RunDir, html: bool = T
     t0 = time.perf_counter()
     error = ""
     try:
-        papermill.execute_notebook(str(base / step.notebook), str(base / out), parameters=params, kernel_name="python3",
-                                   progress_bar=False, cwd=str(base), log_output=False,
-                                   kernel_manager_class=ipc_kernel_manager())
+        papermill.execute_notebook(
+            str(base / step.notebook),
+            str(base / out),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(base),
+            log_output=False,
+            kernel_manager_class=ipc_kernel_manager(),
+        )
     except PapermillExecutionError as exc:
         error = _error_line(exc)
     except Exception as exc:  # the kernel died, the notebook is unreadable, ...
@@ -142,9 +149,16 @@ def _log_step(run_root: Path, res: StepResult) -> None:
         fh.write(json.dumps({**asdict(res), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 
-def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-                 html: bool = True, out: TextIO | None = sys.stdout, root: str | Path = ".",
-                 has_images: bool = True, executor: Any = None) -> list[StepResult]:
+def run_pipeline(
+    pipe: Pipeline,
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    html: bool = True,
+    out: TextIO | None = sys.stdout,
+    root: str | Path = ".",
+    has_images: bool = True,
+    executor: Any = None,
+) -> list[StepResult]:
     """Execute the pipeline's notebooks (serially, or on ``executor``), then write the index.
 
     Returns:
@@ -158,6 +172,7 @@ def run_pipeline(pipe: Pipeline, only: list[str] | None = None, overrides: dict[
     steps = select(pipe, only)
     sets = check_overrides(overrides or {})
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
+
     def say(msg: str) -> None:
         """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""
         if out is not None:

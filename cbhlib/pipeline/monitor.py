@@ -24,13 +24,21 @@ def training_status(run: RunDir) -> pd.DataFrame:
             n_units = max(int(d["n_units"].max()), len(last))
             done = int((last["stopped"] | (last["epoch"] >= last["max_epochs"])).sum())
             remaining = float(((last["max_epochs"] - last["epoch"]) * (~last["stopped"])).sum())
-            rows.append({"model": model, "protocol": proto, "units_done": min(done, n_units),
-                         "running": len(last) - min(done, n_units), "pending": max(0, n_units - len(last)),
-                         "units": n_units,
-                         "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/"
-                                   f"{int(d['max_epochs'].iloc[-1])}",
-                         "best_val_loss": float(last["best_val_loss"].min()), "elapsed_s": float(d["seconds"].sum()),
-                         "remaining_s_max": remaining * float(d["seconds"].mean())})
+            rows.append(
+                {
+                    "model": model,
+                    "protocol": proto,
+                    "units_done": min(done, n_units),
+                    "running": len(last) - min(done, n_units),
+                    "pending": max(0, n_units - len(last)),
+                    "units": n_units,
+                    "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/"
+                    f"{int(d['max_epochs'].iloc[-1])}",
+                    "best_val_loss": float(last["best_val_loss"].min()),
+                    "elapsed_s": float(d["seconds"].sum()),
+                    "remaining_s_max": remaining * float(d["seconds"].mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -50,16 +58,20 @@ def pretrain_status(run: RunDir) -> str:
     workers = log[log[["settings", "key", "seed"]].apply(tuple, axis=1).isin(running)].get("worker")
     where = f" on {workers.nunique()} process(es)" if workers is not None and running else ""
     last = log.iloc[-1]
-    return (f"pretraining: {len(done)} of {len(planned)} encoders done, {len(running)} running{where}, "
-            f"{len(planned) - len(done) - len(running)} pending; latest {last['key']} seed {int(last['seed'])} "
-            f"epoch {int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}")
+    return (
+        f"pretraining: {len(done)} of {len(planned)} encoders done, {len(running)} running{where}, "
+        f"{len(planned) - len(done) - len(running)} pending; latest {last['key']} seed {int(last['seed'])} "
+        f"epoch {int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}"
+    )
 
 
 def steps_status(run: RunDir) -> str:
     """Each notebook's latest state: ok / failed / skipped (with seconds) or running."""
     latest = {s["name"]: s for s in read_jsonl(run.pipeline_log)}
-    return ", ".join(f"{s['name']} running" if s["status"] == "running" else
-                     f"{s['name']} {s['status']} ({s['seconds']:.0f} s)" for s in latest.values())
+    return ", ".join(
+        f"{s['name']} running" if s["status"] == "running" else f"{s['name']} {s['status']} ({s['seconds']:.0f} s)"
+        for s in latest.values()
+    )
 
 
 def status_text(run_dir: str | Path) -> str:

@@ -36,11 +36,15 @@ def find_project_root(start: str | os.PathLike | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / MARKER).is_file():
             return folder
-    raise CbhError(f"{here}: expected to run inside the cbh-fusion project (a folder with {MARKER}); "
-                   "start JupyterLab with `make lab` or run from the project root")
+    raise CbhError(
+        f"{here}: expected to run inside the cbh-fusion project (a folder with {MARKER}); "
+        "start JupyterLab with `make lab` or run from the project root"
+    )
 
 
-def configure_logging(run: RunDir | None = None, level: int = logging.INFO, stderr_level: int = logging.WARNING) -> None:
+def configure_logging(
+    run: RunDir | None = None, level: int = logging.INFO, stderr_level: int = logging.WARNING
+) -> None:
     """Library logs (``cbhlib.*``): to the run's log file at ``level``, to stderr from ``stderr_level``.
 
     Idempotent: re-running a notebook cell does not stack handlers.
@@ -105,8 +109,14 @@ def environment_report() -> str:
     import cbhlib
 
     lines = [f"python {sys.version.split()[0]} on {platform.system()} {platform.machine()}"]
-    for name, mod in (("cbhlib", cbhlib), ("numpy", np), ("torch", torch), ("h5py", h5py), ("scikit-learn", sklearn),
-                      ("pandas", pd)):
+    for name, mod in (
+        ("cbhlib", cbhlib),
+        ("numpy", np),
+        ("torch", torch),
+        ("h5py", h5py),
+        ("scikit-learn", sklearn),
+        ("pandas", pd),
+    ):
         lines.append(f"  {name:13s} {getattr(mod, '__version__', '?')}")
     lines.append(f"  torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
     return "\n".join(lines)

@@ -21,15 +21,20 @@ from cbhlib.store.rundir import RunDir
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
 LABELS = [  # (key prefix or exact key, label); first match wins
-    ("generate_s", "generate the campaign (s)"), ("file_mib", "campaign file (MiB)"), ("samples", "labelled samples"),
-    ("unlabelled_frames", "unlabelled frames"), ("hdf5_read_images_per_s", "HDF5 read (images/s)"),
-    ("hdf5_read_mb_per_s", "HDF5 read (MB/s)"), ("pretrain_default_recipe_s", "pretrain one encoder, default recipe (s)"),
+    ("generate_s", "generate the campaign (s)"),
+    ("file_mib", "campaign file (MiB)"),
+    ("samples", "labelled samples"),
+    ("unlabelled_frames", "unlabelled frames"),
+    ("hdf5_read_images_per_s", "HDF5 read (images/s)"),
+    ("hdf5_read_mb_per_s", "HDF5 read (MB/s)"),
+    ("pretrain_default_recipe_s", "pretrain one encoder, default recipe (s)"),
     ("pretrain_default_recipe_images_per_s", "pretraining throughput (images/s)"),
     ("pretrain_default_recipe_final_over_zero", "final loss / predict-zero floor"),
     ("pretrain_in_memory_images_per_s", "pretraining, frames in memory (images/s)"),
     ("pretrain_streamed_images_per_s", "pretraining, frames streamed from HDF5 (images/s)"),
     ("embed_images_per_s", "embedding with the frozen encoder (images/s)"),
-    ("heads_all_modes_", "heads: 4 modes x 5 folds x {ep} epochs (s)"), ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
+    ("heads_all_modes_", "heads: 4 modes x 5 folds x {ep} epochs (s)"),
+    ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
     ("peak_rss_mb", "peak memory of the process (MB)"),
 ]
 
@@ -78,18 +83,25 @@ def performance_section(paths: list[Path]) -> str:
     for i, (res, path) in enumerate(results):
         m = res.get("machine", {})
         gpu = m.get("gpu") or "no GPU"
-        lines += [f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
-                  f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):", ""]
+        lines += [
+            f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
+            f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):",
+            "",
+        ]
         presets = res.get("presets", [])
         if presets:
-            lines += ["| stage | " + " | ".join(f"{p['preset']} ({p.get('device', 'cpu')})" for p in presets) + " |",
-                      "|---" * (len(presets) + 1) + "|"]
+            lines += [
+                "| stage | " + " | ".join(f"{p['preset']} ({p.get('device', 'cpu')})" for p in presets) + " |",
+                "|---" * (len(presets) + 1) + "|",
+            ]
             keys = [k for k in presets[0] if _label(k)]
             for k in keys:
                 cells = [p.get(k) for p in presets]
                 lines.append(f"| {_label(k)} | " + " | ".join(_num(v) for v in cells) + " |")
             lines.append("")
-        rows = [(_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k) and newest[k] == i]
+        rows = [
+            (_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k) and newest[k] == i
+        ]
         if rows:
             lines += ["| scaling | value |", "|---|---|"] + [f"| {k} | {_num(v)} |" for k, v in rows] + [""]
     return "\n".join(lines)
@@ -109,13 +121,17 @@ def _pm(r: dict[str, Any], key: str, digits: int = 0) -> str:
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| model | pooled MAE (m) | per-flight MAE (m) | R2, mean of folds | R2, pooled | n | seeds |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| model | pooled MAE (m) | per-flight MAE (m) | R2, mean of folds | R2, pooled | n | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["protocol"] == "lofo":
             name = f"*{r['model']}*" if r["kind"] == "baseline" else f"**{r['model']}**"
-            out.append(f"| {name} | {_pm(r, 'pooled_mae_m')} | {_pm(r, 'flight_mae_m')} | {_pm(r, 'r2_folds', 2)} | "
-                       f"{_pm(r, 'r2_pooled', 2)} | {r['n']} | {r['n_seeds']} |")
+            out.append(
+                f"| {name} | {_pm(r, 'pooled_mae_m')} | {_pm(r, 'flight_mae_m')} | {_pm(r, 'r2_folds', 2)} | "
+                f"{_pm(r, 'r2_pooled', 2)} | {r['n']} | {r['n_seeds']} |"
+            )
     return out
 
 
@@ -123,10 +139,16 @@ def _protocols(rows: list[dict[str, Any]]) -> list[str]:
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["model"], {})[r["protocol"]] = r
-    out = ["| model | leave-one-flight-out | time blocks within flight | pooled random 5-fold (leaky) |", "|---|---|---|---|"]
+    out = [
+        "| model | leave-one-flight-out | time blocks within flight | pooled random 5-fold (leaky) |",
+        "|---|---|---|---|",
+    ]
     for model, p in by.items():
-        out.append(f"| {model} | " + " | ".join(_pm(p[k], "r2_pooled", 2) if k in p else "-"
-                                                  for k in ("lofo", "within_flight", "random")) + " |")
+        out.append(
+            f"| {model} | "
+            + " | ".join(_pm(p[k], "r2_pooled", 2) if k in p else "-" for k in ("lofo", "within_flight", "random"))
+            + " |"
+        )
     return out
 
 
@@ -136,41 +158,63 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
     if not rows:
         raise CbhError("summary.json has no headline rows: run the pipeline first (make run)")
     seeds = max(r["n_seeds"] for r in rows)
-    lines = [f"Generated by `make readme` from `{RunDir.named(summary['run']).summary}` ({summary['generated']}, campaign "
-             f"`{summary['campaign']}`). Leave-one-flight-out (LOFO): each flight is predicted by models that never "
-             f"saw it; pooled MAE is over all held-out predictions, per-flight MAE the mean of each flight's MAE; "
-             f"mean ± sd over {seeds} seeds (a seed drives the encoder's pretraining and the head); baselines in "
-             "italics. Synthetic data: not a claim about the real flights.", "", *_headline(rows), "",
-             "Pooled R2 under each protocol (mean ± sd over seeds): the random split shows how much leakage along "
-             "the track inflates the score.", "", *_protocols(rows), ""]
+    lines = [
+        f"Generated by `make readme` from `{RunDir.named(summary['run']).summary}` ({summary['generated']}, campaign "
+        f"`{summary['campaign']}`). Leave-one-flight-out (LOFO): each flight is predicted by models that never "
+        f"saw it; pooled MAE is over all held-out predictions, per-flight MAE the mean of each flight's MAE; "
+        f"mean ± sd over {seeds} seeds (a seed drives the encoder's pretraining and the head); baselines in "
+        "italics. Synthetic data: not a claim about the real flights.",
+        "",
+        *_headline(rows),
+        "",
+        "Pooled R2 under each protocol (mean ± sd over seeds): the random split shows how much leakage along "
+        "the track inflates the score.",
+        "",
+        *_protocols(rows),
+        "",
+    ]
     pre = summary.get("pretraining")
     if pre:
-        lines += [f"MAE pretraining ({pre['n_encoders']} encoders, {pre['settings']}): final masked-patch loss "
-                  f"{pre['loss_final']:.3f} against the floors predict-zero {pre['floor_predict_zero']:.3f} and "
-                  f"visible-patch interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
-                  f"{pre['final_over_zero']:.2f}; measured on held-in frames).", ""]
-    comp = (summary.get("comparison") or {})
+        lines += [
+            f"MAE pretraining ({pre['n_encoders']} encoders, {pre['settings']}): final masked-patch loss "
+            f"{pre['loss_final']:.3f} against the floors predict-zero {pre['floor_predict_zero']:.3f} and "
+            f"visible-patch interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
+            f"{pre['final_over_zero']:.2f}; measured on held-in frames).",
+            "",
+        ]
+    comp = summary.get("comparison") or {}
     if comp.get("comparisons"):
-        lines += ["Paired differences of pooled MAE (model minus reference; 95 % moving-block bootstrap over samples "
-                  "and seeds, LOFO):", "", "| model | reference | difference (m) | 95 % interval (m) | verdict |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "Paired differences of pooled MAE (model minus reference; 95 % moving-block bootstrap over samples "
+            "and seeds, LOFO):",
+            "",
+            "| model | reference | difference (m) | 95 % interval (m) | verdict |",
+            "|---|---|---|---|---|",
+        ]
         for c in comp["comparisons"]:
-            lines.append(f"| {c['model']} | {c['reference']} | {c['diff_m']:+.0f} | [{c['ci_lo_m']:+.0f}, "
-                         f"{c['ci_hi_m']:+.0f}] | {c['verdict']} |")
+            lines.append(
+                f"| {c['model']} | {c['reference']} | {c['diff_m']:+.0f} | [{c['ci_lo_m']:+.0f}, "
+                f"{c['ci_hi_m']:+.0f}] | {c['verdict']} |"
+            )
         lines.append("")
     found = comp.get("findings")
     if found:
         lines += ["What this run shows:", ""] + [f"- {s}" for s in found["shows"]] + ["", "What it does not show:", ""]
         lines += [f"- {s}" for s in found["does_not_show"]] + [""]
     if calibration:
-        lines += ["Calibration of the synthetic twin against the real campaign (`benchmarks/calibrate_synth.py`, "
-                  f"{calibration.get('preset', 'default')} preset):", "",
-                  "| quantity | target | measured | in range (-: for information) |", "|---|---|---|---|"]
+        lines += [
+            "Calibration of the synthetic twin against the real campaign (`benchmarks/calibrate_synth.py`, "
+            f"{calibration.get('preset', 'default')} preset):",
+            "",
+            "| quantity | target | measured | in range (-: for information) |",
+            "|---|---|---|---|",
+        ]
         for row in calibration.get("rows", []):
             m, ok = row["measured"], row.get("ok")
             shown = f"{m:.4g}" if isinstance(m, float) else str(m)
-            lines.append(f"| {row['quantity']} | {row['target']} | {shown} | "
-                         f"{'-' if ok is None else 'yes' if ok else 'no'} |")
+            lines.append(
+                f"| {row['quantity']} | {row['target']} | {shown} | {'-' if ok is None else 'yes' if ok else 'no'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -198,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
     a = ap.parse_args(argv)
     try:
-        update(Path(a.readme), Path(a.run_dir), Path(a.calibration),
-               [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None)
+        update(
+            Path(a.readme),
+            Path(a.run_dir),
+            Path(a.calibration),
+            [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None,
+        )
     except CbhError as exc:
         sys.stderr.write(f"readme: {exc}\n")
         return 2

@@ -26,8 +26,11 @@ def for_readers(nb: object) -> object:
     nb = copy.deepcopy(nb)
     for cell in nb.cells:  # type: ignore[attr-defined]
         if cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in cell.get("outputs", [])
-                               if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell["outputs"] = [
+                o
+                for o in cell.get("outputs", [])
+                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
     return nb
 
 

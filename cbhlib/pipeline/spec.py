@@ -43,8 +43,9 @@ class Pipeline:
 
     run_name: str = opt("default", "run folder name (a plain name; the folder lives in the project's runs folder)")
     campaign: str = opt(DEFAULT_CAMPAIGN, "campaign HDF5 file")
-    synthetic_preset: str | None = opt("default", "regenerate the campaign from this synthetic preset when stale; "
-                                       "null for your own file")
+    synthetic_preset: str | None = opt(
+        "default", "regenerate the campaign from this synthetic preset when stale; null for your own file"
+    )
     synthetic_set: dict[str, Any] = opt({}, "overrides of the synthetic preset (e.g. shift_strength)")
     params: list[str] = opt([], "config layers shared by every step")
     steps: list[Step] = field(default_factory=list)
@@ -94,14 +95,20 @@ def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         dotted = resolve_key(key, "--set")
         if dotted in PER_STEP_KEYS:
-            raise ParamsError("--set", key, "a setting shared by every step (train.mode, campaign and run_dir are "
-                              "chosen by the pipeline and its options: --only, --campaign, --run-name)", "a per-step key")
+            raise ParamsError(
+                "--set",
+                key,
+                "a setting shared by every step (train.mode, campaign and run_dir are "
+                "chosen by the pipeline and its options: --only, --campaign, --run-name)",
+                "a per-step key",
+            )
         out[dotted] = value
     return out
 
 
-def step_config(pipe: Pipeline, step: Step, run: RunDir, overrides: dict[str, Any] | None = None,
-                progress: bool = False) -> Config:
+def step_config(
+    pipe: Pipeline, step: Step, run: RunDir, overrides: dict[str, Any] | None = None, progress: bool = False
+) -> Config:
     """The fully checked config a step runs with."""
     layers: list[Any] = [*pipe.params, *step.params, (f"{pipe.source}: steps ({step.name}).set", step.set)]
     if overrides:

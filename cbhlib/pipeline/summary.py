@@ -23,12 +23,14 @@ from cbhlib.store.units import plain
 
 log = logging.getLogger(__name__)
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;font-size:14px}td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}"
-       "td:first-child,th:first-child,td.l,th.l{text-align:left}.wrap{overflow-x:auto}"
-       "figure{display:inline-block;width:360px;margin:6px;vertical-align:top}figure img{width:100%;border:1px solid #ccc}"
-       "figcaption{font-size:13px;color:#444}.ok{color:#080}.failed{color:#b00;font-weight:bold}.skipped{color:#777}"
-       "code{background:#f4f4f4;padding:1px 4px}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;font-size:14px}td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}"
+    "td:first-child,th:first-child,td.l,th.l{text-align:left}.wrap{overflow-x:auto}"
+    "figure{display:inline-block;width:360px;margin:6px;vertical-align:top}figure img{width:100%;border:1px solid #ccc}"
+    "figcaption{font-size:13px;color:#444}.ok{color:#080}.failed{color:#b00;font-weight:bold}.skipped{color:#777}"
+    "code{background:#f4f4f4;padding:1px 4px}"
+)
 
 
 def _headline(run: RunDir, campaign: Path) -> list[dict[str, Any]]:
@@ -58,9 +60,15 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
     steps = steps or []
     counts = {k: sum(1 for s in steps if s.status == k) for k in ("ok", "skipped", "failed")}
     summary = {
-        "run": run.name, "campaign": str(campaign), "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "steps": {**counts, "detail": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
-                                         "error": s.error} for s in steps]},
+        "run": run.name,
+        "campaign": str(campaign),
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "steps": {
+            **counts,
+            "detail": [
+                {"name": s.name, "status": s.status, "seconds": round(s.seconds, 1), "error": s.error} for s in steps
+            ],
+        },
         "headline": _headline(run, Path(campaign)),
         "pretraining": _maybe(run.pretrain_summary),
         "comparison": _maybe(run.comparison_summary),
@@ -86,39 +94,57 @@ def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | P
     summary = write_summary(run.root, Path(root) / pipe.campaign, steps)
     esc = html.escape
     c = summary["steps"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cbh-fusion run {esc(run.name)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>cbh-fusion run <code>{esc(run.name)}</code></h1>",
-             f"<p>Campaign <code>{esc(str(pipe.campaign))}</code>; generated {esc(summary['generated'])}; notebooks: "
-             f"{c['ok']} ok, {c['skipped']} skipped, {c['failed']} failed.</p>",
-             "<h2>Notebooks</h2><div class='wrap'><table><tr><th>step</th><th class='l'>status</th><th>seconds</th>"
-             "<th class='l'>report (code hidden)</th><th class='l'>with code</th><th class='l'>executed</th>"
-             "<th class='l'>config</th></tr>"]
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cbh-fusion run {esc(run.name)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>cbh-fusion run <code>{esc(run.name)}</code></h1>",
+        f"<p>Campaign <code>{esc(str(pipe.campaign))}</code>; generated {esc(summary['generated'])}; notebooks: "
+        f"{c['ok']} ok, {c['skipped']} skipped, {c['failed']} failed.</p>",
+        "<h2>Notebooks</h2><div class='wrap'><table><tr><th>step</th><th class='l'>status</th><th>seconds</th>"
+        "<th class='l'>report (code hidden)</th><th class='l'>with code</th><th class='l'>executed</th>"
+        "<th class='l'>config</th></tr>",
+    ]
     for s in steps:
         cls = s.status
         status = f"<span class='{cls}'>{esc(s.status)}</span>" + (f": {esc(s.error)}" if s.error else "")
         if s.status == "skipped":
-            parts.append(f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td><td></td><td></td><td></td><td></td><td></td></tr>")
+            parts.append(
+                f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td><td></td><td></td><td></td><td></td><td></td></tr>"
+            )
             continue
-        links = [(run.html_page(s.name, True), "report"), (run.html_page(s.name), "page"),
-                 (run.notebook(s.name), ".ipynb"), (run.step_config(s.name), "yaml")]
-        cells = "".join(f"<td class='l'><a href='{esc(run.relative(p))}'>{esc(t)}</a></td>" if p.exists() else
-                        "<td class='l'>-</td>" for p, t in links)
+        links = [
+            (run.html_page(s.name, True), "report"),
+            (run.html_page(s.name), "page"),
+            (run.notebook(s.name), ".ipynb"),
+            (run.step_config(s.name), "yaml"),
+        ]
+        cells = "".join(
+            f"<td class='l'><a href='{esc(run.relative(p))}'>{esc(t)}</a></td>"
+            if p.exists()
+            else "<td class='l'>-</td>"
+            for p, t in links
+        )
         parts.append(f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td><td>{s.seconds:.1f}</td>{cells}</tr>")
     parts.append("</table></div>")
     parts += _headline_html(summary, run)
     found = (summary.get("comparison") or {}).get("findings")
     if found:
-        parts.append("<h2>What this run shows</h2><ul>" + "".join(f"<li>{esc(x)}</li>" for x in found["shows"]) +
-                     "</ul><h3>What it does not show</h3><ul>" +
-                     "".join(f"<li>{esc(x)}</li>" for x in found["does_not_show"]) + "</ul>")
+        parts.append(
+            "<h2>What this run shows</h2><ul>"
+            + "".join(f"<li>{esc(x)}</li>" for x in found["shows"])
+            + "</ul><h3>What it does not show</h3><ul>"
+            + "".join(f"<li>{esc(x)}</li>" for x in found["does_not_show"])
+            + "</ul>"
+        )
     pre = summary.get("pretraining")
     if pre:
-        parts.append(f"<h2>Pretraining</h2><p>{pre['n_encoders']} encoders ({esc(pre['settings'])}); mean final masked-patch "
-                     f"loss {pre['loss_final']:.3f} beside its floors: predict-zero {pre['floor_predict_zero']:.3f}, "
-                     f"interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
-                     f"{pre['final_over_zero']:.2f}, final / interpolation = "
-                     f"{pre['loss_final'] / (pre['floor_interpolation'] or float('nan')):.2f}; each a mean over encoders).</p>")
+        parts.append(
+            f"<h2>Pretraining</h2><p>{pre['n_encoders']} encoders ({esc(pre['settings'])}); mean final masked-patch "
+            f"loss {pre['loss_final']:.3f} beside its floors: predict-zero {pre['floor_predict_zero']:.3f}, "
+            f"interpolation {pre['floor_interpolation']:.3f} (final / predict-zero = "
+            f"{pre['final_over_zero']:.2f}, final / interpolation = "
+            f"{pre['loss_final'] / (pre['floor_interpolation'] or float('nan')):.2f}; each a mean over encoders).</p>"
+        )
     parts += _files_html(run)
     parts += _figures_html(run, [s.name for s in steps])
     parts.append("</body></html>")
@@ -131,20 +157,28 @@ def _headline_html(summary: dict[str, Any], run: RunDir) -> list[str]:
     if not rows:
         return ["<h2>Results</h2><p>No model results yet.</p>"]
     esc = html.escape
-    out = ["<h2>Results</h2><p>Pooled MAE: all held-out predictions together; per-flight MAE: the mean over "
-           "flights of each flight's MAE; R2 as the seed's mean of folds and pooled. Each value: mean ± sd over "
-           "seeds; n: held-out samples. Baselines first. Only leave-one-flight-out answers \"will it work on a new "
-           "flight\".</p><div class='wrap'><table><tr><th class='l'>model</th><th class='l'>protocol</th><th>n</th>"
-           "<th>seeds</th><th>pooled MAE (m)</th><th>per-flight MAE (m)</th><th>R2 mean of folds</th><th>R2 pooled</th></tr>"]
+    out = [
+        "<h2>Results</h2><p>Pooled MAE: all held-out predictions together; per-flight MAE: the mean over "
+        "flights of each flight's MAE; R2 as the seed's mean of folds and pooled. Each value: mean ± sd over "
+        'seeds; n: held-out samples. Baselines first. Only leave-one-flight-out answers "will it work on a new '
+        "flight\".</p><div class='wrap'><table><tr><th class='l'>model</th><th class='l'>protocol</th><th>n</th>"
+        "<th>seeds</th><th>pooled MAE (m)</th><th>per-flight MAE (m)</th><th>R2 mean of folds</th><th>R2 pooled</th></tr>"
+    ]
     for r in rows:
-        out.append(f"<tr><td class='l'>{esc(str(r['model']))}</td><td class='l'>{esc(str(r['protocol']))}</td>"
-                   f"<td>{r['n']}</td><td>{r['n_seeds']}</td><td>{_pm(r, 'pooled_mae_m')}</td>"
-                   f"<td>{_pm(r, 'flight_mae_m')}</td><td>{_pm(r, 'r2_folds', 2)}</td><td>{_pm(r, 'r2_pooled', 2)}</td></tr>")
-    out.append("</table></div><details><summary>RMSE and bias</summary><div class='wrap'><table><tr><th class='l'>model"
-               "</th><th class='l'>protocol</th><th>RMSE (m)</th><th>bias (m)</th></tr>")
+        out.append(
+            f"<tr><td class='l'>{esc(str(r['model']))}</td><td class='l'>{esc(str(r['protocol']))}</td>"
+            f"<td>{r['n']}</td><td>{r['n_seeds']}</td><td>{_pm(r, 'pooled_mae_m')}</td>"
+            f"<td>{_pm(r, 'flight_mae_m')}</td><td>{_pm(r, 'r2_folds', 2)}</td><td>{_pm(r, 'r2_pooled', 2)}</td></tr>"
+        )
+    out.append(
+        "</table></div><details><summary>RMSE and bias</summary><div class='wrap'><table><tr><th class='l'>model"
+        "</th><th class='l'>protocol</th><th>RMSE (m)</th><th>bias (m)</th></tr>"
+    )
     for r in rows:
-        out.append(f"<tr><td class='l'>{esc(str(r['model']))}</td><td class='l'>{esc(str(r['protocol']))}</td>"
-                   f"<td>{_fmt(r.get('rmse_m'))}</td><td>{_fmt(r.get('bias_m'))}</td></tr>")
+        out.append(
+            f"<tr><td class='l'>{esc(str(r['model']))}</td><td class='l'>{esc(str(r['protocol']))}</td>"
+            f"<td>{_fmt(r.get('rmse_m'))}</td><td>{_fmt(r.get('bias_m'))}</td></tr>"
+        )
     out.append("</table></div></details>")
     return out
 
@@ -158,7 +192,9 @@ def _files_html(run: RunDir) -> list[str]:
     out += [f"<li><a href='{esc(run.relative(p))}'>{esc(run.relative(p))}</a></li>" for p in top]
     out.append("</ul>")
     if units:
-        out.append(f"<details><summary>{len(units)} unit results (one per model, protocol, fold and seed)</summary><ul>")
+        out.append(
+            f"<details><summary>{len(units)} unit results (one per model, protocol, fold and seed)</summary><ul>"
+        )
         out += [f"<li><a href='{esc(run.relative(p))}'>{esc(run.relative(p))}</a></li>" for p in units]
         out.append("</ul></details>")
     return out
@@ -171,6 +207,8 @@ def _figures_html(run: RunDir, steps: list[str] | None = None) -> list[str]:
     figs = list(run.figures.glob("*.png")) if run.figures.is_dir() else []
     for p in sorted(figs, key=lambda p: figure_rank(p.stem, steps)):
         href = esc(run.relative(p))
-        out.append(f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}'></a>"
-                   f"<figcaption>{esc(caption(p.stem))}</figcaption></figure>")
+        out.append(
+            f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}'></a>"
+            f"<figcaption>{esc(caption(p.stem))}</figcaption></figure>"
+        )
     return out

@@ -37,8 +37,10 @@ class SweepFile:
     params: list[str] = opt([], "config layers shared by every point")
     set: dict[str, Any] = opt({}, "settings shared by every point (dotted keys)")
     preset: str = opt("default", "synthetic preset of the points' campaigns (with synthetic.* grid keys)")
-    models: list[str] = opt(["climatology", "gbdt", "gbdt_all", "physical_only", "image_stats_mlp"],
-                            "models scored at every point (baselines and neural models)")
+    models: list[str] = opt(
+        ["climatology", "gbdt", "gbdt_all", "physical_only", "image_stats_mlp"],
+        "models scored at every point (baselines and neural models)",
+    )
     grid: dict[str, list[Any]] = opt({}, "setting -> values; the points are every combination")
 
 
@@ -88,8 +90,11 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
         path = run.root / "campaign.h5"
         synth.ensure_campaign(synth.preset(sw.preset, **synthetic), path)
         settings["campaign"] = str(path)
-    cfg = load_config(*[base / p for p in sw.params], ("sweep set", sw.set),
-                      (f"sweep point {i}", {**settings, "run_dir": str(run.root), "progress": False}))
+    cfg = load_config(
+        *[base / p for p in sw.params],
+        ("sweep set", sw.set),
+        (f"sweep point {i}", {**settings, "run_dir": str(run.root), "progress": False}),
+    )
     camp = Campaign(cfg.campaign)
     run_baselines(cfg, camp, run, [m for m in sw.models if m not in MODES + NEURAL_BASELINES])
     neural = [m for m in sw.models if m in MODES + NEURAL_BASELINES]
@@ -100,12 +105,17 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
             run_mode(cfg, model, camp)
     table = headline_table(load_predictions(run, camp, models=sw.models))
     for key, value in reversed(list(point.items())):
-        table.insert(0, key.split(".")[-1] if key.startswith("synthetic.") else key, str(value) if isinstance(value, list) else value)
+        table.insert(
+            0,
+            key.split(".")[-1] if key.startswith("synthetic.") else key,
+            str(value) if isinstance(value, list) else value,
+        )
     return table.assign(point=i)
 
 
-def run_sweep(path: str | Path, workers: int = 0, root: str | Path = ".",
-              say: Callable[[str], None] | None = None) -> pd.DataFrame:
+def run_sweep(
+    path: str | Path, workers: int = 0, root: str | Path = ".", say: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """Run every point (serially, or on a local Dask cluster) and write the table and figure.
 
     Returns:
@@ -156,6 +166,13 @@ def rankings(table: pd.DataFrame, x: str, metric: str = "pooled_mae_m") -> pd.Da
     rows = []
     for a, b in itertools.combinations(d.columns, 2):
         sign = (d[a] - d[b]).apply(lambda v: "<" if v < 0 else ">")
-        rows.append({"model": a, "other": b, "holds": sign.nunique() == 1, "orders": " ".join(
-            f"{xv}:{s}" for xv, s in sign.items()), "better_at_all": a if (sign == "<").all() else b if (sign == ">").all() else ""})
+        rows.append(
+            {
+                "model": a,
+                "other": b,
+                "holds": sign.nunique() == 1,
+                "orders": " ".join(f"{xv}:{s}" for xv, s in sign.items()),
+                "better_at_all": a if (sign == "<").all() else b if (sign == ">").all() else "",
+            }
+        )
     return pd.DataFrame(rows)

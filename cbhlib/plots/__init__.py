@@ -10,19 +10,71 @@ May import: ``evaluation`` and the layers below it (figures draw tables; they co
 """
 
 from cbhlib.plots.adapt import coverage_dots, few_shot_plot
-from cbhlib.plots.compare import (best_pred_vs_true, differences, pca_scatter, per_flight_bars, protocol_inflation,
-                                  regime_box, shift_heatmap)
-from cbhlib.plots.explore import (cbh_along_track, cbh_distributions, example_images, feature_correlation_bars,
-                                  feature_distributions, image_stats_scatter, ks_heatmaps, shadow_vs_lidar)
-from cbhlib.plots.style import (CAPTIONS, MODEL_COLORS, MODEL_ORDER, caption, figure_rank, flight_color, model_color,
-                                order_models)
+from cbhlib.plots.compare import (
+    best_pred_vs_true,
+    differences,
+    pca_scatter,
+    per_flight_bars,
+    protocol_inflation,
+    regime_box,
+    shift_heatmap,
+)
+from cbhlib.plots.explore import (
+    cbh_along_track,
+    cbh_distributions,
+    example_images,
+    feature_correlation_bars,
+    feature_distributions,
+    image_stats_scatter,
+    ks_heatmaps,
+    shadow_vs_lidar,
+)
+from cbhlib.plots.style import (
+    CAPTIONS,
+    MODEL_COLORS,
+    MODEL_ORDER,
+    caption,
+    figure_rank,
+    flight_color,
+    model_color,
+    order_models,
+)
 from cbhlib.plots.pretrain import pretrain_curves, reconstructions
 from cbhlib.plots.sweep import sweep_lines
 from cbhlib.plots.train import attention_weights, fold_bars, loss_curves, mean_predictor_loss, pred_vs_true
 
-__all__ = ["CAPTIONS", "MODEL_COLORS", "MODEL_ORDER", "attention_weights", "best_pred_vs_true", "caption",
-           "cbh_along_track", "cbh_distributions", "coverage_dots", "differences", "example_images",
-           "feature_correlation_bars", "feature_distributions", "few_shot_plot", "figure_rank", "flight_color",
-           "fold_bars", "image_stats_scatter", "ks_heatmaps", "loss_curves", "mean_predictor_loss", "model_color",
-           "order_models", "pca_scatter", "per_flight_bars", "pred_vs_true", "pretrain_curves", "protocol_inflation",
-           "reconstructions", "regime_box", "shadow_vs_lidar", "shift_heatmap", "sweep_lines"]
+__all__ = [
+    "CAPTIONS",
+    "MODEL_COLORS",
+    "MODEL_ORDER",
+    "attention_weights",
+    "best_pred_vs_true",
+    "caption",
+    "cbh_along_track",
+    "cbh_distributions",
+    "coverage_dots",
+    "differences",
+    "example_images",
+    "feature_correlation_bars",
+    "feature_distributions",
+    "few_shot_plot",
+    "figure_rank",
+    "flight_color",
+    "fold_bars",
+    "image_stats_scatter",
+    "ks_heatmaps",
+    "loss_curves",
+    "mean_predictor_loss",
+    "model_color",
+    "order_models",
+    "pca_scatter",
+    "per_flight_bars",
+    "pred_vs_true",
+    "pretrain_curves",
+    "protocol_inflation",
+    "reconstructions",
+    "regime_box",
+    "shadow_vs_lidar",
+    "shift_heatmap",
+    "sweep_lines",
+]

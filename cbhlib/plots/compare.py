@@ -12,19 +12,41 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from cbhlib.plots.style import (bar_style, flight_color, flight_marker, is_baseline, label, mark_clipped,
-                                model_color, model_marker, model_patch, order_models, save, sd_bars)
+from cbhlib.plots.style import (
+    bar_style,
+    flight_color,
+    flight_marker,
+    is_baseline,
+    label,
+    mark_clipped,
+    model_color,
+    model_marker,
+    model_patch,
+    order_models,
+    save,
+    sd_bars,
+)
 from cbhlib.plots.style import r2_floor as axis_floor
 from cbhlib.plots.train import axis_limits, pred_panel
 
-PROTOCOL_NAMES = {"lofo": "leave-one-flight-out (honest)", "within_flight": "time blocks within flight",
-                  "random": "pooled random K-fold (leaky)"}
+PROTOCOL_NAMES = {
+    "lofo": "leave-one-flight-out (honest)",
+    "within_flight": "time blocks within flight",
+    "random": "pooled random K-fold (leaky)",
+}
 PROTOCOL_HATCHES = {"lofo": "", "within_flight": "///", "random": "..."}
 
 
 def _legend_right(ax: plt.Axes, handles: list, title: str | None = None, fontsize: float = 8) -> None:
-    ax.legend(handles=handles, fontsize=fontsize, title=title, title_fontsize=fontsize, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.legend(
+        handles=handles,
+        fontsize=fontsize,
+        title=title,
+        title_fontsize=fontsize,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
 
 
 def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None, r2_floor: float = -1.0) -> plt.Figure:
@@ -42,8 +64,15 @@ def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None
         vals = d["r2_pooled"].to_numpy(float)
         xs = x - 0.4 + w * (i + 0.5)
         shown = np.clip(vals, floor, None)
-        ax.bar(xs, np.nan_to_num(shown), w, color=[model_color(m) for m in models], hatch=PROTOCOL_HATCHES[p],
-               edgecolor="k", lw=0.4)
+        ax.bar(
+            xs,
+            np.nan_to_num(shown),
+            w,
+            color=[model_color(m) for m in models],
+            hatch=PROTOCOL_HATCHES[p],
+            edgecolor="k",
+            lw=0.4,
+        )
         mark_clipped(ax, xs, vals, floor)
         sd_bars(ax, xs, shown, d["r2_pooled_sd"].to_numpy(float), keep=np.isfinite(vals) & (vals >= floor))
         for xi, v in zip(xs, vals):
@@ -51,20 +80,33 @@ def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None
                 ax.text(xi, 0.03, "not run", rotation=90, ha="center", va="bottom", fontsize=7, color="0.35")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(x, [label(m) for m in models], rotation=25, ha="right", rotation_mode="anchor")
-    ax.set(ylabel="R2 pooled over held-out predictions\n(mean ± sd over seeds)",
-           ylim=(floor - 0.05 * (1.05 - floor), 1.05),
-           title="Same models, different splits: what a random split hides"
-                 + (f"\n(bars below {floor:g} are cut: arrow and true value; 'not run': trained under LOFO only)"
-                    if np.nanmin(headline["r2_pooled"]) < floor else ""))
+    ax.set(
+        ylabel="R2 pooled over held-out predictions\n(mean ± sd over seeds)",
+        ylim=(floor - 0.05 * (1.05 - floor), 1.05),
+        title="Same models, different splits: what a random split hides"
+        + (
+            f"\n(bars below {floor:g} are cut: arrow and true value; 'not run': trained under LOFO only)"
+            if np.nanmin(headline["r2_pooled"]) < floor
+            else ""
+        ),
+    )
     ax.title.set_fontsize(10)
-    _legend_right(ax, [Patch(facecolor="white", edgecolor="k", hatch=PROTOCOL_HATCHES[p], label=PROTOCOL_NAMES[p])
-                       for p in protos], title="protocol (hatch)")
+    _legend_right(
+        ax,
+        [Patch(facecolor="white", edgecolor="k", hatch=PROTOCOL_HATCHES[p], label=PROTOCOL_NAMES[p]) for p in protos],
+        title="protocol (hatch)",
+    )
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def per_flight_bars(per_flight: pd.DataFrame, protocol: str = "lofo", ceiling: dict[str, float] | None = None,
-                    save_to: str | Path | None = None, r2_floor: float = -3.0) -> plt.Figure:
+def per_flight_bars(
+    per_flight: pd.DataFrame,
+    protocol: str = "lofo",
+    ceiling: dict[str, float] | None = None,
+    save_to: str | Path | None = None,
+    r2_floor: float = -3.0,
+) -> plt.Figure:
     """Per-flight MAE (headline) and R2 of every model under one protocol, mean ± sd over
     seeds, n under each flight; R2 bars cut at ``r2_floor`` carry their value."""
     d = per_flight[per_flight["protocol"] == protocol]
@@ -86,18 +128,29 @@ def per_flight_bars(per_flight: pd.DataFrame, protocol: str = "lofo", ceiling: d
             if key == "r2":
                 mark_clipped(ax, xs, vals, floor, fontsize=6)
                 keep = np.isfinite(vals) & (vals >= floor)
-            sd_bars(ax, xs, shown, dm[f"{key}_sd"].to_numpy(float) if f"{key}_sd" in dm else None, keep=keep,
-                    capsize=1.5, lw=0.8)
+            sd_bars(
+                ax,
+                xs,
+                shown,
+                dm[f"{key}_sd"].to_numpy(float) if f"{key}_sd" in dm else None,
+                keep=keep,
+                capsize=1.5,
+                lw=0.8,
+            )
     name = PROTOCOL_NAMES.get(protocol, protocol)
     axes[0].set(ylabel="MAE (m), mean ± sd over seeds", title=f"MAE (m) per held-out flight: {name}")
     axes[1].axhline(0, color="0.3", lw=0.6)
-    axes[1].set(ylim=(floor - 0.04 * (1.05 - floor), 1.05), ylabel="R2, mean ± sd over seeds",
-                title=f"R2 per held-out flight: {name}" + (f" (bars below {floor:g} cut: arrow and true value)"
-                                                            if np.nanmin(d["r2"]) < floor else ""))
+    axes[1].set(
+        ylim=(floor - 0.04 * (1.05 - floor), 1.05),
+        ylabel="R2, mean ± sd over seeds",
+        title=f"R2 per held-out flight: {name}"
+        + (f" (bars below {floor:g} cut: arrow and true value)" if np.nanmin(d["r2"]) < floor else ""),
+    )
     handles: list = [model_patch(m) for m in models]
     if ceiling:
-        axes[1].hlines([ceiling.get(f, np.nan) for f in flights], x - 0.45, x + 0.45, colors="k", linestyles="--",
-                       lw=1.2)
+        axes[1].hlines(
+            [ceiling.get(f, np.nan) for f in flights], x - 0.45, x + 0.45, colors="k", linestyles="--", lw=1.2
+        )
         handles.append(Line2D([], [], color="k", ls="--", label="best achievable R2\n(synthetic truth)"))
     axes[1].set_xticks(x, [f"{label(f)}\nn={n[f]}" for f in flights])
     _legend_right(axes[0], handles, title="model")
@@ -105,8 +158,9 @@ def per_flight_bars(per_flight: pd.DataFrame, protocol: str = "lofo", ceiling: d
     return save(fig, save_to)
 
 
-def differences(comp: pd.DataFrame, save_to: str | Path | None = None, block: int | None = None,
-                reps: int | None = None) -> plt.Figure:
+def differences(
+    comp: pd.DataFrame, save_to: str | Path | None = None, block: int | None = None, reps: int | None = None
+) -> plt.Figure:
     """Forest plot of paired pooled-MAE differences with 95 % intervals (paired moving-block
     bootstrap over samples and seeds); resolved intervals in the winner's colour and marker,
     unresolved ones hollow black; the verdict at the right edge."""
@@ -118,20 +172,41 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, block: in
             ax.errorbar(r.diff_m, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
         else:
             win = r.model if r.diff_m < 0 else r.reference
-            ax.errorbar(r.diff_m, i, xerr=err, fmt=model_marker(win), color=model_color(win), mec="k", mew=0.6,
-                        ecolor=model_color(win) if not is_baseline(win) else "0.25", capsize=3, ms=7, lw=1.6)
-        ax.text(1.02, i, label(r.verdict), transform=ax.get_yaxis_transform(), va="center", fontsize=8,
-                color="k" if r.verdict != "not resolved" else "0.4")
+            ax.errorbar(
+                r.diff_m,
+                i,
+                xerr=err,
+                fmt=model_marker(win),
+                color=model_color(win),
+                mec="k",
+                mew=0.6,
+                ecolor=model_color(win) if not is_baseline(win) else "0.25",
+                capsize=3,
+                ms=7,
+                lw=1.6,
+            )
+        ax.text(
+            1.02,
+            i,
+            label(r.verdict),
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            fontsize=8,
+            color="k" if r.verdict != "not resolved" else "0.4",
+        )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, [f"{label(r.model)} − {label(r.reference)}" for r in comp.itertuples()], fontsize=8)
     ax.set_ylim(len(comp) - 0.5, -0.5)
     how = "paired moving-block bootstrap over samples and seeds" + (
-        f" ({reps} replicates, blocks of {block} samples)" if reps and block else "")
+        f" ({reps} replicates, blocks of {block} samples)" if reps and block else ""
+    )
     n = comp.iloc[0] if len(comp) else None
     sub = f"; n = {n.n_samples} samples × {n.n_seeds} seeds" if n is not None and "n_samples" in comp else ""
-    ax.set(xlabel="pooled MAE difference (m); negative: the first model is better",
-           title=f"95 % intervals of pooled-MAE differences: {how}{sub}\n"
-                 "filled: resolved, in the winner's colour and marker; hollow black: not resolved")
+    ax.set(
+        xlabel="pooled MAE difference (m); negative: the first model is better",
+        title=f"95 % intervals of pooled-MAE differences: {how}{sub}\n"
+        "filled: resolved, in the winner's colour and marker; hollow black: not resolved",
+    )
     ax.title.set_fontsize(9)
     fig.tight_layout()
     return save(fig, save_to)
@@ -159,8 +234,15 @@ def regime_box(err: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figu
         keep = [j for j, v in enumerate(data) if len(v)]
         if not keep:
             continue
-        bp = ax.boxplot([data[j] for j in keep], positions=pos[keep], widths=width * 0.9, patch_artist=True,
-                        showfliers=False, whis=1.5, manage_ticks=False)
+        bp = ax.boxplot(
+            [data[j] for j in keep],
+            positions=pos[keep],
+            widths=width * 0.9,
+            patch_artist=True,
+            showfliers=False,
+            whis=1.5,
+            manage_ticks=False,
+        )
         for box in bp["boxes"]:
             box.set(**{k: v for k, v in bar_style(m).items() if k != "color"}, facecolor=model_color(m))
         for part in ("medians", "whiskers", "caps"):
@@ -171,15 +253,27 @@ def regime_box(err: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figu
     ylim = 1.08 * float(np.percentile(whiskers, 90))
     for xp, t in tops:
         if t > ylim:
-            ax.annotate(f"↑ {t:.0f}", (xp, ylim), xytext=(0, 2), textcoords="offset points", ha="center",
-                        va="bottom", fontsize=7, rotation=90, annotation_clip=False)
+            ax.annotate(
+                f"↑ {t:.0f}",
+                (xp, ylim),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90,
+                annotation_clip=False,
+            )
     n = [_regime_n(err, r) for r in order]
     ax.set_xticks(np.arange(len(order)), [f"{r}\nn = {k} samples" for r, k in zip(order, n)])
     ax.set_ylim(0, ylim)
     ax.set(ylabel="absolute error (m)", xlabel="lidar cloud-base regime")
-    ax.set_title("Error against cloud-base regime (leave-one-flight-out; seeds pooled; boxes: quartiles; whiskers: "
-                 "1.5 IQR; outliers hidden;\ny cut above most whiskers, longer ones carry their top in m)", pad=34,
-                 fontsize=10)
+    ax.set_title(
+        "Error against cloud-base regime (leave-one-flight-out; seeds pooled; boxes: quartiles; whiskers: "
+        "1.5 IQR; outliers hidden;\ny cut above most whiskers, longer ones carry their top in m)",
+        pad=34,
+        fontsize=10,
+    )
     _legend_right(ax, [model_patch(m) for m in models], title="model")
     fig.tight_layout()
     return save(fig, save_to)
@@ -194,33 +288,54 @@ def _regime_n(err: pd.DataFrame, regime: str) -> int:
     return int(per.max()) if len(per) else 0
 
 
-
-
-
-
-def shift_heatmap(ks: pd.DataFrame, save_to: str | Path | None = None, n: Mapping[str, int] | None = None
-                  ) -> plt.Figure:
+def shift_heatmap(
+    ks: pd.DataFrame, save_to: str | Path | None = None, n: Mapping[str, int] | None = None
+) -> plt.Figure:
     """KS statistic of each feature: held-out flight (columns, n in the tick labels) vs its training flights."""
     fig, ax = plt.subplots(figsize=(1.3 * ks.shape[1] + 3.2, 0.35 * ks.shape[0] + 1.9))
     cols = {c: label(c) + (f"\n(n={n[c]})" if n and c in n else "") for c in ks.columns}
-    sns.heatmap(ks.rename(columns=cols), vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "KS statistic"}, ax=ax)
-    ax.set(title="Domain shift: each held-out flight against the other flights (KS, per feature)",
-           xlabel="held-out flight", ylabel="feature")
+    sns.heatmap(
+        ks.rename(columns=cols),
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        annot=True,
+        fmt=".2f",
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "KS statistic"},
+        ax=ax,
+    )
+    ax.set(
+        title="Domain shift: each held-out flight against the other flights (KS, per feature)",
+        xlabel="held-out flight",
+        ylabel="feature",
+    )
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def pca_scatter(projections: dict[str, tuple[np.ndarray, np.ndarray]], flight: np.ndarray, names: list[str],
-                save_to: str | Path | None = None, note: str | None = None) -> plt.Figure:
+def pca_scatter(
+    projections: dict[str, tuple[np.ndarray, np.ndarray]],
+    flight: np.ndarray,
+    names: list[str],
+    save_to: str | Path | None = None,
+    note: str | None = None,
+) -> plt.Figure:
     """2-D PCA projections (one panel each) of standardised, median-imputed inputs, coloured by
     flight; ``note`` says in the figure what is missing (e.g. no image-embedding panel)."""
     fig, axes = plt.subplots(1, len(projections), figsize=(5.5 * len(projections) + 2, 4.8), squeeze=False)
     for ax, (title, (Z, evr)) in zip(axes[0], projections.items()):
         for k, name in enumerate(names):
             m = flight == k
-            ax.scatter(Z[m, 0], Z[m, 1], s=7, alpha=0.6, color=flight_color(k), marker=flight_marker(k),
-                       label=f"{label(name)} (n={m.sum()})")
+            ax.scatter(
+                Z[m, 0],
+                Z[m, 1],
+                s=7,
+                alpha=0.6,
+                color=flight_color(k),
+                marker=flight_marker(k),
+                label=f"{label(name)} (n={m.sum()})",
+            )
         ax.set(xlabel=f"PC1 ({evr[0]:.0%} of variance)", ylabel=f"PC2 ({evr[1]:.0%} of variance)", title=title)
     axes[0, -1].legend(fontsize=8, markerscale=2, title="flight", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Where each flight sits: PCA of standardised, median-imputed inputs")
@@ -230,8 +345,12 @@ def pca_scatter(projections: dict[str, tuple[np.ndarray, np.ndarray]], flight: n
     return save(fig, save_to)
 
 
-def best_pred_vs_true(pred: pd.DataFrame, rows: Sequence[tuple[str, str]], save_to: str | Path | None = None,
-                      title: str = "Leave-one-flight-out predictions") -> plt.Figure:
+def best_pred_vs_true(
+    pred: pd.DataFrame,
+    rows: Sequence[tuple[str, str]],
+    save_to: str | Path | None = None,
+    title: str = "Leave-one-flight-out predictions",
+) -> plt.Figure:
     """Predicted against lidar CBH, one row per (model, heading), columns per held-out flight plus all."""
     rows = [(m, h) for m, h in rows if (pred["model"] == m).any()]
     flights = list(dict.fromkeys(pred["flight"]))
@@ -244,12 +363,15 @@ def best_pred_vs_true(pred: pd.DataFrame, rows: Sequence[tuple[str, str]], save_
         d = pred[pred["model"] == m]
         axes = sub.subplots(1, ncol)
         for c, fl in enumerate(flights + ["all"]):
-            pred_panel(axes[c], d if fl == "all" else d[d["flight"] == fl], flights, lims,
-                       "all flights" if fl == "all" else f"{label(fl)} held out")
+            pred_panel(
+                axes[c],
+                d if fl == "all" else d[d["flight"] == fl],
+                flights,
+                lims,
+                "all flights" if fl == "all" else f"{label(fl)} held out",
+            )
             if c:
                 axes[c].set_ylabel("")
         sub.suptitle(label(heading), fontsize=11, weight="bold", x=0.01, ha="left")
     fig.suptitle(title, fontsize=11)
     return save(fig, save_to)
-
-

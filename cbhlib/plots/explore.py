@@ -17,14 +17,19 @@ SMALL_FLIGHT = 60  # flights with at most this many samples get every sample dra
 
 # y-axis labels of the image statistics (brightness-temperature images; counts otherwise)
 STAT_LABELS = {
-    "std": "standard deviation ({u})", "p95_p05": "95th − 5th percentile ({u})", "p99_p01": "99th − 1st percentile ({u})",
-    "p95_p50": "95th − 50th percentile ({u})", "p50_p05": "50th − 5th percentile ({u})",
-    "p75_p25": "interquartile range ({u})", "warm20_cold20": "warmest − coldest 20 % of pixels ({u})",
+    "std": "standard deviation ({u})",
+    "p95_p05": "95th − 5th percentile ({u})",
+    "p99_p01": "99th − 1st percentile ({u})",
+    "p95_p50": "95th − 50th percentile ({u})",
+    "p50_p05": "50th − 5th percentile ({u})",
+    "p75_p25": "interquartile range ({u})",
+    "warm20_cold20": "warmest − coldest 20 % of pixels ({u})",
     "warm50_cold50": "warmer − colder half of pixels ({u})",
     "cold_frac_q25": "cold-pixel fraction\n(below p95 − 0.25 × (p95 − p05))",
     "cold_frac_q50": "cold-pixel fraction\n(below p95 − 0.5 × (p95 − p05))",
     "cold_frac_q75": "cold-pixel fraction\n(below p95 − 0.75 × (p95 − p05))",
-    "gradient": "mean neighbour difference ({u} per pixel)", "skewness": "pixel skewness (dimensionless)",
+    "gradient": "mean neighbour difference ({u} per pixel)",
+    "skewness": "pixel skewness (dimensionless)",
 }
 
 
@@ -50,20 +55,38 @@ def cbh_distributions(camp: Campaign, save_to: str | Path | None = None) -> plt.
         y = np.sort(camp.cbh_km[camp.flight == k].astype(float))
         if len(y) == 0:
             continue
-        ax.step(np.concatenate([[y[0]], y]), np.arange(len(y) + 1) / len(y), where="post", lw=1.8,
-                color=flight_color(k), label=f"{label(name)} (n={counts[k]})")
+        ax.step(
+            np.concatenate([[y[0]], y]),
+            np.arange(len(y) + 1) / len(y),
+            where="post",
+            lw=1.8,
+            color=flight_color(k),
+            label=f"{label(name)} (n={counts[k]})",
+        )
         ax.plot(np.median(y), 0.5, marker=flight_marker(k), color=flight_color(k), ms=6, mec="k", mew=0.5)
     ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
-    ax.set(xlabel="lidar cloud base height (km)", ylabel="fraction of the flight's samples ≤ CBH", ylim=(0, 1.02),
-           title="CBH distribution per flight (empirical CDF; markers: medians)")
+    ax.set(
+        xlabel="lidar cloud base height (km)",
+        ylabel="fraction of the flight's samples ≤ CBH",
+        ylim=(0, 1.02),
+        title="CBH distribution per flight (empirical CDF; markers: medians)",
+    )
     ax.legend(title="flight", fontsize=8, loc="lower right")
     return save(fig, save_to)
 
 
 def _strip(ax: plt.Axes, values: np.ndarray, pos: int, k: int, rng: np.random.Generator) -> None:
     """Every sample of a small flight, jittered over its box."""
-    ax.scatter(pos + rng.uniform(-0.18, 0.18, len(values)), values, s=9, color=flight_color(k), marker=flight_marker(k),
-               edgecolor="k", linewidth=0.3, zorder=3)
+    ax.scatter(
+        pos + rng.uniform(-0.18, 0.18, len(values)),
+        values,
+        s=9,
+        color=flight_color(k),
+        marker=flight_marker(k),
+        edgecolor="k",
+        linewidth=0.3,
+        zorder=3,
+    )
 
 
 def feature_distributions(camp: Campaign, save_to: str | Path | None = None) -> plt.Figure:
@@ -97,8 +120,10 @@ def feature_distributions(camp: Campaign, save_to: str | Path | None = None) -> 
         ax.set_title(f"{name}" + (f" ({unit})" if unit else ""), fontsize=9)
     for j in range(len(names), rows * cols):
         axes[j // cols, j % cols].axis("off")
-    fig.suptitle("Physical features per flight (boxes: quartiles; whiskers: 1.5 IQR; outliers hidden; "
-                 f"points: every sample of flights with n ≤ {SMALL_FLIGHT})")
+    fig.suptitle(
+        "Physical features per flight (boxes: quartiles; whiskers: 1.5 IQR; outliers hidden; "
+        f"points: every sample of flights with n ≤ {SMALL_FLIGHT})"
+    )
     fig.tight_layout()
     return save(fig, save_to)
 
@@ -113,18 +138,22 @@ def feature_correlation_bars(corr: pd.DataFrame, save_to: str | Path | None = No
         return save(fig, save_to)
     y = np.arange(len(corr))
     ax.barh(y - 0.2, corr["pearson_r"], height=0.4, label="pooled over flights", color="k")
-    ax.barh(y + 0.2, corr["within_flight_r"], height=0.4, label="mean within a flight", color="white", edgecolor="k",
-            lw=0.8)
+    ax.barh(
+        y + 0.2, corr["within_flight_r"], height=0.4, label="mean within a flight", color="white", edgecolor="k", lw=0.8
+    )
     ax.set_yticks(y, [label(f) for f in corr["feature"]], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set(xlabel="Pearson correlation with lidar CBH", title="Feature correlation with CBH", xlim=(-1, 1),
-           ylim=(len(corr) - 0.5, -0.9))
+    ax.set(
+        xlabel="Pearson correlation with lidar CBH",
+        title="Feature correlation with CBH",
+        xlim=(-1, 1),
+        ylim=(len(corr) - 0.5, -0.9),
+    )
     missing = corr["missing"] if "missing" in corr else pd.Series(np.nan, index=corr.index)
     tr = ax.get_yaxis_transform()
     ax.text(1.02, -0.75, "missing", transform=tr, fontsize=8, ha="left", va="center", weight="bold")
     for yi, m in zip(y, missing):
-        ax.text(1.02, yi, "n/a" if not np.isfinite(m) else f"{m:.0%}", transform=tr, fontsize=8, ha="left",
-                va="center")
+        ax.text(1.02, yi, "n/a" if not np.isfinite(m) else f"{m:.0%}", transform=tr, fontsize=8, ha="left", va="center")
     ax.legend(fontsize=8, loc="lower left")
     return save(fig, save_to)
 
@@ -133,8 +162,13 @@ def example_images(camp: Campaign, per_flight: int = 3, seed: int = 0, save_to: 
     """A few images per flight (channel 0) with their CBH, one colour scale per flight."""
     rng = np.random.default_rng(seed)
     unit, _ = _image_unit(camp)
-    fig, axes = plt.subplots(camp.n_flights, per_flight, figsize=(2.6 * per_flight + 1.2, 2.5 * camp.n_flights),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        camp.n_flights,
+        per_flight,
+        figsize=(2.6 * per_flight + 1.2, 2.5 * camp.n_flights),
+        squeeze=False,
+        layout="constrained",
+    )
     for k, name in enumerate(camp.flight_names):
         idx = camp.flight_indices(k)
         pick = np.sort(rng.choice(idx, size=min(per_flight, len(idx)), replace=False))
@@ -151,8 +185,10 @@ def example_images(camp: Campaign, per_flight: int = 3, seed: int = 0, save_to: 
             cb = fig.colorbar(im, ax=axes[k, :].tolist(), fraction=0.05, pad=0.02)
             cb.set_label(f"{unit}\n{label(name)}: {lo:.1f} to {hi:.1f}", fontsize=8)
             cb.ax.tick_params(labelsize=7)
-    fig.suptitle("Example thermal images (channel 0); one colour scale per flight: 1st-99th percentile of its "
-                 "images shown", fontsize=10)
+    fig.suptitle(
+        "Example thermal images (channel 0); one colour scale per flight: 1st-99th percentile of its images shown",
+        fontsize=10,
+    )
     return save(fig, save_to)
 
 
@@ -168,17 +204,37 @@ def shadow_vs_lidar(camp: Campaign, save_to: str | Path | None = None) -> plt.Fi
     h = X[:, j]
     for k, name in enumerate(camp.flight_names):
         m = (camp.flight == k) & np.isfinite(h)
-        ax.scatter(camp.cbh_km[m], h[m], s=9, alpha=0.6, color=flight_color(k), marker=flight_marker(k),
-                   label=f"{label(name)} (n={m.sum()})")
+        ax.scatter(
+            camp.cbh_km[m],
+            h[m],
+            s=9,
+            alpha=0.6,
+            color=flight_color(k),
+            marker=flight_marker(k),
+            label=f"{label(name)} (n={m.sum()})",
+        )
     xtop = float(np.nanmax(camp.cbh_km)) * 1.05
     ytop = float(np.nanpercentile(h, 99)) * 1.05 if np.isfinite(h).any() else xtop
     hidden = int(np.sum(np.isfinite(h) & (h > ytop)))
     ax.plot([0, min(xtop, ytop)], [0, min(xtop, ytop)], "k--", lw=1, label="1:1")
-    ax.set(xlim=(0, xtop), ylim=(0, ytop), xlabel="lidar CBH (km)", ylabel="shadow-derived height (km)",
-           title=f"Shadow geometry vs lidar ({np.isnan(h).mean():.0%} missing)")
+    ax.set(
+        xlim=(0, xtop),
+        ylim=(0, ytop),
+        xlabel="lidar CBH (km)",
+        ylabel="shadow-derived height (km)",
+        title=f"Shadow geometry vs lidar ({np.isnan(h).mean():.0%} missing)",
+    )
     if hidden:
-        ax.text(0.98, 0.98, f"{hidden} points > {ytop:.1f} km not shown", transform=ax.transAxes, ha="right",
-                va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+        ax.text(
+            0.98,
+            0.98,
+            f"{hidden} points > {ytop:.1f} km not shown",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save(fig, save_to)
 
@@ -210,25 +266,46 @@ def cbh_along_track(camp: Campaign, save_to: str | Path | None = None, gap_facto
         ax.plot(tt, yy, lw=0.7, color=flight_color(k))
         ax.plot(t, y, ".", ms=2.5, color=flight_color(k))
         gap = f"gaps > {thr * 60:.0f} s" if np.isfinite(thr) else "no gaps"
-        ax.set_title(f"{label(name)}: n = {len(idx)}; duration {t[-1]:.0f} min; lag-1 autocorrelation "
-                     f"{lag1(y):.2f}; line breaks at {gap}", loc="left", fontsize=8)
+        ax.set_title(
+            f"{label(name)}: n = {len(idx)}; duration {t[-1]:.0f} min; lag-1 autocorrelation "
+            f"{lag1(y):.2f}; line breaks at {gap}",
+            loc="left",
+            fontsize=8,
+        )
     axes[-1, 0].set_xlabel("minutes since the first labelled sample")
-    fig.suptitle(f"CBH along each flight track (strongly autocorrelated: random splits leak); the line breaks "
-                 f"at gaps > {gap_factor:g}× the flight's median spacing", fontsize=10)
+    fig.suptitle(
+        f"CBH along each flight track (strongly autocorrelated: random splits leak); the line breaks "
+        f"at gaps > {gap_factor:g}× the flight's median spacing",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def ks_heatmaps(mats: dict[str, np.ndarray], names: list[str], save_to: str | Path | None = None,
-                n: list[int] | np.ndarray | None = None) -> plt.Figure:
+def ks_heatmaps(
+    mats: dict[str, np.ndarray],
+    names: list[str],
+    save_to: str | Path | None = None,
+    n: list[int] | np.ndarray | None = None,
+) -> plt.Figure:
     """Heatmaps of pairwise KS statistics between flights, one panel per quantity; the trivial
     diagonal is masked; ``n`` (samples per flight) goes into the tick labels."""
     fig, axes = plt.subplots(1, len(mats), figsize=(5.4 * len(mats), 4.6), squeeze=False)
     ticks = [label(f) + (f" (n={n[k]})" if n is not None else "") for k, f in enumerate(names)]
     for ax, (title, m) in zip(axes[0], mats.items()):
-        sns.heatmap(pd.DataFrame(m, index=ticks, columns=ticks), mask=np.eye(len(names), dtype=bool), vmin=0, vmax=1,
-                    cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 7},
-                    cbar_kws={"label": "KS statistic"}, ax=ax, square=True)
+        sns.heatmap(
+            pd.DataFrame(m, index=ticks, columns=ticks),
+            mask=np.eye(len(names), dtype=bool),
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            annot=True,
+            fmt=".2f",
+            annot_kws={"fontsize": 7},
+            cbar_kws={"label": "KS statistic"},
+            ax=ax,
+            square=True,
+        )
         ax.set_title(title, fontsize=10)
         ax.set(xlabel="flight", ylabel="flight")
         ax.tick_params(labelsize=8)
@@ -237,8 +314,13 @@ def ks_heatmaps(mats: dict[str, np.ndarray], names: list[str], save_to: str | Pa
     return save(fig, save_to)
 
 
-def image_stats_scatter(stats: np.ndarray, names: list[str], camp: Campaign, which: tuple[str, ...] = (
-        "p95_p05", "warm20_cold20", "cold_frac_q50"), save_to: str | Path | None = None) -> plt.Figure:
+def image_stats_scatter(
+    stats: np.ndarray,
+    names: list[str],
+    camp: Campaign,
+    which: tuple[str, ...] = ("p95_p05", "warm20_cold20", "cold_frac_q50"),
+    save_to: str | Path | None = None,
+) -> plt.Figure:
     """A few calibration-free image statistics against CBH, by flight, with units on the y-axes."""
     _, short = _image_unit(camp)
     fig, axes = plt.subplots(1, len(which), figsize=(4.5 * len(which), 3.9), squeeze=False)
@@ -246,8 +328,15 @@ def image_stats_scatter(stats: np.ndarray, names: list[str], camp: Campaign, whi
         j = names.index(stat)
         for k, name in enumerate(camp.flight_names):
             m = camp.flight == k
-            ax.scatter(camp.cbh_km[m], stats[m, j], s=6, alpha=0.5, color=flight_color(k), marker=flight_marker(k),
-                       label=f"{label(name)} (n={m.sum()})")
+            ax.scatter(
+                camp.cbh_km[m],
+                stats[m, j],
+                s=6,
+                alpha=0.5,
+                color=flight_color(k),
+                marker=flight_marker(k),
+                label=f"{label(name)} (n={m.sum()})",
+            )
         ax.set(xlabel="lidar CBH (km)", title=stat)
         ax.set_ylabel(STAT_LABELS.get(stat, stat).format(u=short), fontsize=9)
     axes[0, 0].legend(fontsize=7, markerscale=2)

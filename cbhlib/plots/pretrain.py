@@ -8,11 +8,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from cbhlib.plots.style import (flight_color, label, save)
+from cbhlib.plots.style import flight_color, label, save
 
 
-PIXEL_SCALES = {"image": "normalised pixels: image mean removed, ÷ training-pixel sd",
-                "global": "normalised pixels: (pixel − training mean) ÷ training-pixel sd"}
+PIXEL_SCALES = {
+    "image": "normalised pixels: image mean removed, ÷ training-pixel sd",
+    "global": "normalised pixels: (pixel − training mean) ÷ training-pixel sd",
+}
 
 
 def _flight_index(flights: Sequence[str] | None, held: str, seen: list[str]) -> int:
@@ -23,8 +25,12 @@ def _flight_index(flights: Sequence[str] | None, held: str, seen: list[str]) -> 
     return seen.index(held)
 
 
-def pretrain_curves(encoders: pd.DataFrame, histories: dict[str, list[float]], save_to: str | Path | None = None,
-                    flights: Sequence[str] | None = None) -> plt.Figure:
+def pretrain_curves(
+    encoders: pd.DataFrame,
+    histories: dict[str, list[float]],
+    save_to: str | Path | None = None,
+    flights: Sequence[str] | None = None,
+) -> plt.Figure:
     """Training loss per epoch of each encoder, coloured by its held-out flight, with the
     mean over encoders and two floors (means over encoders, measured on held-in frames).
 
@@ -41,8 +47,15 @@ def pretrain_curves(encoders: pd.DataFrame, histories: dict[str, list[float]], s
     for name, h in histories.items():
         fl = held.get(name, "") or "all flights"
         k = _flight_index(flights, fl, seen)
-        ax.plot(np.arange(1, len(h) + 1), h, "-", lw=1.1, color=flight_color(k), alpha=0.75,
-                label=f"{label(fl)} held out" if fl not in labelled else None)
+        ax.plot(
+            np.arange(1, len(h) + 1),
+            h,
+            "-",
+            lw=1.1,
+            color=flight_color(k),
+            alpha=0.75,
+            label=f"{label(fl)} held out" if fl not in labelled else None,
+        )
         labelled.add(fl)
     if histories:
         L = max(len(h) for h in histories.values())
@@ -60,9 +73,12 @@ def pretrain_curves(encoders: pd.DataFrame, histories: dict[str, list[float]], s
     highs = [zero] + [float(np.max(h)) for h in histories.values() if len(h)]
     pad = 0.06 * (max(highs) - min(lows) or 1.0)
     ax.set_ylim(min(lows) - pad, max(highs) + pad)
-    ax.set(xlabel="epoch", ylabel="masked-patch MSE (training batches)",
-           title=f"MAE pretraining: {len(histories)} encoders; final / predict-zero = {final / zero:.2f}, "
-                 f"final / interpolation = {final / interp:.2f}\n(floors and final: means over encoders)")
+    ax.set(
+        xlabel="epoch",
+        ylabel="masked-patch MSE (training batches)",
+        title=f"MAE pretraining: {len(histories)} encoders; final / predict-zero = {final / zero:.2f}, "
+        f"final / interpolation = {final / interp:.2f}\n(floors and final: means over encoders)",
+    )
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
@@ -75,8 +91,9 @@ def _bad_grey(name: str) -> Any:
     return cmap
 
 
-def reconstructions(rec: dict[str, np.ndarray], save_to: str | Path | None = None, source: str = "",
-                    pixel_norm: str = "image") -> plt.Figure:
+def reconstructions(
+    rec: dict[str, np.ndarray], save_to: str | Path | None = None, source: str = "", pixel_norm: str = "image"
+) -> plt.Figure:
     """Rows of (input, masked input, reconstruction, error inside masked patches), channel 0.
 
     Hidden patches are grey in the masked input; visible (unscored) patches are grey in the
@@ -95,10 +112,12 @@ def reconstructions(rec: dict[str, np.ndarray], save_to: str | Path | None = Non
     fig, axes = plt.subplots(n, 4, figsize=(12, 2.7 * n + 0.6), squeeze=False, layout="constrained")
     for i in range(n):
         vmin, vmax = np.nanpercentile(rec["input"][i], [1, 99])
-        panels = ((rec["input"][i], "input", img_cmap, vmin, vmax),
-                  (rec["masked"][i], "masked input (grey: hidden patches)", img_cmap, vmin, vmax),
-                  (rec["reconstruction"][i], "reconstruction in hidden patches", img_cmap, vmin, vmax),
-                  (err_all[i], "error in hidden patches (grey: visible)", err_cmap, -emax, emax))
+        panels = (
+            (rec["input"][i], "input", img_cmap, vmin, vmax),
+            (rec["masked"][i], "masked input (grey: hidden patches)", img_cmap, vmin, vmax),
+            (rec["reconstruction"][i], "reconstruction in hidden patches", img_cmap, vmin, vmax),
+            (err_all[i], "error in hidden patches (grey: visible)", err_cmap, -emax, emax),
+        )
         for j, (img, title, cmap, lo, hi) in enumerate(panels):
             ax = axes[i, j]
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
@@ -109,11 +128,17 @@ def reconstructions(rec: dict[str, np.ndarray], save_to: str | Path | None = Non
                 cb = fig.colorbar(im, ax=axes[i, :3].tolist(), fraction=0.03, pad=0.01)
                 cb.set_label("normalised pixel value\n(row's 1st-99th percentile)", fontsize=7)
                 cb.ax.tick_params(labelsize=7)
-    cb = fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(-emax, emax), err_cmap), ax=axes[:, 3].tolist(),
-                      fraction=0.08, pad=0.02)
-    cb.set_label("reconstruction − input (normalised)\none scale for all rows, clipped at 99th pct of |error|",
-                 fontsize=7)
+    cb = fig.colorbar(
+        plt.cm.ScalarMappable(plt.Normalize(-emax, emax), err_cmap), ax=axes[:, 3].tolist(), fraction=0.08, pad=0.02
+    )
+    cb.set_label(
+        "reconstruction − input (normalised)\none scale for all rows, clipped at 99th pct of |error|", fontsize=7
+    )
     cb.ax.tick_params(labelsize=7)
-    fig.suptitle("MAE reconstructions" + (f" of {label(source)}" if source else " of frames the encoder never saw")
-                 + f"\n({unit})", fontsize=10)
+    fig.suptitle(
+        "MAE reconstructions"
+        + (f" of {label(source)}" if source else " of frames the encoder never saw")
+        + f"\n({unit})",
+        fontsize=10,
+    )
     return save(fig, save_to)

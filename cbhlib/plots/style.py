@@ -12,35 +12,78 @@ import numpy as np
 from matplotlib.patches import Patch
 
 # the same order as the tables (cbhlib.evaluation.results: baselines first, then the fusion modes)
-BASELINES: tuple[str, ...] = ("climatology", "lcl", "gbdt", "image_stats_gbdt", "image_stats_mlp", "gbdt_all",
-                              "random_init")
+BASELINES: tuple[str, ...] = (
+    "climatology",
+    "lcl",
+    "gbdt",
+    "image_stats_gbdt",
+    "image_stats_mlp",
+    "gbdt_all",
+    "random_init",
+)
 MODES: tuple[str, ...] = ("physical_only", "image_only", "concat", "attention")
 MODEL_ORDER: tuple[str, ...] = BASELINES + MODES
 
 # fusion modes in colour, baselines in greys (darker = stronger baseline); the same everywhere
 MODEL_COLORS: dict[str, str] = {
-    "physical_only": "#1f77b4", "image_only": "#ff7f0e", "concat": "#2ca02c", "attention": "#d62728",
-    "climatology": "#e6e6e6", "lcl": "#cfcfcf", "random_init": "#b4b4b4", "image_stats_mlp": "#9a9a9a",
-    "image_stats_gbdt": "#808080", "gbdt": "#676767", "gbdt_all": "#4e4e4e",
+    "physical_only": "#1f77b4",
+    "image_only": "#ff7f0e",
+    "concat": "#2ca02c",
+    "attention": "#d62728",
+    "climatology": "#e6e6e6",
+    "lcl": "#cfcfcf",
+    "random_init": "#b4b4b4",
+    "image_stats_mlp": "#9a9a9a",
+    "image_stats_gbdt": "#808080",
+    "gbdt": "#676767",
+    "gbdt_all": "#4e4e4e",
 }
 OTHER_MODEL_COLOR = "#daa520"  # a model outside the list above
 # greys alone cannot tell seven baselines apart: each also has a marker (lines, dots) and a hatch (bars)
 MODEL_MARKERS: dict[str, str] = {
-    "physical_only": "o", "image_only": "o", "concat": "o", "attention": "o",
-    "climatology": "s", "lcl": "^", "gbdt": "v", "image_stats_gbdt": "D", "image_stats_mlp": "P", "gbdt_all": "X",
+    "physical_only": "o",
+    "image_only": "o",
+    "concat": "o",
+    "attention": "o",
+    "climatology": "s",
+    "lcl": "^",
+    "gbdt": "v",
+    "image_stats_gbdt": "D",
+    "image_stats_mlp": "P",
+    "gbdt_all": "X",
     "random_init": "*",
 }
 MODEL_HATCHES: dict[str, str] = {
-    "climatology": "", "lcl": "xx", "gbdt": "//", "image_stats_gbdt": "\\\\", "image_stats_mlp": "..",
-    "gbdt_all": "++", "random_init": "oo",
+    "climatology": "",
+    "lcl": "xx",
+    "gbdt": "//",
+    "image_stats_gbdt": "\\\\",
+    "image_stats_mlp": "..",
+    "gbdt_all": "++",
+    "random_init": "oo",
 }
 # flights: tab10's other hues (purple, cyan, olive, pink, brown), none a model colour (first four, greys)
-FLIGHT_PALETTE: tuple[str, ...] = ("#9467bd", "#17becf", "#bcbd22", "#e377c2", "#8c564b", "#000080", "#4b0082",
-                                   "#008080")
+FLIGHT_PALETTE: tuple[str, ...] = (
+    "#9467bd",
+    "#17becf",
+    "#bcbd22",
+    "#e377c2",
+    "#8c564b",
+    "#000080",
+    "#4b0082",
+    "#008080",
+)
 FLIGHT_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 DISPLAY_UNITS = {"sp": ("hPa", 0.01)}  # feature -> (unit shown, factor from file units)
-UNIT_TEXT = {"1": "dimensionless", "": "", "kg/m2": "kg m⁻²", "g/kg/km": "g kg⁻¹ km⁻¹", "K/km": "K km⁻¹",
-             "m/s": "m s⁻¹", "W/m2": "W m⁻²"}
+UNIT_TEXT = {
+    "1": "dimensionless",
+    "": "",
+    "kg/m2": "kg m⁻²",
+    "g/kg/km": "g kg⁻¹ km⁻¹",
+    "K/km": "K km⁻¹",
+    "m/s": "m s⁻¹",
+    "W/m2": "W m⁻²",
+}
 FLOOR_ARROW = "v"  # marker drawn under a bar cut at the axis floor
 
 
@@ -84,8 +127,13 @@ def bar_style(model: str) -> dict[str, object]:
 
 def model_patch(model: str, text: str | None = None) -> Patch:
     """A legend entry for a model's bars (colour and hatch)."""
-    return Patch(facecolor=model_color(model), hatch=model_hatch(model), edgecolor="k", linewidth=0.4,
-                 label=label(text if text is not None else model))
+    return Patch(
+        facecolor=model_color(model),
+        hatch=model_hatch(model),
+        edgecolor="k",
+        linewidth=0.4,
+        label=label(text if text is not None else model),
+    )
 
 
 def flight_color(k: int) -> str:
@@ -139,14 +187,30 @@ def mark_clipped(ax: plt.Axes, x: np.ndarray, values: np.ndarray, floor: float, 
     cut = np.isfinite(values) & (values < floor)
     for xi, v in zip(np.asarray(x)[cut], np.asarray(values)[cut]):
         ax.plot(xi, floor, marker=FLOOR_ARROW, color="k", ms=4, clip_on=False, zorder=5)
-        ax.annotate(f"{v:.1f}", (xi, floor), xytext=(0, 5), textcoords="offset points", ha="center", va="bottom",
-                    rotation=90, fontsize=fontsize, zorder=6,
-                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.85, "lw": 0})
+        ax.annotate(
+            f"{v:.1f}",
+            (xi, floor),
+            xytext=(0, 5),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            rotation=90,
+            fontsize=fontsize,
+            zorder=6,
+            bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.85, "lw": 0},
+        )
     return int(cut.sum())
 
 
-def sd_bars(ax: plt.Axes, x: np.ndarray, values: np.ndarray, sd: np.ndarray | None, keep: np.ndarray | None = None,
-            capsize: float = 2, lw: float = 1.0) -> None:
+def sd_bars(
+    ax: plt.Axes,
+    x: np.ndarray,
+    values: np.ndarray,
+    sd: np.ndarray | None,
+    keep: np.ndarray | None = None,
+    capsize: float = 2,
+    lw: float = 1.0,
+) -> None:
     """Error bars of ± sd over seeds, only where sd > 0 (deterministic models have none) and ``keep``."""
     if sd is None:
         return
@@ -155,68 +219,91 @@ def sd_bars(ax: plt.Axes, x: np.ndarray, values: np.ndarray, sd: np.ndarray | No
     if keep is not None:
         ok &= keep
     if ok.any():
-        ax.errorbar(np.asarray(x)[ok], np.asarray(values)[ok], yerr=sd[ok], fmt="none", ecolor="k", capsize=capsize,
-                    lw=lw, zorder=4)
+        ax.errorbar(
+            np.asarray(x)[ok],
+            np.asarray(values)[ok],
+            yerr=sd[ok],
+            fmt="none",
+            ecolor="k",
+            capsize=capsize,
+            lw=lw,
+            zorder=4,
+        )
 
 
 # figures in the order of the pipeline (index.html lists them so); train_* figures go per mode
 FIGURE_ORDER: tuple[str, ...] = (
-    "explore_cbh_per_flight", "explore_features_per_flight", "explore_feature_correlation", "explore_example_images",
-    "explore_image_stats", "explore_shadow_vs_lidar", "explore_cbh_along_track", "explore_ks_heatmap",
-    "pretrain_loss", "pretrain_reconstructions",
-    "train_", "compare_protocol_inflation", "compare_per_flight_lofo", "compare_differences",
-    "compare_best_pred_vs_true", "compare_error_by_regime", "compare_few_shot", "compare_conformal_coverage",
-    "compare_shift_ks", "compare_pca", "sweep_shift",
+    "explore_cbh_per_flight",
+    "explore_features_per_flight",
+    "explore_feature_correlation",
+    "explore_example_images",
+    "explore_image_stats",
+    "explore_shadow_vs_lidar",
+    "explore_cbh_along_track",
+    "explore_ks_heatmap",
+    "pretrain_loss",
+    "pretrain_reconstructions",
+    "train_",
+    "compare_protocol_inflation",
+    "compare_per_flight_lofo",
+    "compare_differences",
+    "compare_best_pred_vs_true",
+    "compare_error_by_regime",
+    "compare_few_shot",
+    "compare_conformal_coverage",
+    "compare_shift_ks",
+    "compare_pca",
+    "sweep_shift",
 )
 TRAIN_KINDS: tuple[str, ...] = ("_loss", "_pred_vs_true", "_fold_bars", "_attention_weights")
 
 CAPTIONS: dict[str, str] = {
     "explore_cbh_per_flight": "Cumulative distribution of lidar cloud base height per flight (n per flight in the "
-                              "legend; an ECDF does not let a small flight squash the others).",
+    "legend; an ECDF does not let a small flight squash the others).",
     "explore_features_per_flight": "Physical features per flight (boxes: quartiles; whiskers: 1.5 IQR; outliers "
-                                   "hidden; every sample drawn for small flights): the shift a new flight brings.",
+    "hidden; every sample drawn for small flights): the shift a new flight brings.",
     "explore_feature_correlation": "Pearson correlation of each feature with CBH: pooled over flights (black) vs the "
-                                   "mean within flights (white); the missing fraction per feature on the right.",
+    "mean within flights (white); the missing fraction per feature on the right.",
     "explore_example_images": "Example thermal images per flight with their lidar CBH; one colour scale per flight "
-                              "(1st-99th percentile of its images shown).",
+    "(1st-99th percentile of its images shown).",
     "explore_image_stats": "Calibration-free image statistics (brightness-temperature spreads, cold-pixel fraction) "
-                           "against lidar CBH, per flight.",
+    "against lidar CBH, per flight.",
     "explore_shadow_vs_lidar": "Shadow-derived height against lidar CBH, per flight (y-axis cut at the 99th "
-                               "percentile; points above it counted in the figure).",
+    "percentile; points above it counted in the figure).",
     "explore_cbh_along_track": "CBH along each track with each flight's duration and lag-1 autocorrelation; the line "
-                               "breaks at gaps longer than the threshold stated in the figure.",
+    "breaks at gaps longer than the threshold stated in the figure.",
     "explore_ks_heatmap": "Pairwise Kolmogorov-Smirnov distances between flights (diagonal masked; n per flight in "
-                          "the tick labels).",
+    "the tick labels).",
     "pretrain_loss": "MAE pretraining loss per encoder (coloured by held-out flight; black: mean) beside its floors "
-                     "(predict-zero, interpolation) and the final held-in loss, each a mean over encoders.",
+    "(predict-zero, interpolation) and the final held-in loss, each a mean over encoders.",
     "pretrain_reconstructions": "Masked inputs (grey: hidden patches), reconstructions inside the hidden patches, and "
-                                "their error (reconstruction − input; grey: visible patches, not scored).",
+    "their error (reconstruction − input; grey: visible patches, not scored).",
     "compare_protocol_inflation": "Pooled R2 of each model under each protocol, mean ± sd over seeds (bars cut at the "
-                                  "axis floor carry their value; 'not run': a model trained under LOFO only).",
+    "axis floor carry their value; 'not run': a model trained under LOFO only).",
     "compare_per_flight_lofo": "Per-flight MAE and R2 under leave-one-flight-out, mean ± sd over seeds; black dashed: "
-                               "the best R2 the label noise allows (synthetic truth); cut bars carry their value.",
+    "the best R2 the label noise allows (synthetic truth); cut bars carry their value.",
     "compare_differences": "Pooled-MAE differences with 95 % intervals from a paired moving-block bootstrap over "
-                           "samples and seeds (negative: the first model is better); coloured by the winner.",
+    "samples and seeds (negative: the first model is better); coloured by the winner.",
     "compare_best_pred_vs_true": "Held-out predictions of the model with the lowest leave-one-flight-out pooled MAE "
-                                 "(mean over seeds) and, when that is climatology (a constant), of the best model "
-                                 "other than climatology; n counts samples (×seeds where seeds differ).",
+    "(mean over seeds) and, when that is climatology (a constant), of the best model "
+    "other than climatology; n counts samples (×seeds where seeds differ).",
     "compare_error_by_regime": "Absolute error by cloud-base regime under leave-one-flight-out (seeds pooled; n per "
-                               "regime; whiskers: 1.5 IQR; outliers hidden; y cut above 90 % of the whisker tops, "
-                               "longer whiskers labelled with their top).",
+    "regime; whiskers: 1.5 IQR; outliers hidden; y cut above 90 % of the whisker tops, "
+    "longer whiskers labelled with their top).",
     "compare_few_shot": "Few-shot recalibration on the first k samples in time (the headline draw): mean per-flight "
-                        "MAE against k, by method and model group; faint: the optimistic random draw.",
+    "MAE against k, by method and model group; faint: the optimistic random draw.",
     "compare_conformal_coverage": "Coverage of 90 % split-conformal intervals per model and held-out flight, "
-                                  "calibrated on the training flights or on 20 samples of the target flight "
-                                  "(filled: first 20 in time, the headline; hollow: 20 random, optimistic).",
+    "calibrated on the training flights or on 20 samples of the target flight "
+    "(filled: first 20 in time, the headline; hollow: 20 random, optimistic).",
     "compare_shift_ks": "Each held-out flight against the other flights: KS distance per feature (n per flight in "
-                        "the tick labels).",
+    "the tick labels).",
     "compare_pca": "Where each flight sits: PCA of the standardised, median-imputed physical features, and of image "
-                   "embeddings when an encoder trained on all flights exists (the figure says when it does not).",
+    "embeddings when an encoder trained on all flights exists (the figure says when it does not).",
     "sweep_shift": "Leave-one-flight-out skill against the strength of flight-level shifts.",
 }
 TRAIN_CAPTIONS: dict[str, str] = {
     "_loss": "training (black dashed) and validation loss per fold, first seed; validation = time blocks of the "
-             "held-in training flights; dash-dot: Huber loss of predicting the training mean",
+    "held-in training flights; dash-dot: Huber loss of predicting the training mean",
     "_pred_vs_true": "predicted against lidar CBH per held-out flight (leave-one-flight-out)",
     "_fold_bars": "MAE and R2 per held-out flight beside climatology, mean ± sd over seeds",
     "_attention_weights": "attention weights per variable and image region",
@@ -229,7 +316,7 @@ def caption(name: str) -> str:
         return CAPTIONS[name]
     for suffix, text in TRAIN_CAPTIONS.items():
         if name.startswith("train_") and name.endswith(suffix):
-            return f"{name[6:-len(suffix)]}: {text}."
+            return f"{name[6 : -len(suffix)]}: {text}."
     return name.replace("_", " ")
 
 
@@ -238,7 +325,7 @@ def figure_rank(name: str, steps: list[str] | None = None) -> tuple[int, int, in
     order, compare, sweep), then the notebook's order; unknown figures last."""
     if name.startswith("train_"):
         kind = next((i for i, s in enumerate(TRAIN_KINDS) if name.endswith(s)), len(TRAIN_KINDS))
-        model = name[6:-len(TRAIN_KINDS[kind])] if kind < len(TRAIN_KINDS) else name[6:]
+        model = name[6 : -len(TRAIN_KINDS[kind])] if kind < len(TRAIN_KINDS) else name[6:]
         steps = steps or []
         step = steps.index(model) if model in steps else len(steps) + model_rank(model)[0]
         return (FIGURE_ORDER.index("train_"), step, kind, name)

@@ -13,10 +13,18 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cbhlib.evaluation.metrics import fmt_r2, regression_metrics
-from cbhlib.plots.style import (bar_style, flight_color, flight_marker, label, mark_clipped, model_color, model_patch,
-                                save, sd_bars)
+from cbhlib.plots.style import (
+    bar_style,
+    flight_color,
+    flight_marker,
+    label,
+    mark_clipped,
+    model_color,
+    model_patch,
+    save,
+    sd_bars,
+)
 from cbhlib.plots.style import r2_floor as axis_floor
-
 
 
 def _grid(n: int, ncols: int, w: float, h: float, **kw: Any) -> tuple[plt.Figure, np.ndarray]:
@@ -25,14 +33,6 @@ def _grid(n: int, ncols: int, w: float, h: float, **kw: Any) -> tuple[plt.Figure
     rows = int(np.ceil(max(n, 1) / ncols))
     fig, axes = plt.subplots(rows, ncols, figsize=(w * ncols, h * rows), squeeze=False, **kw)
     return fig, axes.ravel()
-
-
-
-
-
-
-
-
 
 
 def huber(err: np.ndarray, delta: float) -> np.ndarray:
@@ -71,8 +71,13 @@ def _plain_log(ax: plt.Axes) -> None:
     ax.tick_params(axis="y", which="both", labelsize=9)
 
 
-def loss_curves(log: pd.DataFrame, model: str, save_to: str | Path | None = None,
-                reference: dict[int, float] | None = None, ncols: int = 3) -> plt.Figure:
+def loss_curves(
+    log: pd.DataFrame,
+    model: str,
+    save_to: str | Path | None = None,
+    reference: dict[int, float] | None = None,
+    ncols: int = 3,
+) -> plt.Figure:
     """Training (black dashed) and validation loss per epoch for each LOFO fold (first seed).
 
     Args:
@@ -82,7 +87,11 @@ def loss_curves(log: pd.DataFrame, model: str, save_to: str | Path | None = None
     folds = sorted(d0["fold"].unique()) if len(d0) else []
     fig, axes = _grid(len(folds) + 1, ncols, 3.8, 3.0, sharey=True)
     for ax, f in zip(axes, folds):
-        d = d0[(d0["fold"] == f) & (d0["seed"] == d0["seed"].min())].sort_values("epoch").drop_duplicates("epoch", keep="last")
+        d = (
+            d0[(d0["fold"] == f) & (d0["seed"] == d0["seed"].min())]
+            .sort_values("epoch")
+            .drop_duplicates("epoch", keep="last")
+        )
         ax.plot(d["epoch"], d["train_loss"], color="k", ls="--", lw=1.2)
         ax.plot(d["epoch"], d["val_loss"], color=model_color(model), lw=1.6)
         if reference and int(f) in reference:
@@ -98,14 +107,17 @@ def loss_curves(log: pd.DataFrame, model: str, save_to: str | Path | None = None
             ax.set_ylabel("Huber loss (standardised CBH)")
     key = axes[len(folds)]
     key.axis("off")
-    handles = [Line2D([], [], color="k", ls="--", label="train (training batches)"),
-               Line2D([], [], color=model_color(model), lw=1.6,
-                      label="validation (time blocks of the\nheld-in training flights)"),
-               Line2D([], [], color="k", ls=":", label="epoch early stopping selected")]
+    handles = [
+        Line2D([], [], color="k", ls="--", label="train (training batches)"),
+        Line2D(
+            [], [], color=model_color(model), lw=1.6, label="validation (time blocks of the\nheld-in training flights)"
+        ),
+        Line2D([], [], color="k", ls=":", label="epoch early stopping selected"),
+    ]
     if reference:
         handles.append(Line2D([], [], color="k", lw=1.0, ls="-.", label="predict the training mean\n(validation loss)"))
     key.legend(handles=handles, loc="center", fontsize=9, frameon=False)
-    for ax in axes[len(folds) + 1:]:
+    for ax in axes[len(folds) + 1 :]:
         ax.axis("off")
     fig.suptitle(f"{model}: loss curves per held-out flight (first seed)")
     fig.tight_layout()
@@ -137,16 +149,23 @@ def pred_panel(ax: plt.Axes, d: pd.DataFrame, flights: list[str], lims: tuple[fl
     view, n, seeds = _seed_view(d)
     for k, f2 in enumerate(flights):
         dd = view[view["flight"] == f2]
-        ax.scatter(dd["truth_km"], dd["pred_km"], s=6, alpha=0.5, color=flight_color(k), marker=flight_marker(k),
-                   linewidths=0)
+        ax.scatter(
+            dd["truth_km"], dd["pred_km"], s=6, alpha=0.5, color=flight_color(k), marker=flight_marker(k), linewidths=0
+        )
     m = regression_metrics(d["truth_km"].to_numpy(), d["pred_km"].to_numpy())
     ax.plot(lims, lims, "k--", lw=0.8)
     if lims[0] < 0:
         ax.axhline(0, color="0.6", lw=0.6)
     nn = f"n = {n} (×{seeds} seeds)" if seeds > 1 else f"n = {n}"
-    ax.text(0.03, 0.97, f"{nn}\nR2 = {fmt_r2(m['r2'])}\nMAE = {1000 * m['mae_km']:.0f} m\n"
-            f"bias = {1000 * m['bias_km']:+.0f} m", transform=ax.transAxes, va="top", fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.75, "lw": 0})
+    ax.text(
+        0.03,
+        0.97,
+        f"{nn}\nR2 = {fmt_r2(m['r2'])}\nMAE = {1000 * m['mae_km']:.0f} m\nbias = {1000 * m['bias_km']:+.0f} m",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.75, "lw": 0},
+    )
     ax.set(xlim=lims, ylim=lims, title=title, xlabel="lidar CBH (km)", ylabel="predicted CBH (km)")
     ax.set_aspect("equal")
 
@@ -158,17 +177,23 @@ def pred_vs_true(pred: pd.DataFrame, title: str, save_to: str | Path | None = No
     lims = axis_limits(pred)
     fig, axes = _grid(len(flights) + 1, ncols, 3.7, 3.7)
     for ax, fl in zip(axes, flights + ["all"]):
-        pred_panel(ax, pred if fl == "all" else pred[pred["flight"] == fl], flights, lims,
-                   "all flights" if fl == "all" else f"{label(fl)} held out")
-    for ax in axes[len(flights) + 1:]:
+        pred_panel(
+            ax,
+            pred if fl == "all" else pred[pred["flight"] == fl],
+            flights,
+            lims,
+            "all flights" if fl == "all" else f"{label(fl)} held out",
+        )
+    for ax in axes[len(flights) + 1 :]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def fold_bars(per_flight: pd.DataFrame, model: str, save_to: str | Path | None = None, r2_floor: float = -3.0
-              ) -> plt.Figure:
+def fold_bars(
+    per_flight: pd.DataFrame, model: str, save_to: str | Path | None = None, r2_floor: float = -3.0
+) -> plt.Figure:
     """MAE (headline) and R2 per held-out flight, model beside climatology, mean ± sd over seeds.
 
     R2 below ``r2_floor`` is cut at the axis floor for every series alike; cut bars get an
@@ -198,17 +223,30 @@ def fold_bars(per_flight: pd.DataFrame, model: str, save_to: str | Path | None =
     top = float(np.nanmax((per_flight["mae_m"] + sd_mae).to_numpy(float)))
     axes[0].set(ylim=(0, 1.3 * top), ylabel="MAE (m)", title="MAE (m), mean ± sd over seeds")
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(ylim=(floor - 0.04 * (1 - floor), 1), ylabel="R2",
-                title=f"R2 (bars below {floor:g} cut: arrow and value)" if floor <= r2_floor else "R2")
-    axes[0].legend(handles=[model_patch(model, f"{model} (error bars: sd over seeds)"), model_patch("climatology")],
-                   fontsize=8, loc="upper left", ncol=2)
+    axes[1].set(
+        ylim=(floor - 0.04 * (1 - floor), 1),
+        ylabel="R2",
+        title=f"R2 (bars below {floor:g} cut: arrow and value)" if floor <= r2_floor else "R2",
+    )
+    axes[0].legend(
+        handles=[model_patch(model, f"{model} (error bars: sd over seeds)"), model_patch("climatology")],
+        fontsize=8,
+        loc="upper left",
+        ncol=2,
+    )
     fig.suptitle(f"{model} vs climatology per held-out flight (leave-one-flight-out)")
     fig.tight_layout()
     return save(fig, save_to)
 
 
-def attention_weights(att: np.ndarray, tokens: list[str], n_phys: int, grid: tuple[int, int] | None,
-                      flights: list[str], save_to: str | Path | None = None) -> plt.Figure:
+def attention_weights(
+    att: np.ndarray,
+    tokens: list[str],
+    n_phys: int,
+    grid: tuple[int, int] | None,
+    flights: list[str],
+    save_to: str | Path | None = None,
+) -> plt.Figure:
     """Mean attention per physical variable (per held-out flight) and per image region, on a
     scale from 0 with the uniform weight 1/T marked (line and colour-bar tick).
 
@@ -218,13 +256,27 @@ def attention_weights(att: np.ndarray, tokens: list[str], n_phys: int, grid: tup
     T = att.shape[1]
     uniform = 1.0 / T
     has_regions = grid is not None and T > n_phys
-    fig, axes = plt.subplots(1, 2 if has_regions else 1, figsize=(13 if has_regions else 7.5, 4.6), squeeze=False,
-                             layout="constrained", width_ratios=[1.6, 1] if has_regions else None)
+    fig, axes = plt.subplots(
+        1,
+        2 if has_regions else 1,
+        figsize=(13 if has_regions else 7.5, 4.6),
+        squeeze=False,
+        layout="constrained",
+        width_ratios=[1.6, 1] if has_regions else None,
+    )
     ax = axes[0, 0]
     x = np.arange(n_phys)
     for i, fl in enumerate(flights[: len(att)]):
-        ax.plot(x, att[i, :n_phys], "-", marker=flight_marker(i), ms=4, lw=1, color=flight_color(i),
-                label=f"{label(fl)} held out")
+        ax.plot(
+            x,
+            att[i, :n_phys],
+            "-",
+            marker=flight_marker(i),
+            ms=4,
+            lw=1,
+            color=flight_color(i),
+            label=f"{label(fl)} held out",
+        )
     ax.axhline(uniform, color="k", ls="--", lw=1, label=f"uniform weight 1/{T}")
     ax.set_xticks(x, [label(t) for t in tokens[:n_phys]], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, max(float(att.max()) * 1.15, uniform * 1.5))
@@ -235,11 +287,16 @@ def attention_weights(att: np.ndarray, tokens: list[str], n_phys: int, grid: tup
         vmax = max(float(reg.max()), uniform * 1.5)
         im = axes[0, 1].imshow(reg, cmap="magma", vmin=0, vmax=vmax)
         for (r, c), v in np.ndenumerate(reg):
-            axes[0, 1].text(c, r, f"{v / uniform:.2f}×", ha="center", va="center", fontsize=8,
-                            color="w" if v < 0.6 * vmax else "k")
-        axes[0, 1].set(title="Attention per image region\n(mean over folds; text: × uniform)",
-                       xlabel="region column", ylabel="region row", xticks=range(reg.shape[1]),
-                       yticks=range(reg.shape[0]))
+            axes[0, 1].text(
+                c, r, f"{v / uniform:.2f}×", ha="center", va="center", fontsize=8, color="w" if v < 0.6 * vmax else "k"
+            )
+        axes[0, 1].set(
+            title="Attention per image region\n(mean over folds; text: × uniform)",
+            xlabel="region column",
+            ylabel="region row",
+            xticks=range(reg.shape[1]),
+            yticks=range(reg.shape[0]),
+        )
         cb = fig.colorbar(im, ax=axes[0, 1], label="attention weight (from 0)", shrink=0.85)
         cb.ax.axhline(uniform, color="c", lw=2)
         ticks = [t for t in cb.get_ticks() if 0 <= t <= vmax and abs(t - uniform) > 0.1 * vmax]

@@ -42,8 +42,9 @@ class ImportConfig:
     image_rows: list[int] = opt([40, 480], "rows of Product/Signal to keep [start, stop)", min=0)
     frames_per_sample: int = opt(1, "odd; neighbouring frames stacked as channels", min=1, max=63)
     ocean_surface_km: float = opt(0.9, "ocean: DEM altitude 0 and |lidar surface| within this", min=0)
-    unlabelled_every: int = opt(10, "keep every n-th camera frame no profile labels as the unlabelled pool (0: none)",
-                                min=0)
+    unlabelled_every: int = opt(
+        10, "keep every n-th camera frame no profile labels as the unlabelled pool (0: none)", min=0
+    )
     wp1_features: str = opt("", "WP1 shadow features HDF5 (optional) -> features/geometric")
     wp2_features: str = opt("", "WP2 ERA5 features HDF5 (optional) -> features/era5")
     feature_tables: list[dict[str, Any]] = opt([], "CSV point tables attached by time and position (optional)")
@@ -76,8 +77,9 @@ def load_import_config(path: str | Path) -> ImportConfig:
             raise ParamsError(path, "flights", "a list of flights (name, camera, lidar, navigation)", "none")
         cfg.base = path.parent
         cfg.flight_files = [parse_dataclass(FlightFiles, f, path, f"flights[{i}].") for i, f in enumerate(cfg.flights)]
-        cfg.tables = [parse_dataclass(FeatureTable, t, path, f"feature_tables[{i}].")
-                      for i, t in enumerate(cfg.feature_tables)]
+        cfg.tables = [
+            parse_dataclass(FeatureTable, t, path, f"feature_tables[{i}].") for i, t in enumerate(cfg.feature_tables)
+        ]
     except ParamsError as exc:
         raise ER2ImportError(str(exc)) from None
     for i, f in enumerate(cfg.flight_files):
@@ -92,14 +94,18 @@ def load_import_config(path: str | Path) -> ImportConfig:
         files = [cfg.path(getattr(f, role)).resolve() for f in cfg.flight_files]
         twice = next((p for p in files if files.count(p) > 1), None)
         if twice:
-            raise ER2ImportError(f"{path}: flights: expected each flight's own {role} file; found {twice.name} listed "
-                                 "twice (the same flight twice would let a model be tested on its training data)")
+            raise ER2ImportError(
+                f"{path}: flights: expected each flight's own {role} file; found {twice.name} listed "
+                "twice (the same flight twice would let a model be tested on its training data)"
+            )
     lo, hi = (cfg.cbh_range_km + [None, None])[:2]
     if len(cfg.cbh_range_km) != 2 or lo >= hi:
         raise ER2ImportError(f"{path}: 'cbh_range_km': expected [low, high] with low < high; found {cfg.cbh_range_km}")
     if len(cfg.image_rows) != 2 or cfg.image_rows[0] >= cfg.image_rows[1]:
         raise ER2ImportError(f"{path}: 'image_rows': expected [start, stop] with start < stop; found {cfg.image_rows}")
     if cfg.frames_per_sample % 2 == 0:
-        raise ER2ImportError(f"{path}: 'frames_per_sample': expected an odd number >= 1 (centred on the frame); "
-                             f"found {cfg.frames_per_sample}")
+        raise ER2ImportError(
+            f"{path}: 'frames_per_sample': expected an odd number >= 1 (centred on the frame); "
+            f"found {cfg.frames_per_sample}"
+        )
     return cfg

@@ -36,8 +36,10 @@ def open_h5(path: Path, role: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ER2ImportError(f"{path}: {role} file: expected a readable HDF5 file; found one h5py cannot open "
-                             f"({str(exc).splitlines()[0]})") from None
+        raise ER2ImportError(
+            f"{path}: {role} file: expected a readable HDF5 file; found one h5py cannot open "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def read(f: h5py.File, key: str, path: Path, role: str, rank: tuple[int, ...] = (1,)) -> np.ndarray:
@@ -45,8 +47,9 @@ def read(f: h5py.File, key: str, path: Path, role: str, rank: tuple[int, ...] = 
         raise ER2ImportError(f"{path}: {role} file: dataset '{key}' is missing")
     ds = f[key]
     if ds.ndim not in rank:
-        raise ER2ImportError(f"{path}: {role} file: '{key}': expected rank {' or '.join(map(str, rank))}; "
-                             f"found shape {ds.shape}")
+        raise ER2ImportError(
+            f"{path}: {role} file: '{key}': expected rank {' or '.join(map(str, rank))}; found shape {ds.shape}"
+        )
     return ds[()]
 
 
@@ -63,8 +66,10 @@ def read_navigation(path: Path, n_frames: int) -> dict[str, np.ndarray]:
         out = _read_hdf4_nav(path)
     for k, v in out.items():
         if len(v) < n_frames:
-            raise ER2ImportError(f"{path}: navigation file: '{NAV_KEYS[k]}': expected at least {n_frames} values "
-                                 f"(one per camera frame); found {len(v)}")
+            raise ER2ImportError(
+                f"{path}: navigation file: '{NAV_KEYS[k]}': expected at least {n_frames} values "
+                f"(one per camera frame); found {len(v)}"
+            )
         out[k] = v[:n_frames].copy()
     sza = out["sza"]
     if np.isnan(sza).all():
@@ -73,8 +78,9 @@ def read_navigation(path: Path, n_frames: int) -> dict[str, np.ndarray]:
     bad = (sza < 0) | (sza > 90)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ER2ImportError(f"{path}: navigation file: 'nav/solarZenith': expected degrees within 0-90; found "
-                             f"{sza[i]:g} at frame {i}")
+        raise ER2ImportError(
+            f"{path}: navigation file: 'nav/solarZenith': expected degrees within 0-90; found {sza[i]:g} at frame {i}"
+        )
     saa = out["saa"]
     saa[~np.isfinite(saa)] = 0.0
     out["saa"] = np.mod(saa, 360.0)
@@ -85,8 +91,9 @@ def _read_hdf4_nav(path: Path) -> dict[str, np.ndarray]:
     try:
         from pyhdf.SD import SD, SDC  # type: ignore[import-not-found]
     except ImportError:
-        raise ER2ImportError(f"{path}: navigation file is HDF4, which needs the optional extra: "
-                             "pip install 'cbhlib[hdf4]' (pyhdf)") from None
+        raise ER2ImportError(
+            f"{path}: navigation file is HDF4, which needs the optional extra: pip install 'cbhlib[hdf4]' (pyhdf)"
+        ) from None
     sd = SD(str(path), SDC.READ)
     names = sd.datasets()
     out = {}
@@ -104,8 +111,10 @@ def year_from_lidar_name(path: Path) -> int:
     stem = path.name.split(".")[0]
     m = re.search(r"(\d{2})([a-z]{3})(\d{2})$", stem.lower())
     if not m:
-        raise ER2ImportError(f"{path}: lidar file name: expected it to end (before the first dot) in a date like "
-                             f"'10feb25'; found '{stem}'")
+        raise ER2ImportError(
+            f"{path}: lidar file name: expected it to end (before the first dot) in a date like "
+            f"'10feb25'; found '{stem}'"
+        )
     return 2000 + int(m.group(3))
 
 
@@ -141,8 +150,10 @@ class Cascade:
     matched: int = 0
 
     def line(self) -> str:
-        return (f"{self.flight}: {self.read} profiles read -> {self.valid} valid -> {self.in_range} in range -> "
-                f"{self.over_ocean} over ocean -> {self.matched} matched frames")
+        return (
+            f"{self.flight}: {self.read} profiles read -> {self.valid} valid -> {self.in_range} in range -> "
+            f"{self.over_ocean} over ocean -> {self.matched} matched frames"
+        )
 
 
 @dataclass
@@ -157,20 +168,29 @@ class FlightSamples:
     cascade: Cascade = field(default_factory=lambda: Cascade(""))
 
 
-def match_flight(name: str, lidar: Path, cam_time: np.ndarray, cbh_range: tuple[float, float], tolerance_s: float,
-                 ocean_km: float) -> FlightSamples:
+def match_flight(
+    name: str, lidar: Path, cam_time: np.ndarray, cbh_range: tuple[float, float], tolerance_s: float, ocean_km: float
+) -> FlightSamples:
     """Apply the lidar rules and match profiles to the nearest camera frames (the later profile wins)."""
     with open_h5(lidar, "lidar") as f:
         base = np.asarray(read(f, "layer_descriptor/Layer_Base_Altitude", lidar, "lidar", (1, 2)), float)
-        jd = first_col(np.asarray(read(f, "layer_descriptor/Profile_Decimal_Julian_Day", lidar, "lidar", (1, 2)), float))
+        jd = first_col(
+            np.asarray(read(f, "layer_descriptor/Profile_Decimal_Julian_Day", lidar, "lidar", (1, 2)), float)
+        )
         surf = first_col(np.asarray(read(f, "layer_descriptor/Lidar_Surface_Altitude", lidar, "lidar", (1, 2)), float))
         dem = first_col(np.asarray(read(f, "layer_descriptor/DEM_Surface_Altitude", lidar, "lidar", (1, 2)), float))
     base0 = base[:, 0] if base.ndim == 2 else base
     n = len(base0)
-    for key, arr in (("Profile_Decimal_Julian_Day", jd), ("Lidar_Surface_Altitude", surf), ("DEM_Surface_Altitude", dem)):
+    for key, arr in (
+        ("Profile_Decimal_Julian_Day", jd),
+        ("Lidar_Surface_Altitude", surf),
+        ("DEM_Surface_Altitude", dem),
+    ):
         if len(arr) != n:
-            raise ER2ImportError(f"{lidar}: lidar file: 'layer_descriptor/{key}': expected {n} profiles (as "
-                                 f"Layer_Base_Altitude); found {len(arr)} (length mismatch)")
+            raise ER2ImportError(
+                f"{lidar}: lidar file: 'layer_descriptor/{key}': expected {n} profiles (as "
+                f"Layer_Base_Altitude); found {len(arr)} (length mismatch)"
+            )
     t = julian_to_posix(jd, year_from_lidar_name(lidar))
     c = Cascade(name, read=n)
     valid = np.isfinite(base0) & (base0 > -999) & np.isfinite(t)
@@ -201,13 +221,20 @@ def read_wp2(path: Path, n: int) -> FeatureGroup:
     with open_h5(path, "WP2 features") as f:
         X = np.asarray(read(f, "features", path, "WP2 features", (2,)), np.float32)
         names_raw = read(f, "feature_names", path, "WP2 features")
-        idx = np.asarray(read(f, "sample_indices", path, "WP2 features"), np.int64) if "sample_indices" in f else np.arange(len(X))
+        idx = (
+            np.asarray(read(f, "sample_indices", path, "WP2 features"), np.int64)
+            if "sample_indices" in f
+            else np.arange(len(X))
+        )
     names = [v.decode() if isinstance(v, bytes) else str(v) for v in names_raw]
     if len(names) != X.shape[1]:
-        raise ER2ImportError(f"{path}: WP2 features: 'feature_names': expected {X.shape[1]} names (columns of "
-                             f"'features'); found {len(names)}")
-    return FeatureGroup(align(X, idx, n, path, "WP2 features", "sample_indices"), names,
-                        [ERA5_VARIABLES.get(nm, "") for nm in names])
+        raise ER2ImportError(
+            f"{path}: WP2 features: 'feature_names': expected {X.shape[1]} names (columns of "
+            f"'features'); found {len(names)}"
+        )
+    return FeatureGroup(
+        align(X, idx, n, path, "WP2 features", "sample_indices"), names, [ERA5_VARIABLES.get(nm, "") for nm in names]
+    )
 
 
 def read_wp1(path: Path, n: int) -> FeatureGroup:
@@ -215,13 +242,20 @@ def read_wp1(path: Path, n: int) -> FeatureGroup:
     used = list(GEOMETRY_VARIABLES)
     with open_h5(path, "WP1 features") as f:
         cols = [np.asarray(read(f, k, path, "WP1 features"), np.float32) for k in used]
-        idx = np.asarray(read(f, "sample_id", path, "WP1 features"), np.int64) if "sample_id" in f else np.arange(len(cols[0]))
+        idx = (
+            np.asarray(read(f, "sample_id", path, "WP1 features"), np.int64)
+            if "sample_id" in f
+            else np.arange(len(cols[0]))
+        )
     lengths = {len(c) for c in cols} | {len(idx)}
     if len(lengths) != 1:
-        raise ER2ImportError(f"{path}: WP1 features: expected {', '.join(used)} and sample_id of equal length; "
-                             f"found lengths {sorted(lengths)}")
-    return FeatureGroup(align(np.stack(cols, 1), idx, n, path, "WP1 features", "sample_id"), used,
-                        list(GEOMETRY_VARIABLES.values()))
+        raise ER2ImportError(
+            f"{path}: WP1 features: expected {', '.join(used)} and sample_id of equal length; "
+            f"found lengths {sorted(lengths)}"
+        )
+    return FeatureGroup(
+        align(np.stack(cols, 1), idx, n, path, "WP1 features", "sample_id"), used, list(GEOMETRY_VARIABLES.values())
+    )
 
 
 def align(X: np.ndarray, idx: np.ndarray, n: int, path: Path, role: str, key: str) -> np.ndarray:
@@ -229,15 +263,18 @@ def align(X: np.ndarray, idx: np.ndarray, n: int, path: Path, role: str, key: st
         raise ER2ImportError(f"{path}: {role}: expected {n} rows (one per imported sample); found {len(X)}")
     if len(idx) != n or set(idx.tolist()) != set(range(n)):
         bad = sorted(set(idx.tolist()) - set(range(n)))[:3]
-        raise ER2ImportError(f"{path}: {role}: '{key}': expected each of 0..{n - 1} once; found "
-                             f"{len(set(idx.tolist()))} distinct values" + (f", e.g. out of range {bad}" if bad else ""))
+        raise ER2ImportError(
+            f"{path}: {role}: '{key}': expected each of 0..{n - 1} once; found "
+            f"{len(set(idx.tolist()))} distinct values" + (f", e.g. out of range {bad}" if bad else "")
+        )
     out = np.empty_like(X)
     out[idx] = X
     return out
 
 
-def attach_by_time_and_position(file: Path, max_time_s: float, max_distance_km: float, time_utc: np.ndarray,
-                                lat: np.ndarray, lon: np.ndarray) -> FeatureGroup:
+def attach_by_time_and_position(
+    file: Path, max_time_s: float, max_distance_km: float, time_utc: np.ndarray, lat: np.ndarray, lon: np.ndarray
+) -> FeatureGroup:
     """Features from a CSV of points (``time_utc``, ``lat``, ``lon`` + one column per feature,
     headers ``name`` or ``name [unit]``): each sample takes the nearest point in space among
     those within ``max_time_s``, if within ``max_distance_km``; otherwise NaN (imputed later)."""
@@ -252,8 +289,10 @@ def attach_by_time_and_position(file: Path, max_time_s: float, max_distance_km: 
     missing = [c for c in ("time_utc", "lat", "lon") if c not in df.columns]
     cols = [c for c in df.columns if c not in ("time_utc", "lat", "lon")]
     if missing or not cols:
-        raise ER2ImportError(f"{file}: feature table: expected columns time_utc, lat, lon and at least one feature; "
-                             f"found {list(df.columns)}")
+        raise ER2ImportError(
+            f"{file}: feature table: expected columns time_utc, lat, lon and at least one feature; "
+            f"found {list(df.columns)}"
+        )
     T, la, lo = (df[c].to_numpy(float) for c in ("time_utc", "lat", "lon"))
     V = df[cols].to_numpy(np.float32)
     out = np.full((len(time_utc), len(cols)), np.nan, np.float32)
@@ -262,8 +301,16 @@ def attach_by_time_and_position(file: Path, max_time_s: float, max_distance_km: 
         near = np.flatnonzero(np.abs(T - t) <= max_time_s)
         if not len(near):
             continue
-        d = 2 * 6371.0 * np.arcsin(np.sqrt(np.sin(r(la[near] - a) / 2) ** 2 + np.cos(r(a)) * np.cos(r(la[near]))
-                                           * np.sin(r(lo[near] - b) / 2) ** 2))
+        d = (
+            2
+            * 6371.0
+            * np.arcsin(
+                np.sqrt(
+                    np.sin(r(la[near] - a) / 2) ** 2
+                    + np.cos(r(a)) * np.cos(r(la[near])) * np.sin(r(lo[near] - b) / 2) ** 2
+                )
+            )
+        )
         j = int(np.argmin(d + 1e-9 * np.abs(T[near] - t)))
         if d[j] <= max_distance_km:
             out[i] = V[near[j]]

@@ -52,18 +52,6 @@ SST_AIR_K = 0.8  # sea surface warmer than the air above it
 T_ALONG_TRACK_K = 2.0  # surface air temperature changes along a track (fronts, upwelling)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- state
 
 
@@ -99,9 +87,18 @@ class _FlightState:
         """What the camera sees at the labelled times, or interpolated at times ``t``."""
         at = (lambda x: x) if t is None else (lambda x: np.interp(t, self.time, x))  # noqa: E731
         n = len(self.h) if t is None else len(t)
-        return FrameState(at(self.h), at(self.thick), at(self.t_sfc), at(self.sst_air), at(self.gamma),
-                          at(self.cloud_fraction), at(self.sza), at(self.saa), np.full(n, self.calib_k),
-                          np.full(n, 1.0 + self.gain))
+        return FrameState(
+            at(self.h),
+            at(self.thick),
+            at(self.t_sfc),
+            at(self.sst_air),
+            at(self.gamma),
+            at(self.cloud_fraction),
+            at(self.sza),
+            at(self.saa),
+            np.full(n, self.calib_k),
+            np.full(n, 1.0 + self.gain),
+        )
 
 
 def _regime(cfg: SynthConfig, k: int) -> FlightRegime:
@@ -110,8 +107,9 @@ def _regime(cfg: SynthConfig, k: int) -> FlightRegime:
     s = cfg.shift_strength
     if cfg.feature_model == "easy":
         z = np.random.default_rng([cfg.seed, 9, k]).standard_normal(3)
-        return FlightRegime(decoupling_km=-0.05 + 0.12 * s * z[0], lapse_k_per_km=0.4 * s * z[1],
-                            calib_k=1.0 * s * z[2], sst_air_k=0.2)
+        return FlightRegime(
+            decoupling_km=-0.05 + 0.12 * s * z[0], lapse_k_per_km=0.4 * s * z[1], calib_k=1.0 * s * z[2], sst_air_k=0.2
+        )
     r = cfg.regimes[k]
     return FlightRegime(*(s * getattr(r, f) for f in FlightRegime.__dataclass_fields__))
 
@@ -131,8 +129,9 @@ def _track(rng: np.random.Generator, spec: FlightSpec, n: int) -> tuple[np.ndarr
     return t0 + np.cumsum(gaps), lat, lon
 
 
-def boundary_layer(cfg: SynthConfig, rng: np.random.Generator, h: np.ndarray, blh: np.ndarray,
-                   decoupling_km: float) -> tuple[np.ndarray, np.ndarray]:
+def boundary_layer(
+    cfg: SynthConfig, rng: np.random.Generator, h: np.ndarray, blh: np.ndarray, decoupling_km: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(surface-parcel LCL, top of the surface-based mixed layer), km.
 
     A coupled layer mixes the surface air up to the cloud: the LCL sits just below the
@@ -171,8 +170,27 @@ def _flight_state(cfg: SynthConfig, k: int, spec: FlightSpec) -> _FlightState:
     sza = np.clip(spec.sza_mean + 2.0 * _ar1(rng, n, 0.99), 20, 75)
     saa = (spec.saa_mean + 15.0 * _ar1(rng, n, 0.99)) % 360
     cf = np.clip(0.45 + 0.12 * _ar1(rng, n, 0.9), 0.15, 0.8)
-    return _FlightState(h, label, thick, t_sfc, td, lcl, blh, inv, mixing, gamma, sst_air, sza, saa, time, lat, lon,
-                        cf, reg.calib_k, reg.gain)
+    return _FlightState(
+        h,
+        label,
+        thick,
+        t_sfc,
+        td,
+        lcl,
+        blh,
+        inv,
+        mixing,
+        gamma,
+        sst_air,
+        sza,
+        saa,
+        time,
+        lat,
+        lon,
+        cf,
+        reg.calib_k,
+        reg.gain,
+    )
 
 
 def _geometry(cfg: SynthConfig, k: int, st: _FlightState) -> np.ndarray:
@@ -206,9 +224,14 @@ def build_tables(cfg: SynthConfig) -> tuple[CampaignData, list[_FlightState]]:
         raise ValueError(f"feature_model must be 'calibrated' or 'easy', not {cfg.feature_model!r}")
     states = [_flight_state(cfg, k, spec) for k, spec in enumerate(cfg.flights)]
     cat = lambda attr: np.concatenate([getattr(s, attr) for s in states])  # noqa: E731
-    era5 = np.concatenate([era5_features_easy(cfg, k, s, spec) if cfg.feature_model == "easy"
-                           else era5_features(cfg, k, s, spec, _regime(cfg, k))
-                           for k, (s, spec) in enumerate(zip(states, cfg.flights))])
+    era5 = np.concatenate(
+        [
+            era5_features_easy(cfg, k, s, spec)
+            if cfg.feature_model == "easy"
+            else era5_features(cfg, k, s, spec, _regime(cfg, k))
+            for k, (s, spec) in enumerate(zip(states, cfg.flights))
+        ]
+    )
     geom = np.concatenate([_geometry(cfg, k, s) for k, s in enumerate(states)])
     flight = np.concatenate([np.full(len(s.h), k) for k, s in enumerate(states)])
     label, h = cat("label"), cat("h")
@@ -238,8 +261,11 @@ def build_tables(cfg: SynthConfig) -> tuple[CampaignData, list[_FlightState]]:
             "best_r2_per_flight": np.array([best_r2(s.label, s.h) for s in states]),
         },
         truth_attrs={"best_r2": best_r2(label, h), "label_noise_km": cfg.label_noise_km},
-        attrs={"synth_config": json.dumps(asdict(cfg), sort_keys=True), "synth_config_sha": cfg.sha(),
-               "image_scale_m_per_pixel": cfg.pixel_scale_m},
+        attrs={
+            "synth_config": json.dumps(asdict(cfg), sort_keys=True),
+            "synth_config_sha": cfg.sha(),
+            "image_scale_m_per_pixel": cfg.pixel_scale_m,
+        },
         unlabelled_flight=np.concatenate([np.full(len(t), k) for k, t in enumerate(times)]) if pool else None,
         unlabelled_time_utc=np.concatenate(times) if pool else None,
     )
@@ -258,8 +284,9 @@ def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True) -> Pa
     else:
         data.unlabelled_flight = data.unlabelled_time_utc = None
     shape = (cfg.image_channels, cfg.image_height, cfg.image_width)
-    return write_campaign(path, data, images=images, image_shape=shape, image_dtype=cfg.image_dtype,
-                          unlabelled=unlabelled)
+    return write_campaign(
+        path, data, images=images, image_shape=shape, image_dtype=cfg.image_dtype, unlabelled=unlabelled
+    )
 
 
 def ensure_campaign(cfg: SynthConfig, path: str | Path) -> tuple[Path, bool]:

@@ -98,11 +98,21 @@ class SynthConfig:
 
 
 SEED_FLIGHTS: tuple[FlightSpec, ...] = (
-    FlightSpec("30Oct24", "WHySMIE", 501, 0.893, 0.333, 0.12, 1.95, "2024-10-30", 292.0, 101600, 0.30, 48.5, 170, 34.2, -121.8),
-    FlightSpec("10Feb25", "GLOVE", 163, 0.708, 0.142, 0.42, 1.10, "2025-02-10", 281.5, 102100, 0.20, 50.0, 215, 33.1, -119.6),
-    FlightSpec("23Oct24", "WHySMIE", 101, 0.705, 0.449, 0.12, 1.68, "2024-10-23", 293.5, 101300, 0.60, 44.0, 140, 35.0, -122.5),
-    FlightSpec("12Feb25", "GLOVE", 144, 0.937, 0.483, 0.14, 1.95, "2025-02-12", 277.5, 101000, 0.35, 47.0, 250, 32.6, -118.9),
-    FlightSpec("18Feb25", "GLOVE", 24, 0.249, 0.102, 0.12, 0.45, "2025-02-18", 280.5, 101800, 0.10, 42.0, 120, 33.8, -120.2),
+    FlightSpec(
+        "30Oct24", "WHySMIE", 501, 0.893, 0.333, 0.12, 1.95, "2024-10-30", 292.0, 101600, 0.30, 48.5, 170, 34.2, -121.8
+    ),
+    FlightSpec(
+        "10Feb25", "GLOVE", 163, 0.708, 0.142, 0.42, 1.10, "2025-02-10", 281.5, 102100, 0.20, 50.0, 215, 33.1, -119.6
+    ),
+    FlightSpec(
+        "23Oct24", "WHySMIE", 101, 0.705, 0.449, 0.12, 1.68, "2024-10-23", 293.5, 101300, 0.60, 44.0, 140, 35.0, -122.5
+    ),
+    FlightSpec(
+        "12Feb25", "GLOVE", 144, 0.937, 0.483, 0.14, 1.95, "2025-02-12", 277.5, 101000, 0.35, 47.0, 250, 32.6, -118.9
+    ),
+    FlightSpec(
+        "18Feb25", "GLOVE", 24, 0.249, 0.102, 0.12, 0.45, "2025-02-18", 280.5, 101800, 0.10, 42.0, 120, 33.8, -120.2
+    ),
 )
 
 
@@ -123,8 +133,9 @@ PRESETS: dict[str, SynthConfig] = {
     "default": SynthConfig(),
     "easy": SynthConfig(feature_model="easy"),
     "tiny": SynthConfig(n_scale=0.25, image_height=32, image_width=32, pixel_scale_m=120.0, unlabelled_factor=1.0),
-    "seed-shape": SynthConfig(image_channels=3, image_height=440, image_width=640, pixel_scale_m=7.0,
-                              block=32, unlabelled_factor=1.0),
+    "seed-shape": SynthConfig(
+        image_channels=3, image_height=440, image_width=640, pixel_scale_m=7.0, block=32, unlabelled_factor=1.0
+    ),
 }
 
 

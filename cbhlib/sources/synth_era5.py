@@ -34,12 +34,12 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
     return ndimage.uniform_filter1d(x, size=min(window, len(x)), mode="nearest")
 
 
-
 def era5_cells(cfg: Any, st: Any) -> np.ndarray:
     """Index of the nearest ERA5 grid cell and hour of each sample, in order of first visit
     (a revisited cell in the same hour gets the same values)."""
-    key = np.stack([np.floor(st.lat / cfg.era5_grid_deg), np.floor(st.lon / cfg.era5_grid_deg),
-                    np.round(st.time / 3600.0)], axis=1)
+    key = np.stack(
+        [np.floor(st.lat / cfg.era5_grid_deg), np.floor(st.lon / cfg.era5_grid_deg), np.round(st.time / 3600.0)], axis=1
+    )
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     rank = np.empty(len(first), np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
@@ -72,8 +72,9 @@ def specific_humidity_gkg(d2m: np.ndarray, sp: np.ndarray) -> np.ndarray:
     return 622.0 * e / (sp - 0.378 * e)
 
 
-def era5_surface_air(cfg: Any, rng: np.random.Generator, st: Any, cell: np.ndarray,
-                     land: np.ndarray, dew_bias_k: float) -> tuple[np.ndarray, np.ndarray]:
+def era5_surface_air(
+    cfg: Any, rng: np.random.Generator, st: Any, cell: np.ndarray, land: np.ndarray, dew_bias_k: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(t2m, d2m), K: the cell's surface air, warmer and much drier over land, with a
     campaign-wide and a drifting flight-level moisture bias and along-track errors."""
     t2m = cell_mean(st.t_sfc, cell, cfg.era5_smoothing) + LAND_WARM_K * land + cell_error(rng, cell, 0.8)
@@ -82,8 +83,9 @@ def era5_surface_air(cfg: Any, rng: np.random.Generator, st: Any, cell: np.ndarr
     return t2m, d2m
 
 
-def era5_boundary_layer(cfg: Any, rng: np.random.Generator, st: Any, cell: np.ndarray,
-                        reg: Any) -> tuple[np.ndarray, np.ndarray]:
+def era5_boundary_layer(
+    cfg: Any, rng: np.random.Generator, st: Any, cell: np.ndarray, reg: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """(blh, inversion height), km, from a coarser boundary layer: the BLH diagnoses the
     surface-based mixed layer with a drifting scale error; the height of max dT/dz finds
     the inversion with a drifting bias, or in some cells a subsidence layer aloft."""
@@ -96,8 +98,7 @@ def era5_boundary_layer(cfg: Any, rng: np.random.Generator, st: Any, cell: np.nd
     return blh, np.maximum(np.where(aloft, rng.uniform(2.3, 4.5, m)[cell], inv), 0.1)
 
 
-def era5_surface_pressure(rng: np.random.Generator, cell: np.ndarray, slp_pa: float,
-                          land: np.ndarray) -> np.ndarray:
+def era5_surface_pressure(rng: np.random.Generator, cell: np.ndarray, slp_pa: float, land: np.ndarray) -> np.ndarray:
     """sp, Pa: sea-level pressure varying along the track, reduced over a land cell's
     orography (the nearest grid point may sit on the coastal mountains)."""
     orography_km = np.where(land, rng.gamma(2.0, 0.55, cell.max() + 1)[cell], 0.0)
@@ -136,5 +137,6 @@ def era5_features_easy(cfg: Any, k: int, st: Any, spec: Any) -> np.ndarray:
     stab = -(sm(st.gamma) - 1.5) + 0.3 * s * rng.standard_normal() + 0.6 * rng.standard_normal(n)
     sp = spec.slp_pa * np.exp(-spec.land_frac * 0.9 / SCALE_HEIGHT_KM) + 400 * _ar1(rng, n, 0.98)
     tcwv = np.maximum(13.0 + 0.9 * (d2m - 278.0) + 1.5 * rng.standard_normal(n), 1.0)
-    return np.stack([np.maximum(blh, 0.05), lcl, np.maximum(inv, 0.1), moist, stab, t2m, d2m, sp, tcwv],
-                    axis=1).astype(np.float32)
+    return np.stack([np.maximum(blh, 0.05), lcl, np.maximum(inv, 0.1), moist, stab, t2m, d2m, sp, tcwv], axis=1).astype(
+        np.float32
+    )

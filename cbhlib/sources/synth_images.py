@@ -75,8 +75,7 @@ def spectral_amplitude(shape: tuple[int, int], beta: float, outer_px: float) -> 
     return amp.astype(np.float32)
 
 
-def fractal_pair(rng: np.random.Generator, n: int, shape: tuple[int, int], beta: float,
-                 outer_px: float) -> np.ndarray:
+def fractal_pair(rng: np.random.Generator, n: int, shape: tuple[int, int], beta: float, outer_px: float) -> np.ndarray:
     """(n, *shape) complex64: real and imaginary parts are independent fractal fields."""
     noise = rng.standard_normal((n, shape[0], 2 * shape[1]), dtype=np.float32).view(np.complex64)
     return sfft.ifft2(noise * spectral_amplitude(shape, beta, outer_px), norm="ortho", axes=(1, 2))
@@ -172,16 +171,18 @@ def image_blocks(cfg: Any, frames: list[FrameState], stream: int) -> Iterator[tu
         for b0 in range(0, len(fs), cfg.block):
             b1 = min(len(fs), b0 + cfg.block)
             rng = np.random.default_rng([cfg.seed, stream, k, b0])
-            block = np.concatenate([render_frames(cfg, fs.take(slice(i, min(b1, i + sub))), rng)
-                                    for i in range(b0, b1, sub)])
+            block = np.concatenate(
+                [render_frames(cfg, fs.take(slice(i, min(b1, i + sub))), rng) for i in range(b0, b1, sub)]
+            )
             if cfg.image_dtype == "uint16":
                 block = np.clip(np.round(block * 100.0), 0, 65535)
             yield start + b0, block
         start += len(fs)
 
 
-def shadow_retrieval(cfg: Any, rng: np.random.Generator, h: np.ndarray, sza: np.ndarray,
-                     scale: np.ndarray) -> np.ndarray:
+def shadow_retrieval(
+    cfg: Any, rng: np.random.Generator, h: np.ndarray, sza: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
     """(n, 3) WP1 shadow features run on the frames: derived height (km), shadow length
     (pixels), detection confidence.
 
@@ -200,8 +201,9 @@ def shadow_retrieval(cfg: Any, rng: np.random.Generator, h: np.ndarray, sza: np.
         length = h * tan / px_km * np.exp(0.12 * (1.5 - conf) * rng.standard_normal(n))
         length = np.where(rng.random(n) < 0.05, rng.uniform(10, 500, n), length)
         height = length * px_km / tan
-        return np.stack([np.where(failed | (height > 10), np.nan, height), np.where(failed, np.nan, length),
-                         conf], axis=1).astype(np.float32)
+        return np.stack(
+            [np.where(failed | (height > 10), np.nan, height), np.where(failed, np.nan, length), conf], axis=1
+        ).astype(np.float32)
     length = h * tan / px_km * scale * np.exp(cfg.shadow_noise * rng.standard_normal(n))
     other = rng.uniform(0.12, 2.5, n) * tan / px_km * np.exp(0.3 * rng.standard_normal(n))  # another cloud's
     length = np.where(rng.random(n) < cfg.shadow_outlier_rate, other, length)

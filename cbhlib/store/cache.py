@@ -37,7 +37,9 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def load_arrays(path: str | Path, expect: dict[str, tuple[int, ...] | None] | None = None) -> dict[str, np.ndarray] | None:
+def load_arrays(
+    path: str | Path, expect: dict[str, tuple[int, ...] | None] | None = None
+) -> dict[str, np.ndarray] | None:
     """The arrays of a verified cache file, or None (missing, damaged, or not as expected).
 
     Args:
@@ -51,7 +53,11 @@ def load_arrays(path: str | Path, expect: dict[str, tuple[int, ...] | None] | No
             arrays = {k: z[k] for k in z.files if k != "__sha256__"}
             recorded = str(z["__sha256__"]) if "__sha256__" in z.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        log.warning("cache %s is unreadable (%s); recomputing", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning(
+            "cache %s is unreadable (%s); recomputing",
+            path,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return None
     if recorded != _digest(arrays):
         log.warning("cache %s does not match its recorded sha256 (damaged or edited); recomputing", path)

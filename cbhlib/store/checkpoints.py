@@ -44,7 +44,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain "
-            f"containers, which could run code on load (weights_only=True); {first}") from None
+            f"containers, which could run code on load (weights_only=True); {first}"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {first}") from None
@@ -57,12 +58,13 @@ def strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop an ``encoder.`` (or ``module.``) prefix shared by every key."""
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: object,
-               optional_prefixes: tuple[str, ...] = ()) -> None:
+def load_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: object, optional_prefixes: tuple[str, ...] = ()
+) -> None:
     """Load a state dict, naming the file and the mismatch on failure.
 
     Keys starting with one of ``optional_prefixes`` may be absent (e.g. an MAE decoder
@@ -72,8 +74,11 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: o
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(optional_prefixes)]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:

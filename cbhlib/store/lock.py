@@ -66,8 +66,10 @@ class RunLock:
                 if not self.path.exists():
                     continue
             started = time.strftime("%H:%M:%S", time.localtime(owner.get("started", 0))) if owner else "?"
-            raise CbhError(f"{self.path.parent}: expected a run folder no other pipeline is using; found one in use "
-                           f"by pid {pid} on {host} (started {started}); wait for it or use another --run-name")
+            raise CbhError(
+                f"{self.path.parent}: expected a run folder no other pipeline is using; found one in use "
+                f"by pid {pid} on {host} (started {started}); wait for it or use another --run-name"
+            )
         raise CbhError(f"{self.path}: could not take the run folder's lock")
 
     def release(self) -> None:
@@ -79,5 +81,7 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

@@ -32,10 +32,10 @@ UNIT_FILE = re.compile(r"^fold(\d+)_seed(\d+)\.json$")
 def check_run_name(name: str, source: object = "--run-name") -> str:
     """A plain folder name: letters, digits and ``-_.``; not ``.`` or ``..``."""
     if not isinstance(name, str) or not RUN_NAME.match(name) or name in (".", "..") or len(name) > 100:
-        raise ParamsError(source, "run_name", "a plain name (letters, digits, '-', '_', '.'; no '/' and not '.' "
-                          "or '..')", repr(name))
+        raise ParamsError(
+            source, "run_name", "a plain name (letters, digits, '-', '_', '.'; no '/' and not '.' or '..')", repr(name)
+        )
     return name
-
 
 
 class RunDir:

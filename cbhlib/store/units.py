@@ -100,8 +100,11 @@ class UnitResult:
         if claimed != _content_sha(body):
             raise UnitFileError(f"{source}: content hash mismatch (edited or damaged file)")
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(body))
         if missing:
             raise UnitFileError(f"{source}: missing keys {missing}")
@@ -114,8 +117,22 @@ class UnitResult:
 
     def fold_row(self) -> dict[str, Any]:
         """The seed's fold_results entry (plus seed, n_val and bias)."""
-        return {k: getattr(self, k) for k in ("fold_id", "test_flight", "seed", "n_train", "n_val", "n_test", "r2",
-                                              "mae_km", "rmse_km", "bias_km", "epoch_trained")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "fold_id",
+                "test_flight",
+                "seed",
+                "n_train",
+                "n_val",
+                "n_test",
+                "r2",
+                "mae_km",
+                "rmse_km",
+                "bias_km",
+                "epoch_trained",
+            )
+        }
 
 
 def plain(obj: Any) -> Any:

@@ -56,7 +56,9 @@ def region_grid(model: MaskedAutoencoder, regions: tuple[int, int]) -> tuple[int
 
 
 @torch.inference_mode()
-def encode_images(model: MaskedAutoencoder, images: torch.Tensor, regions: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(
+    model: MaskedAutoencoder, images: torch.Tensor, regions: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw images [B, C, H, W] -> pooled [B, D], regions [B, R, D]."""
     return pool_tokens(model.forward_features(images), regions)
 
@@ -67,8 +69,14 @@ def embedding_batch(shape: tuple[int, int, int], batch: int = 256) -> int:
     return max(2, min(batch, (256 * 64 * 64) // max(1, H * W)))
 
 
-def embed_campaign(camp: Campaign, ckpt_path: str | Path, cache_dir: str | Path | None = None,
-                   regions: tuple[int, int] = (4, 4), device: str = "cpu", progress: bool = True) -> Embeddings:
+def embed_campaign(
+    camp: Campaign,
+    ckpt_path: str | Path,
+    cache_dir: str | Path | None = None,
+    regions: tuple[int, int] = (4, 4),
+    device: str = "cpu",
+    progress: bool = True,
+) -> Embeddings:
     """Encode every labelled image of ``camp`` with the frozen encoder in ``ckpt_path`` (cached)."""
     ckpt_path = Path(ckpt_path)
     key = hashlib.sha256(f"{file_sha256(ckpt_path)}|{camp.fingerprint()}|{regions}".encode()).hexdigest()[:20]

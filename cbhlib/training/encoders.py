@@ -37,8 +37,9 @@ _NOT_RECIPE = ("seed", "missing", "eval_frames", "memory_limit_mb", "scope")
 def settings_key(cfg: Config, camp: Campaign) -> str:
     """``<encoder>-<hash>`` of the architecture, pretraining recipe and campaign file."""
     recipe = {k: v for k, v in asdict(cfg.pretrain).items() if k not in _NOT_RECIPE}
-    blob = json.dumps({"encoder": cfg.encoder.to_dict(), "pretrain": recipe, "campaign": camp.fingerprint()},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"encoder": cfg.encoder.to_dict(), "pretrain": recipe, "campaign": camp.fingerprint()}, sort_keys=True
+    )
     return f"{cfg.encoder.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -64,8 +65,9 @@ def scope_of_fold(scopes: list[Scope], held_out_flight: int | None) -> Scope:
     return next(s for s in scopes if s.held_out == held_out_flight)
 
 
-def required(cfg: Config, camp: Campaign, protocols: list[str] | None = None,
-             untrained: bool = False) -> list[tuple[Scope, int]]:
+def required(
+    cfg: Config, camp: Campaign, protocols: list[str] | None = None, untrained: bool = False
+) -> list[tuple[Scope, int]]:
     """Every (scope, seed) the configured protocols and seeds need, without duplicates
     (``untrained``: the random-weight twins of those encoders)."""
     out: list[tuple[Scope, int]] = []
@@ -82,12 +84,21 @@ def check_encoder(path: Path, camp: Campaign) -> None:
     """Refuse an encoder pretrained on another campaign file."""
     ck = load_checkpoint(path)
     if ck.get("campaign_sha256") not in (None, camp.fingerprint()):
-        raise CheckpointError(f"{path}: expected an encoder pretrained on {camp.path}; found one of another campaign "
-                              "file (delete it or use another run folder)")
+        raise CheckpointError(
+            f"{path}: expected an encoder pretrained on {camp.path}; found one of another campaign "
+            "file (delete it or use another run folder)"
+        )
 
 
-def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, int]], allow_train: bool,
-           progress: bool = False, step: str = "pretrain") -> dict[tuple[str, int], Path]:
+def ensure(
+    cfg: Config,
+    camp: Campaign,
+    run: RunDir,
+    needed: list[tuple[Scope, int]],
+    allow_train: bool,
+    progress: bool = False,
+    step: str = "pretrain",
+) -> dict[tuple[str, int], Path]:
     """Paths of the needed encoders, pretraining the missing ones only if ``allow_train``.
 
     Raises:
@@ -98,9 +109,11 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
     missing = [(sc, s) for sc, s in needed if not sc.untrained and not run.encoder(key, sc.key, s).exists()]
     if missing and not allow_train:
         names = ", ".join(f"{sc.key}_seed{s}" for sc, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        raise CbhError(f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): run the {step} step "
-                       "first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or set "
-                       "pretrain.missing: pretrain")
+        raise CbhError(
+            f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): run the {step} step "
+            "first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or set "
+            "pretrain.missing: pretrain"
+        )
     todo = [(sc, s) for sc, s in needed if not run.encoder(key, sc.key, s).exists()]
     for sc, s in needed:
         if (sc, s) not in todo:
@@ -111,8 +124,21 @@ def ensure(cfg: Config, camp: Campaign, run: RunDir, needed: list[tuple[Scope, i
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
         gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
         slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
-        futures = [client.submit(_make_encoder, str(camp.path), cfg, sc, s, str(run.encoder(key, sc.key, s)),
-                                 str(run.pretrain_log), key, pure=False, resources=slots) for sc, s in todo]
+        futures = [
+            client.submit(
+                _make_encoder,
+                str(camp.path),
+                cfg,
+                sc,
+                s,
+                str(run.encoder(key, sc.key, s)),
+                str(run.pretrain_log),
+                key,
+                pure=False,
+                resources=slots,
+            )
+            for sc, s in todo
+        ]
         client.gather(futures)
         client.close()
         return out
@@ -136,8 +162,16 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path: Path | str, log_path: Path | str,
-                  key: str, progress: bool = False) -> None:
+def _make_encoder(
+    camp: Campaign | str,
+    cfg: Config,
+    sc: Scope,
+    seed: int,
+    path: Path | str,
+    log_path: Path | str,
+    key: str,
+    progress: bool = False,
+) -> None:
     """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
     camp = Campaign(camp) if isinstance(camp, str) else camp
     threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
@@ -148,8 +182,18 @@ def _make_encoder(camp: Campaign | str, cfg: Config, sc: Scope, seed: int, path:
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
     else:
-        pretrain_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path, log_path, cfg.device, progress,
-                         {"settings": key, "worker": f"{socket.gethostname()}:{os.getpid()}"})
+        pretrain_encoder(
+            camp,
+            cfg.encoder,
+            cfg.pretrain,
+            sc,
+            seed,
+            path,
+            log_path,
+            cfg.device,
+            progress,
+            {"settings": key, "worker": f"{socket.gethostname()}:{os.getpid()}"},
+        )
 
 
 def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":
@@ -163,13 +207,24 @@ def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":
         held = ck.get("held_out_flight", "")
         by_flight = ck.get("frames_by_flight", {})
         final, zero = ck.get("loss_final"), ck.get("floor_predict_zero")
-        rows.append({"name": f"{scope}_seed{seed}", "scope": scope, "held_out_flight": held, "seed": seed,
-                     "frames_labelled": ck.get("frames_labelled"), "frames_unlabelled": ck.get("frames_unlabelled"),
-                     "frames_of_held_out": by_flight.get(held, 0) if held else None,
-                     "loss_before": ck.get("loss_before"), "loss_final": final,
-                     "floor_predict_zero": zero, "floor_interpolation": ck.get("floor_interpolation"),
-                     "final_over_zero": (final / zero) if final is not None and zero else None,
-                     "epochs": ck.get("epochs"), "seconds": ck.get("seconds")})
+        rows.append(
+            {
+                "name": f"{scope}_seed{seed}",
+                "scope": scope,
+                "held_out_flight": held,
+                "seed": seed,
+                "frames_labelled": ck.get("frames_labelled"),
+                "frames_unlabelled": ck.get("frames_unlabelled"),
+                "frames_of_held_out": by_flight.get(held, 0) if held else None,
+                "loss_before": ck.get("loss_before"),
+                "loss_final": final,
+                "floor_predict_zero": zero,
+                "floor_interpolation": ck.get("floor_interpolation"),
+                "final_over_zero": (final / zero) if final is not None and zero else None,
+                "epochs": ck.get("epochs"),
+                "seconds": ck.get("seconds"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -180,11 +235,15 @@ def pretrain_step(cfg: Config, camp: Campaign, run: RunDir) -> tuple["pd.DataFra
 
     paths = ensure(cfg, camp, run, required(cfg, camp), allow_train=True, progress=cfg.progress)
     table = encoder_table(paths)
-    summary = {"settings": settings_key(cfg, camp), "encoder": cfg.encoder.to_dict(),
-               "n_encoders": len(table), "loss_final": float(table["loss_final"].mean()),
-               "floor_predict_zero": float(table["floor_predict_zero"].mean()),
-               "floor_interpolation": float(table["floor_interpolation"].mean()),
-               "encoders": table.to_dict("records")}
+    summary = {
+        "settings": settings_key(cfg, camp),
+        "encoder": cfg.encoder.to_dict(),
+        "n_encoders": len(table),
+        "loss_final": float(table["loss_final"].mean()),
+        "floor_predict_zero": float(table["floor_predict_zero"].mean()),
+        "floor_interpolation": float(table["floor_interpolation"].mean()),
+        "encoders": table.to_dict("records"),
+    }
     summary["final_over_zero"] = summary["loss_final"] / summary["floor_predict_zero"]
     write_json(run.pretrain_summary, summary)
     return table, paths

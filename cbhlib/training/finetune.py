@@ -45,8 +45,9 @@ class Joint(torch.nn.Module):
         return self.head(img=pooled[None], regions=reg[None], phys=phys[None] if phys is not None else None)
 
 
-def finetune_units(camp: Campaign, run: RunDir, inputs: TrainInputs, units: list[Unit], mode: str, cfg: Config,
-                   store: UnitStore) -> list[UnitResult]:
+def finetune_units(
+    camp: Campaign, run: RunDir, inputs: TrainInputs, units: list[Unit], mode: str, cfg: Config, store: UnitStore
+) -> list[UnitResult]:
     """Fine-tune each unit's encoder with its head; finished units are reused."""
     out = []
     for u in units:
@@ -56,8 +57,9 @@ def finetune_units(camp: Campaign, run: RunDir, inputs: TrainInputs, units: list
     return out
 
 
-def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mode: str, cfg: Config,
-         store: UnitStore) -> UnitResult:
+def _one(
+    camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mode: str, cfg: Config, store: UnitStore
+) -> UnitResult:
     tc = cfg.train
     dev = resolve_device(cfg.device)
     torch.manual_seed(u.seed * 100_003 + u.fold.fold_id)
@@ -71,11 +73,19 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
         sc = FeatureScaler().fit(inputs.phys[train])  # type: ignore[index]
         phys = torch.from_numpy(sc.transform(inputs.phys)).to(dev)
         scalers = {f"phys_{k}": v for k, v in sc.state().items()}
-    head = FusionHeads(mode, cfg.head, 1, encoder.cfg.embed_dim, 0 if phys is None else phys.shape[1],
-                       seeds=[u.seed * 100_003 + u.fold.fold_id])
+    head = FusionHeads(
+        mode,
+        cfg.head,
+        1,
+        encoder.cfg.embed_dim,
+        0 if phys is None else phys.shape[1],
+        seeds=[u.seed * 100_003 + u.fold.fold_id],
+    )
     model = Joint(encoder, head, tc.regions).to(dev)
-    opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": tc.finetune_lr},
-                             {"params": head.parameters(), "lr": tc.lr}], weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": encoder.parameters(), "lr": tc.finetune_lr}, {"params": head.parameters(), "lr": tc.lr}],
+        weight_decay=tc.weight_decay,
+    )
     eval_idx, vmask, n_val, n_test = eval_sets([u])
     E = int(n_val[0] + n_test[0])
     eidx = eval_idx[0, :E].numpy()
@@ -84,14 +94,21 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
     vmask = vmask.to(dev)
     images = lambda idx: torch.from_numpy(camp.images(idx)).to(dev, non_blocking=True)  # noqa: E731
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")  # the encoder's matmuls
-    best: dict[str, Any] = {"val": np.inf, "epoch": -1, "pred": None, "att": None,
-                            "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    best: dict[str, Any] = {
+        "val": np.inf,
+        "epoch": -1,
+        "pred": None,
+        "att": None,
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+    }
     batch = min(tc.batch_size, len(train))
     n_steps = math.ceil(len(train) / batch)
     epochs_run = 0
     what = f"mode {mode} (fine-tuned), fold {u.fold.fold_id} ({u.fold.test_flight}), seed {u.seed}"
     with JsonlLog(run.training_log(u.model), model=u.model, mode=mode, protocol=u.protocol) as jlog:
-        for epoch in tqdm(range(tc.epochs), desc=f"fine-tune {u.model} fold {u.fold.fold_id}", disable=not cfg.progress):
+        for epoch in tqdm(
+            range(tc.epochs), desc=f"fine-tune {u.model} fold {u.fold.fold_id}", disable=not cfg.progress
+        ):
             t0 = time.perf_counter()
             scale = cosine_lr(epoch, tc.epochs, 1.0)
             for g, base in zip(opt.param_groups, (tc.finetune_lr, tc.lr)):
@@ -128,19 +145,51 @@ def _one(camp: Campaign, run: RunDir, inputs: TrainInputs, u: Unit, sha: str, mo
             val = float((huber(pred_e - yt[eidx][None], delta) * vmask[:, :E]).sum() / vmask[:, :E].sum())
             epochs_run = epoch + 1
             if val < best["val"] - 1e-9:
-                best.update(val=val, epoch=epoch, pred=pred_e[0].clone(), att=torch.cat(atts, 1)[0] if atts else None,
-                            state={k: v.clone() for k, v in model.state_dict().items()})
-            jlog.write(fold=u.fold.fold_id, test_flight=u.fold.test_flight, seed=u.seed, epoch=epoch + 1,
-                       max_epochs=tc.epochs, train_loss=total / n_steps, val_loss=val, best_val_loss=best["val"],
-                       lr=tc.lr * scale, seconds=time.perf_counter() - t0, n_units=1, stopped=False)
+                best.update(
+                    val=val,
+                    epoch=epoch,
+                    pred=pred_e[0].clone(),
+                    att=torch.cat(atts, 1)[0] if atts else None,
+                    state={k: v.clone() for k, v in model.state_dict().items()},
+                )
+            jlog.write(
+                fold=u.fold.fold_id,
+                test_flight=u.fold.test_flight,
+                seed=u.seed,
+                epoch=epoch + 1,
+                max_epochs=tc.epochs,
+                train_loss=total / n_steps,
+                val_loss=val,
+                best_val_loss=best["val"],
+                lr=tc.lr * scale,
+                seconds=time.perf_counter() - t0,
+                n_units=1,
+                stopped=False,
+            )
             if epoch - best["epoch"] >= tc.patience:
                 break
     pred = best["pred"].cpu().numpy().astype(np.float64) * y_sd + y_mu
     att = best["att"][n_val[0] :].cpu() if best["att"] is not None else None
     best["state"] = {k: v.cpu() for k, v in best["state"].items()}
-    return write_unit(u, sha, mode, inputs.y, pred[: n_val[0]], pred[n_val[0] : E], store,
-                      feature_names=inputs.phys_names, encoder=inputs.encoders[u.emb] if inputs.encoders else None,
-                      regions=inputs.regions_per_side, head_state=best["state"],
-                      scalers=scalers, y_mu=y_mu, y_sd=y_sd, epoch=best["epoch"] + 1, epochs_run=epochs_run,
-                      best_val=best["val"], head=cfg.head, dims=(encoder.cfg.embed_dim, 0 if phys is None else phys.shape[1]),
-                      attention=att)
+    return write_unit(
+        u,
+        sha,
+        mode,
+        inputs.y,
+        pred[: n_val[0]],
+        pred[n_val[0] : E],
+        store,
+        feature_names=inputs.phys_names,
+        encoder=inputs.encoders[u.emb] if inputs.encoders else None,
+        regions=inputs.regions_per_side,
+        head_state=best["state"],
+        scalers=scalers,
+        y_mu=y_mu,
+        y_sd=y_sd,
+        epoch=best["epoch"] + 1,
+        epochs_run=epochs_run,
+        best_val=best["val"],
+        head=cfg.head,
+        dims=(encoder.cfg.embed_dim, 0 if phys is None else phys.shape[1]),
+        attention=att,
+    )

@@ -31,16 +31,17 @@ from cbhlib.training.inputs import TrainInputs, huber, head_sha, effective_batch
 log = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
-def train_units(inputs: TrainInputs, units: list[Unit], mode: str, train: Any, head: HeadConfig, store: UnitStore,
-                log_path: str | None = None, progress: bool = True, device: str = "cpu") -> list[UnitResult]:
+def train_units(
+    inputs: TrainInputs,
+    units: list[Unit],
+    mode: str,
+    train: Any,
+    head: HeadConfig,
+    store: UnitStore,
+    log_path: str | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> list[UnitResult]:
     """Train every unit not already finished; return all units' results (in order).
 
     Args:
@@ -62,14 +63,20 @@ def train_units(inputs: TrainInputs, units: list[Unit], mode: str, train: Any, h
         else:
             pending.append(i)
     if pending:
-        fitted = _fit([units[i] for i in pending], [shas[i] for i in pending], inputs, mode, train, head, store,
-                      log_path, progress, resolve_device(device))
+        fitted = _fit(
+            [units[i] for i in pending],
+            [shas[i] for i in pending],
+            inputs,
+            mode,
+            train,
+            head,
+            store,
+            log_path,
+            progress,
+            resolve_device(device),
+        )
         results.update(dict(zip(pending, fitted)))
     return [results[i] for i in range(len(units))]
-
-
-
-
 
 
 def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -82,7 +89,9 @@ def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | No
     }
 
 
-def _predict(model: FusionHeads, t: dict[str, Any], idx: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _predict(
+    model: FusionHeads, t: dict[str, Any], idx: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eval-mode predictions at idx [M, E]: [M, E] and attention [M, E, T] or None."""
     preds, atts = [], []
     with torch.no_grad():
@@ -94,12 +103,14 @@ def _predict(model: FusionHeads, t: dict[str, Any], idx: torch.Tensor, chunk: in
     return torch.cat(preds, 1), (torch.cat(atts, 1) if atts else None)
 
 
-
-
 def _rows(t: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """The per-unit tensors of units ``rows`` (shared region tokens are kept whole)."""
     r = torch.from_numpy(np.asarray(rows))
-    return {k: (v[r.to(v.device)] if k in ("y", "img", "phys", "emb") else v) for k, v in t.items() if k not in ("y_mu", "y_sd", "scalers")}
+    return {
+        k: (v[r.to(v.device)] if k in ("y", "img", "phys", "emb") else v)
+        for k, v in t.items()
+        if k not in ("y_mu", "y_sd", "scalers")
+    }
 
 
 class _Live:
@@ -120,16 +131,30 @@ class _Live:
         self.ids = self.ids[rows]
 
 
-def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, train: Any, head: HeadConfig,
-         store: UnitStore, log_path: str | None, progress: bool, dev: torch.device) -> list[UnitResult]:
+def _fit(
+    units: list[Unit],
+    shas: list[str],
+    inputs: TrainInputs,
+    mode: str,
+    train: Any,
+    head: HeadConfig,
+    store: UnitStore,
+    log_path: str | None,
+    progress: bool,
+    dev: torch.device,
+) -> list[UnitResult]:
     M = len(units)
     B = effective_batch(train.batch_size, units)
     t = _to(_prepare(units, inputs, mode), dev)  # the data go to the device once
     D = t["img"].shape[2] if "img" in t else 0
     K = t["phys"].shape[2] if "phys" in t else 0
     model = FusionHeads(mode, head, M, D, K, seeds=[u.seed * 100_003 + u.fold.fold_id for u in units]).to(dev)
-    live = _Live(model, BatchedAdamW(list(model.parameters()), M, train.lr, train.weight_decay), _rows(t, np.arange(M)),
-                 np.arange(M))
+    live = _Live(
+        model,
+        BatchedAdamW(list(model.parameters()), M, train.lr, train.weight_decay),
+        _rows(t, np.arange(M)),
+        np.arange(M),
+    )
     rngs = [np.random.default_rng([u.seed, u.fold.fold_id, 7]) for u in units]
     train_sets = [np.asarray(u.fold.train_idx, np.int64) for u in units]
     n_steps = np.array([math.ceil(len(s) / B) for s in train_sets])
@@ -143,8 +168,22 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
 
     def finish(m: int) -> None:
         if results[m] is None:
-            results[m] = _finish(units[m], shas[m], m, mode, t, best_state[m], best_epoch, best_val, epochs_run,
-                                 inputs, head, train, store, (D, K))
+            results[m] = _finish(
+                units[m],
+                shas[m],
+                m,
+                mode,
+                t,
+                best_state[m],
+                best_epoch,
+                best_val,
+                epochs_run,
+                inputs,
+                head,
+                train,
+                store,
+                (D, K),
+            )
 
     with JsonlLog(log_path, model=name, mode=mode, protocol=units[0].protocol) as jlog:
         bar = tqdm(range(train.epochs), desc=f"{name} x{M} units", disable=not progress, leave=False)
@@ -183,10 +222,15 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
             losses, act_c, pred_v, vl = losses.cpu(), act_s.cpu(), pred_v.cpu(), vl.cpu()  # one sync per epoch
             seconds = (time.perf_counter() - t0) / L
             for r, m in enumerate(ids):
-                what = f"mode {mode} ({name}), fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), " \
-                       f"seed {units[m].seed}, epoch {epoch + 1}"
-                check_finite(losses[act_c[:, r], r], f"{what}: the training loss", f"lower train.lr (now "
-                             f"{train.lr:g}) or check the inputs")
+                what = (
+                    f"mode {mode} ({name}), fold {units[m].fold.fold_id} ({units[m].fold.test_flight}), "
+                    f"seed {units[m].seed}, epoch {epoch + 1}"
+                )
+                check_finite(
+                    losses[act_c[:, r], r],
+                    f"{what}: the training loss",
+                    f"lower train.lr (now {train.lr:g}) or check the inputs",
+                )
                 check_finite(pred_v[r], f"{what}: predictions")
                 epochs_run[m] = epoch + 1
                 v = float(vl[r])
@@ -194,11 +238,20 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
                     best_val[m], best_epoch[m], best_state[m] = v, epoch, lmodel.slice_state(r)
                 elif epoch - best_epoch[m] >= train.patience:
                     stopped[m] = True
-                jlog.write(fold=units[m].fold.fold_id, test_flight=units[m].fold.test_flight, seed=units[m].seed,
-                           epoch=epoch + 1, max_epochs=train.epochs,
-                           train_loss=float((losses[:, r] * act_c[:, r]).sum() / max(int(act_c[:, r].sum()), 1)),
-                           val_loss=v, best_val_loss=best_val[m], lr=lr_e, seconds=seconds, n_units=M,
-                           stopped=bool(stopped[m]))
+                jlog.write(
+                    fold=units[m].fold.fold_id,
+                    test_flight=units[m].fold.test_flight,
+                    seed=units[m].seed,
+                    epoch=epoch + 1,
+                    max_epochs=train.epochs,
+                    train_loss=float((losses[:, r] * act_c[:, r]).sum() / max(int(act_c[:, r].sum()), 1)),
+                    val_loss=v,
+                    best_val_loss=best_val[m],
+                    lr=lr_e,
+                    seconds=seconds,
+                    n_units=M,
+                    stopped=bool(stopped[m]),
+                )
                 if stopped[m]:
                     finish(m)
             bar.set_postfix(active=int((~stopped).sum()), best_val=f"{np.nanmean(best_val):.4f}")
@@ -212,9 +265,22 @@ def _fit(units: list[Unit], shas: list[str], inputs: TrainInputs, mode: str, tra
     return results  # type: ignore[return-value]
 
 
-def _finish(u: Unit, sha: str, m: int, mode: str, t: dict[str, Any], state: dict[str, torch.Tensor],
-            best_epoch: np.ndarray, best_val: np.ndarray, epochs_run: np.ndarray, inputs: TrainInputs,
-            head: HeadConfig, train: Any, store: UnitStore, dims: tuple[int, int]) -> UnitResult:
+def _finish(
+    u: Unit,
+    sha: str,
+    m: int,
+    mode: str,
+    t: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    best_epoch: np.ndarray,
+    best_val: np.ndarray,
+    epochs_run: np.ndarray,
+    inputs: TrainInputs,
+    head: HeadConfig,
+    train: Any,
+    store: UnitStore,
+    dims: tuple[int, int],
+) -> UnitResult:
     """Score unit m's best state on its validation and test samples; write checkpoint, then result."""
     dev = state[next(iter(state))].device
     net = FusionHeads(mode, head, 1, dims[0], dims[1], seeds=[0]).to(dev)
@@ -226,10 +292,25 @@ def _finish(u: Unit, sha: str, m: int, mode: str, t: dict[str, Any], state: dict
     state = {k: v.cpu() for k, v in state.items()}
     pred_km = pred[0].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
     nv, nt = n_val[0], n_test[0]
-    return write_unit(u, sha, mode, inputs.y, pred_km[:nv] if len(u.fold.val_idx) else np.array([]),
-                      pred_km[nv : nv + nt], store, feature_names=inputs.phys_names,
-                      encoder=inputs.encoders[u.emb] if inputs.encoders else None, regions=inputs.regions_per_side,
-                      head_state=state, scalers=t["scalers"][m], y_mu=float(t["y_mu"][m]),
-                      y_sd=float(t["y_sd"][m]), epoch=int(best_epoch[m]) + 1, epochs_run=int(epochs_run[m]),
-                      best_val=float(best_val[m]), head=head, dims=dims,
-                      attention=att[0, nv : nv + nt] if att is not None else None)
+    return write_unit(
+        u,
+        sha,
+        mode,
+        inputs.y,
+        pred_km[:nv] if len(u.fold.val_idx) else np.array([]),
+        pred_km[nv : nv + nt],
+        store,
+        feature_names=inputs.phys_names,
+        encoder=inputs.encoders[u.emb] if inputs.encoders else None,
+        regions=inputs.regions_per_side,
+        head_state=state,
+        scalers=t["scalers"][m],
+        y_mu=float(t["y_mu"][m]),
+        y_sd=float(t["y_sd"][m]),
+        epoch=int(best_epoch[m]) + 1,
+        epochs_run=int(epochs_run[m]),
+        best_val=float(best_val[m]),
+        head=head,
+        dims=dims,
+        attention=att[0, nv : nv + nt] if att is not None else None,
+    )

@@ -50,8 +50,19 @@ def huber(err: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 def head_sha(mode: str, train: Any, head: HeadConfig, unit: Unit, inputs: TrainInputs) -> str:
     """Hash of everything that determines a head unit's result."""
     settings = {k: v for k, v in asdict(train).items() if k not in ("mode", "finetune_lr")}
-    return unit_sha(mode, settings, head.to_dict(), unit.model, unit.seed, unit.emb, unit.fold.train_idx,
-                    unit.fold.val_idx, unit.fold.test_idx, inputs.key, inputs.phys_names)
+    return unit_sha(
+        mode,
+        settings,
+        head.to_dict(),
+        unit.model,
+        unit.seed,
+        unit.emb,
+        unit.fold.train_idx,
+        unit.fold.val_idx,
+        unit.fold.test_idx,
+        inputs.key,
+        inputs.phys_names,
+    )
 
 
 def effective_batch(batch_size: int, units: list[Unit]) -> int:
@@ -60,7 +71,9 @@ def effective_batch(batch_size: int, units: list[Unit]) -> int:
     if smallest < 1:
         raise ValueError("a fold has no training samples")
     if batch_size > smallest:
-        log.info("batch_size %d capped at %d: the smallest training split has %d samples", batch_size, smallest, smallest)
+        log.info(
+            "batch_size %d capped at %d: the smallest training split has %d samples", batch_size, smallest, smallest
+        )
     return min(batch_size, smallest)
 
 
@@ -70,8 +83,12 @@ def _prepare(units: list[Unit], inputs: TrainInputs, mode: str) -> dict[str, Any
     y = inputs.y.astype(np.float64)
     y_mu = np.array([y[u.fold.train_idx].mean() for u in units])
     y_sd = np.array([max(y[u.fold.train_idx].std(), 1e-3) for u in units])
-    out: dict[str, Any] = {"y": torch.tensor((y[None] - y_mu[:, None]) / y_sd[:, None], dtype=torch.float32),
-                           "y_mu": y_mu, "y_sd": y_sd, "scalers": [{} for _ in units]}
+    out: dict[str, Any] = {
+        "y": torch.tensor((y[None] - y_mu[:, None]) / y_sd[:, None], dtype=torch.float32),
+        "y_mu": y_mu,
+        "y_sd": y_sd,
+        "scalers": [{} for _ in units],
+    }
     if mode in PHYSICAL_MODES:
         if inputs.phys is None or inputs.phys.shape[1] == 0:
             raise ValueError(f"mode '{mode}' needs physical features; the campaign has none")

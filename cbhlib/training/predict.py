@@ -52,12 +52,24 @@ def load_head(path: str | Path) -> Head:
         net = FusionHeads(ck["mode"], cfg, 1, int(ck["img_dim"]), int(ck["n_phys"]), seeds=[0])
         net.load_state_dict(ck["model_state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a loadable head checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a loadable head checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     net.eval()
-    return Head(ck.get("model", ck["mode"]), ck["mode"], int(ck["fold_id"]), int(ck["seed"]), ck["test_flight"], net,
-                {k: v.numpy() for k, v in ck["scalers"].items()}, float(ck["y_mean"]), float(ck["y_std"]),
-                list(ck["feature_names"]), str(ck.get("encoder", "")), int(ck.get("regions", 4)))
+    return Head(
+        ck.get("model", ck["mode"]),
+        ck["mode"],
+        int(ck["fold_id"]),
+        int(ck["seed"]),
+        ck["test_flight"],
+        net,
+        {k: v.numpy() for k, v in ck["scalers"].items()},
+        float(ck["y_mean"]),
+        float(ck["y_std"]),
+        list(ck["feature_names"]),
+        str(ck.get("encoder", "")),
+        int(ck.get("regions", 4)),
+    )
 
 
 def load_heads(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[Head]:
@@ -76,13 +88,17 @@ def _features(head: Head, camp: Campaign) -> np.ndarray:
     where = {n: i for i, n in enumerate(names)}
     missing = [n for n in head.feature_names if n not in where]
     if missing:
-        raise CbhError(f"{camp.path}: features: expected {', '.join(missing)} (the model was trained on them); "
-                       f"found {', '.join(names) or 'none'}")
+        raise CbhError(
+            f"{camp.path}: features: expected {', '.join(missing)} (the model was trained on them); "
+            f"found {', '.join(names) or 'none'}"
+        )
     return X[:, [where[n] for n in head.feature_names]]
 
 
 @torch.no_grad()
-def predict(run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lofo") -> tuple[pd.DataFrame, pd.DataFrame]:
+def predict(
+    run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lofo"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions of every head of ``model`` on ``camp``.
 
     Returns:
@@ -107,14 +123,30 @@ def predict(run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lo
             inputs["img"] = torch.from_numpy(e.astype(np.float32))[None]
             inputs["regions"] = torch.from_numpy(emb.regions.astype(np.float32))[None]
         pred, _ = h.net(**inputs)
-        rows.append(pd.DataFrame({"model": h.model, "fold": h.fold_id, "seed": h.seed, "test_flight": h.test_flight,
-                                  "sample": np.arange(camp.n_samples),
-                                  "pred_km": pred[0].numpy().astype(float) * h.y_std + h.y_mean}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model": h.model,
+                    "fold": h.fold_id,
+                    "seed": h.seed,
+                    "test_flight": h.test_flight,
+                    "sample": np.arange(camp.n_samples),
+                    "pred_km": pred[0].numpy().astype(float) * h.y_std + h.y_mean,
+                }
+            )
+        )
     per_unit = pd.concat(rows, ignore_index=True)
     g = per_unit.groupby("sample")["pred_km"]
-    ens = pd.DataFrame({"sample": np.arange(camp.n_samples), "flight": [camp.flight_names[k] for k in camp.flight],
-                        "time_utc": pd.to_datetime(camp.time_utc, unit="s", utc=True),
-                        "lat": camp.lat if camp.lat is not None else np.nan,
-                        "lon": camp.lon if camp.lon is not None else np.nan,
-                        "pred_km": g.mean().to_numpy(), "pred_sd_km": g.std(ddof=0).to_numpy(), "n_units": len(heads)})
+    ens = pd.DataFrame(
+        {
+            "sample": np.arange(camp.n_samples),
+            "flight": [camp.flight_names[k] for k in camp.flight],
+            "time_utc": pd.to_datetime(camp.time_utc, unit="s", utc=True),
+            "lat": camp.lat if camp.lat is not None else np.nan,
+            "lon": camp.lon if camp.lon is not None else np.nan,
+            "pred_km": g.mean().to_numpy(),
+            "pred_sd_km": g.std(ddof=0).to_numpy(),
+            "n_units": len(heads),
+        }
+    )
     return per_unit, ens

@@ -51,9 +51,22 @@ def adamw(params: Any, **kw: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, **kw)
 
 
-def train_one_epoch(model: MaskedAutoencoder, frames: FrameSet, rows: np.ndarray, opt: torch.optim.Optimizer,
-                    step0: int, total: int, warmup: int, lr: float, batch: int, mask_ratio: float, k_cols: int,
-                    gen: torch.Generator, device: torch.device, what: str) -> tuple[float, int]:
+def train_one_epoch(
+    model: MaskedAutoencoder,
+    frames: FrameSet,
+    rows: np.ndarray,
+    opt: torch.optim.Optimizer,
+    step0: int,
+    total: int,
+    warmup: int,
+    lr: float,
+    batch: int,
+    mask_ratio: float,
+    k_cols: int,
+    gen: torch.Generator,
+    device: torch.device,
+    what: str,
+) -> tuple[float, int]:
     """One pass over ``rows``; returns (mean loss, next global step)."""
     model.train()
     total_loss, count, step = 0.0, 0, step0
@@ -107,8 +120,14 @@ def interpolate_masked(x: torch.Tensor, model: MaskedAutoencoder, mask: torch.Te
 
 
 @torch.no_grad()
-def masked_losses(model: MaskedAutoencoder, x: torch.Tensor, mask_ratio: float, seed: int,
-                  floors: bool = True, chunk_values: int = 2**22) -> dict[str, float]:
+def masked_losses(
+    model: MaskedAutoencoder,
+    x: torch.Tensor,
+    mask_ratio: float,
+    seed: int,
+    floors: bool = True,
+    chunk_values: int = 2**22,
+) -> dict[str, float]:
     """Masked-patch MSE of the model and (``floors``) of its two floors on the same masks.
 
     Frames go through in chunks of about ``chunk_values`` values (one chunk for small
@@ -141,9 +160,18 @@ def masked_losses(model: MaskedAutoencoder, x: torch.Tensor, mask_ratio: float, 
     return out if floors else {"model": out["model"]}
 
 
-def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int, out_path: str | Path,
-                     log_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
-                     meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def pretrain_encoder(
+    camp: Campaign,
+    enc: EncoderConfig,
+    pre: Any,
+    scope: Scope,
+    seed: int,
+    out_path: str | Path,
+    log_path: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Pretrain one MAE on the frames ``scope`` allows and save its checkpoint.
 
     Args:
@@ -170,8 +198,12 @@ def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope,
     opt = adamw(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay, betas=(0.9, 0.95))
     n_eval = min(pre.eval_frames, max(8, 2**26 // int(np.prod(frames.shape))))  # at most ~256 MB of frames
     if n_eval < pre.eval_frames:
-        log.info("loss and floors measured on %d frames, not %d (memory bound for %s frames)", n_eval,
-                 pre.eval_frames, "x".join(map(str, frames.shape)))
+        log.info(
+            "loss and floors measured on %d frames, not %d (memory bound for %s frames)",
+            n_eval,
+            pre.eval_frames,
+            "x".join(map(str, frames.shape)),
+        )
     eval_rows = np.sort(np.random.default_rng([seed, 99]).permutation(len(frames))[:n_eval])
     eval_gen = torch.Generator().manual_seed(seed + 1)
     x_eval = _inputs(model, frames.batch(eval_rows).to(dev), pre.columns_per_image, eval_gen)
@@ -183,11 +215,30 @@ def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope,
         for epoch in tqdm(range(pre.epochs), desc=f"pretrain {scope.key} seed {seed}", disable=not progress):
             te = time.perf_counter()
             rows = epoch_rows(rng, len(frames), pre.max_frames)
-            loss, step = train_one_epoch(model, frames, rows, opt, step, total, warmup, pre.lr, batch, pre.mask_ratio,
-                                         pre.columns_per_image, gen, dev, f"{what}, epoch {epoch + 1}")
+            loss, step = train_one_epoch(
+                model,
+                frames,
+                rows,
+                opt,
+                step,
+                total,
+                warmup,
+                pre.lr,
+                batch,
+                pre.mask_ratio,
+                pre.columns_per_image,
+                gen,
+                dev,
+                f"{what}, epoch {epoch + 1}",
+            )
             history.append(loss)
-            jlog.write(epoch=epoch + 1, epochs=pre.epochs, loss=loss, seconds=time.perf_counter() - te,
-                       lr=cosine_lr(step - 1, total, pre.lr, warmup))
+            jlog.write(
+                epoch=epoch + 1,
+                epochs=pre.epochs,
+                loss=loss,
+                seconds=time.perf_counter() - te,
+                lr=cosine_lr(step - 1, total, pre.lr, warmup),
+            )
     final = masked_losses(model, x_eval, pre.mask_ratio, seed)
     by_flight = np.bincount(frames.flights(), minlength=camp.n_flights)
     ckpt = {
@@ -213,14 +264,22 @@ def pretrain_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope,
         "campaign_sha256": camp.fingerprint(),
     }
     save_checkpoint(ckpt, out_path)
-    log.info("%s: loss %.3f -> %.3f (floors: predict-zero %.3f, interpolation %.3f) on %d frames in %.1f s",
-             what, before["model"], final["model"], final["predict_zero"], final["interpolation"], len(frames),
-             ckpt["seconds"])
+    log.info(
+        "%s: loss %.3f -> %.3f (floors: predict-zero %.3f, interpolation %.3f) on %d frames in %.1f s",
+        what,
+        before["model"],
+        final["model"],
+        final["predict_zero"],
+        final["interpolation"],
+        len(frames),
+        ckpt["seconds"],
+    )
     return ckpt
 
 
-def random_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int,
-                   out_path: str | Path) -> dict[str, Any]:
+def random_encoder(
+    camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, seed: int, out_path: str | Path
+) -> dict[str, Any]:
     """The same architecture, untrained (``random_init``): what pretraining must beat.
 
     Its pixel statistics come from exactly the frames a pretrained encoder of ``scope``
@@ -231,17 +290,30 @@ def random_encoder(camp: Campaign, enc: EncoderConfig, pre: Any, scope: Scope, s
     frames = FrameSet(camp, lab, unl, pre.memory_limit_mb)
     model = build_encoder(enc, camp.image_shape)  # type: ignore[arg-type]
     model.set_pixel_stats(*frames.channel_stats(model.centre))
-    ckpt = {"kind": CHECKPOINT_KIND, "config": enc.to_dict(), "geometry": list(camp.image_shape),  # type: ignore[arg-type]
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "history": [],
-            "scope": scope.key, "held_out_flight": camp.flight_names[scope.held_out] if scope.held_out is not None else "",
-            "seed": int(seed), "frames_labelled": 0, "frames_unlabelled": 0, "frames_by_flight": {}, "epochs": 0,
-            "steps": 0, "seconds": 0.0, "campaign_sha256": camp.fingerprint()}
+    ckpt = {
+        "kind": CHECKPOINT_KIND,
+        "config": enc.to_dict(),
+        "geometry": list(camp.image_shape),  # type: ignore[arg-type]
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "history": [],
+        "scope": scope.key,
+        "held_out_flight": camp.flight_names[scope.held_out] if scope.held_out is not None else "",
+        "seed": int(seed),
+        "frames_labelled": 0,
+        "frames_unlabelled": 0,
+        "frames_by_flight": {},
+        "epochs": 0,
+        "steps": 0,
+        "seconds": 0.0,
+        "campaign_sha256": camp.fingerprint(),
+    }
     save_checkpoint(ckpt, out_path)
     return ckpt
 
 
-def load_encoder(path: str | Path, cfg: EncoderConfig | None = None,
-                 geometry: tuple[int, int, int] | None = None) -> tuple[MaskedAutoencoder, dict[str, Any]]:
+def load_encoder(
+    path: str | Path, cfg: EncoderConfig | None = None, geometry: tuple[int, int, int] | None = None
+) -> tuple[MaskedAutoencoder, dict[str, Any]]:
     """Load an MAE from a checkpoint (``weights_only=True``), refusing absurd configs.
 
     Accepts our checkpoints and bare state dicts (the seed's), with or without an
@@ -256,7 +328,9 @@ def load_encoder(path: str | Path, cfg: EncoderConfig | None = None,
         raw = ckpt.get("config")
         geom = ckpt.get("geometry")
         if not isinstance(raw, dict) or not isinstance(geom, (list, tuple)) or len(geom) != 3:
-            raise CheckpointError(f"{path}: expected an encoder config and a (C, H, W) geometry; found {raw!r}, {geom!r}")
+            raise CheckpointError(
+                f"{path}: expected an encoder config and a (C, H, W) geometry; found {raw!r}, {geom!r}"
+            )
         try:
             cfg = EncoderConfig.from_dict(raw)
             geometry = tuple(int(g) for g in geom)  # type: ignore[assignment]
@@ -265,7 +339,9 @@ def load_encoder(path: str | Path, cfg: EncoderConfig | None = None,
         state = ckpt["state_dict"]
     else:
         if cfg is None or geometry is None:
-            raise CheckpointError(f"{path}: a bare state dict needs an encoder config and image geometry to build the model")
+            raise CheckpointError(
+                f"{path}: a bare state dict needs an encoder config and image geometry to build the model"
+            )
         state = ckpt.get("model_state_dict", ckpt)
         ckpt = {"kind": "bare", "config": cfg.to_dict(), "geometry": list(geometry)}
     problem = cfg.problem(geometry)
@@ -278,8 +354,9 @@ def load_encoder(path: str | Path, cfg: EncoderConfig | None = None,
 
 
 @torch.no_grad()
-def reconstruct_examples(camp: Campaign, ckpt_path: str | Path, idx: np.ndarray, mask_ratio: float = 0.75,
-                         seed: int = 0) -> dict[str, np.ndarray]:
+def reconstruct_examples(
+    camp: Campaign, ckpt_path: str | Path, idx: np.ndarray, mask_ratio: float = 0.75, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Inputs, masked inputs and MAE reconstructions of images ``idx`` (channel 0).
 
     With ``norm_pix_loss`` the decoder predicts each patch's normalised pattern; it is
@@ -307,6 +384,11 @@ def reconstruct_examples(camp: Campaign, ckpt_path: str | Path, idx: np.ndarray,
     m = mask[..., None]
     rec = pred * m + target * (1 - m)
     masked = torch.where(m.bool(), torch.full_like(target, float("nan")), target)
-    out = {"input": to_img(target), "masked": to_img(masked), "reconstruction": to_img(rec),
-           "error": to_img((pred - target) * m), "mask": to_img(m.expand_as(target))}
+    out = {
+        "input": to_img(target),
+        "masked": to_img(masked),
+        "reconstruction": to_img(rec),
+        "error": to_img((pred - target) * m),
+        "mask": to_img(m.expand_as(target)),
+    }
     return {k: v[:, 0].numpy() for k, v in out.items()}

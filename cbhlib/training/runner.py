@@ -94,16 +94,20 @@ def _held_out(camp: Campaign, fold: Fold) -> int | None:
     return int(camp.flight[fold.test_idx[0]]) if fold.protocol == "lofo" else None
 
 
-def _image_inputs(cfg: Config, camp: Campaign, run: RunDir, protocol: str, folds: list[Fold], model: str,
-                  out: ModelRun) -> tuple[TrainInputs, dict[tuple[int, int], int]]:
+def _image_inputs(
+    cfg: Config, camp: Campaign, run: RunDir, protocol: str, folds: list[Fold], model: str, out: ModelRun
+) -> tuple[TrainInputs, dict[tuple[int, int], int]]:
     """Embeddings of every (scope, seed) encoder the units need; unit -> embedding set."""
     scopes = encoders.scopes_for(cfg, camp, protocol, untrained=model == "random_init")
     needed = [(sc, encoders.encoder_seed(cfg, s)) for sc in scopes for s in cfg.seeds]
     needed = list(dict.fromkeys(needed))
-    paths = encoders.ensure(cfg, camp, run, needed, allow_train=cfg.pretrain.missing == "pretrain",
-                            progress=cfg.progress)
-    embs = [embed_campaign(camp, paths[(sc.key, s)], run.cache, (cfg.train.regions,) * 2, cfg.device, cfg.progress)
-            for sc, s in needed]
+    paths = encoders.ensure(
+        cfg, camp, run, needed, allow_train=cfg.pretrain.missing == "pretrain", progress=cfg.progress
+    )
+    embs = [
+        embed_campaign(camp, paths[(sc.key, s)], run.cache, (cfg.train.regions,) * 2, cfg.device, cfg.progress)
+        for sc, s in needed
+    ]
     out.region_grid = embs[0].region_grid
     out.embed_seconds += sum(e.seconds for e in embs)
     index = {(sc.key, s): i for i, (sc, s) in enumerate(needed)}
@@ -113,9 +117,14 @@ def _image_inputs(cfg: Config, camp: Campaign, run: RunDir, protocol: str, folds
         for s in cfg.seeds:
             which[(f.fold_id, s)] = index[(sc.key, encoders.encoder_seed(cfg, s))]
     rel = [run.relative(paths[(sc.key, s)]) for sc, s in needed]
-    inputs = TrainInputs(camp.cbh_km.astype(np.float64), pooled=[e.pooled for e in embs],
-                         regions=[e.regions for e in embs], encoders=rel,
-                         key=camp.fingerprint() + "|" + "|".join(rel), regions_per_side=cfg.train.regions)
+    inputs = TrainInputs(
+        camp.cbh_km.astype(np.float64),
+        pooled=[e.pooled for e in embs],
+        regions=[e.regions for e in embs],
+        encoders=rel,
+        key=camp.fingerprint() + "|" + "|".join(rel),
+        regions_per_side=cfg.train.regions,
+    )
     return inputs, which
 
 
@@ -134,8 +143,10 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
     mode = head_mode(model)
     needs_images = mode in IMAGE_MODES or model == "image_stats_mlp"
     if needs_images and not camp.has_images:
-        raise CbhError(f"{camp.path}: model '{model}' needs images but the campaign has no 'images' dataset; "
-                       "run physical_only or the baselines instead")
+        raise CbhError(
+            f"{camp.path}: model '{model}' needs images but the campaign has no 'images' dataset; "
+            "run physical_only or the baselines instead"
+        )
     run = RunDir(cfg.run_dir)
     store = UnitStore(run)
     bdata = baseline_data(camp, cfg, run, with_stats=model == "image_stats_mlp")
@@ -153,22 +164,39 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
         else:
             inputs, which = TrainInputs(bdata.y, key=bdata.key), {}
         if mode in PHYSICAL_MODES:
-            inputs.phys, inputs.phys_names = ((bdata.stats, list(imagestats.NAMES)) if model == "image_stats_mlp"
-                                              else (bdata.phys, bdata.phys_names))
+            inputs.phys, inputs.phys_names = (
+                (bdata.stats, list(imagestats.NAMES)) if model == "image_stats_mlp" else (bdata.phys, bdata.phys_names)
+            )
         units = [Unit(variant, protocol, f, s, which.get((f.fold_id, s), 0)) for f in folds for s in cfg.seeds]
         if variant != model:
             from cbhlib.training.finetune import finetune_units
 
             results = finetune_units(camp, run, inputs, units, mode, cfg, store)
         else:
-            results = train_units(inputs, units, mode, cfg.train, cfg.head, store, str(run.training_log(variant)),
-                                  cfg.progress, cfg.device)
+            results = train_units(
+                inputs,
+                units,
+                mode,
+                cfg.train,
+                cfg.head,
+                store,
+                str(run.training_log(variant)),
+                cfg.progress,
+                cfg.device,
+            )
         clim = run_baseline("climatology", bdata, folds, protocol, cfg.seeds, store)
         prov = provenance(cfg.to_nested(), camp.fingerprint(), cfg.seeds)
         desc = DESCRIPTIONS[model] + (" (encoder fine-tuned end to end)" if variant != model else "")
         report = build_report(variant, desc, protocol, PROTOCOL_LABELS[protocol], results, prov)
-        report["climatology"] = build_report("climatology", DESCRIPTIONS["climatology"], protocol,
-                                             PROTOCOL_LABELS[protocol], clim, prov, deterministic=True)["aggregate_metrics"]
+        report["climatology"] = build_report(
+            "climatology",
+            DESCRIPTIONS["climatology"],
+            protocol,
+            PROTOCOL_LABELS[protocol],
+            clim,
+            prov,
+            deterministic=True,
+        )["aggregate_metrics"]
         if mode == "attention":
             report["attention_tokens"] = attention_token_names(inputs.phys_names, out.region_grid)
         write_json(run.report(variant, protocol), report)
