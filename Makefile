@@ -9,7 +9,7 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-all bench notebooks readme lab clean clean-runs
+.PHONY: run test test-all lint format bench notebooks readme lab clean clean-runs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ test: $(VENV)/.dev
 ## test-all: every test, the slow ones too
 test-all: $(VENV)/.dev
 	$(VENV)/bin/pytest -q -m "" $(PYTEST_ARGS)
+
+## lint: ruff (rules and formatting) and the layer contract (import-linter), as CI runs them
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+## format: apply ruff's fixes and formatting
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## bench: the benchmark suite (prints a table, writes benchmarks/results/*.json)
 bench: $(VENV)/.dev

@@ -27,12 +27,12 @@ from scipy import interpolate, ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cbhlib.sources import synth  # noqa: E402
-from cbhlib.evaluation.baselines import BaselineData, make_predictor  # noqa: E402
-from cbhlib.data.campaign import Campaign  # noqa: E402
-from cbhlib.data.folds import lofo_folds, random_folds  # noqa: E402
-from cbhlib.evaluation.explore import pooled_lag1  # noqa: E402
-from cbhlib.evaluation.metrics import regression_metrics  # noqa: E402
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.folds import lofo_folds, random_folds
+from cbhlib.evaluation.baselines import BaselineData, make_predictor
+from cbhlib.evaluation.explore import pooled_lag1
+from cbhlib.evaluation.metrics import regression_metrics
+from cbhlib.sources import synth
 
 # er2-data-facts.md: observed mean / std over the 933 samples
 ERA5_OBSERVED = {

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -31,7 +30,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:  # noqa: ANN001
+def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:
     """Seconds and throughput of one default-recipe encoder (scope: every frame)."""
     from cbhlib.data.frames import ALL
     from cbhlib.training.pretrain import pretrain_encoder
@@ -53,15 +52,15 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     """Stages for one synthetic preset (run inside a fresh process)."""
     import torch
 
-    from cbhlib.sources import synth
-    from cbhlib.data.campaign import Campaign
     from cbhlib.config import HeadConfig, TrainConfig, load_config
+    from cbhlib.data.campaign import Campaign
     from cbhlib.data.folds import lofo_folds
-    from cbhlib.training.embed import embed_campaign
     from cbhlib.models.fusion import MODES
+    from cbhlib.sources import synth
     from cbhlib.store.rundir import RunDir
-    from cbhlib.training.heads import TrainInputs, train_units
     from cbhlib.store.units import Unit, UnitStore
+    from cbhlib.training.embed import embed_campaign
+    from cbhlib.training.heads import TrainInputs, train_units
 
     out: dict = {"preset": preset, "device": device, "torch_threads": torch.get_num_threads()}
     path = workdir / f"{preset}.h5"
@@ -119,9 +118,9 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
 def bench_pretrain_vs_pool(workdir: Path, device: str, factors: tuple[float, ...] = (0.0, 1.0, 4.0)) -> dict:
     """Pretraining throughput (images/s, 2 epochs) against the unlabelled-pool size: the
     default preset with 0x, 1x and 4x as many unlabelled frames as labelled ones."""
-    from cbhlib.sources import synth
-    from cbhlib.data.campaign import Campaign
     from cbhlib.config import load_config
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.sources import synth
 
     out = {}
     for f in factors:
@@ -142,13 +141,13 @@ def bench_heads_vs_samples(
     workdir: Path, sizes: tuple[int, ...] = (1000, 5000, 20000), epochs: int = 20, device: str = "cpu"
 ) -> dict:
     """physical_only heads (5 LOFO folds, 1 seed, no early stopping) against the sample count."""
-    from cbhlib.sources import synth
-    from cbhlib.data.campaign import Campaign
     from cbhlib.config import HeadConfig, TrainConfig
+    from cbhlib.data.campaign import Campaign
     from cbhlib.data.folds import lofo_folds
+    from cbhlib.sources import synth
     from cbhlib.store.rundir import RunDir
-    from cbhlib.training.heads import TrainInputs, train_units
     from cbhlib.store.units import Unit, UnitStore
+    from cbhlib.training.heads import TrainInputs, train_units
 
     out = {}
     for n in sizes:

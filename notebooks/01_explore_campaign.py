@@ -37,9 +37,8 @@ import numpy as np
 from IPython.display import display
 
 from cbhlib import plots
-
-from cbhlib.evaluation import explore, imagestats
 from cbhlib.data.campaign import validate_campaign
+from cbhlib.evaluation import explore, imagestats
 from cbhlib.pipeline.notebook import environment_report, setup
 
 cfg, run, rng = setup(globals(), "explore")
@@ -121,7 +120,7 @@ plots.ks_heatmaps(mats, camp.flight_names, save_to=run.figure("explore_ks_heatma
 truth = camp.truth_attrs()
 if truth:
     print(f"best achievable R2 given the label noise: {truth['best_r2']:.3f} (pooled)")
-    for name, r2 in zip(camp.flight_names, camp.truth("best_r2_per_flight")):
+    for name, r2 in zip(camp.flight_names, camp.truth("best_r2_per_flight"), strict=True):
         print(f"  {name}: {r2:.3f}")
 else:
     print("no truth/ group: a real campaign")

@@ -68,11 +68,10 @@ pretrain_missing: str = 'fail'  # when a training step finds no encoder: fail (n
 from IPython.display import display
 
 from cbhlib import plots
-
-from cbhlib.training import encoders
 from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.store.checkpoints import load_checkpoint
+from cbhlib.training import encoders
 from cbhlib.training.pretrain import reconstruct_examples
 
 cfg, run, rng = setup(globals(), "pretrain")

@@ -85,9 +85,9 @@ from IPython.display import display
 from cbhlib import plots
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
-from cbhlib.training.loops import read_jsonl
-from cbhlib.pipeline.notebook import environment_report, setup
 from cbhlib.evaluation.results import headline_table, per_flight_table
+from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.training.loops import read_jsonl
 from cbhlib.training.runner import run_mode
 
 cfg, run, rng = setup(globals(), f"train_{train_mode}")

@@ -77,13 +77,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from cbhlib import plots
-
-from cbhlib.evaluation import adapt, compare, results, shift
-
-from cbhlib.training import encoders
 from cbhlib.data.campaign import Campaign
-from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.evaluation import adapt, compare, results, shift
 from cbhlib.evaluation.reports import write_json, write_predictions
+from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.training import encoders
 
 cfg, run, rng = setup(globals(), "compare")
 camp = Campaign(cfg.campaign)
@@ -232,7 +230,7 @@ ks = shift.shift_ks(camp, cfg.feature_groups or None)
 ks.to_csv(run.table("comparison_shift_ks"))
 if len(ks):
     plots.shift_heatmap(ks, save_to=run.figure("compare_shift_ks"),
-                        n=dict(zip(camp.flight_names, np.bincount(camp.flight, minlength=camp.n_flights).tolist())));
+                        n=dict(zip(camp.flight_names, np.bincount(camp.flight, minlength=camp.n_flights).tolist(), strict=True)));
 
 # %%
 X, _ = camp.feature_matrix(cfg.feature_groups or None)

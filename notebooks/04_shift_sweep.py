@@ -40,7 +40,6 @@ sweep_workers: int = 0  # run the grid points on a local Dask cluster of this ma
 from IPython.display import Markdown, display
 
 from cbhlib import plots
-
 from cbhlib.pipeline import sweep
 from cbhlib.pipeline.notebook import environment_report, setup
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbhlib.sources import synth
 from cbhlib.data.campaign import CampaignData, FeatureGroup, write_campaign
+from cbhlib.sources import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 

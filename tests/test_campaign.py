@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cbhlib.data.campaign import Campaign, CampaignFormatError, validate_campaign, write_campaign
 from cbhlib.cli import main
+from cbhlib.data.campaign import Campaign, CampaignFormatError, validate_campaign, write_campaign
 from tests.conftest import small_data
 
 
@@ -75,13 +75,13 @@ def _copy(src: Path, tmp: Path) -> Path:
     return dst
 
 
-def _edit(path: Path, fn) -> Path:  # noqa: ANN001
+def _edit(path: Path, fn) -> Path:
     with h5py.File(path, "a") as f:
         fn(f)
     return path
 
 
-def _replace(key: str, value: np.ndarray):  # noqa: ANN202
+def _replace(key: str, value: np.ndarray):
     def fn(f: h5py.File) -> None:
         del f[key]
         f.create_dataset(key, data=value)

@@ -21,8 +21,8 @@ from cbhlib.config import (
     section_leaves,
 )
 from cbhlib.errors import ParamsError
-from cbhlib.pipeline.execute import safe_translator
 from cbhlib.fields import type_name
+from cbhlib.pipeline.execute import safe_translator
 from cbhlib.pipeline.nbtools import cells_of, expected_parameters, parameters_cell_of
 from tests.conftest import ROOT
 
@@ -109,7 +109,7 @@ def test_safe_translator_writes_values_that_read_back_identically() -> None:
     }
     code = tr.codify(values)
     ns: dict = {}
-    exec(compile(code, "injected", "exec"), {"__builtins__": {}}, ns)  # noqa: S102 - the point of the test
+    exec(compile(code, "injected", "exec"), {"__builtins__": {}}, ns)
     assert ns == values
     with pytest.raises(ParamsError):
         tr.translate(b"bytes")

@@ -70,7 +70,7 @@ def test_dataloader_with_workers_reads_the_right_images(tiny_campaign: Path) -> 
     idx = np.arange(0, 40)
     seen = {}
     for x, j in image_loader(camp, idx, batch_size=8, num_workers=2):
-        for img, jj in zip(x, j.tolist()):
+        for img, jj in zip(x, j.tolist(), strict=True):
             seen[jj] = img
     assert sorted(seen) == idx.tolist()
     expected = torch.from_numpy(camp.images(idx))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from cbhlib.data.campaign import Campaign, validate_campaign
 from cbhlib.cli import main
+from cbhlib.data.campaign import Campaign, validate_campaign
 from cbhlib.sources.er2 import ER2ImportError, import_campaign, julian_to_posix, year_from_lidar_name
 
-T0 = datetime(2025, 2, 10, 23, 55, tzinfo=timezone.utc).timestamp()  # crosses midnight after 300 s
+T0 = datetime(2025, 2, 10, 23, 55, tzinfo=UTC).timestamp()  # crosses midnight after 300 s
 
 
 def _write(path: Path, datasets: dict[str, np.ndarray]) -> Path:
@@ -48,11 +48,11 @@ def make_flight(
         dem[i % 10 == 2] = 100.0
         t[-1] = t[-2] + 0.05  # the last profile picks the same frame as the one before: later wins
         base[-1] = 1.23
-    doy = datetime.fromtimestamp(t0, timezone.utc).timetuple().tm_yday
-    midnight = datetime.fromtimestamp(t0, timezone.utc).replace(hour=0, minute=0, second=0).timestamp()
+    doy = datetime.fromtimestamp(t0, UTC).timetuple().tm_yday
+    midnight = datetime.fromtimestamp(t0, UTC).replace(hour=0, minute=0, second=0).timestamp()
     frac = ((t - midnight) / 86400.0) % 1.0  # the integer part stays the first day (rollover rule)
     layers = np.stack([base, np.full(n_profiles, 5.0)], 1)
-    date = datetime.fromtimestamp(t0, timezone.utc).strftime("%d%b%y").lower()
+    date = datetime.fromtimestamp(t0, UTC).strftime("%d%b%y").lower()
     lidar = _write(
         d / f"CPL_L2_V1-02_01kmLay_259015_{date}.hdf5",
         {
@@ -96,7 +96,7 @@ def make_flight(
 def expected_matches(fl: dict, lo: float = 0.1, hi: float = 2.0, tol: float = 0.5) -> dict[int, float]:
     """Brute force: nearest frame within tolerance for valid in-range ocean profiles; the later wins."""
     out: dict[int, float] = {}
-    for t, b, dem in zip(fl["t"], fl["base"], fl["dem"]):
+    for t, b, dem in zip(fl["t"], fl["base"], fl["dem"], strict=True):
         if b <= -999 or not (lo <= b <= hi) or dem != 0:
             continue
         k = int(np.argmin(np.abs(fl["cam_t"] - t)))
@@ -108,14 +108,14 @@ def expected_matches(fl: dict, lo: float = 0.1, hi: float = 2.0, tol: float = 0.
 @pytest.fixture
 def raw(tmp_path: Path) -> tuple[Path, list[dict]]:
     a = make_flight(tmp_path, "A", T0)
-    b = make_flight(tmp_path, "B", datetime(2025, 2, 12, 18, 0, tzinfo=timezone.utc).timestamp(), 60, 30, "clean")
+    b = make_flight(tmp_path, "B", datetime(2025, 2, 12, 18, 0, tzinfo=UTC).timestamp(), 60, 30, "clean")
     cfg = {"flights": [{k: fl[k] for k in ("name", "campaign", "camera", "lidar", "navigation")} for fl in (a, b)]}
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, [a, b]
 
 
-def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg, (a, b) = raw
     assert main(["import-er2", str(cfg), "-o", str(tmp_path / "cli.h5")]) == 0
     out = capsys.readouterr().out
@@ -129,7 +129,7 @@ def test_cascade_counts_are_those_the_fixture_implies(raw, tmp_path: Path, capsy
     assert (cascades[1].read, cascades[1].matched) == (30, 30)
 
 
-def test_labels_frames_and_angles(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_labels_frames_and_angles(raw, tmp_path: Path) -> None:
     cfg, (a, b) = raw
     import_campaign(cfg, tmp_path / "out.h5")
     camp = validate_campaign(tmp_path / "out.h5")
@@ -157,14 +157,14 @@ def test_julian_day_rollover_and_year_from_name() -> None:
     assert year_from_lidar_name(Path("CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5")) == 2025
     assert year_from_lidar_name(Path("CPL_L2_V1-02_01kmLay_24013_30oct24.hdf5")) == 2024
     t = T0 + np.array([0.0, 200.0, 299.0, 301.0, 400.0])  # midnight at +300 s
-    midnight = datetime(2025, 2, 10, tzinfo=timezone.utc).timestamp()
+    midnight = datetime(2025, 2, 10, tzinfo=UTC).timestamp()
     jd = 41 + ((t - midnight) / 86400.0) % 1.0  # Feb 10 is day 41; the integer part never changes
     np.testing.assert_allclose(julian_to_posix(jd, 2025), t, atol=1e-3)
     with pytest.raises(ER2ImportError, match="10feb25"):
         year_from_lidar_name(Path("lidar_file.hdf5"))
 
 
-def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> None:
     cfg, (a, _) = raw
     import_campaign(cfg, tmp_path / "out.h5")
     camp = Campaign(tmp_path / "out.h5")
@@ -179,7 +179,7 @@ def test_frames_outside_the_tolerance_stay_unlabelled(raw, tmp_path: Path) -> No
     assert not (tmp_path / "none.h5").exists()
 
 
-def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None:
     cfg, _ = raw
     n = 90
     rng = np.random.default_rng(0)
@@ -236,7 +236,7 @@ def test_seed_feature_files_align_by_sample_index(raw, tmp_path: Path) -> None: 
         import_campaign(cfg, tmp_path / "out2.h5")
 
 
-def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_imported_campaign_runs_through_the_exploration_notebook(raw, tmp_path: Path) -> None:
     import papermill
 
     from tests.conftest import ROOT
@@ -281,7 +281,7 @@ def _drop(path: Path, key: str, replacement: np.ndarray | None = None) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_broken_raw_files_give_clear_errors(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_broken_raw_files_give_clear_errors(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg, _ = raw
     breaker, phrase = BROKEN[case]
     breaker(tmp_path)
@@ -309,7 +309,7 @@ def _hdf4_nav(path: Path, n: int) -> None:
     sd.end()
 
 
-def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None:
     pytest.importorskip("pyhdf")
     cfg, _ = raw
     _hdf4_nav(tmp_path / "CRS_A_nav.hdf", 305)
@@ -324,7 +324,7 @@ def test_true_hdf4_navigation_reads_through_pyhdf(raw, tmp_path: Path) -> None: 
 def test_hdf4_without_the_extra_names_it(
     raw,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import sys
@@ -338,7 +338,7 @@ def test_hdf4_without_the_extra_names_it(
     assert "HDF4" in err and "cbhlib[hdf4]" in err and "CRS_A_nav.hdf" in err
 
 
-def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:
     import pandas as pd
 
     cfg, (a, b) = raw
@@ -359,7 +359,7 @@ def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:  # n
     assert set(np.unique(era5.values[:, 0])) <= {290.0, 291.0}
 
 
-def test_unmatched_frames_become_the_unlabelled_pool(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_unmatched_frames_become_the_unlabelled_pool(raw, tmp_path: Path) -> None:
     cfg, (a, b) = raw
     import_campaign(cfg, tmp_path / "out.h5")
     camp = validate_campaign(tmp_path / "out.h5")
@@ -374,7 +374,7 @@ def test_unmatched_frames_become_the_unlabelled_pool(raw, tmp_path: Path) -> Non
     assert Campaign(tmp_path / "none.h5").n_unlabelled == 0
 
 
-def test_outputs_never_replace_inputs(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_outputs_never_replace_inputs(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import hashlib
 
     cfg, _ = raw
@@ -391,7 +391,7 @@ def test_outputs_never_replace_inputs(raw, tmp_path: Path, capsys: pytest.Captur
     assert main(["import-er2", str(cfg), "-o", str(tmp_path / "out.h5"), "--force"]) == 0
 
 
-def test_one_nan_julian_day_drops_one_profile_not_the_flight(raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_one_nan_julian_day_drops_one_profile_not_the_flight(raw, tmp_path: Path) -> None:
     cfg, (a, _) = raw
     with h5py.File(tmp_path / "CPL_L2_V1-02_01kmLay_259015_10feb25.hdf5", "a") as f:
         jd = f["layer_descriptor/Profile_Decimal_Julian_Day"]
@@ -416,7 +416,7 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_bad_import_configs_are_one_line(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_bad_import_configs_are_one_line(case: str, raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg, _ = raw
     text = yaml.safe_load(cfg.read_text())
     edit, key, phrase = CONFIG_CASES[case]
@@ -430,7 +430,7 @@ def test_bad_import_configs_are_one_line(case: str, raw, tmp_path: Path, capsys:
 
 def test_bad_navigation_values_name_the_navigation_file(
     raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: ANN001
+) -> None:
     cfg, _ = raw
     with h5py.File(tmp_path / "CRS_A_nav.hdf", "a") as f:
         f["nav/solarZenith"][7] = 120.0
@@ -439,7 +439,7 @@ def test_bad_navigation_values_name_the_navigation_file(
     assert "CRS_A_nav.hdf" in err and "0-90" in err and "frame 7" in err and ".tmp" not in err
 
 
-def test_nan_pixels_are_refused_at_import(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_nan_pixels_are_refused_at_import(raw, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg, (a, _) = raw
     cam = tmp_path / "IRAI_L1B_A.h5"
     with h5py.File(cam, "a") as f:

@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+from cbhlib.config import load_config
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.folds import lofo_folds
 from cbhlib.evaluation import adapt
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
-from cbhlib.data.campaign import Campaign
 from cbhlib.evaluation.compare import comparisons, findings, run_baselines, versus_climatology
-from cbhlib.config import load_config
 from cbhlib.evaluation.conformal import conformal_quantile, interval_coverage
-from cbhlib.data.folds import lofo_folds
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
 from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
-from cbhlib.store.rundir import RunDir
 from cbhlib.evaluation.stats import block_indices, paired_mae_difference
+from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
 
@@ -69,7 +69,7 @@ def baseline_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) 
     return camp, run, cfg
 
 
-def test_baselines_write_reports_for_every_protocol(baseline_run) -> None:  # noqa: ANN001
+def test_baselines_write_reports_for_every_protocol(baseline_run) -> None:
     camp, run, cfg = baseline_run
     assert {(m, p) for m, p, _ in run.reports()} == {(m, p) for m in SKLEARN_BASELINES for p in ("lofo", "random")}
     pred = load_predictions(run, camp)
@@ -87,7 +87,7 @@ def test_climatology_is_the_training_mean(tiny_campaign: Path, tmp_path: Path) -
     data = BaselineData(camp.cbh_km.astype(float), X, names, key="k")
     folds = lofo_folds(camp)
     units = run_baseline("climatology", data, folds, "lofo", [0], UnitStore(RunDir(tmp_path)))
-    for f, u in zip(folds, units):
+    for f, u in zip(folds, units, strict=True):
         assert u.pred[0] == pytest.approx(float(camp.cbh_km[f.fit_idx].astype(float).mean()))
         assert len(u.val_pred) == len(f.val_idx)  # refit without validation rows, for conformal calibration
 
@@ -113,7 +113,7 @@ def test_paired_interval_resolves_a_real_difference_and_not_noise() -> None:
     assert d2.lo < 0 < d2.hi and d2.verdict == "not resolved"
 
 
-def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:  # noqa: ANN001
+def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:
     camp, run, cfg = baseline_run
     pred = load_predictions(run, camp)
     comp = comparisons(pred, cfg, pairs=[("gbdt_all", "gbdt"), ("gbdt", "gbdt")])
@@ -124,7 +124,7 @@ def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:  # no
     assert not any("gbdt beats gbdt" in s for s in found["shows"])
 
 
-def test_models_are_called_worse_or_better_than_climatology_only_when_resolved(baseline_run) -> None:  # noqa: ANN001
+def test_models_are_called_worse_or_better_than_climatology_only_when_resolved(baseline_run) -> None:
     camp, run, cfg = baseline_run
     pred = load_predictions(run, camp)
     clim = versus_climatology(pred, cfg)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cbhlib.store.checkpoints import load_checkpoint, save_checkpoint
 from cbhlib.cli import main
 from cbhlib.errors import CheckpointError
 from cbhlib.models.fusion import MODES, BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.models.mae import EncoderConfig, build_encoder, mae1d_seed, pool_tokens, random_masking
+from cbhlib.store.checkpoints import load_checkpoint, save_checkpoint
 from cbhlib.training.pretrain import load_encoder
 
 SMALL = dict(embed_dim=48, depth=2, heads=3, decoder_dim=24, decoder_heads=3)
@@ -191,7 +191,7 @@ def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 class _Exploit:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (Path.touch, (Path(__file__).parent / "PWNED_BY_PICKLE",))
 
 

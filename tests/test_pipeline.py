@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from cbhlib.cli import main
 from cbhlib.data.campaign import write_campaign
 from cbhlib.store.checkpoints import load_checkpoint
-from cbhlib.cli import main
 from tests.conftest import ROOT, small_data
 
 TINY = [
@@ -74,7 +74,7 @@ def pipeline_run(project: Path) -> tuple[Path, str]:
     return project, "tiny"
 
 
-def test_every_notebook_executes(pipeline_run) -> None:  # noqa: ANN001
+def test_every_notebook_executes(pipeline_run) -> None:
     root, name = pipeline_run
     run = root / "runs" / name
     summary = json.loads((run / "summary.json").read_text())
@@ -91,7 +91,7 @@ def test_every_notebook_executes(pipeline_run) -> None:  # noqa: ANN001
         assert "train_lr" not in injected.source  # only what this run changed
 
 
-def test_reports_units_and_tidy_predictions(pipeline_run) -> None:  # noqa: ANN001
+def test_reports_units_and_tidy_predictions(pipeline_run) -> None:
     root, name = pipeline_run
     run = root / "runs" / name
     for model in ("image_only", "physical_only", "concat", "attention", "random_init", "image_stats_mlp", "gbdt_all"):
@@ -135,7 +135,7 @@ def test_reports_units_and_tidy_predictions(pipeline_run) -> None:  # noqa: ANN0
     assert pred["time_utc"].str.endswith("Z").all() and pred["lat"].notna().all()
 
 
-def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> None:  # noqa: ANN001
+def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> None:
     root, name = pipeline_run
     summary = json.loads((root / "runs" / name / "summary.json").read_text())
     lofo = {r["model"]: r for r in summary["headline"] if r["protocol"] == "lofo"}
@@ -164,7 +164,7 @@ def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> N
     assert comp["findings"]["shows"] and comp["findings"]["does_not_show"]
 
 
-def test_figures_are_written(pipeline_run) -> None:  # noqa: ANN001
+def test_figures_are_written(pipeline_run) -> None:
     root, name = pipeline_run
     figs = {p.stem for p in (root / "runs" / name / "figures").glob("*.png")}
     expected = {
@@ -197,7 +197,7 @@ def test_figures_are_written(pipeline_run) -> None:  # noqa: ANN001
     assert expected <= figs, expected - figs
 
 
-def test_index_links_everything_and_renders_offline(pipeline_run) -> None:  # noqa: ANN001
+def test_index_links_everything_and_renders_offline(pipeline_run) -> None:
     root, name = pipeline_run
     run = root / "runs" / name
     page = (run / "index.html").read_text()
@@ -218,7 +218,7 @@ def test_index_links_everything_and_renders_offline(pipeline_run) -> None:  # no
     assert "Warning" not in body and str(root) not in body and "/home/" not in body and "site-packages" not in body
 
 
-def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str]) -> None:
     root, name = pipeline_run
     assert main(["monitor", str(root / "runs" / name)]) == 0
     out = capsys.readouterr().out
@@ -227,11 +227,11 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
     assert "best_val_loss" in out and "explore ok" in out and "pretraining:" in out
 
 
-def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Path) -> None:
     from cbhlib.data.campaign import Campaign
-    from cbhlib.training.predict import predict
     from cbhlib.store.rundir import RunDir
     from cbhlib.store.units import UnitStore
+    from cbhlib.training.predict import predict
 
     root, name = pipeline_run
     run = RunDir(root / "runs" / name)
@@ -424,7 +424,7 @@ def test_run_outside_the_project_says_where_to_run_from(
     assert "project root" in capsys.readouterr().err
 
 
-def _browser():  # noqa: ANN202
+def _browser():
     import shutil as sh
 
     chromium = sh.which("chromium") or sh.which("chromium-browser") or sh.which("google-chrome")
@@ -448,7 +448,7 @@ def _browser():  # noqa: ANN202
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_index_and_a_report_in_a_real_browser(pipeline_run) -> None:  # noqa: ANN001
+def test_index_and_a_report_in_a_real_browser(pipeline_run) -> None:
     """No broken link, no missing image, no console error; screenshots saved in the run folder."""
     root, name = pipeline_run
     run = root / "runs" / name
@@ -483,7 +483,7 @@ def _json_diffs(a: object, b: object, path: str = "") -> list[str]:
         out = [f"{path}.{k}: only in one" for k in set(a) ^ set(b)]
         return out + [d for k in a if k in b and k not in VOLATILE for d in _json_diffs(a[k], b[k], f"{path}.{k}")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _json_diffs(x, y, f"{path}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _json_diffs(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
@@ -497,7 +497,7 @@ def _copy_project(root: Path, to: Path) -> Path:
 
 def test_two_dask_workers_reproduce_the_serial_reports(
     pipeline_run,
-    tmp_path_factory: pytest.TempPathFactory,  # noqa: ANN001
+    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -602,7 +602,7 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(
 
 def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
     pipeline_run,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from cbhlib.pipeline.readme import main as readme_main

@@ -9,15 +9,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.colors as mcolors  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from cbhlib import plots  # noqa: E402
-from cbhlib.plots import style  # noqa: E402
-from cbhlib.plots.train import huber  # noqa: E402
+from cbhlib import plots
+from cbhlib.plots import style
+from cbhlib.plots.train import huber
 
 FLIGHTS = ["F0", "F1", "F2"]
 
@@ -344,8 +344,8 @@ def test_units_are_typeset() -> None:
 
 
 def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -> None:
-    from cbhlib.evaluation import explore
     from cbhlib.data.campaign import Campaign
+    from cbhlib.evaluation import explore
 
     camp = Campaign(small_file)
     plots.cbh_distributions(camp, save_to=tmp_path / "a.png")

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cbhlib.training import encoders
-from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.config import load_config
-from cbhlib.errors import CbhError
+from cbhlib.data.campaign import Campaign
 from cbhlib.data.frames import ALL, FrameSet, Scope, select_frames
+from cbhlib.errors import CbhError
 from cbhlib.models.mae import build_encoder
-from cbhlib.training.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
+from cbhlib.training import encoders
+from cbhlib.training.pretrain import load_encoder, masked_losses, pretrain_encoder, reconstruct_examples
 
 TINY_ENC = {
     "encoder.embed_dim": 32,
@@ -90,7 +90,7 @@ def test_default_scope_never_trains_on_the_held_out_flight(
     used: list[np.ndarray] = []  # flight of every frame in every batch
     real_batch = FrameSet.batch
 
-    def spy(self, rows):  # noqa: ANN001, ANN202
+    def spy(self, rows):
         used.append(self.flights()[np.asarray(rows)])
         return real_batch(self, rows)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
-from cbhlib.data.campaign import Campaign, write_campaign
 from cbhlib.cli import main
 from cbhlib.config import load_config
-from cbhlib.training.embed import embed_campaign
+from cbhlib.data.campaign import Campaign, write_campaign
 from cbhlib.data.frames import ALL
+from cbhlib.training.embed import embed_campaign
 from cbhlib.training.pretrain import pretrain_encoder
 from cbhlib.training.runner import run_mode
 from tests.conftest import small_data

@@ -10,12 +10,12 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
-from cbhlib.sources import synth
-from cbhlib.evaluation.baselines import BaselineData, make_predictor
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds, random_folds
+from cbhlib.evaluation.baselines import BaselineData, make_predictor
 from cbhlib.evaluation.explore import pooled_lag1
 from cbhlib.evaluation.imagestats import campaign_statistics
+from cbhlib.sources import synth
 
 # fold order, name, campaign, n, mean, std (er2-data-facts.md)
 REFERENCE = [

@@ -12,19 +12,19 @@ import torch
 
 import cbhlib.data.folds
 import cbhlib.training.heads as train_mod
-from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.config import HeadConfig, TrainConfig, load_config
+from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds, random_folds
-from cbhlib.training.embed import embed_campaign
-from cbhlib.errors import TrainingDivergedError
 from cbhlib.data.frames import ALL
+from cbhlib.errors import TrainingDivergedError
 from cbhlib.models.fusion import MODES
 from cbhlib.models.mae import EncoderConfig
-from cbhlib.training.pretrain import pretrain_encoder
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
-from cbhlib.training.heads import TrainInputs, train_units
 from cbhlib.store.units import Unit, UnitStore
+from cbhlib.training.embed import embed_campaign
+from cbhlib.training.heads import TrainInputs, train_units
+from cbhlib.training.pretrain import pretrain_encoder
 
 SMALL_ENC = EncoderConfig(name="mae2d", patch=8, embed_dim=48, depth=2, heads=3, decoder_dim=24, decoder_heads=3)
 
@@ -51,7 +51,7 @@ def _units(model: str, folds: list, seeds: tuple[int, ...] = (0,), protocol: str
 
 def test_no_held_out_sample_reaches_training_validation_or_fitting(
     encoded,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     camp, inputs = encoded
@@ -59,14 +59,14 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(
     fitted_rows: list[np.ndarray] = []
     real_fit = cbhlib.data.folds.FeatureScaler.fit
 
-    def spy_fit(self, X):  # noqa: ANN001, ANN202
+    def spy_fit(self, X):
         fitted_rows.append(X.copy())
         return real_fit(self, X)
 
     trained: list[np.ndarray] = []
     real_gather = train_mod._gather
 
-    def spy_gather(t, idx):  # noqa: ANN001, ANN202
+    def spy_gather(t, idx):
         trained.append(idx.numpy().copy())
         return real_gather(t, idx)
 
@@ -83,7 +83,7 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(
         progress=False,
     )
     X = inputs.phys
-    for m, (f, r) in enumerate(zip(folds, res)):
+    for m, (f, r) in enumerate(zip(folds, res, strict=True)):
         held = set(f.test_idx.tolist())
         np.testing.assert_array_equal(np.isnan(fitted_rows[m]), np.isnan(X[f.train_idx]))  # scaler on training rows
         steps = [g[m] for g in trained if g.shape[1] == 32]  # training batches (evaluation gathers are larger)
@@ -100,7 +100,7 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_each_mode_learns_under_a_random_split(encoded, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+def test_each_mode_learns_under_a_random_split(encoded, tmp_path: Path, mode: str) -> None:
     camp, inputs = encoded
     res = train_units(
         inputs,
@@ -119,7 +119,7 @@ def test_each_mode_learns_under_a_random_split(encoded, tmp_path: Path, mode: st
 
 def test_same_seed_same_metrics_and_resume_gives_the_same_result(
     encoded,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     camp, inputs = encoded
@@ -137,13 +137,13 @@ def test_same_seed_same_metrics_and_resume_gives_the_same_result(
     monkeypatch.setattr(train_mod, "_fit", lambda us, *args: sizes.append(len(us)) or real_fit(us, *args))
     c = train_units(inputs, units, "attention", cfg, HeadConfig(), store_b, progress=False)
     assert sizes == [2]
-    for ra, rc in zip(a, c):
+    for ra, rc in zip(a, c, strict=True):
         assert ra.r2 == pytest.approx(rc.r2, abs=1e-6) and ra.epoch_trained == rc.epoch_trained
     train_units(inputs, units, "attention", cfg, HeadConfig(), store_b, progress=False)
     assert sizes == [2]  # nothing left to do
 
 
-def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> None:  # noqa: ANN001
+def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> None:
     camp, inputs = encoded
     with pytest.raises(TrainingDivergedError, match=r"mode physical_only .*fold \d .*epoch \d"):
         train_units(
@@ -158,7 +158,7 @@ def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> N
     assert not list(tmp_path.rglob("fold*_seed*.json"))  # nothing that looks finished
 
 
-def test_training_log_is_json_lines(encoded, tmp_path: Path) -> None:  # noqa: ANN001
+def test_training_log_is_json_lines(encoded, tmp_path: Path) -> None:
     camp, inputs = encoded
     log = tmp_path / "training.log"
     train_units(
@@ -178,7 +178,7 @@ def test_training_log_is_json_lines(encoded, tmp_path: Path) -> None:  # noqa: A
 
 def test_batch_size_is_capped_by_the_smallest_training_split(
     encoded,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     camp, inputs = encoded
@@ -235,7 +235,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @CUDA
 @pytest.mark.parametrize("mode", MODES)
-def test_heads_on_cuda_match_the_cpu(encoded, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+def test_heads_on_cuda_match_the_cpu(encoded, tmp_path: Path, mode: str) -> None:
     """The same units on the GPU: the same epochs and predictions to float32 tolerance."""
     camp, inputs = encoded
     units = _units(mode, lofo_folds(camp)[:2], seeds=(0, 1))
@@ -244,7 +244,7 @@ def test_heads_on_cuda_match_the_cpu(encoded, tmp_path: Path, mode: str) -> None
     gpu = train_units(
         inputs, units, mode, tc, HeadConfig(), UnitStore(RunDir(tmp_path / "gpu")), progress=False, device="cuda"
     )
-    for a, b in zip(cpu, gpu):
+    for a, b in zip(cpu, gpu, strict=True):
         assert a.epoch_trained == b.epoch_trained
         np.testing.assert_allclose(a.pred, b.pred, atol=2e-3)
 
@@ -259,7 +259,7 @@ def test_pretraining_and_embedding_on_cuda_in_bf16(tiny_campaign: Path, tmp_path
     assert np.corrcoef(gpu.pooled.ravel(), cpu.pooled.ravel())[0, 1] > 0.99  # bf16 matmuls, fp32 out
 
 
-def test_cuda_asked_for_without_a_gpu_is_one_clear_error(encoded, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cuda_asked_for_without_a_gpu_is_one_clear_error(encoded, tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     from cbhlib.errors import CbhError

@@ -55,7 +55,7 @@ def test_the_readme_snippet_runs(
     _samples_csv(tmp_path / "my_samples.csv")
     (tmp_path / "data").mkdir()
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented snippet, verbatim
+    exec(compile(code, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "physical_only" in out and "lofo" in out and "climatology" in out
     assert (tmp_path / "runs" / "mine" / "reports" / "physical_only__lofo.json").exists()

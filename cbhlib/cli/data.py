@@ -43,7 +43,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     cols = ["flight", "campaign", "samples", "cbh_mean_km", "cbh_std_km", "cbh_min_km", "cbh_max_km"]
     table = flight_table(camp)[cols].merge(pool_table(camp)[["flight", "unlabelled"]], on="flight")
     X, names = camp.feature_matrix()
-    units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units)}
+    units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units, strict=True)}
     import numpy as np
 
     feats = [

@@ -10,8 +10,8 @@ from cbhlib.cli.common import config_from, num, say
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from cbhlib.data.campaign import Campaign
-    from cbhlib.training.encoders import pretrain_step
     from cbhlib.store.rundir import RunDir
+    from cbhlib.training.encoders import pretrain_step
 
     cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
     table, _ = pretrain_step(cfg, Campaign(cfg.campaign), RunDir(cfg.run_dir))

@@ -38,8 +38,8 @@ def _project_root_or_fail(pipeline: str) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from cbhlib.data.campaign import validate_campaign
     from cbhlib.config import parse_sets
+    from cbhlib.data.campaign import validate_campaign
     from cbhlib.pipeline.execute import raise_on_failure, run_pipeline
     from cbhlib.pipeline.spec import load_pipeline
     from cbhlib.store.rundir import RunDir, check_run_name

@@ -132,13 +132,13 @@ def run_baseline(
             unit_sha(name, GBDT_PARAMS, d.key, d.phys_names, fold.fit_idx, fold.test_idx, fold.val_idx, s)
             for s in seeds
         ]
-        done = [store.load(u, sha) for u, sha in zip(units, shas)]
+        done = [store.load(u, sha) for u, sha in zip(units, shas, strict=True)]
         if all(r is not None for r in done):
             out.extend(done)  # type: ignore[arg-type]
             continue
         pred = predict(fold.fit_idx)
         val_pred = predict(fold.train_idx)[fold.val_idx] if protocol == "lofo" and len(fold.val_idx) else np.array([])
-        for u, sha, r in zip(units, shas, done):
+        for u, sha, r in zip(units, shas, done, strict=True):
             out.append(
                 r
                 if r is not None

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cbhlib.evaluation.baselines import DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
-from cbhlib.data.campaign import Campaign
 from cbhlib.config import Config
 from cbhlib.constants import PROTOCOL_LABELS
+from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
+from cbhlib.evaluation.baselines import DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
 from cbhlib.evaluation.reports import build_report, provenance, write_json
 from cbhlib.evaluation.results import seed_matrix
-from cbhlib.store.rundir import RunDir
 from cbhlib.evaluation.stats import paired_mae_difference
+from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ def flight_table(camp: Campaign) -> pd.DataFrame:
                 "cbh_min_km": y.min(),
                 "cbh_max_km": y.max(),
                 "lag1_autocorr": lag1(y),
-                "start_utc": datetime.fromtimestamp(t[0], timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                "start_utc": datetime.fromtimestamp(t[0], UTC).strftime("%Y-%m-%d %H:%M"),
                 "duration_min": (t[-1] - t[0]) / 60.0,
                 "sza_mean_deg": float(camp.sza_deg[idx].mean()),
             }
@@ -67,7 +67,7 @@ def feature_frame(camp: Campaign) -> pd.DataFrame:
 
 
 def feature_units(camp: Campaign) -> dict[str, str]:
-    return {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units)}
+    return {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units, strict=True)}
 
 
 def feature_correlations(camp: Campaign) -> pd.DataFrame:

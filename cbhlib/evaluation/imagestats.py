@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cbhlib.store.cache import load_arrays, save_arrays
 from cbhlib.data.campaign import Campaign
+from cbhlib.store.cache import load_arrays, save_arrays
 
 NAMES = [
     "std",

@@ -186,7 +186,7 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     for col in [c for c in table.columns if f"{c}_sd" in table.columns]:
         digits = 2 if col.startswith("r2") else 0
-        out[col] = [fmt_pm(m, s, digits) for m, s in zip(table[col], table[f"{col}_sd"])]
+        out[col] = [fmt_pm(m, s, digits) for m, s in zip(table[col], table[f"{col}_sd"], strict=True)]
         out = out.drop(columns=f"{col}_sd")
     for col in ("rmse_m", "bias_m"):
         if col in out:

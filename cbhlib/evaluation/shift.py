@@ -53,5 +53,5 @@ def ceiling(camp: Campaign) -> dict[str, float] | None:
     per = camp.truth("best_r2_per_flight")
     out = {"pooled": float(attrs["best_r2"])}
     if per is not None:
-        out.update({fl: float(v) for fl, v in zip(camp.flight_names, per)})
+        out.update({fl: float(v) for fl, v in zip(camp.flight_names, per, strict=True)})
     return out

@@ -83,7 +83,7 @@ class ModelDropout(nn.Module):
         total = max(n_steps) if n_steps else 0
         masks = torch.ones(total, len(gens), batch, self.dim)
         if self.p > 0:
-            for m, (g, n) in enumerate(zip(gens, n_steps)):
+            for m, (g, n) in enumerate(zip(gens, n_steps, strict=True)):
                 if n:
                     masks[:n, m] = (torch.rand(n, batch, self.dim, generator=g) >= self.p).float() / (1 - self.p)
         self.masks = masks if device is None else masks.to(device)
@@ -96,7 +96,7 @@ class ModelDropout(nn.Module):
 
 def _mlp(M: int, dims: list[int], p: float, gens: list[torch.Generator], last_act: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         layers.append(BLinear(M, a, b, gens))
         if i < len(dims) - 2 or last_act:
             layers += [nn.ReLU(), ModelDropout(p, b)]
@@ -206,7 +206,7 @@ class FusionHeads(nn.Module):
         """State dict of model ``m`` alone (leading axis of size 1): loads into M=1 heads."""
         return {k: v[m : m + 1].detach().clone() for k, v in self.state_dict().items()}
 
-    def subset(self, rows: list[int]) -> "FusionHeads":
+    def subset(self, rows: list[int]) -> FusionHeads:
         """The models ``rows`` alone, with their weights and their random generators (so each
         continues exactly as it would have in the full batch)."""
         dev = next(self.parameters()).device
@@ -241,14 +241,14 @@ class BatchedAdamW:
         sizes = [p.numel() // n_models for p in self.params]
         self.flat = torch.cat([p.detach().reshape(n_models, -1) for p in self.params], dim=1)  # [M, P]
         off = 0
-        for p, n in zip(self.params, sizes):
+        for p, n in zip(self.params, sizes, strict=True):
             p.data = self.flat[:, off : off + n].view(p.shape)
             off += n
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
         self.t = torch.zeros(n_models, 1, device=self.flat.device)
 
-    def subset(self, rows: list[int], params: list[nn.Parameter]) -> "BatchedAdamW":
+    def subset(self, rows: list[int], params: list[nn.Parameter]) -> BatchedAdamW:
         """The optimizer of the models ``rows`` (their moments and step counts), over ``params``."""
         sub = BatchedAdamW(params, len(rows), self.lr, self.wd, (self.b1, self.b2), self.eps)
         idx = torch.as_tensor(rows, device=self.flat.device)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbhlib.fields import opt
-from cbhlib.models.layers import Block, sincos_pos_embed, random_masking
+from cbhlib.models.layers import Block, random_masking, sincos_pos_embed
 
 ENCODERS = ("mae2d", "mae1d")
 PIXEL_NORMS = ("image", "global")
@@ -59,7 +59,7 @@ class EncoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> "EncoderConfig":
+    def from_dict(cls, d: dict[str, object]) -> EncoderConfig:
         """Rebuild from a checkpoint; unknown keys (older files) are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})  # type: ignore[arg-type]

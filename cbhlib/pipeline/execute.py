@@ -24,8 +24,8 @@ from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config, notebook_values
 from cbhlib.errors import CbhError
 from cbhlib.fields import check_plain
-from cbhlib.store.lock import RunLock
 from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
+from cbhlib.store.lock import RunLock
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)

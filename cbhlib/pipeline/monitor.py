@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from cbhlib.errors import CbhError
-from cbhlib.training.loops import read_jsonl
 from cbhlib.store.rundir import RunDir
+from cbhlib.training.loops import read_jsonl
 
 
 def training_status(run: RunDir) -> pd.DataFrame:

@@ -32,7 +32,10 @@ class Watcher:
         table = training_status(self.run)
         for r in table.itertuples():
             key = f"{r.model}/{r.protocol}"
-            line = f"  ... {key}: {r.units_done}/{r.units} units done, {r.running} running, {r.pending} pending; {r.latest}"
+            line = (
+                f"  ... {key}: {r.units_done}/{r.units} units done, {r.running} running, {r.pending} pending; "
+                f"{r.latest}"
+            )
             if self._seen.get(key) != line:
                 self._seen[key] = line
                 self.say(line)
@@ -44,7 +47,7 @@ class Watcher:
             except Exception:  # a half-written log line: try again next time
                 continue
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         if self.say is not None:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()

@@ -12,7 +12,7 @@ from cbhlib.atomic import atomic_write_text
 EMPTY_SCRIPT = re.compile(r"<script src=\"\">\s*</script>")
 
 
-def _exporter(report: bool):  # noqa: ANN202
+def _exporter(report: bool):
     from nbconvert import HTMLExporter
 
     kw = {"template_name": "lab", "mathjax_url": "", "require_js_url": "", "widget_renderer_url": ""}

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.plots.style import caption, figure_rank
 from cbhlib.evaluation.reports import read_json
+from cbhlib.plots.style import caption, figure_rank
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import plain
 
@@ -108,9 +108,7 @@ def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | P
         cls = s.status
         status = f"<span class='{cls}'>{esc(s.status)}</span>" + (f": {esc(s.error)}" if s.error else "")
         if s.status == "skipped":
-            parts.append(
-                f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td><td></td><td></td><td></td><td></td><td></td></tr>"
-            )
+            parts.append(f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td>" + "<td></td>" * 5 + "</tr>")
             continue
         links = [
             (run.html_page(s.name, True), "report"),
@@ -162,7 +160,8 @@ def _headline_html(summary: dict[str, Any], run: RunDir) -> list[str]:
         "flights of each flight's MAE; R2 as the seed's mean of folds and pooled. Each value: mean ± sd over "
         'seeds; n: held-out samples. Baselines first. Only leave-one-flight-out answers "will it work on a new '
         "flight\".</p><div class='wrap'><table><tr><th class='l'>model</th><th class='l'>protocol</th><th>n</th>"
-        "<th>seeds</th><th>pooled MAE (m)</th><th>per-flight MAE (m)</th><th>R2 mean of folds</th><th>R2 pooled</th></tr>"
+        "<th>seeds</th><th>pooled MAE (m)</th><th>per-flight MAE (m)</th><th>R2 mean of folds</th>"
+        "<th>R2 pooled</th></tr>"
     ]
     for r in rows:
         out.append(

@@ -62,7 +62,7 @@ def load_sweep(path: str | Path) -> SweepFile:
 def points(sw: SweepFile) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in order."""
     keys = list(sw.grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(sw.grid[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sw.grid[k] for k in keys))]
 
 
 def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: int = 0) -> pd.DataFrame:
@@ -76,8 +76,8 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
         torch.set_num_threads(threads)
     from cbhlib.data.campaign import Campaign
     from cbhlib.evaluation.compare import run_baselines
-    from cbhlib.training.encoders import pretrain_step
     from cbhlib.evaluation.results import headline_table, load_predictions
+    from cbhlib.training.encoders import pretrain_step
     from cbhlib.training.runner import run_mode
 
     base = Path(root)

@@ -29,6 +29,7 @@ from cbhlib.plots.explore import (
     ks_heatmaps,
     shadow_vs_lidar,
 )
+from cbhlib.plots.pretrain import pretrain_curves, reconstructions
 from cbhlib.plots.style import (
     CAPTIONS,
     MODEL_COLORS,
@@ -39,7 +40,6 @@ from cbhlib.plots.style import (
     model_color,
     order_models,
 )
-from cbhlib.plots.pretrain import pretrain_curves, reconstructions
 from cbhlib.plots.sweep import sweep_lines
 from cbhlib.plots.train import attention_weights, fold_bars, loss_curves, mean_predictor_loss, pred_vs_true
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+
 from cbhlib.plots.style import (
     flight_color,
     flight_marker,
@@ -103,7 +105,7 @@ def coverage_dots(
     fig, axes = plt.subplots(
         1, len(cals), figsize=(5.8 * len(cals) + 2.4, 0.42 * len(models) + 2.0), sharey=True, squeeze=False
     )
-    for ax, cal in zip(axes[0], cals):
+    for ax, cal in zip(axes[0], cals, strict=True):
         dc = per[per["calibration"] == cal]
         for j, fl in enumerate(flights):
             df = dc[dc["flight"] == fl]

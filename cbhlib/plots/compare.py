@@ -75,7 +75,7 @@ def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None
         )
         mark_clipped(ax, xs, vals, floor)
         sd_bars(ax, xs, shown, d["r2_pooled_sd"].to_numpy(float), keep=np.isfinite(vals) & (vals >= floor))
-        for xi, v in zip(xs, vals):
+        for xi, v in zip(xs, vals, strict=True):
             if not np.isfinite(v):
                 ax.text(xi, 0.03, "not run", rotation=90, ha="center", va="bottom", fontsize=7, color="0.35")
     ax.axhline(0, color="k", lw=0.6)
@@ -265,7 +265,7 @@ def regime_box(err: pd.DataFrame, save_to: str | Path | None = None) -> plt.Figu
                 annotation_clip=False,
             )
     n = [_regime_n(err, r) for r in order]
-    ax.set_xticks(np.arange(len(order)), [f"{r}\nn = {k} samples" for r, k in zip(order, n)])
+    ax.set_xticks(np.arange(len(order)), [f"{r}\nn = {k} samples" for r, k in zip(order, n, strict=True)])
     ax.set_ylim(0, ylim)
     ax.set(ylabel="absolute error (m)", xlabel="lidar cloud-base regime")
     ax.set_title(
@@ -324,7 +324,7 @@ def pca_scatter(
     """2-D PCA projections (one panel each) of standardised, median-imputed inputs, coloured by
     flight; ``note`` says in the figure what is missing (e.g. no image-embedding panel)."""
     fig, axes = plt.subplots(1, len(projections), figsize=(5.5 * len(projections) + 2, 4.8), squeeze=False)
-    for ax, (title, (Z, evr)) in zip(axes[0], projections.items()):
+    for ax, (title, (Z, evr)) in zip(axes[0], projections.items(), strict=True):
         for k, name in enumerate(names):
             m = flight == k
             ax.scatter(
@@ -359,7 +359,7 @@ def best_pred_vs_true(
     ncol = len(flights) + 1
     fig = plt.figure(figsize=(3.2 * ncol, 3.9 * max(1, len(rows)) + 0.5), layout="constrained")
     subs = np.atleast_1d(fig.subfigures(max(1, len(rows)), 1))
-    for sub, (m, heading) in zip(subs, rows):
+    for sub, (m, heading) in zip(subs, rows, strict=False):  # an empty figure keeps one subfigure
         d = pred[pred["model"] == m]
         axes = sub.subplots(1, ncol)
         for c, fl in enumerate(flights + ["all"]):

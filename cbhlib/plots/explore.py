@@ -98,7 +98,7 @@ def feature_distributions(camp: Campaign, save_to: str | Path | None = None) -> 
         ax.text(0.5, 0.5, "this campaign has no physical features", ha="center", va="center")
         ax.axis("off")
         return save(fig, save_to)
-    units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units)}
+    units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units, strict=True)}
     counts = _counts(camp)
     rng = np.random.default_rng(0)
     cols = 4
@@ -152,7 +152,7 @@ def feature_correlation_bars(corr: pd.DataFrame, save_to: str | Path | None = No
     missing = corr["missing"] if "missing" in corr else pd.Series(np.nan, index=corr.index)
     tr = ax.get_yaxis_transform()
     ax.text(1.02, -0.75, "missing", transform=tr, fontsize=8, ha="left", va="center", weight="bold")
-    for yi, m in zip(y, missing):
+    for yi, m in zip(y, missing, strict=True):
         ax.text(1.02, yi, "n/a" if not np.isfinite(m) else f"{m:.0%}", transform=tr, fontsize=8, ha="left", va="center")
     ax.legend(fontsize=8, loc="lower left")
     return save(fig, save_to)
@@ -292,7 +292,7 @@ def ks_heatmaps(
     diagonal is masked; ``n`` (samples per flight) goes into the tick labels."""
     fig, axes = plt.subplots(1, len(mats), figsize=(5.4 * len(mats), 4.6), squeeze=False)
     ticks = [label(f) + (f" (n={n[k]})" if n is not None else "") for k, f in enumerate(names)]
-    for ax, (title, m) in zip(axes[0], mats.items()):
+    for ax, (title, m) in zip(axes[0], mats.items(), strict=True):
         sns.heatmap(
             pd.DataFrame(m, index=ticks, columns=ticks),
             mask=np.eye(len(names), dtype=bool),
@@ -324,7 +324,7 @@ def image_stats_scatter(
     """A few calibration-free image statistics against CBH, by flight, with units on the y-axes."""
     _, short = _image_unit(camp)
     fig, axes = plt.subplots(1, len(which), figsize=(4.5 * len(which), 3.9), squeeze=False)
-    for ax, stat in zip(axes[0], which):
+    for ax, stat in zip(axes[0], which, strict=True):
         j = names.index(stat)
         for k, name in enumerate(camp.flight_names):
             m = camp.flight == k

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from cbhlib.plots.style import flight_color, label, save
 
+from cbhlib.plots.style import flight_color, label, save
 
 PIXEL_SCALES = {
     "image": "normalised pixels: image mean removed, ÷ training-pixel sd",
@@ -40,7 +41,9 @@ def pretrain_curves(
         histories: name -> training loss per epoch.
         flights: the campaign's flight names (fixes each held-out flight's colour).
     """
-    held = dict(zip(encoders["name"], encoders["held_out_flight"].fillna(""))) if "held_out_flight" in encoders else {}
+    held = {}
+    if "held_out_flight" in encoders:
+        held = dict(zip(encoders["name"], encoders["held_out_flight"].fillna(""), strict=True))
     fig, ax = plt.subplots(figsize=(9, 4.4))
     seen: list[str] = []
     labelled: set[str] = set()

@@ -185,7 +185,7 @@ def mark_clipped(ax: plt.Axes, x: np.ndarray, values: np.ndarray, floor: float, 
     The axis must reach below ``floor`` (the arrow sits there). Returns how many were cut.
     """
     cut = np.isfinite(values) & (values < floor)
-    for xi, v in zip(np.asarray(x)[cut], np.asarray(values)[cut]):
+    for xi, v in zip(np.asarray(x)[cut], np.asarray(values)[cut], strict=True):
         ax.plot(xi, floor, marker=FLOOR_ARROW, color="k", ms=4, clip_on=False, zorder=5)
         ax.annotate(
             f"{v:.1f}",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
 from cbhlib.plots.style import BASELINES, label, mark_clipped, model_color, model_marker, order_models, save
 from cbhlib.plots.style import r2_floor as axis_floor
 

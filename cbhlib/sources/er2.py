@@ -21,6 +21,7 @@ import numpy as np
 
 from cbhlib.atomic import refuse_overwrite
 from cbhlib.data.campaign import CampaignData, write_campaign
+from cbhlib.errors import CampaignFormatError, ER2ImportError
 from cbhlib.sources.er2_config import ImportConfig, load_import_config
 from cbhlib.sources.er2_read import (
     Cascade,
@@ -35,7 +36,6 @@ from cbhlib.sources.er2_read import (
     read_wp2,
     year_from_lidar_name,
 )
-from cbhlib.errors import CampaignFormatError, ER2ImportError
 
 __all__ = ["import_campaign", "julian_to_posix", "year_from_lidar_name", "ER2ImportError", "Cascade"]
 
@@ -147,7 +147,7 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
         )
     if left_out:
         log.warning("flights with fewer than 2 matched samples left out: %s", ", ".join(left_out))
-    cat = lambda a: np.concatenate([getattr(s, a) for s in samples])  # noqa: E731
+    cat = lambda a: np.concatenate([getattr(s, a) for s in samples])
     n = sum(len(s.frames) for s in samples)
     features = {}
     if cfg.wp2_features:
@@ -182,7 +182,7 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
         unlabelled_flight=np.concatenate([np.full(len(p), k) for k, p in enumerate(pools)])
         if any(len(p) for p in pools)
         else None,
-        unlabelled_time_utc=np.concatenate([ct[p] for (_, ct), p in zip(cams, pools)])
+        unlabelled_time_utc=np.concatenate([ct[p] for (_, ct), p in zip(cams, pools, strict=True)])
         if any(len(p) for p in pools)
         else None,
         attrs={
@@ -203,7 +203,7 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
 
     def stream(which: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         start = 0
-        for (camera, _), frames in zip(cams, which):
+        for (camera, _), frames in zip(cams, which, strict=True):
             for j, block in enumerate(_blocks(camera, frames, cfg, width)):
                 yield start + j, block
             start += len(frames)

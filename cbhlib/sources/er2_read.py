@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from cbhlib.data.campaign import FeatureGroup
 from cbhlib.constants import ERA5_VARIABLES, GEOMETRY_VARIABLES
+from cbhlib.data.campaign import FeatureGroup
 from cbhlib.errors import ER2ImportError
 
 HDF4_MAGIC = b"\x0e\x03\x13\x01"
@@ -133,7 +133,7 @@ def julian_to_posix(jday: np.ndarray, year: int) -> np.ndarray:
         return out
     frac = jday[ok] - np.floor(jday[ok])
     rollover = np.concatenate([[0], np.cumsum(np.diff(frac) < -0.2)])
-    start = datetime(year, 1, 1, tzinfo=timezone.utc).timestamp()
+    start = datetime(year, 1, 1, tzinfo=UTC).timestamp()
     out[ok] = start + (np.floor(jday[ok[0]]) - 1 + rollover + frac) * 86400.0
     return out
 
@@ -208,7 +208,7 @@ def match_flight(
     nearest = np.minimum(np.where(np.abs(t[prof] - left) <= np.abs(right - t[prof]), pos - 1, pos), len(ct) - 1)
     ok = np.abs(ct[nearest] - t[prof]) <= tolerance_s
     label: dict[int, float] = {}
-    for p, fr in zip(prof[ok], order[nearest[ok]]):
+    for p, fr in zip(prof[ok], order[nearest[ok]], strict=True):
         label[int(fr)] = float(base0[p])  # profiles in file order: the later one wins
     c.matched = len(label)
     frames = np.array(sorted(label, key=lambda fr: cam_time[fr]), dtype=np.int64)
@@ -297,7 +297,7 @@ def attach_by_time_and_position(
     V = df[cols].to_numpy(np.float32)
     out = np.full((len(time_utc), len(cols)), np.nan, np.float32)
     r = np.deg2rad
-    for i, (t, a, b) in enumerate(zip(time_utc, lat, lon)):
+    for i, (t, a, b) in enumerate(zip(time_utc, lat, lon, strict=True)):
         near = np.flatnonzero(np.abs(T - t) <= max_time_s)
         if not len(near):
             continue

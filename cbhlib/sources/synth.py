@@ -23,16 +23,16 @@ import json
 import logging
 import time as _time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from cbhlib.data.campaign import CampaignData, FeatureGroup, write_campaign
 from cbhlib.constants import ERA5_VARIABLES, GEOMETRY_VARIABLES
+from cbhlib.data.campaign import CampaignData, FeatureGroup, write_campaign
+from cbhlib.sources.synth_config import PRESETS, FlightRegime, FlightSpec, SynthConfig, preset
 from cbhlib.sources.synth_era5 import _ar1, era5_features, era5_features_easy
 from cbhlib.sources.synth_images import FrameState, image_blocks, shadow_retrieval
-from cbhlib.sources.synth_config import PRESETS, FlightRegime, FlightSpec, SynthConfig, preset
 
 log = logging.getLogger(__name__)
 __all__ = ["PRESETS", "SynthConfig", "build_tables", "ensure_campaign", "generate", "preset"]
@@ -85,7 +85,7 @@ class _FlightState:
 
     def frames(self, t: np.ndarray | None = None) -> FrameState:
         """What the camera sees at the labelled times, or interpolated at times ``t``."""
-        at = (lambda x: x) if t is None else (lambda x: np.interp(t, self.time, x))  # noqa: E731
+        at = (lambda x: x) if t is None else (lambda x: np.interp(t, self.time, x))
         n = len(self.h) if t is None else len(t)
         return FrameState(
             at(self.h),
@@ -117,7 +117,7 @@ def _regime(cfg: SynthConfig, k: int) -> FlightRegime:
 def _track(rng: np.random.Generator, spec: FlightSpec, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(time, lat, lon) of the labelled samples: ~13 s apart, flown in straight legs of
     a few hundred km joined by turns."""
-    t0 = datetime.fromisoformat(spec.date).replace(hour=18, tzinfo=timezone.utc).timestamp()
+    t0 = datetime.fromisoformat(spec.date).replace(hour=18, tzinfo=UTC).timestamp()
     gaps = rng.exponential(12.0, n) + 1.0
     step = gaps * SPEED_KM_S
     dist = np.cumsum(step)
@@ -223,13 +223,13 @@ def build_tables(cfg: SynthConfig) -> tuple[CampaignData, list[_FlightState]]:
     if cfg.feature_model not in ("calibrated", "easy"):
         raise ValueError(f"feature_model must be 'calibrated' or 'easy', not {cfg.feature_model!r}")
     states = [_flight_state(cfg, k, spec) for k, spec in enumerate(cfg.flights)]
-    cat = lambda attr: np.concatenate([getattr(s, attr) for s in states])  # noqa: E731
+    cat = lambda attr: np.concatenate([getattr(s, attr) for s in states])
     era5 = np.concatenate(
         [
             era5_features_easy(cfg, k, s, spec)
             if cfg.feature_model == "easy"
             else era5_features(cfg, k, s, spec, _regime(cfg, k))
-            for k, (s, spec) in enumerate(zip(states, cfg.flights))
+            for k, (s, spec) in enumerate(zip(states, cfg.flights, strict=True))
         ]
     )
     geom = np.concatenate([_geometry(cfg, k, s) for k, s in enumerate(states)])
@@ -280,7 +280,7 @@ def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True) -> Pa
         images = image_blocks(cfg, [s.frames() for s in states], 4)
         if data.unlabelled_flight is not None:
             times = [data.unlabelled_time_utc[data.unlabelled_flight == k] for k in range(len(states))]
-            unlabelled = image_blocks(cfg, [s.frames(t) for s, t in zip(states, times)], 6)
+            unlabelled = image_blocks(cfg, [s.frames(t) for s, t in zip(states, times, strict=True)], 6)
     else:
         data.unlabelled_flight = data.unlabelled_time_utc = None
     shape = (cfg.image_channels, cfg.image_height, cfg.image_width)

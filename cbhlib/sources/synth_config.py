@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
 from cbhlib.sources import synth_era5, synth_images
 
 

@@ -127,7 +127,7 @@ def era5_features_easy(cfg: Any, k: int, st: Any, spec: Any) -> np.ndarray:
     samples with small flight biases and white noise (the ``easy`` preset)."""
     rng = np.random.default_rng([cfg.seed, 2, k])
     n, s = len(st.h), cfg.shift_strength
-    sm = lambda x: _smooth(x, cfg.era5_smoothing)  # noqa: E731
+    sm = lambda x: _smooth(x, cfg.era5_smoothing)
     t2m = sm(st.t_sfc) + s * 0.8 * rng.standard_normal() + 0.3 * rng.standard_normal(n)
     d2m = sm(st.td) - s * (3.5 + 1.2 * rng.standard_normal()) + 0.6 * rng.standard_normal(n)
     lcl = np.maximum((t2m - d2m) / 8.0, 0.0)

@@ -21,9 +21,9 @@ A frame is rendered from the atmospheric state under the aircraft (:class:`Frame
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ class FrameState:
     def __len__(self) -> int:
         return len(self.h)
 
-    def take(self, idx: slice | np.ndarray) -> "FrameState":
+    def take(self, idx: slice | np.ndarray) -> FrameState:
         return FrameState(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
@@ -137,7 +137,7 @@ def render_frames(cfg: Any, fs: FrameState, rng: np.random.Generator) -> np.ndar
         oy, ox = int(np.ceil(max(dy[j], 0.0))) + 1, int(np.ceil(max(dx[j], 0.0))) + 1
         dens[j] = clouds[j][oy : oy + H, ox : ox + W]
         src[j] = _window(clouds[j], oy - dy[j], ox - dx[j], H, W)
-    col = lambda v: np.asarray(v, np.float32)[:, None, None]  # noqa: E731  per-frame values against pixels
+    col = lambda v: np.asarray(v, np.float32)[:, None, None]
     ranked = np.sort(dens.reshape(n, -1), axis=1)  # threshold at the frame's cloud fraction
     thr = col(ranked[np.arange(n), np.clip(np.round((1.0 - fs.cf) * H * W).astype(int), 0, H * W - 1)])
     thick = local_thickness(dens - thr, col(fs.thick))

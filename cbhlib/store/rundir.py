@@ -45,7 +45,7 @@ class RunDir:
         self.root = Path(path)
 
     @classmethod
-    def named(cls, name: str, project_root: str | os.PathLike = ".") -> "RunDir":
+    def named(cls, name: str, project_root: str | os.PathLike = ".") -> RunDir:
         """``runs/<name>`` under the project root; ``name`` must be a plain name."""
         return cls(Path(project_root) / RUNS_ROOT / check_run_name(name))
 
@@ -190,7 +190,7 @@ class RunDir:
         return self.cache / f"{kind}_{key}{suffix}"
 
     @classmethod
-    def sweep(cls, name: str, point: int | None = None, project_root: str | os.PathLike = ".") -> "RunDir":
+    def sweep(cls, name: str, point: int | None = None, project_root: str | os.PathLike = ".") -> RunDir:
         """A sweep's folder (``runs/sweep-<name>``), or the run folder of one of its points."""
         root = Path(project_root) / RUNS_ROOT / check_run_name(f"sweep-{name}")
         return cls(root if point is None else root / f"point{point}")

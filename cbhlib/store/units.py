@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.store.checkpoints import save_checkpoint
 from cbhlib.data.folds import Fold
 from cbhlib.errors import CbhError
+from cbhlib.store.checkpoints import save_checkpoint
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class UnitResult:
         return body
 
     @classmethod
-    def from_json(cls, d: Any, source: object = "unit file") -> "UnitResult":
+    def from_json(cls, d: Any, source: object = "unit file") -> UnitResult:
         """Rebuild and verify a result dict (version, keys, types, content hash)."""
         if not isinstance(d, dict):
             raise UnitFileError(f"{source}: expected a JSON object; found {type(d).__name__}")

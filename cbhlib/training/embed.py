@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cbhlib.store.cache import load_arrays, save_arrays
 from cbhlib.data.campaign import Campaign
-from cbhlib.training.loops import resolve_device
 from cbhlib.models.mae import MaskedAutoencoder, pool_tokens
-from cbhlib.training.pretrain import load_encoder
+from cbhlib.store.cache import load_arrays, save_arrays
 from cbhlib.store.units import file_sha256
+from cbhlib.training.loops import resolve_device
+from cbhlib.training.pretrain import load_encoder
 
 log = logging.getLogger(__name__)
 

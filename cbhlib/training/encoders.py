@@ -17,14 +17,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.config import Config
-from cbhlib.training.cluster import current_client, worker_resources
-from cbhlib.errors import CbhError, CheckpointError
+from cbhlib.data.campaign import Campaign
 from cbhlib.data.frames import ALL, Scope
-from cbhlib.training.pretrain import pretrain_encoder, random_encoder
+from cbhlib.errors import CbhError, CheckpointError
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
+from cbhlib.training.cluster import current_client, worker_resources
+from cbhlib.training.pretrain import pretrain_encoder, random_encoder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,7 +196,7 @@ def _make_encoder(
         )
 
 
-def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":
+def encoder_table(paths: dict[tuple[str, int], Path]) -> pd.DataFrame:
     """One row per encoder: scope, held-out flight, seed, frames seen (and of the held-out
     flight: 0 under the default scope), loss before and after, both floors, seconds."""
     import pandas as pd
@@ -228,7 +228,7 @@ def encoder_table(paths: dict[tuple[str, int], Path]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def pretrain_step(cfg: Config, camp: Campaign, run: RunDir) -> tuple["pd.DataFrame", dict[tuple[str, int], Path]]:
+def pretrain_step(cfg: Config, camp: Campaign, run: RunDir) -> tuple[pd.DataFrame, dict[tuple[str, int], Path]]:
     """Pretrain (or reuse) every encoder the configured protocols and seeds need; write
     ``pretrain_summary.json`` (per encoder, and the mean loss beside the mean floors)."""
     from cbhlib.evaluation.reports import write_json

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cbhlib.data.campaign import Campaign
 from cbhlib.config import Config
+from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import FeatureScaler
-from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
+from cbhlib.evaluation.reports import write_unit
 from cbhlib.models.fusion import PHYSICAL_MODES, FusionHeads
 from cbhlib.models.mae import pool_tokens
-from cbhlib.training.pretrain import load_encoder
 from cbhlib.store.rundir import RunDir
-from cbhlib.evaluation.reports import write_unit
-from cbhlib.training.heads import TrainInputs, eval_sets, head_sha, huber
 from cbhlib.store.units import Unit, UnitResult, UnitStore
+from cbhlib.training.heads import TrainInputs, eval_sets, head_sha, huber
+from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
+from cbhlib.training.pretrain import load_encoder
 
 
 class Joint(torch.nn.Module):
@@ -92,7 +92,7 @@ def _one(
     yt = torch.tensor((y - y_mu) / y_sd, dtype=torch.float32, device=dev)
     delta = torch.tensor([[tc.huber_delta_km / y_sd]], device=dev)
     vmask = vmask.to(dev)
-    images = lambda idx: torch.from_numpy(camp.images(idx)).to(dev, non_blocking=True)  # noqa: E731
+    images = lambda idx: torch.from_numpy(camp.images(idx)).to(dev, non_blocking=True)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")  # the encoder's matmuls
     best: dict[str, Any] = {
         "val": np.inf,
@@ -111,7 +111,7 @@ def _one(
         ):
             t0 = time.perf_counter()
             scale = cosine_lr(epoch, tc.epochs, 1.0)
-            for g, base in zip(opt.param_groups, (tc.finetune_lr, tc.lr)):
+            for g, base in zip(opt.param_groups, (tc.finetune_lr, tc.lr), strict=True):
                 g["lr"] = base * scale
             model.train()
             head.begin_epoch([n_steps], batch)

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
 from cbhlib.evaluation.reports import write_unit
 from cbhlib.models.fusion import BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.store.units import Unit, UnitResult, UnitStore
-from cbhlib.training.inputs import TrainInputs, huber, head_sha, effective_batch, _prepare, _to, eval_sets
+from cbhlib.training.inputs import TrainInputs, _prepare, _to, effective_batch, eval_sets, head_sha, huber
+from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def train_units(
     shas = [head_sha(mode, train, head, u, inputs) for u in units]
     results: dict[int, UnitResult] = {}
     pending: list[int] = []
-    for i, (u, sha) in enumerate(zip(units, shas)):
+    for i, (u, sha) in enumerate(zip(units, shas, strict=True)):
         done = store.load(u, sha)
         if done is not None:
             results[i] = done
@@ -75,7 +75,7 @@ def train_units(
             progress,
             resolve_device(device),
         )
-        results.update(dict(zip(pending, fitted)))
+        results.update(dict(zip(pending, fitted, strict=True)))
     return [results[i] for i in range(len(units))]
 
 

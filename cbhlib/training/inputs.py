@@ -128,10 +128,10 @@ def eval_sets(units: list[Unit], test: bool = True) -> tuple[torch.Tensor, torch
     """
     vals = [np.asarray(u.fold.val_idx if len(u.fold.val_idx) else u.fold.train_idx, np.int64) for u in units]
     tests = [np.asarray(u.fold.test_idx if test else [], np.int64) for u in units]
-    E = max(len(v) + len(te) for v, te in zip(vals, tests))
+    E = max(len(v) + len(te) for v, te in zip(vals, tests, strict=True))
     idx = torch.zeros(len(units), E, dtype=torch.long)
     vmask = torch.zeros(len(units), E)
-    for m, (v, te) in enumerate(zip(vals, tests)):
+    for m, (v, te) in enumerate(zip(vals, tests, strict=True)):
         idx[m, : len(v) + len(te)] = torch.from_numpy(np.concatenate([v, te]))
         vmask[m, : len(v)] = 1.0
     return idx, vmask, [len(v) for v in vals], [len(te) for te in tests]

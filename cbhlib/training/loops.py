@@ -56,7 +56,7 @@ class JsonlLog:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> "JsonlLog":
+    def __enter__(self) -> JsonlLog:
         return self
 
     def __exit__(

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cbhlib.evaluation import imagestats
 from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint
-from cbhlib.training.embed import embed_campaign
 from cbhlib.errors import CbhError, CheckpointError
+from cbhlib.evaluation import imagestats
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
+from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
+from cbhlib.training.embed import embed_campaign
 
 
 @dataclass

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cbhlib.data.campaign import Campaign
-from cbhlib.store.checkpoints import load_checkpoint, load_state, save_checkpoint
-from cbhlib.errors import CheckpointError
 from cbhlib.data.frames import FrameSet, Scope, batch_cap, epoch_rows, select_frames, steps_per_epoch
-from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
+from cbhlib.errors import CheckpointError
 from cbhlib.models.mae import MAE1D, EncoderConfig, MaskedAutoencoder, build_encoder
+from cbhlib.store.checkpoints import load_checkpoint, load_state, save_checkpoint
+from cbhlib.training.loops import JsonlLog, check_finite, cosine_lr, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def pretrain_encoder(
         "seed": int(seed),
         "frames_labelled": int(len(lab)),
         "frames_unlabelled": int(len(unl)),
-        "frames_by_flight": {name: int(c) for name, c in zip(camp.flight_names, by_flight)},
+        "frames_by_flight": {name: int(c) for name, c in zip(camp.flight_names, by_flight, strict=True)},
         "epochs": pre.epochs,
         "steps": step,
         "seconds": time.perf_counter() - t0,
@@ -373,7 +373,7 @@ def reconstruct_examples(
     if isinstance(model, MAE1D):
         B, C, H, W = x.shape
         x = x.permute(0, 3, 1, 2).reshape(B * W, C, H)  # every column
-        to_img = lambda p: model.unpatchify(p).reshape(B, W, C, -1).permute(0, 2, 3, 1)  # noqa: E731
+        to_img = lambda p: model.unpatchify(p).reshape(B, W, C, -1).permute(0, 2, 3, 1)
     else:
         to_img = model.unpatchify
     _, pred, mask = model(x, mask_ratio, gen)

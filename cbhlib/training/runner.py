@@ -17,22 +17,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cbhlib.training import encoders
-
+from cbhlib.config import NEURAL_BASELINES, Config
+from cbhlib.constants import PROTOCOL_LABELS
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.folds import Fold, make_folds
+from cbhlib.errors import CbhError
 from cbhlib.evaluation import imagestats
 from cbhlib.evaluation.baselines import DESCRIPTIONS as BASELINE_DESCRIPTIONS
 from cbhlib.evaluation.baselines import baseline_data, run_baseline
-from cbhlib.data.campaign import Campaign
-from cbhlib.config import NEURAL_BASELINES, Config
-from cbhlib.constants import PROTOCOL_LABELS
-from cbhlib.data.folds import Fold, make_folds
-from cbhlib.training.embed import embed_campaign
-from cbhlib.errors import CbhError
-from cbhlib.models.fusion import IMAGE_MODES, MODES, PHYSICAL_MODES
 from cbhlib.evaluation.reports import build_report, provenance, write_json
+from cbhlib.models.fusion import IMAGE_MODES, MODES, PHYSICAL_MODES
 from cbhlib.store.rundir import RunDir
-from cbhlib.training.heads import TrainInputs, train_units
 from cbhlib.store.units import Unit, UnitResult, UnitStore
+from cbhlib.training import encoders
+from cbhlib.training.embed import embed_campaign
+from cbhlib.training.heads import TrainInputs, train_units
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +71,7 @@ class ModelRun:
     def log_path(self) -> Path:
         return self.run.training_log(self.model)
 
-    def predictions(self, camp: Campaign) -> "pd.DataFrame":
+    def predictions(self, camp: Campaign) -> pd.DataFrame:
         """Tidy held-out predictions of the model and of climatology, every protocol and seed."""
         import pandas as pd
 
@@ -81,7 +80,7 @@ class ModelRun:
         units = [u for us in (*self.units.values(), *self.climatology.values()) for u in us]
         return predictions_frame(units, camp) if units else pd.DataFrame()
 
-    def attention(self, protocol: str = "lofo") -> "np.ndarray | None":
+    def attention(self, protocol: str = "lofo") -> np.ndarray | None:
         """[folds, T] attention per held-out flight (first seed), or None outside the attention mode."""
         units = [u for u in self.units.get(protocol, []) if u.attention_mean is not None]
         if not units:
