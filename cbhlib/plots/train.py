@@ -86,7 +86,7 @@ def loss_curves(
     d0 = log[(log["model"] == model) & (log["protocol"] == "lofo")] if len(log) else log
     folds = sorted(d0["fold"].unique()) if len(d0) else []
     fig, axes = _grid(len(folds) + 1, ncols, 3.8, 3.0, sharey=True)
-    for ax, f in zip(axes, folds, strict=True):
+    for ax, f in zip(axes, folds, strict=False):  # the grid may hold more axes than folds
         d = (
             d0[(d0["fold"] == f) & (d0["seed"] == d0["seed"].min())]
             .sort_values("epoch")
@@ -176,7 +176,7 @@ def pred_vs_true(pred: pd.DataFrame, title: str, save_to: str | Path | None = No
     flights = list(dict.fromkeys(pred["flight"]))
     lims = axis_limits(pred)
     fig, axes = _grid(len(flights) + 1, ncols, 3.7, 3.7)
-    for ax, fl in zip(axes, flights + ["all"], strict=True):
+    for ax, fl in zip(axes, flights + ["all"], strict=False):  # the grid may hold more axes than panels
         pred_panel(
             ax,
             pred if fl == "all" else pred[pred["flight"] == fl],
