@@ -19,8 +19,8 @@ import numpy as np
 
 from cbhlib.atomic import atomic_path
 from cbhlib.data.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables, scan_pixels
-from cbhlib.errors import CampaignFormatError
 from cbhlib.data.h5safe import open_h5
+from cbhlib.errors import CampaignFormatError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -64,9 +64,14 @@ class CampaignData:
 # --------------------------------------------------------------------------- writing
 
 
-def write_campaign(path: str | os.PathLike, data: CampaignData, images: ImageSource | None = None,
-                   image_shape: tuple[int, int, int] | None = None, image_dtype: str = "float32",
-                   unlabelled: ImageSource | None = None) -> Path:
+def write_campaign(
+    path: str | os.PathLike,
+    data: CampaignData,
+    images: ImageSource | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    image_dtype: str = "float32",
+    unlabelled: ImageSource | None = None,
+) -> Path:
     """Write a campaign file atomically (unique temporary file, validated, then renamed).
 
     Args:
@@ -134,8 +139,9 @@ def _write_tables(f: h5py.File, d: CampaignData) -> None:
             grp.attrs[key] = value
 
 
-def _write_images(f: h5py.File, key: str, n: int, images: ImageSource, image_shape: tuple[int, int, int] | None,
-                  image_dtype: str) -> tuple[int, int, int]:
+def _write_images(
+    f: h5py.File, key: str, n: int, images: ImageSource, image_shape: tuple[int, int, int] | None, image_dtype: str
+) -> tuple[int, int, int]:
     if isinstance(images, np.ndarray):
         image_shape = tuple(int(s) for s in images.shape[1:])  # type: ignore[assignment]
         blocks: Iterable[tuple[int, np.ndarray]] = [(0, images)]
@@ -167,8 +173,12 @@ class Campaign:
             try:
                 t = read_tables(f, self.path)
             except (OSError, KeyError, ValueError, TypeError, MemoryError) as exc:
-                raise CampaignFormatError(self.path, "(file)", "a readable campaign file",
-                                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                raise CampaignFormatError(
+                    self.path,
+                    "(file)",
+                    "a readable campaign file",
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                ) from None
         self.flight_names = t.flight_names
         self.flight_campaigns = t.flight_campaigns
         self.flight = t.samples["flight"].astype(np.int64)
@@ -222,8 +232,12 @@ class Campaign:
         groups = list(self.features) if groups is None else list(groups)
         for g in groups:
             if g not in self.features:
-                raise CampaignFormatError(self.path, f"features/{g}", "a feature group",
-                                          f"missing (groups present: {', '.join(self.features) or 'none'})")
+                raise CampaignFormatError(
+                    self.path,
+                    f"features/{g}",
+                    "a feature group",
+                    f"missing (groups present: {', '.join(self.features) or 'none'})",
+                )
         if not groups:
             return np.zeros((self.n_samples, 0), np.float32), []
         X = np.concatenate([self.features[g].values for g in groups], axis=1)
@@ -247,8 +261,12 @@ class Campaign:
             (n, C, H, W) float32.
         """
         if not self.has_images:
-            raise CampaignFormatError(self.path, "images", "an images dataset (needed by image modes)",
-                                      "none: this campaign has no images; use physical_only or baselines")
+            raise CampaignFormatError(
+                self.path,
+                "images",
+                "an images dataset (needed by image modes)",
+                "none: this campaign has no images; use physical_only or baselines",
+            )
         key = "images" if pool == "labelled" else "unlabelled/images"
         if pool != "labelled" and self.n_unlabelled == 0:
             raise CampaignFormatError(self.path, key, "an unlabelled image pool", "none")
@@ -291,7 +309,7 @@ class Campaign:
             _FINGERPRINTS[key] = h.hexdigest()
         return _FINGERPRINTS[key]
 
-    def to_xarray(self, images: bool = False) -> "xr.Dataset":
+    def to_xarray(self, images: bool = False) -> xr.Dataset:
         """The labelled samples as an ``xarray.Dataset`` (see :func:`cbhlib.data.xarray_view.to_xarray`)."""
         from cbhlib.data.xarray_view import to_xarray
 
@@ -307,7 +325,7 @@ class Campaign:
         state["_h5"], state["_pid"] = None, None
         return state
 
-    def __enter__(self) -> "Campaign":
+    def __enter__(self) -> Campaign:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -316,8 +334,10 @@ class Campaign:
     def __repr__(self) -> str:
         img = "x".join(map(str, self.image_shape)) if self.image_shape else "none"
         pool = f", {self.n_unlabelled} unlabelled frames" if self.n_unlabelled else ""
-        return (f"Campaign({self.path.name}: {self.n_samples} samples, {self.n_flights} flights, "
-                f"features {[f'{g}[{len(v.names)}]' for g, v in self.features.items()]}, images {img}{pool})")
+        return (
+            f"Campaign({self.path.name}: {self.n_samples} samples, {self.n_flights} flights, "
+            f"features {[f'{g}[{len(v.names)}]' for g, v in self.features.items()]}, images {img}{pool})"
+        )
 
 
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
@@ -351,8 +371,9 @@ def scan_image_pixels(path: str | os.PathLike, batch: int = 64) -> dict[str, flo
     return scan_pixels(Path(path), batch=batch)
 
 
-def iter_image_batches(camp: Campaign, indices: np.ndarray, batch: int,
-                       pool: str = "labelled") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_image_batches(
+    camp: Campaign, indices: np.ndarray, batch: int, pool: str = "labelled"
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, images)`` batches in the given order; images (b, C, H, W) float32."""
     for start in range(0, len(indices), batch):
         idx = indices[start : start + batch]

@@ -29,8 +29,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cbhlib.errors import CampaignFormatError
 from cbhlib.data.h5safe import check_declared_size, check_self_contained, open_h5, read_bounded
+from cbhlib.errors import CampaignFormatError
 
 FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
@@ -89,8 +89,9 @@ def _dataset(f: h5py.File, path: Path, key: str, required: bool = True) -> h5py.
     return obj
 
 
-def _check_shape(path: Path, key: str, ds: h5py.Dataset, rank: int, n: int | None = None,
-                 like: str = "samples/cbh_km") -> None:
+def _check_shape(
+    path: Path, key: str, ds: h5py.Dataset, rank: int, n: int | None = None, like: str = "samples/cbh_km"
+) -> None:
     if ds.ndim != rank:
         raise _fail(path, key, f"rank {rank}", f"rank {ds.ndim} with shape {ds.shape}")
     if n is not None and ds.shape[0] != n:
@@ -147,8 +148,12 @@ def read_tables(f: h5py.File, path: Path) -> Tables:
         _check_kind(path, f"samples/{key}", ds, kind, what)
         samples[key] = read_bounded(ds, path, f"samples/{key}")
     if samples["time_utc"].dtype != np.float64:
-        raise _fail(path, "samples/time_utc", "float64 (float32 loses seconds at POSIX scale)",
-                    f"dtype {samples['time_utc'].dtype}")
+        raise _fail(
+            path,
+            "samples/time_utc",
+            "float64 (float32 loses seconds at POSIX scale)",
+            f"dtype {samples['time_utc'].dtype}",
+        )
     _check_samples(path, samples, flight_names)
     features = _read_features(f, path, n)
     image_shape, image_dtype = _check_images(f, path, "images", n, None)
@@ -158,8 +163,9 @@ def read_tables(f: h5py.File, path: Path) -> Tables:
             if isinstance(ds, h5py.Dataset) and ds.ndim >= 1 and ds.shape[0] not in (n, len(flight_names)):
                 raise _fail(path, f"truth/{key}", f"length {n} or {len(flight_names)}", f"length {ds.shape[0]}")
     attrs = {k: v for k, v in f.attrs.items()}
-    return Tables(flight_names, campaigns, samples, features, image_shape, image_dtype, unl_flight, unl_time,
-                  source, attrs)
+    return Tables(
+        flight_names, campaigns, samples, features, image_shape, image_dtype, unl_flight, unl_time, source, attrs
+    )
 
 
 def _read_flights(f: h5py.File, path: Path) -> tuple[list[str], list[str] | None]:
@@ -167,15 +173,18 @@ def _read_flights(f: h5py.File, path: Path) -> tuple[list[str], list[str] | None
     _check_shape(path, "flights/name", names_ds, 1)
     names = _read_strings(path, "flights/name", names_ds)
     if len(names) < 2:
-        raise _fail(path, "flights/name", "at least 2 flights (leave-one-flight-out needs one to hold out)",
-                    f"{len(names)} flight{'s' if len(names) != 1 else ''}")
+        raise _fail(
+            path,
+            "flights/name",
+            "at least 2 flights (leave-one-flight-out needs one to hold out)",
+            f"{len(names)} flight{'s' if len(names) != 1 else ''}",
+        )
     seen: dict[str, int] = {}
     for k, name in enumerate(names):
         if not name.strip():
             raise _fail(path, "flights/name", "non-empty flight names", f"an empty name at index {k}")
         if name in seen:
-            raise _fail(path, "flights/name", "unique flight names",
-                        f"'{name}' twice (indices {seen[name]} and {k})")
+            raise _fail(path, "flights/name", "unique flight names", f"'{name}' twice (indices {seen[name]} and {k})")
         seen[name] = k
     campaigns = None
     camp_ds = _dataset(f, path, "flights/campaign", required=False)
@@ -190,31 +199,51 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
     bad = ~np.isfinite(cbh)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _fail(path, "samples/cbh_km", "finite labels",
-                    f"{int(bad.sum())} non-finite values (first at sample {i}: {cbh[i]})")
+        raise _fail(
+            path,
+            "samples/cbh_km",
+            "finite labels",
+            f"{int(bad.sum())} non-finite values (first at sample {i}: {cbh[i]})",
+        )
     lo, hi = CBH_RANGE_KM
     out = (cbh < lo) | (cbh > hi)
     if out.any():
         i = int(np.flatnonzero(out)[0])
-        raise _fail(path, "samples/cbh_km", f"values within {lo}-{hi} km",
-                    f"{int(out.sum())} outside (first at sample {i}: {cbh[i]:g} km)")
+        raise _fail(
+            path,
+            "samples/cbh_km",
+            f"values within {lo}-{hi} km",
+            f"{int(out.sum())} outside (first at sample {i}: {cbh[i]:g} km)",
+        )
     fl = s["flight"]
     n_flights = len(flight_names)
     out = (fl < 0) | (fl >= n_flights)
     if out.any():
         i = int(np.flatnonzero(out)[0])
-        raise _fail(path, "samples/flight", f"indices in 0..{n_flights - 1} (flights/name)",
-                    f"{int(out.sum())} out of range (first at sample {i}: {fl[i]})")
+        raise _fail(
+            path,
+            "samples/flight",
+            f"indices in 0..{n_flights - 1} (flights/name)",
+            f"{int(out.sum())} out of range (first at sample {i}: {fl[i]})",
+        )
     counts = np.bincount(fl.astype(np.int64), minlength=n_flights)
     for k, c in enumerate(counts):
         if c < 2:
-            raise _fail(path, "samples/flight", "at least 2 samples for every flight in flights/name",
-                        f"{c} for flight '{flight_names[k]}' (index {k})")
+            raise _fail(
+                path,
+                "samples/flight",
+                "at least 2 samples for every flight in flights/name",
+                f"{c} for flight '{flight_names[k]}' (index {k})",
+            )
     for key in ("time_utc", "sza_deg", "saa_deg"):
         bad = ~np.isfinite(s[key])
         if bad.any():
-            raise _fail(path, f"samples/{key}", "finite values",
-                        f"{int(bad.sum())} non-finite (first at sample {int(np.flatnonzero(bad)[0])})")
+            raise _fail(
+                path,
+                f"samples/{key}",
+                "finite values",
+                f"{int(bad.sum())} non-finite (first at sample {int(np.flatnonzero(bad)[0])})",
+            )
     sza = s["sza_deg"]
     if ((sza < 0) | (sza > 90)).any():
         i = int(np.flatnonzero((sza < 0) | (sza > 90))[0])
@@ -226,8 +255,12 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
         if (dt <= 0).any():
             j = int(np.flatnonzero(dt <= 0)[0])
             what = "a duplicated time (duplicated sample?)" if dt[j] == 0 else "a time going backwards"
-            raise _fail(path, "samples/time_utc", f"strictly increasing times within flight '{flight_names[k]}'",
-                        f"{what} at samples {idx[j]} -> {idx[j + 1]} ({t[idx[j]]:.3f} -> {t[idx[j + 1]]:.3f})")
+            raise _fail(
+                path,
+                "samples/time_utc",
+                f"strictly increasing times within flight '{flight_names[k]}'",
+                f"{what} at samples {idx[j]} -> {idx[j + 1]} ({t[idx[j]]:.3f} -> {t[idx[j + 1]]:.3f})",
+            )
 
 
 def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
@@ -248,19 +281,27 @@ def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
         names = _read_strings(path, f"{base}/names", names_ds)
         k = vals_ds.shape[1]
         if len(names) != k or k == 0:
-            raise _fail(path, f"{base}/names", f"{k} names (one per column of values, at least 1)", f"{len(names)} names")
+            raise _fail(
+                path, f"{base}/names", f"{k} names (one per column of values, at least 1)", f"{len(names)} names"
+            )
         if len(set(names)) != len(names):
             dup = next(nm for nm in names if names.count(nm) > 1)
             raise _fail(path, f"{base}/names", "unique feature names", f"'{dup}' twice")
         values = read_bounded(vals_ds, path, f"{base}/values").astype(np.float32)
         if np.isinf(values).any():
             col = int(np.flatnonzero(np.isinf(values).any(axis=0))[0])
-            raise _fail(path, f"{base}/values", "finite values or NaN for missing", f"infinite values in column '{names[col]}'")
+            raise _fail(
+                path, f"{base}/values", "finite values or NaN for missing", f"infinite values in column '{names[col]}'"
+            )
         all_nan = np.isnan(values).all(axis=0)
         if all_nan.any():
             col = int(np.flatnonzero(all_nan)[0])
-            raise _fail(path, f"{base}/values", "at least one finite value per column",
-                        f"column '{names[col]}' is NaN for every sample")
+            raise _fail(
+                path,
+                f"{base}/values",
+                "at least one finite value per column",
+                f"column '{names[col]}' is NaN for every sample",
+            )
         units_attr = names_ds.attrs.get("units", vals_ds.attrs.get("units"))
         units = [""] * k
         if units_attr is not None:
@@ -271,8 +312,9 @@ def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
     return out
 
 
-def _check_images(f: h5py.File, path: Path, key: str, n: int | None,
-                  like: tuple[int, int, int] | None) -> tuple[tuple[int, int, int] | None, np.dtype | None]:
+def _check_images(
+    f: h5py.File, path: Path, key: str, n: int | None, like: tuple[int, int, int] | None
+) -> tuple[tuple[int, int, int] | None, np.dtype | None]:
     img = _dataset(f, path, key, required=False)
     if img is None:
         return None, None
@@ -288,8 +330,9 @@ def _check_images(f: h5py.File, path: Path, key: str, n: int | None,
     return shape, img.dtype  # type: ignore[return-value]
 
 
-def _read_unlabelled(f: h5py.File, path: Path, flight_names: list[str],
-                     image_shape: tuple[int, int, int] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _read_unlabelled(
+    f: h5py.File, path: Path, flight_names: list[str], image_shape: tuple[int, int, int] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     if "unlabelled" not in f:
         return None, None
     if not isinstance(f["unlabelled"], h5py.Group):
@@ -307,8 +350,12 @@ def _read_unlabelled(f: h5py.File, path: Path, flight_names: list[str],
     out = (fl < 0) | (fl >= len(flight_names))
     if out.any():
         i = int(np.flatnonzero(out)[0])
-        raise _fail(path, "unlabelled/flight", f"indices in 0..{len(flight_names) - 1} (flights/name)",
-                    f"{int(out.sum())} out of range (first at frame {i}: {fl[i]})")
+        raise _fail(
+            path,
+            "unlabelled/flight",
+            f"indices in 0..{len(flight_names) - 1} (flights/name)",
+            f"{int(out.sum())} out of range (first at frame {i}: {fl[i]})",
+        )
     t = None
     t_ds = _dataset(f, path, "unlabelled/time_utc", required=False)
     if t_ds is not None:
@@ -320,7 +367,9 @@ def _read_unlabelled(f: h5py.File, path: Path, flight_names: list[str],
     return fl, t
 
 
-def scan_pixels(path: Path, keys: tuple[str, ...] = ("images", "unlabelled/images"), batch: int = 64) -> dict[str, float]:
+def scan_pixels(
+    path: Path, keys: tuple[str, ...] = ("images", "unlabelled/images"), batch: int = 64
+) -> dict[str, float]:
     """Stream every image once: reject NaN/inf pixels and a constant image set.
 
     Returns:
@@ -347,9 +396,17 @@ def scan_pixels(path: Path, keys: tuple[str, ...] = ("images", "unlabelled/image
                 count += block.size
             if key == "images":
                 if hi - lo <= 0:
-                    raise _fail(path, "images", "images with some contrast",
-                                f"every pixel of every image equals {lo:g} (a constant image set)")
+                    raise _fail(
+                        path,
+                        "images",
+                        "images with some contrast",
+                        f"every pixel of every image equals {lo:g} (a constant image set)",
+                    )
                 mean = total / count
-                stats = {"min": float(lo), "max": float(hi), "mean": float(mean),
-                         "std": float(np.sqrt(max(total_sq / count - mean**2, 0.0)))}
+                stats = {
+                    "min": float(lo),
+                    "max": float(hi),
+                    "mean": float(mean),
+                    "std": float(np.sqrt(max(total_sq / count - mean**2, 0.0))),
+                }
     return stats

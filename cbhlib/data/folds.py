@@ -15,8 +15,8 @@ from sklearn.model_selection import KFold, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cbhlib.data.campaign import Campaign
 from cbhlib.constants import PROTOCOLS
+from cbhlib.data.campaign import Campaign
 
 
 @dataclass
@@ -46,8 +46,12 @@ class Fold:
 
 
 def time_block_split(
-    idx: np.ndarray, flight: np.ndarray, time: np.ndarray, fraction: float = 0.2,
-    n_blocks: int = 5, seed: int = 0,
+    idx: np.ndarray,
+    flight: np.ndarray,
+    time: np.ndarray,
+    fraction: float = 0.2,
+    n_blocks: int = 5,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split samples into (train, validation) by contiguous time blocks within each flight.
 
@@ -69,7 +73,7 @@ def time_block_split(
         chosen = set(rng.choice(n_blocks, size=n_val_blocks, replace=False).tolist())
         for b, block in enumerate(blocks):
             (val if b in chosen else train).append(block)
-    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)  # noqa: E731
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)
     return cat(train), cat(val)
 
 
@@ -112,7 +116,7 @@ def within_flight_folds(camp: Campaign, k: int = 5, val_fraction: float = 0.2, s
             fit = np.concatenate([blocks[j] for j in range(k) if j != b])
             train, val = time_block_split(fit, camp.flight, camp.time_utc, val_fraction, k - 1, seed + b)
             if len(val) == 0:
-                train, val = fit[: int(len(fit) * (1 - val_fraction))], fit[int(len(fit) * (1 - val_fraction)):]
+                train, val = fit[: int(len(fit) * (1 - val_fraction))], fit[int(len(fit) * (1 - val_fraction)) :]
             folds.append(Fold(len(folds), f"{name}#b{b}", train, val, np.sort(blocks[b]), "within_flight"))
     return folds
 
@@ -132,12 +136,14 @@ class FeatureScaler:
     """Median imputation then standardisation, fitted on one fold's training samples."""
 
     def __init__(self) -> None:
-        self.pipe = Pipeline([
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("scale", StandardScaler()),
-        ])
+        self.pipe = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                ("scale", StandardScaler()),
+            ]
+        )
 
-    def fit(self, X: np.ndarray) -> "FeatureScaler":
+    def fit(self, X: np.ndarray) -> FeatureScaler:
         """Fit on (n_train, K); returns self."""
         self.pipe.fit(X)
         return self
@@ -176,11 +182,16 @@ class ImageDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self.camp.images([j])[0]), j
 
 
-def image_loader(camp: Campaign, indices: np.ndarray, batch_size: int, num_workers: int = 0,
-                 shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+def image_loader(
+    camp: Campaign, indices: np.ndarray, batch_size: int, num_workers: int = 0, shuffle: bool = False, seed: int = 0
+) -> torch.utils.data.DataLoader:
     """A DataLoader over :class:`ImageDataset`; workers open their own HDF5 handle."""
     gen = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        ImageDataset(camp, indices), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        generator=gen, persistent_workers=False,
+        ImageDataset(camp, indices),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=gen,
+        persistent_workers=False,
     )

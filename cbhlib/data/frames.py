@@ -38,10 +38,10 @@ class Scope:
     untrained: bool = False
 
     @classmethod
-    def for_fold(cls, flight: int, transductive: bool = False) -> "Scope":
+    def for_fold(cls, flight: int, transductive: bool = False) -> Scope:
         return cls(f"fold{flight}" + ("-transductive" if transductive else ""), flight, transductive)
 
-    def as_untrained(self) -> "Scope":
+    def as_untrained(self) -> Scope:
         """The same frames, random weights."""
         return Scope(self.key + "-random", self.held_out, self.transductive, True)
 
@@ -110,7 +110,7 @@ class FrameSet:
             fl.append(self.camp.unlabelled_flight[self.unlabelled])  # type: ignore[index]
         return np.concatenate(fl)
 
-    def to(self, device: torch.device) -> "FrameSet":
+    def to(self, device: torch.device) -> FrameSet:
         """Move in-memory frames to ``device`` once (a GPU then never waits on host copies)."""
         if self._cache is not None and self._cache.device != device:
             self._cache = self._cache.to(device)
@@ -130,7 +130,7 @@ class FrameSet:
             out[~is_lab] = self.camp.images(self.unlabelled[rows[~is_lab] - n_lab], "unlabelled")
         return torch.from_numpy(out)
 
-    def channel_stats(self, centre: "torch.nn.Module | object", chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def channel_stats(self, centre: torch.nn.Module | object, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the frames after ``centre`` (streamed in chunks of at most
         ``chunk`` frames and about 4 M values, so large frames never sit in memory in float64)."""
         C = self.shape[0]

@@ -36,10 +36,15 @@ def open_h5(path: Path) -> h5py.File:
         with open(path, "rb") as fh:
             head = fh.read(8)
         if head != HDF5_SIGNATURE:
-            raise CampaignFormatError(path, "(file)", "an HDF5 file (signature \\x89HDF)",
-                                      f"first bytes {head[:8]!r}") from None
-        raise CampaignFormatError(path, "(file)", "a complete, readable HDF5 file",
-                                  f"h5py cannot open it ({str(exc).splitlines()[0]}); the file may be truncated") from None
+            raise CampaignFormatError(
+                path, "(file)", "an HDF5 file (signature \\x89HDF)", f"first bytes {head[:8]!r}"
+            ) from None
+        raise CampaignFormatError(
+            path,
+            "(file)",
+            "a complete, readable HDF5 file",
+            f"h5py cannot open it ({str(exc).splitlines()[0]}); the file may be truncated",
+        ) from None
 
 
 def check_self_contained(f: h5py.File, path: Path) -> None:
@@ -75,9 +80,12 @@ def check_declared_size(ds: h5py.Dataset, path: Path, key: str) -> None:
     file_size = path.stat().st_size
     bound = min(stored, file_size) * MAX_EXPANSION + SLACK_BYTES
     if declared > bound:
-        raise CampaignFormatError(path, key, f"a declared size the file can hold (at most ~{bound / 2**20:.0f} MiB "
-                                  f"for {stored:,} stored bytes)",
-                                  f"shape {ds.shape} of {ds.dtype}, {declared / 2**20:,.0f} MiB declared")
+        raise CampaignFormatError(
+            path,
+            key,
+            f"a declared size the file can hold (at most ~{bound / 2**20:.0f} MiB for {stored:,} stored bytes)",
+            f"shape {ds.shape} of {ds.dtype}, {declared / 2**20:,.0f} MiB declared",
+        )
 
 
 def read_bounded(ds: h5py.Dataset, path: Path, key: str, chunk: int = 1 << 20) -> np.ndarray:

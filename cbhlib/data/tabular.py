@@ -12,7 +12,6 @@ from cbhlib.data.contract import FeatureGroup
 from cbhlib.errors import CbhError
 
 
-
 def _posix_seconds(col: pd.Series, name: str) -> np.ndarray:
     """POSIX seconds (float64) from datetime64 (naive = UTC, or tz-aware) or numeric seconds."""
     if pd.api.types.is_datetime64_any_dtype(col):
@@ -26,11 +25,21 @@ def _posix_seconds(col: pd.Series, name: str) -> np.ndarray:
         raise CbhError(f"dataframe column '{name}': expected datetime64 or POSIX seconds; found {col.dtype}") from None
 
 
-def campaign_from_dataframe(df: pd.DataFrame, *, flight: str = "flight", cbh: str = "cbh_km", time: str = "time_utc",
-                            sza: str = "sza_deg", saa: str = "saa_deg", lat: str | None = "lat", lon: str | None = "lon",
-                            features: Mapping[str, Sequence[str]] | None = None,
-                            units: Mapping[str, str] | None = None, campaign: str | None = None,
-                            source: str = "dataframe") -> CampaignData:
+def campaign_from_dataframe(
+    df: pd.DataFrame,
+    *,
+    flight: str = "flight",
+    cbh: str = "cbh_km",
+    time: str = "time_utc",
+    sza: str = "sza_deg",
+    saa: str = "saa_deg",
+    lat: str | None = "lat",
+    lon: str | None = "lon",
+    features: Mapping[str, Sequence[str]] | None = None,
+    units: Mapping[str, str] | None = None,
+    campaign: str | None = None,
+    source: str = "dataframe",
+) -> CampaignData:
     """A campaign table from one row per labelled sample.
 
     Rows are ordered by flight (first appearance) then time; ``data.row_order`` gives
@@ -59,14 +68,25 @@ def campaign_from_dataframe(df: pd.DataFrame, *, flight: str = "flight", cbh: st
         missing = [c for c in cols if c not in d.columns]
         if missing:
             raise CbhError(f"dataframe: features '{g}': expected columns {missing}; found {list(d.columns)}")
-        groups[g] = FeatureGroup(d[list(cols)].to_numpy(np.float32), [str(c) for c in cols],
-                                 [(units or {}).get(c, "") for c in cols])
+        groups[g] = FeatureGroup(
+            d[list(cols)].to_numpy(np.float32), [str(c) for c in cols], [(units or {}).get(c, "") for c in cols]
+        )
     camps = None
     if campaign:
         first = d.drop_duplicates(flight).set_index(d.drop_duplicates(flight)[flight].astype(str))[campaign]
         camps = [str(first[n]) for n in names]
-    opt = lambda c: d[c].to_numpy(np.float32) if c and c in d.columns else None  # noqa: E731
-    return CampaignData(flight_names=names, flight=k[order], cbh_km=d[cbh].to_numpy(np.float32), time_utc=t[order],
-                        sza_deg=d[sza].to_numpy(np.float32), saa_deg=d[saa].to_numpy(np.float32), source=source,
-                        flight_campaigns=camps, lat=opt(lat), lon=opt(lon), features=groups,
-                        row_order=order.astype(np.int64))
+    opt = lambda c: d[c].to_numpy(np.float32) if c and c in d.columns else None
+    return CampaignData(
+        flight_names=names,
+        flight=k[order],
+        cbh_km=d[cbh].to_numpy(np.float32),
+        time_utc=t[order],
+        sza_deg=d[sza].to_numpy(np.float32),
+        saa_deg=d[saa].to_numpy(np.float32),
+        source=source,
+        flight_campaigns=camps,
+        lat=opt(lat),
+        lon=opt(lon),
+        features=groups,
+        row_order=order.astype(np.int64),
+    )

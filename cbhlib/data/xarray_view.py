@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # Campaign.to_xarray calls this module: no import back at run
     from cbhlib.data.campaign import Campaign
 
 
-def to_xarray(camp: "Campaign", images: bool = False) -> "xr.Dataset":
+def to_xarray(camp: Campaign, images: bool = False) -> xr.Dataset:
     """The labelled samples as an ``xarray.Dataset``: dimension ``sample`` with decoded times,
     flight names, position; CF-style units; features as variables; images (read into
     memory) as ``images(sample, channel, y, x)`` when asked."""
@@ -24,8 +24,11 @@ def to_xarray(camp: "Campaign", images: bool = False) -> "xr.Dataset":
     except ImportError:
         raise CbhError("to_xarray needs xarray: pip install xarray (it comes with the notebooks extra)") from None
     t = pd.to_datetime(camp.time_utc, unit="s", utc=True).tz_localize(None)
-    coords: dict[str, Any] = {"sample": np.arange(camp.n_samples), "time": ("sample", t.to_numpy()),
-                              "flight": ("sample", np.array([camp.flight_names[i] for i in camp.flight], dtype=object))}
+    coords: dict[str, Any] = {
+        "sample": np.arange(camp.n_samples),
+        "time": ("sample", t.to_numpy()),
+        "flight": ("sample", np.array([camp.flight_names[i] for i in camp.flight], dtype=object)),
+    }
     if camp.lat is not None and camp.lon is not None:
         coords["lat"] = ("sample", camp.lat, {"units": "degrees_north", "standard_name": "latitude"})
         coords["lon"] = ("sample", camp.lon, {"units": "degrees_east", "standard_name": "longitude"})
@@ -35,12 +38,18 @@ def to_xarray(camp: "Campaign", images: bool = False) -> "xr.Dataset":
         "saa": ("sample", camp.saa_deg, {"units": "degree", "long_name": "solar azimuth angle"}),
     }
     for g, fg in camp.features.items():
-        for j, (name, unit) in enumerate(zip(fg.names, fg.units)):
+        for j, (name, unit) in enumerate(zip(fg.names, fg.units, strict=True)):
             data[f"{g}_{name}"] = ("sample", fg.values[:, j], {"units": unit or "1", "long_name": f"{g} {name}"})
     if images and camp.has_images:
-        data["images"] = (("sample", "channel", "y", "x"), camp.images(slice(0, camp.n_samples)),
-                          {"units": "K" if camp.image_dtype == np.float32 else "1", "long_name": "thermal image"})
-    ds = xr.Dataset(data, coords=coords, attrs={"source": camp.source, "Conventions": "CF-1.10",
-                                                 "title": f"cbh-fusion campaign {camp.path.name}"})
+        data["images"] = (
+            ("sample", "channel", "y", "x"),
+            camp.images(slice(0, camp.n_samples)),
+            {"units": "K" if camp.image_dtype == np.float32 else "1", "long_name": "thermal image"},
+        )
+    ds = xr.Dataset(
+        data,
+        coords=coords,
+        attrs={"source": camp.source, "Conventions": "CF-1.10", "title": f"cbh-fusion campaign {camp.path.name}"},
+    )
     ds["time"].encoding["units"] = "seconds since 1970-01-01"
     return ds
