@@ -18,8 +18,9 @@ import h5py
 import numpy as np
 
 from cbhlib.atomic import atomic_path
-from cbhlib.data.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables, scan_pixels
+from cbhlib.data.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables
 from cbhlib.data.h5safe import open_h5
+from cbhlib.data.pixels import scan_pixels
 from cbhlib.errors import CampaignFormatError
 
 if TYPE_CHECKING:
