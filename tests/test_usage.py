@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 
 
 def _samples_csv(path: Path, n_per: tuple[int, ...] = (50, 40, 30)) -> Path:
+    """The columns a scientist has: flight, time, cbh_km, lat, lon and ERA5 features (no solar angles)."""
     rng = np.random.default_rng(0)
     rows = []
     for k, n in enumerate(n_per):
@@ -30,8 +31,6 @@ def _samples_csv(path: Path, n_per: tuple[int, ...] = (50, 40, 30)) -> Path:
                     "flight": f"F{k}",
                     "time": t0 + pd.to_timedelta(np.arange(n) * 12, unit="s"),
                     "cbh_km": np.round(cbh / 0.03) * 0.03,
-                    "sza_deg": 45.0,
-                    "saa_deg": 180.0,
                     "lat": 33.0 + 0.01 * np.arange(n),
                     "lon": -120.0,
                     "t2m": t2m,
@@ -62,6 +61,7 @@ def test_the_readme_snippet_runs(
     ds = namespace["ds"]
     assert ds.sizes["sample"] == 120 and ds["cbh"].attrs["units"] == "km" and ds["era5_t2m"].attrs["units"] == "K"
     assert np.issubdtype(ds["time"].dtype, np.datetime64) and "flight" in ds.coords
+    assert float(ds["sza"].min()) > 0 and float(ds["saa"].max()) <= 360  # computed: the CSV has no solar angles
 
 
 def test_dataframes_with_datetime64_times_become_campaigns(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_dataframes_with_datetime64_times_become_campaigns(tmp_path: Path) -> No
     camp = Campaign(write_campaign(tmp_path / "c.h5", data))
     assert camp.n_flights == 3 and camp.features["era5"].names == ["t2m", "d2m"]
     with pytest.raises(cbhlib.CbhError, match="expected columns"):
-        campaign_from_dataframe(df.drop(columns="sza_deg"), time="time")
+        campaign_from_dataframe(df.drop(columns="cbh_km"), time="time")
 
 
 def test_the_public_surface_is_small_documented_and_lazy() -> None:

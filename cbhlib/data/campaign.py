@@ -37,14 +37,16 @@ class CampaignData:
 
     ``unlabelled_flight`` (M,) names the flight of each unlabelled camera frame (no lidar
     label); the frames themselves are passed to :func:`write_campaign` as ``unlabelled``.
+    ``cbh_km`` None: an inputs-only campaign (for ``cbh predict``); ``sza_deg``/``saa_deg``
+    None: not written (no model uses them; :func:`cbhlib.data.solar.solar_angles` computes them).
     """
 
     flight_names: list[str]
     flight: np.ndarray
-    cbh_km: np.ndarray
+    cbh_km: np.ndarray | None
     time_utc: np.ndarray
-    sza_deg: np.ndarray
-    saa_deg: np.ndarray
+    sza_deg: np.ndarray | None
+    saa_deg: np.ndarray | None
     source: str
     flight_campaigns: list[str] | None = None
     lat: np.ndarray | None = None
@@ -59,7 +61,7 @@ class CampaignData:
 
     @property
     def n_samples(self) -> int:
-        return int(len(self.cbh_km))
+        return int(len(self.flight))
 
 
 # --------------------------------------------------------------------------- writing
@@ -88,6 +90,11 @@ def write_campaign(
         The path written.
     """
     path = Path(path)
+    for group in data.features:
+        if not isinstance(group, str) or not group.strip() or "/" in group:
+            raise CampaignFormatError(
+                path, f"features/{group}", "a feature group name without '/' (HDF5 would nest it)", repr(group)
+            )
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             _write_tables(f, data)
@@ -115,11 +122,8 @@ def _write_tables(f: h5py.File, d: CampaignData) -> None:
     if d.flight_campaigns is not None:
         f.create_dataset("flights/campaign", data=_str_array(d.flight_campaigns))
     f.create_dataset("samples/flight", data=np.asarray(d.flight, dtype=np.int32))
-    f.create_dataset("samples/cbh_km", data=np.asarray(d.cbh_km, dtype=np.float32))
     f.create_dataset("samples/time_utc", data=np.asarray(d.time_utc, dtype=np.float64))
-    f.create_dataset("samples/sza_deg", data=np.asarray(d.sza_deg, dtype=np.float32))
-    f.create_dataset("samples/saa_deg", data=np.asarray(d.saa_deg, dtype=np.float32))
-    for key in OPTIONAL_SAMPLES:
+    for key in OPTIONAL_SAMPLES:  # cbh_km, sza_deg, saa_deg, lat, lon: written where given
         value = getattr(d, key)
         if value is not None:
             f.create_dataset(f"samples/{key}", data=np.asarray(value, dtype=np.float32))
@@ -183,10 +187,12 @@ class Campaign:
         self.flight_names = t.flight_names
         self.flight_campaigns = t.flight_campaigns
         self.flight = t.samples["flight"].astype(np.int64)
-        self.cbh_km = t.samples["cbh_km"].astype(np.float32)
+        self._cbh_km = t.samples["cbh_km"].astype(np.float32) if "cbh_km" in t.samples else None
         self.time_utc = t.samples["time_utc"]
-        self.sza_deg = t.samples["sza_deg"].astype(np.float32)
-        self.saa_deg = t.samples["saa_deg"].astype(np.float32)
+        self.has_solar_angles = "sza_deg" in t.samples and "saa_deg" in t.samples
+        nan = np.full(len(self.flight), np.nan, np.float32)  # absent angles read as NaN (no model uses them)
+        self.sza_deg = t.samples["sza_deg"].astype(np.float32) if "sza_deg" in t.samples else nan
+        self.saa_deg = t.samples["saa_deg"].astype(np.float32) if "saa_deg" in t.samples else nan.copy()
         self.lat = t.samples.get("lat")
         self.lon = t.samples.get("lon")
         self.features = t.features
@@ -202,7 +208,24 @@ class Campaign:
     # -- basic facts
     @property
     def n_samples(self) -> int:
-        return int(len(self.cbh_km))
+        return int(len(self.flight))
+
+    @property
+    def has_labels(self) -> bool:
+        """False for an inputs-only campaign (no ``samples/cbh_km``): ``cbh predict`` only."""
+        return self._cbh_km is not None
+
+    @property
+    def cbh_km(self) -> np.ndarray:
+        """The lidar labels (km); an inputs-only campaign raises one line here, where training or scoring starts."""
+        if self._cbh_km is None:
+            raise CampaignFormatError(
+                self.path,
+                "samples/cbh_km",
+                "lidar labels (training, evaluation and the pipeline need them; cbh predict, validate and info do not)",
+                "none: an inputs-only campaign",
+            )
+        return self._cbh_km
 
     @property
     def n_flights(self) -> int:

@@ -3,12 +3,12 @@
 Layout (N samples, F flights, M unlabelled frames; README "The campaign file contract"):
 
     attrs format="cbh-campaign", format_version=1, source
-    flights/name            str (F,), unique, F >= 2
+    flights/name            str (F,), unique, F >= 2 (F >= 1 without labels)
     flights/campaign        str (F,)            optional
-    samples/flight          int (N,)            index into flights/name, >= 2 per flight
-    samples/cbh_km          float32 (N,)        lidar cloud base, finite, 0-20 km
+    samples/flight          int (N,)            index into flights/name, >= 2 per flight (>= 1 without labels)
+    samples/cbh_km          float32 (N,)        lidar cloud base, finite, 0-20 km; absent: inputs only
     samples/time_utc        float64 (N,)        POSIX seconds, increasing within a flight
-    samples/sza_deg|saa_deg float32 (N,)
+    samples/sza_deg|saa_deg float32 (N,)        optional: solar zenith 0-180 / azimuth, degrees
     samples/lat|lon         float32 (N,)        optional
     features/<g>/values     float32 (N, K)      NaN allowed
     features/<g>/names      str (K,)            attr units (K,) optional
@@ -34,8 +34,8 @@ from cbhlib.errors import CampaignFormatError
 
 FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
-REQUIRED_SAMPLES = ("flight", "cbh_km", "time_utc", "sza_deg", "saa_deg")
-OPTIONAL_SAMPLES = ("lat", "lon")
+REQUIRED_SAMPLES = ("flight", "time_utc")
+OPTIONAL_SAMPLES = ("cbh_km", "sza_deg", "saa_deg", "lat", "lon")
 CBH_RANGE_KM = (0.0, 20.0)
 IMAGE_DTYPES = (np.dtype("float32"), np.dtype("uint16"))
 MAX_IMAGE_SIDE = 16384
@@ -90,7 +90,7 @@ def _dataset(f: h5py.File, path: Path, key: str, required: bool = True) -> h5py.
 
 
 def _check_shape(
-    path: Path, key: str, ds: h5py.Dataset, rank: int, n: int | None = None, like: str = "samples/cbh_km"
+    path: Path, key: str, ds: h5py.Dataset, rank: int, n: int | None = None, like: str = "samples/flight"
 ) -> None:
     if ds.ndim != rank:
         raise _fail(path, key, f"rank {rank}", f"rank {ds.ndim} with shape {ds.shape}")
@@ -131,19 +131,20 @@ def read_tables(f: h5py.File, path: Path) -> Tables:
         raise _fail(path, "attrs/format_version", f"the integer {FORMAT_VERSION}", repr(version))
     source = _attr_str(f.attrs.get("source", "")) or ""
 
-    flight_names, campaigns = _read_flights(f, path)
-    cbh_ds = _dataset(f, path, "samples/cbh_km")
-    _check_shape(path, "samples/cbh_km", cbh_ds, 1)
-    n = cbh_ds.shape[0]
+    first_key = "samples/cbh_km" if "samples/cbh_km" in f else "samples/flight"  # no labels: inputs only
+    flight_names, campaigns = _read_flights(f, path, 2 if first_key == "samples/cbh_km" else 1)
+    first = _dataset(f, path, first_key)
+    _check_shape(path, first_key, first, 1)
+    n = first.shape[0]
     if n == 0:
-        raise _fail(path, "samples/cbh_km", "at least one sample", "0 samples")
+        raise _fail(path, first_key, "at least one sample", "0 samples")
     samples: dict[str, np.ndarray] = {}
     kinds = {"flight": ("iu", "integers"), "time_utc": ("f", "float64 POSIX seconds")}
     for key in REQUIRED_SAMPLES + OPTIONAL_SAMPLES:
         ds = _dataset(f, path, f"samples/{key}", required=key in REQUIRED_SAMPLES)
         if ds is None:
             continue
-        _check_shape(path, f"samples/{key}", ds, 1, n)
+        _check_shape(path, f"samples/{key}", ds, 1, n, first_key)
         kind, what = kinds.get(key, ("f", "floating point"))
         _check_kind(path, f"samples/{key}", ds, kind, what)
         samples[key] = read_bounded(ds, path, f"samples/{key}")
@@ -168,15 +169,17 @@ def read_tables(f: h5py.File, path: Path) -> Tables:
     )
 
 
-def _read_flights(f: h5py.File, path: Path) -> tuple[list[str], list[str] | None]:
+def _read_flights(f: h5py.File, path: Path, least: int = 2) -> tuple[list[str], list[str] | None]:
     names_ds = _dataset(f, path, "flights/name")
     _check_shape(path, "flights/name", names_ds, 1)
     names = _read_strings(path, "flights/name", names_ds)
-    if len(names) < 2:
+    if len(names) < least:
         raise _fail(
             path,
             "flights/name",
-            "at least 2 flights (leave-one-flight-out needs one to hold out)",
+            "at least 2 flights in a labelled campaign (leave-one-flight-out needs one to hold out)"
+            if least == 2
+            else "at least 1 flight",
             f"{len(names)} flight{'s' if len(names) != 1 else ''}",
         )
     seen: dict[str, int] = {}
@@ -195,18 +198,18 @@ def _read_flights(f: h5py.File, path: Path) -> tuple[list[str], list[str] | None
 
 
 def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]) -> None:
-    cbh = s["cbh_km"]
-    bad = ~np.isfinite(cbh)
+    cbh = s.get("cbh_km")  # None: an inputs-only campaign
+    bad = ~np.isfinite(cbh) if cbh is not None else np.zeros(0, bool)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _fail(
             path,
             "samples/cbh_km",
-            "finite labels",
+            "finite labels (or no samples/cbh_km at all: an inputs-only campaign for cbh predict)",
             f"{int(bad.sum())} non-finite values (first at sample {i}: {cbh[i]})",
         )
     lo, hi = CBH_RANGE_KM
-    out = (cbh < lo) | (cbh > hi)
+    out = ((cbh < lo) | (cbh > hi)) if cbh is not None else bad
     if out.any():
         i = int(np.flatnonzero(out)[0])
         raise _fail(
@@ -227,16 +230,17 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
             f"{int(out.sum())} out of range (first at sample {i}: {fl[i]})",
         )
     counts = np.bincount(fl.astype(np.int64), minlength=n_flights)
+    least = 1 if cbh is None else 2
     for k, c in enumerate(counts):
-        if c < 2:
+        if c < least:
             raise _fail(
                 path,
                 "samples/flight",
-                "at least 2 samples for every flight in flights/name",
+                f"at least {least} sample{'s' if least > 1 else ''} for every flight in flights/name",
                 f"{c} for flight '{flight_names[k]}' (index {k})",
             )
     for key in ("time_utc", "sza_deg", "saa_deg"):
-        bad = ~np.isfinite(s[key])
+        bad = ~np.isfinite(s[key]) if key in s else np.zeros(0, bool)
         if bad.any():
             raise _fail(
                 path,
@@ -244,10 +248,10 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
                 "finite values",
                 f"{int(bad.sum())} non-finite (first at sample {int(np.flatnonzero(bad)[0])})",
             )
-    sza = s["sza_deg"]
-    if ((sza < 0) | (sza > 90)).any():
-        i = int(np.flatnonzero((sza < 0) | (sza > 90))[0])
-        raise _fail(path, "samples/sza_deg", "solar zenith within 0-90 deg", f"{sza[i]:g} at sample {i}")
+    sza = s.get("sza_deg", np.zeros(0))
+    if ((sza < 0) | (sza > 180)).any():  # over 90: the sun below the horizon (a night flight)
+        i = int(np.flatnonzero((sza < 0) | (sza > 180))[0])
+        raise _fail(path, "samples/sza_deg", "solar zenith within 0-180 deg", f"{sza[i]:g} at sample {i}")
     t = s["time_utc"]
     for k in range(n_flights):
         idx = np.flatnonzero(fl == k)

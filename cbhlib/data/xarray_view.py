@@ -32,14 +32,23 @@ def to_xarray(camp: Campaign, images: bool = False) -> xr.Dataset:
     if camp.lat is not None and camp.lon is not None:
         coords["lat"] = ("sample", camp.lat, {"units": "degrees_north", "standard_name": "latitude"})
         coords["lon"] = ("sample", camp.lon, {"units": "degrees_east", "standard_name": "longitude"})
-    data: dict[str, Any] = {
-        "cbh": ("sample", camp.cbh_km, {"units": "km", "long_name": "lidar cloud base height"}),
-        "sza": ("sample", camp.sza_deg, {"units": "degree", "long_name": "solar zenith angle"}),
-        "saa": ("sample", camp.saa_deg, {"units": "degree", "long_name": "solar azimuth angle"}),
-    }
+    data: dict[str, Any] = {}
+    if camp.has_labels:  # an inputs-only campaign has no cbh variable
+        data["cbh"] = ("sample", camp.cbh_km, {"units": "km", "long_name": "lidar cloud base height"})
+    if camp.has_solar_angles:
+        data["sza"] = ("sample", camp.sza_deg, {"units": "degree", "long_name": "solar zenith angle"})
+        data["saa"] = ("sample", camp.saa_deg, {"units": "degree", "long_name": "solar azimuth angle"})
+    taken = {k: k for k in (*data, *coords, "cbh", "sza", "saa", "images")}
     for g, fg in camp.features.items():
         for j, (name, unit) in enumerate(zip(fg.names, fg.units, strict=True)):
-            data[f"{g}_{name}"] = ("sample", fg.values[:, j], {"units": unit or "1", "long_name": f"{g} {name}"})
+            var = f"{g}_{name}"
+            if var in taken:
+                raise CbhError(
+                    f"{camp.path}: to_xarray: expected distinct variable names; found '{var}' twice (feature "
+                    f"'{g}/{name}' and {taken[var]!r}): rename one group or feature"
+                )
+            taken[var] = f"{g}/{name}"
+            data[var] = ("sample", fg.values[:, j], {"units": unit or "1", "long_name": f"{g} {name}"})
     if images and camp.has_images:
         data["images"] = (
             ("sample", "channel", "y", "x"),

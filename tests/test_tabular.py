@@ -1,0 +1,113 @@
+"""DataFrame -> campaign: what a table may hold, what is refused, what is computed (issues 21.6 and 22.2)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cbhlib.data.campaign import Campaign, write_campaign
+from cbhlib.data.solar import solar_angles
+from cbhlib.data.tabular import campaign_from_dataframe
+from cbhlib.errors import CampaignFormatError, CbhError
+
+
+def _table(n: int = 8, flights: tuple[str, ...] = ("A", "B")) -> pd.DataFrame:
+    rows = []
+    for k, name in enumerate(flights):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "flight": name,
+                    "time_utc": 1.74e9 + k * 86400 + 10.0 * np.arange(n),
+                    "cbh_km": np.linspace(0.5, 1.2, n),
+                    "lat": 33.0,
+                    "lon": -120.0,
+                    "t2m": 285.0 + np.arange(n),
+                    "d2m": 280.0 + np.arange(n),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_missing_flight_names_are_refused() -> None:
+    df = _table()
+    df.loc[3, "flight"] = np.nan
+    with pytest.raises(CbhError, match=r"column 'flight': expected a flight name in every row; found 1 missing"):
+        campaign_from_dataframe(df, features={"era5": ["t2m"]})
+    df.loc[3, "flight"] = "  "
+    with pytest.raises(CbhError, match="found 1 missing"):
+        campaign_from_dataframe(df, features={"era5": ["t2m"]})
+
+
+def test_default_features_never_swallow_a_label_and_say_what_they_took(caplog: pytest.LogCaptureFixture) -> None:
+    df = _table().assign(cbh_m=lambda d: 1000 * d["cbh_km"])
+    with pytest.raises(CbhError, match=r"\['cbh_m'\], which look like labels.*pass features="):
+        campaign_from_dataframe(df)
+    with caplog.at_level(logging.WARNING, logger="cbhlib"):
+        data = campaign_from_dataframe(df.drop(columns="cbh_m"))
+    assert data.features["features"].names == ["t2m", "d2m"]
+    assert "columns t2m, d2m became group 'features'" in caplog.text
+
+
+def test_the_label_column_cannot_be_a_feature() -> None:
+    with pytest.raises(CbhError, match="found 'cbh_km', the label column"):
+        campaign_from_dataframe(_table(), features={"era5": ["t2m", "cbh_km"]})
+
+
+def test_unknown_units_keys_are_refused_with_a_suggestion() -> None:
+    with pytest.raises(CbhError, match=r"units: expected keys among the feature columns.*'t2n'.*did you mean 't2m'"):
+        campaign_from_dataframe(_table(), features={"era5": ["t2m", "d2m"]}, units={"t2n": "K"})
+    data = campaign_from_dataframe(_table(), features={"era5": ["t2m", "d2m"]}, units={"t2m": "K"})
+    assert data.features["era5"].units == ["K", ""]
+
+
+@pytest.mark.parametrize("scale,unit", [(1e3, "milliseconds"), (1e9, "nanoseconds")])
+def test_times_not_in_seconds_are_refused(scale: float, unit: str) -> None:
+    df = _table().assign(time_utc=lambda d: d["time_utc"] * scale)
+    with pytest.raises(CbhError, match=f"column 'time_utc': expected POSIX seconds.*look like {unit}"):
+        campaign_from_dataframe(df, features={"era5": ["t2m"]})
+
+
+def test_a_group_name_with_a_slash_is_refused_when_written(tmp_path: Path) -> None:
+    with pytest.raises(CbhError, match="expected group names without '/'"):
+        campaign_from_dataframe(_table(), features={"era5/x": ["t2m"]})
+    data = campaign_from_dataframe(_table(), features={"era5": ["t2m"]})
+    data.features["era5/x"] = data.features.pop("era5")
+    with pytest.raises(CampaignFormatError, match=r"features/era5/x: expected a feature group name without '/'"):
+        write_campaign(tmp_path / "c.h5", data)
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_to_xarray_refuses_colliding_flattened_names(tmp_path: Path) -> None:
+    df = _table().rename(columns={"t2m": "a_b", "d2m": "b"})
+    data = campaign_from_dataframe(df, features={"era5": ["a_b"], "era5_a": ["b"]})
+    camp = Campaign(write_campaign(tmp_path / "c.h5", data))
+    with pytest.raises(CbhError, match=r"found 'era5_a_b' twice \(feature 'era5_a/b' and 'era5/a_b'\)"):
+        camp.to_xarray()
+
+
+def test_solar_angles_match_the_sun_at_noon() -> None:
+    # 21 June 2025, 20:00 UTC at 33 N 120 W: local solar noon, sun about 33 - 23.44 deg from the zenith, due south
+    t = pd.Timestamp("2025-06-21 20:00", tz="UTC").timestamp()
+    sza, saa = solar_angles(np.array([t]), np.array([33.0]), np.array([-120.0]))
+    assert abs(float(sza[0]) - 9.56) < 0.5 and abs(float(saa[0]) - 180) < 10
+    with pytest.raises(CbhError, match="lat: expected finite degrees"):
+        solar_angles(np.array([t]), np.array([np.nan]), np.array([0.0]))
+
+
+def test_solar_angles_are_computed_when_absent_and_optional_without_a_position(tmp_path: Path) -> None:
+    data = campaign_from_dataframe(_table(), features={"era5": ["t2m"]})
+    expected, _ = solar_angles(data.time_utc, np.full(16, 33.0), np.full(16, -120.0))
+    np.testing.assert_allclose(data.sza_deg, expected)
+    night = campaign_from_dataframe(_table().assign(time_utc=lambda d: d["time_utc"] + 12 * 3600), features={})
+    camp = Campaign(write_campaign(tmp_path / "night.h5", night))  # sun below the horizon: still valid
+    assert (camp.sza_deg > 90).all()
+    bare = campaign_from_dataframe(_table().drop(columns=["lat", "lon"]), features={"era5": ["t2m"]})
+    assert bare.sza_deg is None and bare.saa_deg is None
+    camp = Campaign(write_campaign(tmp_path / "bare.h5", bare))
+    assert not camp.has_solar_angles and np.isnan(camp.sza_deg).all() and "sza" not in camp.to_xarray()
