@@ -31,21 +31,33 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
     camp = validate_campaign(a.file, scan_images=not a.no_images)
     pool = f", {camp.n_unlabelled} unlabelled frames" if camp.n_unlabelled else ""
-    say(f"{a.file}: valid cbh-campaign v1 ({camp.n_samples} samples, {camp.n_flights} flights{pool})")
+    labels = "" if camp.has_labels else "; no labels: inputs only, for cbh predict"
+    say(f"{a.file}: valid cbh-campaign v1 ({camp.n_samples} samples, {camp.n_flights} flights{pool}{labels})")
     return 0
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     from cbhlib.data.campaign import Campaign
     from cbhlib.evaluation.explore import flight_table, pool_table
 
     camp = Campaign(a.file)
-    cols = ["flight", "campaign", "samples", "cbh_mean_km", "cbh_std_km", "cbh_min_km", "cbh_max_km"]
-    table = flight_table(camp)[cols].merge(pool_table(camp)[["flight", "unlabelled"]], on="flight")
+    if camp.has_labels:
+        cols = ["flight", "campaign", "samples", "cbh_mean_km", "cbh_std_km", "cbh_min_km", "cbh_max_km"]
+        table = flight_table(camp)[cols]
+    else:  # an inputs-only campaign: no CBH statistics
+        table = pd.DataFrame(
+            {
+                "flight": camp.flight_names,
+                "campaign": camp.flight_campaigns or [""] * camp.n_flights,
+                "samples": np.bincount(camp.flight, minlength=camp.n_flights),
+            }
+        )
+    table = table.merge(pool_table(camp)[["flight", "unlabelled"]], on="flight")
     X, names = camp.feature_matrix()
     units = {f"{g}/{n}": u for g, fg in camp.features.items() for n, u in zip(fg.names, fg.units, strict=True)}
-    import numpy as np
-
     feats = [
         {
             "feature": n,
@@ -60,6 +72,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         "file": str(a.file),
         "source": camp.source,
         "samples": camp.n_samples,
+        "labels": camp.has_labels,
         "unlabelled_frames": camp.n_unlabelled,
         "flights": table.round(3).to_dict("records"),
         "features": feats,
@@ -71,6 +84,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     say(f"{a.file}  (source: {camp.source})")
     say(f"{camp.n_samples} samples in {camp.n_flights} flights; {camp.n_unlabelled} unlabelled frames")
+    if not camp.has_labels:
+        say("no labels (samples/cbh_km): inputs only, for `cbh predict RUN --campaign FILE`; training refuses it")
     say(table.round(3).to_string(index=False))
     say("features (mean, std over the samples; missing fraction):")
     for f in feats:

@@ -63,6 +63,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         made = ensure_synthetic(pipe.synthetic_preset, Path(pipe.campaign), pipe.synthetic_set)
         say(f"campaign {pipe.campaign}: {'generated' if made else 'cached (parameters unchanged)'}")
     camp = validate_campaign(pipe.campaign, scan_images=True)  # a broken file stops here, before any notebook
+    if not camp.has_labels:
+        raise CbhError(
+            f"{pipe.campaign}: samples/cbh_km: expected lidar labels (the pipeline trains and scores models); found "
+            f"none: an inputs-only campaign; predict it with `cbh predict runs/<run> --model <model> --campaign "
+            f"{pipe.campaign} -o predictions.csv`"
+        )
     t0 = time.perf_counter()
     try:
         results = run_pipeline(
