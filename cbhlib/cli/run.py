@@ -66,7 +66,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not camp.has_labels:
         raise CbhError(
             f"{pipe.campaign}: samples/cbh_km: expected lidar labels (the pipeline trains and scores models); found "
-            f"none: an inputs-only campaign; predict it with `cbh predict runs/<run> --model <model> --campaign "
+            f"none: an inputs-only campaign; predict it with `cbh predict RUN_FOLDER --model MODEL --campaign "
             f"{pipe.campaign} -o predictions.csv`"
         )
     t0 = time.perf_counter()
