@@ -48,18 +48,38 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_run_file(output: str, run_dir: str, option: str) -> None:
+    """Predictions never replace a file of the run they apply (its checkpoints, units, reports)."""
+    from pathlib import Path
+
+    from cbhlib.errors import CbhError
+
+    out, root = Path(output).resolve(), Path(run_dir).resolve()
+    if out.exists() and (root == out or root in out.parents):
+        raise CbhError(
+            f"{output}: {option}: expected a new file; found a file of the run folder {run_dir}, "
+            "which predict reads and never replaces (even with --force)"
+        )
+
+
 def cmd_predict(a: argparse.Namespace) -> int:
-    from cbhlib.atomic import refuse_overwrite
+    from pathlib import Path
+
+    from cbhlib.atomic import atomic_write_text, refuse_overwrite
     from cbhlib.data.campaign import Campaign
+    from cbhlib.errors import CbhError
     from cbhlib.training.predict import predict
 
+    _refuse_run_file(a.output, a.run_dir, "-o")
     refuse_overwrite(a.output, [a.campaign], a.force, "predictions")
-    per_unit, ens = predict(a.run_dir, a.model, Campaign(a.campaign), a.protocol)
-    from cbhlib.atomic import atomic_write_text
-
+    if a.per_unit:
+        if Path(a.per_unit).resolve() == Path(a.output).resolve():
+            raise CbhError(f"{a.per_unit}: --per-unit: expected a file other than -o; found the same path")
+        _refuse_run_file(a.per_unit, a.run_dir, "--per-unit")
+        refuse_overwrite(a.per_unit, [a.campaign], a.force, "per-unit predictions")
+    per_unit, ens = predict(a.run_dir, a.model, Campaign(a.campaign), a.protocol, allow_shift=a.allow_shift)
     atomic_write_text(a.output, ens.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
     if a.per_unit:
-        refuse_overwrite(a.per_unit, [a.campaign, a.output], a.force, "per-unit predictions")
         atomic_write_text(a.per_unit, per_unit.to_csv(index=False))
     say(f"{a.output}: {len(ens)} samples, mean of {int(ens['n_units'].iloc[0])} heads of {a.model} ({a.protocol})")
     return 0
@@ -119,7 +139,12 @@ def register(sub: Any) -> None:
     pr.add_argument("-o", "--output", required=True, help="CSV: per sample, ensemble mean and sd over heads")
     pr.add_argument("--per-unit", help="CSV: one row per head and sample")
     pr.add_argument("--protocol", default="lofo", help="whose heads (default lofo: one per held-out flight and seed)")
-    pr.add_argument("--force", action="store_true", help="replace existing output files")
+    pr.add_argument("--force", action="store_true", help="replace existing output files (never the run's own)")
+    pr.add_argument(
+        "--allow-shift",
+        action="store_true",
+        help="predict (with a warning) where feature or pixel statistics are far from the training campaign's",
+    )
     pr.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("checkpoint", help="inspect a checkpoint safely (weights_only=True: no code runs)")

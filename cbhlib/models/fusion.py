@@ -18,7 +18,7 @@ Modes:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ from torch import nn
 from cbhlib.fields import opt
 
 MODES = ("image_only", "physical_only", "concat", "attention")
+MAX_LAYERS = 8  # per list of widths (a head is a few layers; 300 x 4096 would need gigabytes)
+MAX_HEAD_PARAMS = 20_000_000  # one head (80 MB of float32 weights)
+MAX_INPUT_DIM = 65_536  # image embedding width or number of physical features
 IMAGE_MODES = ("image_only", "concat", "attention")
 PHYSICAL_MODES = ("physical_only", "concat", "attention")
 
@@ -44,6 +47,48 @@ class HeadConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def problem(self, mode: str | None = None, img_dim: int = 0, n_phys: int = 0) -> str | None:
+        """Why this head cannot be built or is too large (checked before anything is allocated), or None.
+
+        With ``mode``, the parameters of one head of that mode are counted on the meta device.
+        """
+        for f in fields(self):
+            meta, v = f.metadata, getattr(self, f.name)
+            items = v if isinstance(v, list) else [v]
+            if isinstance(v, list) and not 1 <= len(v) <= MAX_LAYERS:
+                return f"{f.name} = {_short(v)}: expected 1 to {MAX_LAYERS} layers"
+            for x in items:
+                if isinstance(x, bool) or not isinstance(x, int if "int" in str(f.type) else (int, float)):
+                    return f"{f.name} = {_short(v)}: expected {'integers' if 'int' in str(f.type) else 'numbers'}"
+                if (meta.get("min") is not None and x < meta["min"]) or (
+                    meta.get("max") is not None and x > meta["max"]
+                ):
+                    return f"{f.name} = {_short(v)}: expected values in {meta.get('min')}..{meta.get('max')}"
+        if self.attn_dim % self.attn_heads:
+            return f"attn_heads = {self.attn_heads} does not divide attn_dim = {self.attn_dim}"
+        if mode is None:
+            return None
+        if mode not in MODES or not (0 <= img_dim <= MAX_INPUT_DIM and 0 <= n_phys <= MAX_INPUT_DIM):
+            return (
+                f"mode {mode!r}, {img_dim} image and {n_phys} physical inputs: "
+                f"expected a mode of {MODES}, inputs <= {MAX_INPUT_DIM}"
+            )
+        try:
+            with torch.device("meta"):
+                n = sum(p.numel() for p in FusionHeads(mode, self, 1, img_dim, n_phys, seeds=[0]).parameters())
+        except ValueError as exc:
+            return str(exc)
+        if n > MAX_HEAD_PARAMS:
+            return (
+                f"about {n:.2g} parameters per head: expected at most {MAX_HEAD_PARAMS:.0e} (fewer or narrower layers)"
+            )
+        return None
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(v) if isinstance(v, list) else '?'} items)"
 
 
 class BLinear(nn.Module):

@@ -71,6 +71,8 @@ class UnitResult:
     pred: list[float]
     val_idx: list[int] = field(default_factory=list)
     val_pred: list[float] = field(default_factory=list)
+    cal_idx: list[int] = field(default_factory=list)  # training-side samples, each predicted by a model
+    cal_pred: list[float] = field(default_factory=list)  # fitted without its flight (flight-aware intervals)
     epoch_trained: int | None = None
     epochs_run: int | None = None
     best_val_loss: float | None = None
@@ -178,8 +180,11 @@ def unit_sha(*parts: Any) -> str:
 class UnitStore:
     """Reads and writes unit results of one run folder."""
 
-    def __init__(self, run: RunDir) -> None:
+    def __init__(self, run: RunDir, profile: dict[str, Any] | None = None) -> None:
+        """``profile``: what heads record about their training campaign (``training_campaign`` in each
+        checkpoint, as JSON), so that ``predict`` can compare a new campaign with it."""
         self.run = run
+        self.profile = profile
 
     def load(self, unit: Unit, sha: str) -> UnitResult | None:
         """The finished result of ``unit`` if it can be trusted and matches ``sha``, else None."""
@@ -204,6 +209,12 @@ class UnitStore:
     def save(self, result: UnitResult, checkpoint: dict[str, Any] | None = None) -> UnitResult:
         """Write the checkpoint (if any), then the result JSON last; both atomically."""
         if checkpoint is not None:
+            checkpoint = dict(checkpoint)
+            if self.profile is not None:
+                checkpoint["training_campaign"] = json.dumps(self.profile, sort_keys=True)
+            enc = checkpoint.get("encoder")
+            if isinstance(enc, str) and enc and (self.run.root / enc).is_file():
+                checkpoint["encoder_sha256"] = file_sha256(self.run.root / enc)  # predict verifies it
             ck = self.run.unit_checkpoint(result.model, result.protocol, result.fold_id, result.seed)
             save_checkpoint(checkpoint, ck)
             result.checkpoint = self.run.relative(ck)
@@ -212,12 +223,27 @@ class UnitStore:
         atomic_write_text(path, json.dumps(result.to_json(), indent=1) + "\n")
         return result
 
-    def read_all(self, model: str, protocol: str) -> list[UnitResult]:
-        """Every readable, verified result of a model and protocol (damaged ones are skipped with a warning)."""
+    def read_all(self, model: str, protocol: str, strict: bool = False) -> list[UnitResult]:
+        """Every readable, verified result of a model and protocol.
+
+        Damaged ones are skipped with a warning; with ``strict`` (``predict``) they are refused,
+        as is a file whose fold or seed is not the one its name says (a copied unit file).
+        """
         out = []
-        for _, _, path in self.run.unit_files(model, protocol):
+        for fold, seed, path in self.run.unit_files(model, protocol):
             try:
-                out.append(UnitResult.from_json(json.loads(path.read_text()), path))
-            except (UnitFileError, json.JSONDecodeError, OSError, TypeError, ValueError) as exc:
+                res = UnitResult.from_json(json.loads(path.read_text()), path)
+                if strict and (res.fold_id, res.seed, res.model, res.protocol) != (fold, seed, model, protocol):
+                    raise UnitFileError(
+                        f"{path}: expected the unit of {model}/{protocol} fold {fold} seed {seed} (its name); "
+                        f"found {res.model}/{res.protocol} fold {res.fold_id} seed {res.seed} (a copied file?)"
+                    )
+                out.append(res)
+            except (UnitFileError, json.JSONDecodeError, OSError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                if strict:
+                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise UnitFileError(
+                        msg if msg.startswith(str(path)) else f"{path}: unreadable unit file: {msg}"
+                    ) from None
                 log.warning("skipping %s: %s", path, str(exc).splitlines()[0])
         return out

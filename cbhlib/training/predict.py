@@ -1,16 +1,22 @@
 """Apply a finished run to a campaign file: every saved head, with its own scalers and encoder.
 
 Each unit's checkpoint holds its head's weights, architecture, fitted scalers, label
-scale, feature names and the encoder it was trained on, so a head rebuilds from its file
-(as nanoGPT's ``model_args``). ``predict`` returns one row per (unit, sample) and the
-ensemble mean and sd over units per sample.
+scale, feature names, the encoder it was trained on and a profile of its training
+campaign, so a head rebuilds from its file (as nanoGPT's ``model_args``). Nothing loaded
+is trusted: checkpoints must lie inside the run folder and match the sha256 their unit
+files record, head sizes are checked before anything is allocated, and the campaign is
+compared with what the heads were trained on (``cbhlib.training.inputcheck``).
+``predict`` writes nothing into the run folder (a read-only archived run can be applied)
+and returns one row per (unit, sample) and the ensemble mean and sd over units per sample.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,8 +28,12 @@ from cbhlib.evaluation import imagestats
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
 from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
-from cbhlib.store.units import UnitStore
-from cbhlib.training.embed import embed_campaign
+from cbhlib.store.units import UnitResult, UnitStore
+from cbhlib.training import inputcheck as ic
+from cbhlib.training.embed import Embeddings, embed_campaign
+from cbhlib.training.pretrain import load_encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,87 +52,221 @@ class Head:
     feature_names: list[str]
     encoder: str  # encoder checkpoint, relative to the run folder ("" for physical_only)
     regions: int = 4  # image regions per side of the attention mode's tokens
+    path: Path = field(default_factory=Path)  # the checkpoint
+    profile: dict[str, Any] | None = None  # the training campaign (None: trained before profiles)
+    encoder_sha256: str | None = None  # recorded at training (None: older checkpoints)
+
+    @property
+    def what(self) -> str:
+        return f"{self.model} (fold {self.fold_id}, seed {self.seed})"
+
+
+def _number(ck: dict[str, Any], key: str, path: object, lo: float, hi: float) -> float:
+    v = ck.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= float(v) <= hi:
+        raise CheckpointError(f"{path}: {key}: expected a number in {lo:g}..{hi:g}; found {v!r:.60}")
+    return float(v)
+
+
+def _head_net(ck: dict[str, Any], path: object) -> FusionHeads:
+    """The head's module, its size checked (on the meta device) before anything is allocated."""
+    try:
+        raw = json.loads(ck["head_config"])
+        cfg = HeadConfig(**raw) if isinstance(raw, dict) else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: head_config: expected a head architecture; found {type(exc).__name__}"
+        ) from None
+    if cfg is None:
+        raise CheckpointError(f"{path}: head_config: expected a mapping; found {type(raw).__name__}")
+    mode = ck.get("mode")
+    img_dim, n_phys = int(_number(ck, "img_dim", path, 0, 65536)), int(_number(ck, "n_phys", path, 0, 65536))
+    problem = cfg.problem(mode if isinstance(mode, str) else repr(mode), img_dim, n_phys)
+    if problem:
+        raise CheckpointError(f"{path}: head_config refused: {problem}")
+    state = ck.get("model_state_dict")
+    if isinstance(state, dict) and any(str(k).startswith("encoder.") for k in state):
+        raise CheckpointError(
+            f"{path}: expected a head on a frozen encoder; found a fine-tuned head with its own encoder "
+            "weights, which predict does not apply (predict with the model it was fine-tuned from)"
+        )
+    with torch.device("meta"):
+        want = {
+            k: tuple(v.shape) for k, v in FusionHeads(mode, cfg, 1, img_dim, n_phys, seeds=[0]).state_dict().items()
+        }
+    got = (
+        {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    )
+    if want != got:
+        diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
+        raise CheckpointError(
+            f"{path}: model_state_dict: expected the {len(want)} tensors of its head_config; found "
+            f"{len(got)} ({diff[0]}: {got.get(diff[0], 'missing')} vs {want.get(diff[0], 'not expected')})"
+        )
+    net = FusionHeads(mode, cfg, 1, img_dim, n_phys, seeds=[0])
+    net.load_state_dict(state)
+    return net.eval()
 
 
 def load_head(path: str | Path) -> Head:
-    """Rebuild a head from its unit checkpoint (``weights_only=True``)."""
+    """Rebuild a head from its unit checkpoint (``weights_only=True``), refusing anything inconsistent."""
     ck = load_checkpoint(path)
+    net = _head_net(ck, path)
     try:
-        cfg = HeadConfig(**json.loads(ck["head_config"]))
-        net = FusionHeads(ck["mode"], cfg, 1, int(ck["img_dim"]), int(ck["n_phys"]), seeds=[0])
-        net.load_state_dict(ck["model_state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: not a loadable head checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
-    net.eval()
-    return Head(
-        ck.get("model", ck["mode"]),
-        ck["mode"],
-        int(ck["fold_id"]),
-        int(ck["seed"]),
-        ck["test_flight"],
-        net,
-        {k: v.numpy() for k, v in ck["scalers"].items()},
-        float(ck["y_mean"]),
-        float(ck["y_std"]),
-        list(ck["feature_names"]),
-        str(ck.get("encoder", "")),
-        int(ck.get("regions", 4)),
-    )
+        scalers = {str(k): v.numpy() for k, v in ck["scalers"].items()}
+        head = Head(
+            str(ck.get("model", ck["mode"])),
+            ck["mode"],
+            int(ck["fold_id"]),
+            int(ck["seed"]),
+            str(ck["test_flight"]),
+            net,
+            scalers,
+            _number(ck, "y_mean", path, -100, 100),
+            _number(ck, "y_std", path, 1e-6, 100),
+            [str(n) for n in ck["feature_names"]],
+            str(ck.get("encoder", "")),
+            int(_number(ck, "regions", path, 1, 64)) if "regions" in ck else 4,
+            Path(path),
+            ic.read_profile(ck.get("training_campaign"), path),
+            ck.get("encoder_sha256"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: not a loadable head checkpoint ({type(exc).__name__}: {exc})") from None
+    sizes = {"phys": net.n_phys, "img": net.img_dim}
+    for key, v in scalers.items():
+        n = sizes.get(key.split("_")[0])
+        if n is None or v.shape != (n,) or not np.isfinite(v).all():
+            raise CheckpointError(f"{path}: scalers/{key}: expected {n} finite values; found shape {v.shape}")
+    if head.mode in PHYSICAL_MODES and len(head.feature_names) != net.n_phys:
+        raise CheckpointError(f"{path}: feature_names: expected {net.n_phys} names; found {len(head.feature_names)}")
+    return head
 
 
 def load_heads(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[Head]:
-    """Every verified head of a model and protocol in a run folder."""
+    """Every head of a model and protocol in a run folder, each checkpoint verified against its unit file.
+
+    Raises:
+        CbhError: a unit file damaged or copied, a checkpoint outside the run folder, replaced
+            or altered (sha256), or not the unit's; a model without saved heads.
+    """
     run = RunDir(run_dir)
-    units = UnitStore(run).read_all(model, protocol)
+    units = UnitStore(run).read_all(model, protocol, strict=True)
     if not units:
         raise CbhError(f"{run.root}: expected finished units of model '{model}' under {protocol}; found none")
-    return [load_head(run.root / u.checkpoint) for u in units if u.checkpoint]
-
-
-def _features(head: Head, camp: Campaign) -> np.ndarray:
-    if head.model == "image_stats_mlp":
-        return imagestats.campaign_statistics(camp)
-    X, names = camp.feature_matrix()
-    where = {n: i for i, n in enumerate(names)}
-    missing = [n for n in head.feature_names if n not in where]
-    if missing:
+    saved = [u for u in units if u.checkpoint]
+    if not saved:
         raise CbhError(
-            f"{camp.path}: features: expected {', '.join(missing)} (the model was trained on them); "
-            f"found {', '.join(names) or 'none'}"
+            f"{run.root}: --model {model}: expected a model with saved heads (a fusion mode or neural baseline); "
+            f"found {len(units)} units without checkpoints (baselines are refitted, not saved)"
         )
-    return X[:, [where[n] for n in head.feature_names]]
+    return [_verified_head(run, u) for u in saved]
+
+
+def _verified_head(run: RunDir, u: UnitResult) -> Head:
+    source = run.unit_json(u.model, u.protocol, u.fold_id, u.seed)
+    path = ic.inside_run(run.root, u.checkpoint, source, "checkpoint")
+    ic.verify_sha(path, u.checkpoint_sha256, source)
+    head = load_head(path)
+    if (head.model, head.fold_id, head.seed, head.test_flight) != (u.model, u.fold_id, u.seed, u.test_flight):
+        raise CheckpointError(
+            f"{path}: expected the head of {u.model} fold {u.fold_id} seed {u.seed} ({u.test_flight}); found "
+            f"{head.model} fold {head.fold_id} seed {head.seed} ({head.test_flight})"
+        )
+    if head.mode in IMAGE_MODES:
+        enc = ic.inside_run(run.root, head.encoder, path, "encoder")
+        if head.encoder_sha256 is not None:
+            ic.verify_sha(enc, head.encoder_sha256, path)
+    return head
+
+
+def _features(head: Head, camp: Campaign, allow_shift: bool) -> np.ndarray:
+    """The head's feature columns of ``camp``, units converted where safe, statistics checked."""
+    if head.model == "image_stats_mlp":
+        ic.check_image_format(camp, head.profile, None, head.model)
+        X, notes = imagestats.campaign_statistics(camp).astype(np.float64), []
+    else:
+        A, names = camp.feature_matrix()
+        where = {n: i for i, n in enumerate(names)}
+        missing = [n for n in head.feature_names if n not in where]
+        if missing:
+            raise CbhError(
+                f"{camp.path}: features: expected {', '.join(missing)} (the model was trained on them); "
+                f"found {', '.join(names) or 'none'}"
+            )
+        X, notes = ic.match_units(
+            A[:, [where[n] for n in head.feature_names]], head.feature_names, head.profile, camp, head.model
+        )
+    for note in notes:
+        log.warning(note)
+    ic.check_feature_stats(
+        X, head.feature_names, head.scalers["phys_mean"], head.scalers["phys_scale"], camp, head.model, allow_shift
+    )
+    return X
+
+
+class _Encoders:
+    """Embeddings of the campaign per encoder, computed once per call and kept in memory (no cache file is
+    written, so a read-only run folder can be applied)."""
+
+    def __init__(self, run: RunDir, camp: Campaign, allow_shift: bool) -> None:
+        self.run, self.camp, self.allow_shift = run, camp, allow_shift
+        self.done: dict[tuple[str, int], Embeddings] = {}
+
+    def get(self, h: Head) -> Embeddings:
+        key = (h.encoder, h.regions)
+        if key not in self.done:
+            path = self.run.root / h.encoder
+            model, ck = load_encoder(path)
+            ic.check_image_format(self.camp, h.profile, tuple(int(g) for g in ck["geometry"]), h.model)
+            ic.check_pixel_stats(self.camp, model, h.model, self.allow_shift)
+            self.done[key] = embed_campaign(self.camp, path, None, (h.regions, h.regions), progress=False)
+        return self.done[key]
 
 
 @torch.no_grad()
 def predict(
-    run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lofo"
+    run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lofo", allow_shift: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions of every head of ``model`` on ``camp``.
+
+    Args:
+        allow_shift: predict (with a warning) where the campaign's feature or pixel statistics are far
+            from the training campaign's; shapes, dtypes and units are always refused.
 
     Returns:
         (per unit: model, fold, seed, test_flight, sample, pred_km; per sample: flight,
         time_utc, lat, lon, pred_km (ensemble mean over units), pred_sd_km, n_units).
+
+    Raises:
+        CbhError: one line, for anything the checks in this module's docstring refuse.
     """
     run = RunDir(run_dir)
     heads = load_heads(run, model, protocol)
+    if any(h.profile is None for h in heads):
+        log.warning(
+            "%s: the heads of %s record no training-campaign profile (trained before they were recorded): "
+            "feature units and image dtype cannot be compared; shapes and statistics are",
+            run.root,
+            model,
+        )
+    encoders = _Encoders(run, camp, allow_shift)
     rows = []
     for h in heads:
         inputs: dict[str, torch.Tensor] = {}
         if h.mode in PHYSICAL_MODES:
-            X = _features(h, camp)
+            X = _features(h, camp, allow_shift)
             med, mean, scale = h.scalers["phys_median"], h.scalers["phys_mean"], h.scalers["phys_scale"]
             X = np.where(np.isnan(X), med[None], X)
             inputs["phys"] = torch.from_numpy(((X - mean) / scale).astype(np.float32))[None]
         if h.mode in IMAGE_MODES:
-            if not camp.has_images:
-                raise CbhError(f"{camp.path}: model '{model}' needs images; the campaign has none")
-            emb = embed_campaign(camp, run.root / h.encoder, run.cache, (h.regions, h.regions), progress=False)
+            emb = encoders.get(h)
             e = (emb.pooled - h.scalers["img_mean"]) / h.scalers["img_std"]
             inputs["img"] = torch.from_numpy(e.astype(np.float32))[None]
             inputs["regions"] = torch.from_numpy(emb.regions.astype(np.float32))[None]
         pred, _ = h.net(**inputs)
+        pred_km = pred[0].numpy().astype(float) * h.y_std + h.y_mean
+        ic.check_predictions(pred_km, h.path, f"the head of {h.what}")
         rows.append(
             pd.DataFrame(
                 {
@@ -131,7 +275,7 @@ def predict(
                     "seed": h.seed,
                     "test_flight": h.test_flight,
                     "sample": np.arange(camp.n_samples),
-                    "pred_km": pred[0].numpy().astype(float) * h.y_std + h.y_mean,
+                    "pred_km": pred_km,
                 }
             )
         )
