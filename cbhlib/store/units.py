@@ -71,8 +71,6 @@ class UnitResult:
     pred: list[float]
     val_idx: list[int] = field(default_factory=list)
     val_pred: list[float] = field(default_factory=list)
-    cal_idx: list[int] = field(default_factory=list)  # training-side samples, each predicted by a model
-    cal_pred: list[float] = field(default_factory=list)  # fitted without its flight (flight-aware intervals)
     epoch_trained: int | None = None
     epochs_run: int | None = None
     best_val_loss: float | None = None
