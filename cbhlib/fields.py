@@ -102,10 +102,9 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
         raise ParamsError(source, key, type_name(tp), _found(value))
     if origin is list:
         (inner,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # a single value where a list is expected: `seeds: 3` -> [3]
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(source, key, f"a list of {type_name(inner)}", _found(value))
+        if not isinstance(value, (list, tuple)):  # `seeds=3` is not `seeds=[3]`: say how to write one value
+            one = f"; for one value write {key}=[{value}]" if isinstance(value, (str, int, float)) else ""
+            raise ParamsError(source, key, f"a list of {type_name(inner)} in brackets{one}", _found(value))
         return [coerce(source, f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):

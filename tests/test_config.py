@@ -177,3 +177,22 @@ def test_notebook_sync_keeps_cell_ids(tmp_path: Path) -> None:
     after = json.loads((tmp_path / "01_explore_campaign.ipynb").read_text())["cells"]
     changed = [i for i, c in enumerate(after) if c["id"] != before[i]]
     assert len(changed) == 1 and "CBH per flight" in "".join(after[changed[0]]["source"])
+
+
+def test_a_single_value_for_a_list_setting_is_refused_with_how_to_write_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        ParamsError,
+        match=r"parameter 'seeds': expected a list of int in brackets; for one value "
+        r"write seeds=\[3\]; found 3 \(int\)",
+    ):
+        load_config(overrides=parse_sets(["seeds=3"]))
+    with pytest.raises(ParamsError, match=r"protocols=\[lofo\]"):
+        load_config({"protocols": "lofo"})
+    assert load_config(overrides=parse_sets(["seeds=[3]"])).seeds == [3]
+    monkeypatch.chdir(ROOT)
+    assert main(["run", "--run-name", "never-made", "--set", "seeds=3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "write seeds=[3]" in err
+    assert not (ROOT / "runs" / "never-made").exists()

@@ -40,7 +40,7 @@ def _project_root_or_fail(pipeline: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from cbhlib.config import parse_sets
     from cbhlib.data.campaign import validate_campaign
-    from cbhlib.pipeline.execute import raise_on_failure, run_pipeline
+    from cbhlib.pipeline.execute import plan_steps, raise_on_failure, run_pipeline
     from cbhlib.pipeline.spec import load_pipeline
     from cbhlib.store.rundir import RunDir, check_run_name
 
@@ -52,6 +52,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         pipe.campaign, pipe.synthetic_preset = a.campaign, None
     overrides = parse_sets(a.set, "--set")
     only = [s for part in (a.only or []) for s in part.split(",") if s]
+    plan_steps(pipe, only or None, overrides, a.force, warn=False)  # settings checked before any work
     executor = None
     if a.workers or a.scheduler or a.cluster:
         from cbhlib.pipeline.distributed import make_executor
@@ -79,6 +80,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             out=None if a.quiet else sys.stdout,
             has_images=camp.has_images,
             executor=executor,
+            force=a.force,
         )
     finally:
         if executor is not None:
@@ -135,6 +137,7 @@ def register(sub: Any) -> None:
         "--set", action="append", metavar="KEY=VALUE", help="override a setting in every step (cbh params lists them)"
     )
     r.add_argument("--no-html", action="store_true", help="skip HTML rendering and index.html")
+    r.add_argument("--force", action="store_true", help="rerun a run folder with other settings, replacing its results")
     r.add_argument("--quiet", action="store_true", help="no per-step and per-unit progress lines")
     r.add_argument(
         "--workers", type=int, default=0, help="run independent steps on a local Dask cluster of N processes"

@@ -149,6 +149,61 @@ def _log_step(run_root: Path, res: StepResult) -> None:
         fh.write(json.dumps({**asdict(res), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 
+RESULT_NEUTRAL = ("progress", "threads", "device", "run_dir")  # settings that do not change a run's results
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_changes(run_root: Path, configs: dict[str, Config]) -> list[str]:
+    """``key (old -> new)`` for every setting that differs from the one a step of this run folder last ran with."""
+    run, changes = RunDir(run_root), {}
+    for name, cfg in configs.items():
+        path = run.step_config(name)
+        try:
+            old = _flat(yaml.safe_load(path.read_text())) if path.is_file() else {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        new = _flat(cfg.to_nested())
+        for key in sorted(old.keys() & new.keys()):
+            if key not in RESULT_NEUTRAL and old[key] != new[key]:
+                changes.setdefault(key, f"{key} ({old[key]!r} -> {new[key]!r})")
+    return list(changes.values())
+
+
+def plan_steps(
+    pipe: Pipeline,
+    only: list[str] | None,
+    overrides: dict[str, Any] | None,
+    force: bool = False,
+    root: Path = Path("."),
+    warn: bool = True,
+) -> dict[str, Config]:
+    """Every selected step's checked config; a run folder made with other settings is refused unless ``force``."""
+    run = RunDir.named(pipe.run_name)
+    sets = check_overrides(overrides or {})
+    configs = {s.name: step_config(pipe, s, run, sets) for s in select(pipe, only)}  # every error before a notebook
+    changes = settings_changes(root / run.root, configs)
+    if changes and not force:
+        more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
+        raise CbhError(
+            f"{run.root}: expected the settings this run was made with (its results would be replaced); found "
+            f"{', '.join(changes[:4])}{more}: choose another --run-name to keep both, or pass --force to replace them"
+        )
+    if changes and warn:
+        log.warning("%s: --force: replacing results made with other settings: %s", run.root, ", ".join(changes))
+    return configs
+
+
 def run_pipeline(
     pipe: Pipeline,
     only: list[str] | None = None,
@@ -158,8 +213,12 @@ def run_pipeline(
     root: str | Path = ".",
     has_images: bool = True,
     executor: Any = None,
+    force: bool = False,
 ) -> list[StepResult]:
     """Execute the pipeline's notebooks (serially, or on ``executor``), then write the index.
+
+    Args:
+        force: run even where the run folder's steps ran with other settings (see :func:`plan_steps`).
 
     Returns:
         Every selected step's result, in pipeline order.
@@ -170,8 +229,7 @@ def run_pipeline(
     root = Path(root)
     run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
-    sets = check_overrides(overrides or {})
-    configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before any notebook runs
+    configs = plan_steps(pipe, only, overrides, force, root)
 
     def say(msg: str) -> None:
         """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""

@@ -10,6 +10,8 @@ random generator.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import logging
 import os
 import platform
@@ -22,9 +24,9 @@ import numpy as np
 import yaml
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.config import Config, config_from_namespace
+from cbhlib.config import Config, by_name, config_from_namespace
 from cbhlib.constants import DEFAULT_CAMPAIGN
-from cbhlib.errors import CbhError
+from cbhlib.errors import CbhError, ParamsError
 from cbhlib.store.rundir import RunDir
 
 MARKER = Path("params") / "pipeline.yaml"
@@ -78,11 +80,38 @@ def ensure_default_campaign(cfg: Config) -> None:
         synth.ensure_campaign(synth.preset("default"), cfg.campaign)
 
 
+def injected_names(ns: Mapping[str, Any]) -> list[str]:
+    """Names assigned by papermill's injected parameters cell (``# Parameters`` in the kernel's history)."""
+    names: list[str] = []
+    for src in ns.get("In") or []:
+        if not isinstance(src, str) or not src.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_injected(ns: Mapping[str, Any]) -> None:
+    """Refuse a papermill ``-p`` name that is no setting (``train_epoch``), with the closest notebook name."""
+    known = by_name()
+    for name in injected_names(ns):
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else " (`cbh params` lists them; notebook names use _)"
+            raise ParamsError("papermill parameters (-p)", name, "a setting of this notebook" + hint, "an unknown name")
+
+
 def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.Generator]:
     """Config, run folder and random generator of a notebook (see the module docstring)."""
     root = find_project_root()
     if Path.cwd().resolve() != root:
         os.chdir(root)
+    check_injected(ns)
     cfg = config_from_namespace(ns)
     if cfg.threads:
         import torch

@@ -1,0 +1,74 @@
+"""No silently wrong work (issue 22 item 4): a changed rerun of a run folder and a papermill typo are refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cbhlib.cli import main
+from cbhlib.config import load_config
+from cbhlib.errors import CbhError
+from cbhlib.pipeline.execute import plan_steps, settings_changes
+from cbhlib.pipeline.spec import load_pipeline
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _ran(project: Path, name: str, **settings: object) -> None:
+    """A run folder whose explore step ran with these settings (as config/<step>.yaml records them)."""
+    cfg = load_config(settings, ("paths", {"campaign": "data/mine.h5", "run_dir": f"runs/{name}"}))
+    path = project / "runs" / name / "config" / "explore.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(cfg.to_nested()))
+
+
+def test_a_rerun_with_other_settings_is_refused_and_says_what_changed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ran(project, "mine", seeds=[0], explore={"images_per_flight": 2})
+    code = main(["run", "--run-name", "mine", "--campaign", "data/mine.h5", "--only", "explore", "--set", "seeds=[1]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "seeds ([0] -> [1])" in err and "explore.images_per_flight (2 -> 3)" in err and "--force" in err
+    assert "another --run-name" in err
+
+
+def test_same_settings_pass_and_force_replaces(project: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _ran(project, "mine", seeds=[0], progress=True, threads=2)
+    pipe = load_pipeline("params/pipeline.yaml")
+    pipe.run_name, pipe.campaign = "mine", "data/mine.h5"
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]})  # progress and threads do not change results
+    with pytest.raises(CbhError, match=r"seeds \(\[0\] -> \[0, 1\]\)"):
+        plan_steps(pipe, ["explore"], {"seeds": [0, 1]})
+    assert plan_steps(pipe, ["explore"], {"seeds": [0, 1]}, force=True)
+    assert "--force: replacing results made with other settings: seeds ([0] -> [0, 1])" in caplog.text
+    assert settings_changes(Path("runs/never-ran"), {}) == []
+
+
+def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    (tmp_path / "data").mkdir()
+    shutil.copy(tiny_campaign, tmp_path / "data" / "synthetic_default.h5")
+    with pytest.raises(PapermillExecutionError, match=r"parameter 'train_epoch'.*did you mean 'train_epochs'\?"):
+        papermill.execute_notebook(
+            str(tmp_path / "notebooks" / "01_explore_campaign.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+            parameters={"train_epoch": 3, "progress": False},
+        )
+    assert not (tmp_path / "runs" / "interactive" / "figures").exists()  # refused before any work
