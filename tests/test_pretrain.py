@@ -3,6 +3,7 @@ allows, follows the unit seed, and is never run on the side."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,26 @@ def test_reconstructions_fill_only_masked_patches(pool_file: Path, tmp_path: Pat
     assert 0.6 < m.mean() < 0.9
     np.testing.assert_allclose(rec["reconstruction"][~m], rec["input"][~m], rtol=1e-5)
     assert np.isnan(rec["masked"][m]).all() and (rec["error"][~m] == 0).all()
+
+
+def test_a_step_with_other_encoder_settings_says_which_differ_in_notebook_names(
+    tmp_path: Path, pool_file: Path
+) -> None:
+    """Issue 22 item 6: pretrain_epochs changed in the pretraining notebook only."""
+    from cbhlib.training.encoders import ensure, required, settings_key, settings_names
+
+    camp, run = Campaign(pool_file), RunDir(tmp_path / "run")
+    pretrained = load_config({"pretrain_epochs": 2, "encoder_patch": 4, "seeds": [0]})
+    key = settings_key(pretrained, camp)
+    run.encoder_dir(key).mkdir(parents=True)
+    run.encoder_settings(key).write_text(json.dumps(settings_names(pretrained, camp)))
+    here = load_config({"seeds": [0]})
+    with pytest.raises(CbhError) as info:
+        ensure(here, camp, run, required(here, camp), allow_train=False)
+    msg = str(info.value)
+    assert "pretrain_epochs = 2 for the existing encoders, 8 here" in msg
+    assert "encoder_patch = 4 for the existing encoders, 8 here" in msg and "pretrain_missing = 'pretrain'" in msg
+    assert "pretrain.epochs" not in msg and "run the pretrain step first" not in msg
+    empty = RunDir(tmp_path / "empty")
+    with pytest.raises(CbhError, match="run the pretrain step first"):
+        ensure(here, camp, empty, required(here, camp), allow_train=False)

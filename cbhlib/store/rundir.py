@@ -179,6 +179,10 @@ class RunDir:
     def encoder_dir(self, settings: str) -> Path:
         return self.root / "encoders" / settings
 
+    def encoder_settings(self, settings: str) -> Path:
+        """The settings an encoder folder was made with (notebook names), to say how another step differs."""
+        return self.encoder_dir(settings) / "settings.json"
+
     def encoder(self, settings: str, scope: str, seed: int) -> Path:
         return self.encoder_dir(settings) / f"{scope}_seed{seed}.pt"
 

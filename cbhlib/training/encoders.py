@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.frames import ALL, Scope
@@ -41,6 +42,32 @@ def settings_key(cfg: Config, camp: Campaign) -> str:
         {"encoder": cfg.encoder.to_dict(), "pretrain": recipe, "campaign": camp.fingerprint()}, sort_keys=True
     )
     return f"{cfg.encoder.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def settings_names(cfg: Config, camp: Campaign) -> dict[str, object]:
+    """What :func:`settings_key` hashes, by notebook parameter name (``pretrain_epochs``)."""
+    out: dict[str, object] = {f"encoder_{k}": v for k, v in cfg.encoder.to_dict().items()}
+    out.update({f"pretrain_{k}": v for k, v in asdict(cfg.pretrain).items() if k not in _NOT_RECIPE})
+    out["campaign (file contents)"] = camp.fingerprint()[:12]
+    return out
+
+
+def _differences(run: RunDir, key: str, mine: dict[str, object]) -> str:
+    """How the closest existing encoder folder's settings differ from ``mine`` ("" if there is none)."""
+    best: list[str] | None = None
+    for folder in sorted(run.encoder_dir(key).parent.glob("*")) if run.encoder_dir(key).parent.is_dir() else []:
+        try:
+            theirs = json.loads(run.encoder_settings(folder.name).read_text())
+        except (OSError, ValueError):
+            continue
+        diff = [
+            f"{n} = {theirs[n]!r} for the existing encoders, {mine[n]!r} here"
+            for n in mine
+            if n in theirs and theirs[n] != mine[n]
+        ]
+        if diff and (best is None or len(diff) < len(best)):
+            best = diff
+    return "; ".join(best or [])
 
 
 def encoder_seed(cfg: Config, unit_seed: int) -> int:
@@ -107,13 +134,23 @@ def ensure(
     key = settings_key(cfg, camp)
     out: dict[tuple[str, int], Path] = {}
     missing = [(sc, s) for sc, s in needed if not sc.untrained and not run.encoder(key, sc.key, s).exists()]
+    mine = settings_names(cfg, camp)
     if missing and not allow_train:
         names = ", ".join(f"{sc.key}_seed{s}" for sc, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        diff = _differences(run, key, mine)
+        how = (
+            f"this run's encoders were pretrained with other settings: {diff}; make them match (the same "
+            "values in both notebooks' parameters cells, or the same params/encoder.yaml for cbh run), or"
+            if diff
+            else "run the {step} step first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or"
+        ).format(step=step)
         raise CbhError(
-            f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): run the {step} step "
-            "first (cbh run --only pretrain, or notebooks/01b_pretrain_encoder), or set "
-            "pretrain.missing: pretrain"
+            f"{run.encoder_dir(key)}: encoders for {key} are missing ({names}): {how} set "
+            "pretrain_missing = 'pretrain' (pretrain.missing: pretrain) to pretrain them here"
         )
+    if needed and not run.encoder_settings(key).exists():
+        run.encoder_dir(key).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.encoder_settings(key), json.dumps(mine, indent=1, default=str))
     todo = [(sc, s) for sc, s in needed if not run.encoder(key, sc.key, s).exists()]
     for sc, s in needed:
         if (sc, s) not in todo:
