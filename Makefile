@@ -20,7 +20,7 @@ $(VENV)/.torch: | $(PY)
 	@touch $@
 
 $(VENV)/.notebooks: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[notebooks]"
+	$(PIP) install -q -e ".[notebooks,dask]"
 	@touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.notebooks
@@ -28,6 +28,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.notebooks
 	@touch $@
 
 ## run: generate (or reuse) the synthetic campaign and execute every notebook into runs/default
+## (installs the notebooks extra with ipywidgets, and the dask extra so that `cbh run --workers N` works)
 run: $(VENV)/.notebooks
 	$(VENV)/bin/cbh run $(RUN_ARGS)
 

@@ -72,3 +72,24 @@ def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_
             parameters={"train_epoch": 3, "progress": False},
         )
     assert not (tmp_path / "runs" / "interactive" / "figures").exists()  # refused before any work
+
+
+def test_a_finished_kernel_is_shut_down_without_an_interrupt() -> None:
+    """Issue 22 item 9: no '[IPKernelApp] ERROR | KeyboardInterrupt' line after a successful notebook."""
+    import signal
+
+    from cbhlib.pipeline.execute import ipc_kernel_manager
+
+    km = ipc_kernel_manager()(kernel_name="python3")
+    km.start_kernel()
+    sent: list[int] = []
+    send = km.provisioner.send_signal
+
+    async def record(signum: int) -> None:
+        sent.append(signum)
+        await send(signum)
+
+    km.provisioner.send_signal = record
+    km.interrupt_kernel()  # while running, an interrupt still reaches the kernel
+    km.shutdown_kernel()
+    assert sent == [signal.SIGINT]

@@ -125,3 +125,45 @@ def test_run_paths_live_only_in_rundir() -> None:
             if re.search(r"[\"']runs[\"'/]|runs/", line) and not line.strip().startswith("#"):
                 hits.append(f"{path.name}:{i}: {line.strip()}")
     assert not hits, hits
+
+
+def test_make_run_installs_widgets_and_dask_and_shared_options_follow_the_command() -> None:
+    """Issue 22 item 9: no TqdmWarning on rendered pages, --workers after make run, --debug after the command."""
+    from cbhlib.cli import build_parser
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("ipywidgets") for d in extras["notebooks"])
+    make = (ROOT / "Makefile").read_text()
+    notebooks_target = make.split("$(VENV)/.notebooks:", 1)[1].split("\n\n", 1)[0]
+    assert '".[notebooks,dask]"' in notebooks_target and "run: $(VENV)/.notebooks" in make
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name in ("run", "sweep", "generate", "import-er2", "pretrain", "train", "predict", "validate"):
+        opts = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert {"--debug", "--quiet", "--verbose"} <= opts, name
+    assert parser.parse_args(["validate", "f.h5", "--debug"]).debug is True
+    assert parser.parse_args(["--debug", "validate", "f.h5"]).debug is True
+    assert parser.parse_args(["validate", "f.h5"]).debug is False
+
+
+def test_verbose_and_quiet_set_what_reaches_the_terminal(tmp_path: Path) -> None:
+    import logging
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    from cbhlib.data.campaign import write_campaign
+    from cbhlib.data.tabular import campaign_from_dataframe
+
+    df = pd.DataFrame({"flight": ["A"] * 3, "time_utc": 1.74e9 + np.arange(3.0), "lat": 33.0, "lon": -120.0})
+    path = write_campaign(tmp_path / "c.h5", campaign_from_dataframe(df, cbh=None, features={}))
+
+    def terminal_level() -> int:
+        return next(h.level for h in logging.getLogger("cbhlib").handlers if getattr(h, "_cbh", False))
+
+    for flag, level in (("--verbose", logging.INFO), ("--quiet", logging.ERROR), ("--debug", logging.DEBUG)):
+        assert main(["info", str(path), flag]) == 0
+        assert terminal_level() == level, flag
+    assert main(["info", str(path)]) == 0 and terminal_level() == logging.WARNING
+    assert os.environ.get("TQDM_DISABLE") != "1"  # --quiet turned progress bars off for its command only

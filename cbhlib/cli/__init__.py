@@ -32,17 +32,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in (data, run, model):
         group.register(sub)
+    for sp in sub.choices.values():  # the shared options work after the command too (cbh run --debug)
+        _shared_options(sp)
     return p
+
+
+def _shared_options(sp: argparse.ArgumentParser) -> None:
+    have = {o for action in sp._actions for o in action.option_strings}
+    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+    if "--quiet" not in have:
+        sp.add_argument("--quiet", action="store_true", help="only results and errors: no progress bars or warnings")
+    sp.add_argument("--verbose", action="store_true", help="also the library's info lines (what it reads, computes)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    tqdm_before = os.environ.get("TQDM_DISABLE")
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # progress bars of training and pretraining
+    try:
+        return _dispatch(args, quiet, verbose)
+    finally:
+        if tqdm_before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_before
+
+
+def _dispatch(args: argparse.Namespace, quiet: bool, verbose: bool) -> int:
     from cbhlib.pipeline.notebook import configure_logging
 
     configure_logging(
         None,
         level=logging.DEBUG if args.debug else logging.INFO,
-        stderr_level=logging.DEBUG if args.debug else logging.WARNING,
+        stderr_level=logging.DEBUG
+        if args.debug
+        else logging.INFO
+        if verbose
+        else logging.ERROR
+        if quiet
+        else logging.WARNING,
     )
     try:
         return int(args.func(args) or 0)

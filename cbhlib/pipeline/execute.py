@@ -81,6 +81,13 @@ def ipc_kernel_manager() -> type:
                 kw.setdefault("ip", os.path.join(tempfile.gettempdir(), f"cbh-kernel-{uuid.uuid4().hex[:12]}"))
             super().__init__(**kw)
 
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts before every shutdown request; an idle kernel then logs
+            # "[IPKernelApp] ERROR | KeyboardInterrupt" to the terminal. A finished notebook needs no interrupt
+            # (a busy one is still killed after the shutdown wait).
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
     return IPCKernelManager
 
 
