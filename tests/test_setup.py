@@ -122,7 +122,11 @@ def test_run_paths_live_only_in_rundir() -> None:
         if path.name in ("rundir.py", "constants.py", "config.py"):
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
-            if re.search(r"[\"']runs[\"'/]|runs/", line) and not line.strip().startswith("#"):
+            if (
+                re.search(r"[\"']runs[\"'/]|runs/", line)
+                and not line.strip().startswith("#")
+                and "add_parser(" not in line
+            ):
                 hits.append(f"{path.name}:{i}: {line.strip()}")
     assert not hits, hits
 

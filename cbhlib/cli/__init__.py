@@ -1,7 +1,8 @@
 """The ``cbh`` command. Errors for people: one line, non-zero exit, no traceback (``--debug`` shows it).
 
 One module per command group: :mod:`~cbhlib.cli.data` (campaign files),
-:mod:`~cbhlib.cli.run` (the pipeline), :mod:`~cbhlib.cli.model` (models); this module
+:mod:`~cbhlib.cli.run` (the pipeline), :mod:`~cbhlib.cli.model` (models), :mod:`~cbhlib.cli.runs`
+(finished runs); this module
 assembles the parser and turns errors into one line.
 """
 
@@ -12,7 +13,7 @@ import logging
 import os
 import sys
 
-from cbhlib.cli import data, model, run
+from cbhlib.cli import data, model, run, runs
 from cbhlib.errors import CbhError
 
 log = logging.getLogger("cbhlib.cli")
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for group in (data, run, model):
+    for group in (data, run, model, runs):
         group.register(sub)
     for sp in sub.choices.values():  # the shared options work after the command too (cbh run --debug)
         _shared_options(sp)

@@ -45,6 +45,13 @@ def _headline(run: RunDir, campaign: Path) -> list[dict[str, Any]]:
     return headline_table(load_predictions(run, camp)).to_dict("records")
 
 
+def _settings(run: RunDir) -> dict[str, Any]:
+    """The run's settings that differ from the defaults (from its steps' config files)."""
+    from cbhlib.pipeline.runlist import run_settings
+
+    return run_settings(run)
+
+
 def _maybe(path: Path) -> Any:
     try:
         return read_json(path) if path.exists() else None
@@ -69,6 +76,7 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
                 {"name": s.name, "status": s.status, "seconds": round(s.seconds, 1), "error": s.error} for s in steps
             ],
         },
+        "settings": _settings(run),
         "headline": _headline(run, Path(campaign)),
         "pretraining": _maybe(run.pretrain_summary),
         "comparison": _maybe(run.comparison_summary),
@@ -125,6 +133,17 @@ def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | P
         parts.append(f"<tr><td>{esc(s.name)}</td><td class='l'>{status}</td><td>{s.seconds:.1f}</td>{cells}</tr>")
     parts.append("</table></div>")
     parts += _headline_html(summary, run)
+    settings = summary.get("settings") or {}
+    parts.append(
+        "<h2>Settings</h2><p>What this run changed from the defaults (<code>cbh params</code> lists them all; "
+        "each step's full config is linked above):</p><div class='wrap'><table><tr><th class='l'>setting</th>"
+        "<th class='l'>value</th></tr>"
+        + "".join(
+            f"<tr><td class='l'><code>{esc(k)}</code></td><td class='l'>{esc(repr(v))}</td></tr>"
+            for k, v in settings.items()
+        )
+        + "</table></div>"
+    )
     found = (summary.get("comparison") or {}).get("findings")
     if found:
         parts.append(

@@ -49,6 +49,18 @@ class RunDir:
         """``runs/<name>`` under the project root; ``name`` must be a plain name."""
         return cls(Path(project_root) / RUNS_ROOT / check_run_name(name))
 
+    @classmethod
+    def all_named(cls, project_root: str | os.PathLike = ".") -> list[RunDir]:
+        """Every run folder under the project's runs folder that holds a ``summary.json``, by name."""
+        base = Path(project_root) / RUNS_ROOT
+        folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        return [cls(p) for p in folders if RUN_NAME.match(p.name) and (p / "summary.json").is_file()]
+
+    def step_configs(self) -> list[Path]:
+        """The resolved config of every step that ran (``config/<step>.yaml``), sorted."""
+        folder = self.root / "config"
+        return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
     @property
     def name(self) -> str:
         return self.root.name
