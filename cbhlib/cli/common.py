@@ -37,9 +37,17 @@ def _is_synthetic(path: Path) -> bool:
         return False
 
 
-def ensure_synthetic(preset: str, path: Path, overrides: dict[str, Any] | None = None, force: bool = False) -> bool:
-    """Generate (or reuse) a synthetic campaign at ``path``; refuse to replace any other file."""
+def ensure_synthetic(
+    preset: str, path: Path, overrides: dict[str, Any] | None = None, force: bool = False, source: object = "--set"
+) -> bool:
+    """Generate (or reuse) a synthetic campaign at ``path``; refuse to replace any other file.
+
+    ``overrides`` are type- and range-checked first (errors name ``source`` and the key).
+    """
     from cbhlib.sources import synth
+    from cbhlib.sources.synth_config import checked_overrides
+
+    overrides = checked_overrides(overrides or {}, source, synth.PRESETS.get(preset))
 
     if path.exists() and not force and not _is_synthetic(path):
         raise CbhError(

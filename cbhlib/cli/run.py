@@ -61,7 +61,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         if executor is None:
             return 0  # dry run: the job script was printed
     if pipe.synthetic_preset:
-        made = ensure_synthetic(pipe.synthetic_preset, Path(pipe.campaign), pipe.synthetic_set)
+        made = ensure_synthetic(
+            pipe.synthetic_preset, Path(pipe.campaign), pipe.synthetic_set, source=f"{a.pipeline}: synthetic_set"
+        )
         say(f"campaign {pipe.campaign}: {'generated' if made else 'cached (parameters unchanged)'}")
     camp = validate_campaign(pipe.campaign, scan_images=True)  # a broken file stops here, before any notebook
     if not camp.has_labels:

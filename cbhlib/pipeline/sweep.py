@@ -4,7 +4,10 @@ A sweep file (``params/sweep_shift.yaml``) names config layers, the models to sc
 grid: config keys (``encoder.patch: [4, 8]``, ``seeds: [[0], [1]]``), ``campaign`` files,
 or ``synthetic.<field>`` values, which generate the synthetic campaign of each point
 (e.g. ``synthetic.shift_strength: [0, 0.5, 1, 1.5, 2]``). Every point is its own run
-folder under the sweep's folder; finished units are reused, so a sweep resumes. With
+folder under the sweep's folder; finished units are reused, so a sweep resumes. Every point
+runs on the campaign the grid, ``set`` or the config layers name; a synthetic campaign is
+generated per point only for ``synthetic.*`` grid keys (or when no campaign is named at all).
+Models, grid values and campaigns of every point are checked before the first point runs. With
 ``--workers`` the points run as Dask tasks. The table has one row per point x model x
 protocol with mean and sd over seeds.
 """
@@ -21,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from cbhlib.config import NEURAL_BASELINES, load_config, read_yaml, resolve_key
+from cbhlib.constants import DEFAULT_CAMPAIGN
 from cbhlib.errors import ParamsError
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
@@ -44,9 +48,25 @@ class SweepFile:
     grid: dict[str, list[Any]] = opt({}, "setting -> values; the points are every combination")
 
 
-def load_sweep(path: str | Path) -> SweepFile:
+def _column(key: str) -> str:
+    """The table column of a grid key: ``shift_strength`` for ``synthetic.shift_strength``, else the key."""
+    return key.split(".", 1)[1] if key.startswith("synthetic.") else key
+
+
+def load_sweep(path: str | Path, root: str | Path = ".") -> SweepFile:
+    """Read a sweep file and check every point before any work: models, grid values, campaigns.
+
+    Raises:
+        ParamsError: naming the file, the key (``grid.encoder.patch``, point values) and what was found.
+    """
+    from cbhlib.evaluation.baselines import SKLEARN_BASELINES
+
     sw: SweepFile = parse_dataclass(SweepFile, read_yaml(path), path)
     RunDir.sweep(sw.name)  # a plain name
+    known = list(SKLEARN_BASELINES) + list(MODES) + list(NEURAL_BASELINES)
+    unknown = [m for m in sw.models if m not in known]
+    if unknown or not sw.models:
+        raise ParamsError(path, "models", f"models from {', '.join(known)}", repr(unknown or sw.models))
     if not sw.grid:
         raise ParamsError(path, "grid", "at least one setting with a list of values", "none")
     for key, values in sw.grid.items():
@@ -56,7 +76,52 @@ def load_sweep(path: str | Path) -> SweepFile:
             resolve_key(key, f"{path}: grid")
     for key in sw.set:
         resolve_key(key, f"{path}: set")
+    synthetic = [k for k in sw.grid if k.startswith("synthetic.")]
+    named = [f"{where}" for where, layer in [("set", sw.set), ("grid", sw.grid)] if "campaign" in layer]
+    if synthetic and named:
+        raise ParamsError(
+            path,
+            f"{named[0]}.campaign",
+            f"no campaign where the grid generates one per point ({synthetic[0]})",
+            repr((sw.set if named[0] == "set" else sw.grid)["campaign"]),
+        )
+    for i, point in enumerate(points(sw)):
+        _point_config(path, root, sw, i, point)  # every value type-checked before the first point trains
     return sw
+
+
+def _point_config(path: object, root: str | Path, sw: SweepFile, i: int, point: dict[str, Any]) -> Any:
+    """Point i's settings (checked) with the campaign it runs on: the grid's or ``set``'s or the
+    layers' campaign; a synthetic campaign of the preset only with synthetic.* grid keys or when
+    no campaign is named anywhere."""
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.sources import synth
+    from cbhlib.sources.synth_config import checked_overrides
+
+    base = Path(root)
+    synthetic = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("synthetic.")}
+    settings = {k: v for k, v in point.items() if not k.startswith("synthetic.")}
+    source = f"{path}: grid point {i} ({', '.join(f'{k}={v!r}' for k, v in point.items())})"
+    named = "campaign" in settings or "campaign" in sw.set
+    named = named or any("campaign" in read_yaml(base / p) for p in sw.params)
+    if synthetic or not named:
+        try:
+            checked_overrides(synthetic, source, synth.PRESETS.get(sw.preset))
+        except ParamsError as exc:
+            raise ParamsError(source, f"synthetic.{exc.key}", exc.expected, exc.found) from None
+        settings["campaign"] = str(RunDir.sweep(sw.name, i, base).root / "campaign.h5")
+    cfg = load_config(*[base / p for p in sw.params], ("sweep set", sw.set), (source, settings))
+    if not (synthetic or not named):
+        camp = Path(cfg.campaign) if Path(cfg.campaign).is_absolute() else base / cfg.campaign
+        if not camp.is_file() and cfg.campaign == DEFAULT_CAMPAIGN:
+            synth.ensure_campaign(synth.preset("default"), camp)  # the embedded default, as `cbh run` makes it
+        if not camp.is_file():
+            raise ParamsError(source, "campaign", "an existing campaign file", f"{str(camp)!r}: no such file")
+        images = [m for m in sw.models if m in IMAGE_MODES + NEURAL_BASELINES or m.startswith("image_stats")]
+        if images and not Campaign(camp).has_images:
+            raise ParamsError(path, "models", f"models that run without images ({camp} has none)", repr(images))
+        cfg.campaign = str(camp)
+    return cfg
 
 
 def points(sw: SweepFile) -> list[dict[str, Any]]:
@@ -82,19 +147,14 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
 
     base = Path(root)
     run = RunDir.sweep(sw.name, i, base)
+    cfg = _point_config("sweep", base, sw, i, point)
+    cfg.run_dir, cfg.progress = str(run.root), False
     synthetic = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("synthetic.")}
-    settings = {k: v for k, v in point.items() if not k.startswith("synthetic.")}
-    if synthetic or "campaign" not in settings:
+    if cfg.campaign == str(run.root / "campaign.h5"):
         from cbhlib.sources import synth
 
-        path = run.root / "campaign.h5"
-        synth.ensure_campaign(synth.preset(sw.preset, **synthetic), path)
-        settings["campaign"] = str(path)
-    cfg = load_config(
-        *[base / p for p in sw.params],
-        ("sweep set", sw.set),
-        (f"sweep point {i}", {**settings, "run_dir": str(run.root), "progress": False}),
-    )
+        synth.ensure_campaign(synth.preset(sw.preset, **synthetic), cfg.campaign)
+    log.info("sweep %s point %d: campaign %s", sw.name, i, cfg.campaign)
     camp = Campaign(cfg.campaign)
     run_baselines(cfg, camp, run, [m for m in sw.models if m not in MODES + NEURAL_BASELINES])
     neural = [m for m in sw.models if m in MODES + NEURAL_BASELINES]
@@ -103,13 +163,11 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
     for model in neural:
         if camp.has_images or (model == "physical_only"):
             run_mode(cfg, model, camp)
+        else:
+            log.warning("sweep %s point %d: %s skipped: %s has no images", sw.name, i, model, cfg.campaign)
     table = headline_table(load_predictions(run, camp, models=sw.models))
     for key, value in reversed(list(point.items())):
-        table.insert(
-            0,
-            key.split(".")[-1] if key.startswith("synthetic.") else key,
-            str(value) if isinstance(value, list) else value,
-        )
+        table.insert(0, _column(key), str(value) if isinstance(value, list) else value)
     return table.assign(point=i)
 
 
@@ -124,7 +182,9 @@ def run_sweep(
     from cbhlib import plots
     from cbhlib.atomic import atomic_write_text
 
-    sw = load_sweep(path)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ParamsError("--workers", "workers", "0 (serial) or a number of processes >= 1", repr(workers))
+    sw = load_sweep(path, root)
     grid = points(sw)
     folder = RunDir.sweep(sw.name, project_root=root).root
     tables: list[pd.DataFrame] = []
@@ -135,7 +195,10 @@ def run_sweep(
 
         from cbhlib.pipeline.distributed import local_cluster
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        cores = os.cpu_count() or 1
+        if workers > cores:
+            log.warning("--workers %d: more processes than the %d cores here; they will share them", workers, cores)
+        threads = max(1, cores // workers)
         with local_cluster(workers, threads, threads_per_worker=1) as cluster, Client(cluster) as client:
             if say and client.dashboard_link:
                 say(f"Dask dashboard: {client.dashboard_link}")
@@ -152,11 +215,18 @@ def run_sweep(
     table = pd.concat(tables, ignore_index=True).sort_values(["point", "protocol"], kind="stable")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "sweep.csv", table.to_csv(index=False))
-    x = next(iter(sw.grid)).split(".")[-1]
-    if pd.api.types.is_numeric_dtype(table[x]):
-        plots.sweep_lines(table[table["protocol"] == "lofo"], x=x, save_to=folder / "sweep.png")
+    x = _column(next(iter(sw.grid)))
+    lofo = table[table["protocol"] == "lofo"]
+    figure = folder / "sweep.png"
+    if not pd.api.types.is_numeric_dtype(table[x]):
+        why = f"no figure: its x axis, the first grid key ({x}), is not numeric"
+    elif lofo.empty:
+        why = "no figure: it plots LOFO rows and the sweep has none"
+    else:
+        plots.sweep_lines(lofo, x=x, save_to=figure)
+        why = ""
     if say:
-        say(f"wrote {folder / 'sweep.csv'} ({len(table)} rows) and {folder / 'sweep.png'}")
+        say(f"wrote {folder / 'sweep.csv'} ({len(table)} rows)" + (f" and {figure}" if not why else f"; {why}"))
     return table
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from cbhlib.errors import ParamsError
+from cbhlib.fields import check_constraints, coerce
 from cbhlib.sources import synth_era5, synth_images
 
 
@@ -145,3 +150,43 @@ def preset(name: str, **overrides: object) -> SynthConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown synthetic preset '{name}'; choose from {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides)  # type: ignore[arg-type]
+
+
+# what a user may set on a preset (`cbh generate --set`, a pipeline's synthetic_set, a sweep's
+# synthetic.* grid): (min, max) or choices; flights and regimes are code, not settings
+LIMITS: dict[str, dict[str, Any]] = {
+    "seed": {"min": 0, "max": 2**32 - 1},
+    "shift_strength": {"min": 0, "max": 10},
+    "feature_model": {"choices": ("calibrated", "easy")},
+    "n_scale": {"above": 0, "max": 20},
+    "unlabelled_factor": {"min": 0, "max": 50},
+    "image_channels": {"min": 1, "max": 16},
+    "image_height": {"min": 8, "max": 4096},
+    "image_width": {"min": 8, "max": 4096},
+    "lag1": {"min": 0, "max": 0.999},
+    "image_dtype": {"choices": ("float32", "uint16")},
+    "block": {"min": 1, "max": 4096},
+    "era5_smoothing": {"min": 1, "max": 10_000},
+    "bl_smoothing": {"min": 1, "max": 10_000},
+    "shadow_outlier_rate": {"min": 0, "max": 1},
+    "detection_failure_rate": {"min": 0, "max": 1},
+}
+
+
+def checked_overrides(overrides: Mapping[str, Any], source: object, base: SynthConfig | None = None) -> dict[str, Any]:
+    """Type- and range-check overrides of a preset ``base`` (one-line ``ParamsError`` naming the key)."""
+    hints = typing.get_type_hints(SynthConfig)
+    known = [k for k in hints if k not in ("flights", "regimes")]
+    out = {}
+    for key, value in overrides.items():
+        if key not in known:
+            raise ParamsError(source, str(key), f"a generator setting ({', '.join(known)})", "an unknown key")
+        value = coerce(source, key, value, hints[key])
+        meta = LIMITS.get(key, {"min": 0, "max": 1e6} if hints[key] in (int, float) else {})
+        check_constraints(source, key, value, meta)
+        out[key] = value
+    c = replace(base or SynthConfig(), **out)
+    n = c.n_scale * 933 * (1 + c.unlabelled_factor) * c.image_channels * c.image_height * c.image_width
+    if n * 4 > 64 * 2**30:
+        raise ParamsError(source, "n_scale", "a campaign under 64 GiB of pixels", f"about {n * 4 / 2**30:.0f} GiB")
+    return out
