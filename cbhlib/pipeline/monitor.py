@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ def training_status(run: RunDir) -> pd.DataFrame:
             n_units = max(int(d["n_units"].max()), len(last))
             done = int((last["stopped"] | (last["epoch"] >= last["max_epochs"])).sum())
             remaining = float(((last["max_epochs"] - last["epoch"]) * (~last["stopped"])).sum())
+            remaining += max(0, n_units - len(last)) * float(d["max_epochs"].iloc[-1])  # pending units
             rows.append(
                 {
                     "model": model,
@@ -42,6 +44,62 @@ def training_status(run: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """``about 3 min left`` from the mean time of the finished parts."""
+    if done <= 0 or total <= done:
+        return "" if total <= done else "no estimate yet"
+    return f"about {duration(elapsed / done * (total - done))} left"
+
+
+def _stamp(text: str) -> float | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def step_history(run: RunDir) -> dict[str, tuple[float, str]]:
+    """Each step's latest finished duration (seconds) and where: this run folder first, else a sibling run."""
+    own: dict[str, tuple[float, str]] = {}
+    other: dict[str, tuple[float, str]] = {}
+    parent = run.root.parent
+    siblings = sorted(p for p in parent.iterdir() if p.is_dir() and p != run.root) if parent.is_dir() else []
+    for folder in [*siblings, run.root]:
+        into, where = (own, "last time") if folder == run.root else (other, f"in run {folder.name}")
+        for rec in read_jsonl(RunDir(folder).pipeline_log):
+            if rec.get("status") == "ok":
+                into[str(rec["name"])] = (float(rec.get("seconds", 0.0)), where)
+    return {**other, **own}
+
+
+def running_steps(run: RunDir, now: float | None = None) -> list[str]:
+    """``compare running 2 min; about 7 min left (9 min last time)`` for every step now running."""
+    latest = {s["name"]: s for s in read_jsonl(run.pipeline_log)}
+    history, now = step_history(run), now or time.time()
+    lines = []
+    for name, rec in latest.items():
+        if rec.get("status") != "running":
+            continue
+        start = _stamp(rec.get("time", ""))
+        elapsed = max(0.0, now - start) if start else 0.0
+        took = history.get(name)
+        if took is None:
+            left = "no earlier run of this step to estimate from"
+        elif elapsed < took[0]:
+            left = f"about {duration(took[0] - elapsed)} left ({duration(took[0])} {took[1]})"
+        else:
+            left = f"longer than the {duration(took[0])} it took {took[1]}"
+        lines.append(f"{name} running {duration(elapsed)}; {left}")
+    return lines
+
+
 def pretrain_status(run: RunDir) -> str:
     """One line: encoders done / running / pending (across processes), the latest epoch and loss."""
     log = pd.DataFrame(read_jsonl(run.pretrain_log))
@@ -58,10 +116,18 @@ def pretrain_status(run: RunDir) -> str:
     workers = log[log[["settings", "key", "seed"]].apply(tuple, axis=1).isin(running)].get("worker")
     where = f" on {workers.nunique()} process(es)" if workers is not None and running else ""
     last = log.iloc[-1]
+    epochs_done = len(log)  # one log line per epoch of each encoder
+    epochs_total = epochs_done + sum(int(last["epochs"]) for i in planned if i not in done and i not in ids)
+    epochs_total += sum(
+        int(d["epochs"].iloc[-1]) - int(d["epoch"].iloc[-1])
+        for i, d in log.groupby(["settings", "key", "seed"])
+        if i in running
+    )
+    left = eta(epochs_done, epochs_total, float(log["seconds"].sum())) if "seconds" in log else ""
     return (
         f"pretraining: {len(done)} of {len(planned)} encoders done, {len(running)} running{where}, "
         f"{len(planned) - len(done) - len(running)} pending; latest {last['key']} seed {int(last['seed'])} "
-        f"epoch {int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}"
+        f"epoch {int(last['epoch'])}/{int(last['epochs'])}, loss {last['loss']:.4f}" + (f"; {left}" if left else "")
     )
 
 
@@ -80,6 +146,7 @@ def status_text(run_dir: str | Path) -> str:
     if not run.root.is_dir():
         raise CbhError(f"{run_dir}: expected a run folder; found no such folder")
     lines = [f"[{time.strftime('%H:%M:%S')}] {run.root}", "  notebooks: " + (steps_status(run) or "none started")]
+    lines += [f"  {line}" for line in running_steps(run)]
     pre = pretrain_status(run)
     if pre:
         lines.append("  " + pre)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from cbhlib.constants import DEFAULT_CAMPAIGN
 from cbhlib.errors import ParamsError
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
+from cbhlib.pipeline.progress import Watcher
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,7 @@ def run_sweep(
     grid = points(sw)
     folder = RunDir.sweep(sw.name, project_root=root).root
     tables: list[pd.DataFrame] = []
+    t0 = time.perf_counter()
     if workers:
         import os
 
@@ -206,12 +209,16 @@ def run_sweep(
             for fut in as_completed(futures):
                 tables.append(fut.result())
                 if say:
-                    say(f"sweep {sw.name}: point {int(tables[-1]['point'].iloc[0])} done ({len(tables)}/{len(grid)})")
+                    say(
+                        f"sweep {sw.name}: point {int(tables[-1]['point'].iloc[0])} done ({len(tables)}/{len(grid)})"
+                        f"{_left(len(tables), len(grid), t0)}"
+                    )
     else:
         for i, p in enumerate(grid):
-            tables.append(run_point(str(root), sw, i, p))
+            with Watcher(RunDir.sweep(sw.name, i, root).root, say):  # the point's units, with time left
+                tables.append(run_point(str(root), sw, i, p))
             if say:
-                say(f"sweep {sw.name}: point {i} {p} done ({i + 1}/{len(grid)})")
+                say(f"sweep {sw.name}: point {i} {p} done ({i + 1}/{len(grid)}){_left(i + 1, len(grid), t0)}")
     table = pd.concat(tables, ignore_index=True).sort_values(["point", "protocol"], kind="stable")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "sweep.csv", table.to_csv(index=False))
@@ -246,3 +253,12 @@ def rankings(table: pd.DataFrame, x: str, metric: str = "pooled_mae_m") -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+def _left(done: int, total: int, t0: float) -> str:
+    """``; 4 min so far, about 6 min left`` after a sweep point."""
+    from cbhlib.pipeline.monitor import duration, eta
+
+    elapsed = time.perf_counter() - t0
+    left = eta(done, total, elapsed)
+    return f"; {duration(elapsed)} so far" + (f", {left}" if left else "")
