@@ -62,7 +62,7 @@ def test_an_inputs_only_flight_is_valid_and_described(trained, capsys: pytest.Ca
     assert not camp.has_labels and camp.n_flights == 1 and camp.has_solar_angles
     capsys.readouterr()
     assert main(["validate", str(new)]) == 0
-    assert "1 flights; no labels: inputs only, for cbh predict" in capsys.readouterr().out
+    assert "1 flight; no labels: inputs only, for cbh predict" in capsys.readouterr().out
     assert main(["info", str(new)]) == 0
     out = capsys.readouterr().out
     assert "NEW" in out and "no labels" in out

@@ -32,7 +32,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
     camp = validate_campaign(a.file, scan_images=not a.no_images)
     pool = f", {camp.n_unlabelled} unlabelled frames" if camp.n_unlabelled else ""
     labels = "" if camp.has_labels else "; no labels: inputs only, for cbh predict"
-    say(f"{a.file}: valid cbh-campaign v1 ({camp.n_samples} samples, {camp.n_flights} flights{pool}{labels})")
+    flights = f"{camp.n_flights} flight{'s' * (camp.n_flights != 1)}"
+    say(f"{a.file}: valid cbh-campaign v1 ({camp.n_samples} samples, {flights}{pool}{labels})")
     return 0
 
 
@@ -83,7 +84,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         say(json.dumps(info, indent=2))
         return 0
     say(f"{a.file}  (source: {camp.source})")
-    say(f"{camp.n_samples} samples in {camp.n_flights} flights; {camp.n_unlabelled} unlabelled frames")
+    flights = f"{camp.n_flights} flight{'s' * (camp.n_flights != 1)}"
+    say(f"{camp.n_samples} samples in {flights}; {camp.n_unlabelled} unlabelled frames")
     if not camp.has_labels:
         say("no labels (samples/cbh_km): inputs only, for `cbh predict RUN --campaign FILE`; training refuses it")
     say(table.round(3).to_string(index=False))
