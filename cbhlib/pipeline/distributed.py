@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +40,48 @@ class ClusterFile:
     jobs: int = opt(2, "jobs to start", min=1)
     gpus_per_job: int = opt(0, "GPUs per job (adds the scheduler's GPU request and a worker GPU resource)", min=0)
     job_extra_directives: list[str] = opt([], "extra #SBATCH / #PBS lines")
-    job_script_prologue: list[str] = opt([], "shell lines before the worker starts (e.g. module load, venv activate)")
+    job_script_prologue: list[str] = opt(
+        [], "shell lines before the worker starts (e.g. module load, venv activate): they run as written"
+    )
     local_directory: str = opt("", "worker scratch folder on the compute nodes")
+
+
+_FORMATS = {  # what each string of a cluster file may be: it lands in a job script that a shell runs
+    "queue": (r"[A-Za-z0-9_.@+,-]*", "a queue name (letters, digits, _.@+,-)"),
+    "account": (r"[A-Za-z0-9_.@+-]*", "an account name (letters, digits, _.@+-)"),
+    "memory": (r"\d+(\.\d+)?\s?([KMGT]i?B|B)", "a size such as 32GB or 64GiB"),
+    "walltime": (r"(\d+-)?\d{1,4}(:\d{2}){0,2}", "a wall time such as 02:00:00 or 1-00:00:00"),
+    "local_directory": (r"[A-Za-z0-9_./~+${}-]*", "a path of letters, digits, _./~+- and $VARIABLES"),
+}
+
+
+def check_cluster_file(cfg: ClusterFile, path: object) -> None:
+    """Refuse what could add job-script lines or shell commands: control characters anywhere,
+    strings outside their format, ``$(...)`` and backticks; bound the sizes."""
+    for name in ("queue", "account", "memory", "walltime", "local_directory", "job_extra_directives"):
+        values = getattr(cfg, name)
+        for i, v in enumerate(values if isinstance(values, list) else [values]):
+            key = f"{name}[{i}]" if isinstance(values, list) else name
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+                raise ParamsError(path, key, "one line without control characters", f"{v!r}")
+            fmt = _FORMATS.get(name)
+            if fmt and not re.fullmatch(fmt[0], v):
+                raise ParamsError(path, key, fmt[1], repr(v))
+            if name == "job_extra_directives" and (not v.strip() or v.lstrip().startswith("#")):
+                raise ParamsError(path, key, "a scheduler option such as --qos=normal", repr(v))
+    if "$" in cfg.local_directory and not re.fullmatch(r"([^$]|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)*", cfg.local_directory):
+        raise ParamsError(path, "local_directory", "$NAME or ${NAME} variables only", repr(cfg.local_directory))
+    for i, line in enumerate(cfg.job_script_prologue):
+        if "\n" in line or "\r" in line or "\0" in line:
+            raise ParamsError(path, f"job_script_prologue[{i}]", "one shell line per item", repr(line))
+    for name, hi in (("cores", 4096), ("processes", cfg.cores), ("jobs", 1000), ("gpus_per_job", 64)):
+        if getattr(cfg, name) > hi:
+            raise ParamsError(path, name, f"at most {hi}", repr(getattr(cfg, name)))
 
 
 def _cluster_from_file(path: str) -> Any:
     cfg: ClusterFile = parse_dataclass(ClusterFile, read_yaml(path), path)
+    check_cluster_file(cfg, path)
     extra = list(cfg.job_extra_directives)
     slots = ["cpu=1", "step=1"]  # per worker process: one encoder and one notebook at a time, each on all its cores
     if cfg.gpus_per_job:
@@ -65,7 +102,7 @@ def _cluster_from_file(path: str) -> Any:
     if cfg.account:
         kw["account"] = cfg.account
     if cfg.local_directory:
-        kw["local_directory"] = cfg.local_directory
+        kw["local_directory"] = f'"{cfg.local_directory}"'  # quoted on the worker command line ($VARS expand)
     import dask_jobqueue
 
     cls = dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
@@ -190,9 +227,9 @@ def make_executor(
             say(f"Dask dashboard: {client.dashboard_link}")
         return DaskExecutor(client, cluster, threads=threads)  # each worker process: its share of the job's cores
     elif scheduler:
-        client, cluster = Client(scheduler, timeout="20s"), None
+        client, cluster = connect_scheduler(scheduler), None
     else:
-        n = max(1, workers)
+        n = check_workers(workers)
         # per worker: one notebook ("step") and one encoder ("cpu") at a time; spare threads let a step
         # that waits on its encoders (the pretrain step) sit beside them
         t = max(1, (os.cpu_count() or 1) // n)
@@ -208,6 +245,78 @@ def make_executor(
     if client.dashboard_link:
         say(f"Dask dashboard: {client.dashboard_link}")
     return DaskExecutor(client, cluster)
+
+
+def check_workers(workers: object, option: str = "--workers") -> int:
+    """A number of local worker processes (>= 1); more than the cores here is allowed, with a warning."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParamsError(option, "workers", "a number of processes >= 1 (0 or no option: serial)", repr(workers))
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        log.warning(
+            "%s %d: more processes than the %d cores here; they will share them (slower)", option, workers, cores
+        )
+    return workers
+
+
+def connect_scheduler(address: str, timeout: float = 20.0) -> Any:
+    """A client of the Dask scheduler at ``address``; one line naming what was found instead
+    (nothing listening, no answer, a server that is not a Dask scheduler), never a hang."""
+    import socket
+    import threading
+
+    from distributed import Client
+
+    m = re.fullmatch(r"(?:(tcp|tls)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", address.strip())
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise ParamsError("--scheduler", "scheduler", "an address such as tcp://host:8786", repr(address))
+    host, port = m.group(2).strip("[]"), int(m.group(3))
+
+    def fail(found: str) -> CbhError:
+        return CbhError(f"--scheduler {address}: expected a Dask scheduler; found {found}")
+
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 10.0)).close()
+    except TimeoutError:
+        raise fail(f"no answer to a connection within {min(timeout, 10.0):g} s") from None
+    except OSError as exc:
+        raise fail(f"nothing listening ({exc.strerror or type(exc).__name__})") from None
+    out: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            out["client"] = Client(address, timeout=f"{timeout:g}s")
+        except BaseException as exc:  # reported below, in one line (MemoryError on an HTTP answer)
+            out["error"] = exc
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 5)
+    if "client" in out:
+        return out["client"]
+    what = _http_server(host, port)
+    if worker.is_alive():
+        raise fail(what or f"a server that accepts connections but sent no Dask handshake within {timeout + 5:g} s")
+    exc = out.get("error")
+    first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    raise fail(what or f"a server that did not answer as one ({type(exc).__name__}{': ' + first if first else ''})")
+
+
+def _http_server(host: str, port: int) -> str:
+    """'an HTTP server ...' if one answers at host:port (e.g. the dashboard's port), else ''."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=3) as sock:
+            sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            head = sock.recv(16)
+    except OSError:
+        return ""
+    return (
+        "an HTTP server (a dashboard? the scheduler listens on its own port, 8786 by default)"
+        if head.startswith(b"HTTP/")
+        else ""
+    )
 
 
 def local_cluster(n_workers: int, torch_threads: int, **kw: Any) -> Any:
