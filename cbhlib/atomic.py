@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,18 +24,56 @@ def _umask() -> int:
     return mask
 
 
-def _disk_error(path: Path, exc: OSError) -> CbhError:
-    """One line for the OS errors a writer meets (full disk, read-only folder, no permission)."""
-    what = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EROFS: "a read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EDQUOT: "disk quota exceeded",
-    }.get(exc.errno or 0)
-    return CbhError(
-        f"{path}: cannot write: expected a writable folder with free space; found "
-        f"{what or exc.strerror or type(exc).__name__}"
-    )
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "the file-size limit (ulimit -f) reached",
+}
+
+
+def disk_errno(exc: BaseException) -> int | None:
+    """The errno of a write failure: from an OSError, or from the text of an HDF5 / torch error
+    (``errno = 28`` in h5py's messages, 'No space left' / 'File too large' in torch's)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        return exc.errno
+    text = str(exc)
+    m = re.search(r"errno = (\d+)", text)
+    if m and int(m.group(1)) in DISK_ERRORS:
+        return int(m.group(1))
+    for code in DISK_ERRORS:
+        if os.strerror(code).lower() in text.lower():
+            return code
+    return None
+
+
+def _disk_error(path: Path, exc: BaseException) -> CbhError:
+    """One line for the OS errors a writer meets (full disk, file-size limit, read-only folder, no permission)."""
+    code = disk_errno(exc)
+    found = DISK_ERRORS.get(code or -1) or getattr(exc, "strerror", None) or type(exc).__name__
+    return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found}")
+
+
+def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
+    """One line for a writer whose library hides the OS error (torch.save): what the folder allows."""
+    import resource
+
+    path = Path(path)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        st = os.statvfs(path.parent if path.parent.exists() else ".")
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if free is not None and free < 16 * 2**20:
+        found = f"{DISK_ERRORS[errno.ENOSPC]} ({free / 2**20:.1f} MiB free)"
+    elif limit != resource.RLIM_INFINITY:
+        found = f"a file-size limit of {limit / 2**20:.1f} MiB (ulimit -f)"
+    else:
+        found = "a failed write"
+    return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found} ({first})")
 
 
 @contextmanager
@@ -58,10 +97,13 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py and torch report write failures as RuntimeError too
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+        if disk_errno(exc) is not None:
             raise _disk_error(path, exc) from None
+        if isinstance(exc, OSError) and tmp.name in str(exc):  # name the output, not the removed temporary file
+            first = str(exc).replace(str(tmp), str(path)).replace(tmp.name, path.name).strip().splitlines()[0]
+            raise CbhError(f"{path}: cannot write: {first}") from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -4,7 +4,11 @@ checked; full disks and size limits are one line; sizes and YAML aliases are bou
 
 from __future__ import annotations
 
+import errno
 import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -233,3 +237,60 @@ def test_a_scheduler_that_never_answers_or_speaks_http_is_named_not_waited_for(s
     )
     if server == "http":
         srv.shutdown()
+
+
+# --------------------------------------------------------------------------- item 7: full disks, size limits
+
+
+def _limited(args: list[str], cwd: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """A command run with a file-size limit (``ulimit -f``): writes past it fail with EFBIG."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, preexec_fn=limit_files, timeout=120)
+
+
+def test_generate_past_a_file_size_limit_is_one_line_naming_the_output(tmp_path: Path) -> None:
+    res = _limited(
+        [sys.executable, "-m", "cbhlib.cli", "generate", "--preset", "tiny", "-o", "t.h5"], tmp_path, 200_000
+    )
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])  # was 139 (HDF5 crashed at exit)
+    assert res.stderr.strip() == (
+        "cbh generate: error: t.h5: cannot write: expected a writable folder with free space; "
+        "found the file-size limit (ulimit -f) reached"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_checkpoint_past_a_file_size_limit_is_one_line(tmp_path: Path) -> None:
+    code = (
+        "import torch\nfrom cbhlib.errors import CbhError\nfrom cbhlib.store.checkpoints import save_checkpoint\n"
+        "try:\n    save_checkpoint({'w': torch.zeros(100000)}, 'c.pt')\nexcept CbhError as e:\n    print(e)\n"
+    )
+    res = _limited([sys.executable, "-c", code], tmp_path, 50_000)
+    assert res.returncode == 0 and res.stdout.startswith("c.pt: cannot write: expected a writable folder"), res
+    assert "file-size limit" in res.stdout and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device", "TMP"),
+        RuntimeError("Can't decrement id ref count (unable to extend file properly, errno = 28, error message = x)"),
+    ],
+)
+def test_a_full_disk_names_the_output_not_the_temporary_file(tmp_path: Path, error: BaseException) -> None:
+    from cbhlib.atomic import atomic_path
+    from cbhlib.errors import CbhError
+
+    out = tmp_path / "out.h5"
+    with pytest.raises(CbhError) as info, atomic_path(out) as tmp:
+        tmp.write_bytes(b"x")
+        if isinstance(error, OSError):
+            error.filename = str(tmp)
+        raise error
+    assert str(info.value) == (
+        f"{out}: cannot write: expected a writable folder with free space; found no space left on the device"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -96,7 +96,9 @@ def write_campaign(
                 path, f"features/{group}", "a feature group name without '/' (HDF5 would nest it)", repr(group)
             )
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        # no chunk cache: each image chunk is written when assigned, so a full disk or a file-size limit fails
+        # there, and no dataset is left holding unwritten chunks that HDF5 flushes (and crashes on) at exit
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             _write_tables(f, data)
             if images is not None:
                 image_shape = _write_images(f, "images", data.n_samples, images, image_shape, image_dtype)

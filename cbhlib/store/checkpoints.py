@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cbhlib.atomic import atomic_path
+from cbhlib.atomic import atomic_path, write_failure
 from cbhlib.errors import CheckpointError
 
 STRIP_PREFIXES = ("encoder.", "module.")
@@ -23,8 +23,11 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     the temporary name: the same weights give the same bytes (and sha256) on every run.
     """
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+    except RuntimeError as exc:  # torch reports a full disk or a size limit as "unexpected pos ..."
+        raise write_failure(path, exc) from None
     return path
 
 
