@@ -294,3 +294,111 @@ def test_a_full_disk_names_the_output_not_the_temporary_file(tmp_path: Path, err
         f"{out}: cannot write: expected a writable folder with free space; found no space left on the device"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- item 8: bounds
+
+
+def _pool_campaign(path: Path, n_unlabelled: int, side: int = 8) -> Path:
+    import numpy as np
+
+    data = small_data((20, 20, 20))
+    rng = np.random.default_rng(0)
+    data.unlabelled_flight = np.arange(n_unlabelled) % 3
+    images = rng.normal(280, 2, size=(data.n_samples, 1, side, side)).astype(np.float32)
+    pool = rng.normal(280, 2, size=(n_unlabelled, 1, side, side)).astype(np.float32)
+    return write_campaign(path, data, images=images, unlabelled=pool)
+
+
+def test_pixel_statistics_read_a_bounded_sample_of_a_huge_pool(tmp_path: Path) -> None:
+    """Pretraining used to read every frame of the pool for its pixel statistics before the first epoch."""
+    import numpy as np
+
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.data.frames import ALL, FrameSet, select_frames
+
+    camp = Campaign(_pool_campaign(tmp_path / "pool.h5", 3000))
+    read: list[int] = []
+    real = camp.images
+
+    def counting(idx: object, pool: str = "labelled") -> np.ndarray:
+        out = real(idx, pool)  # type: ignore[arg-type]
+        read.append(len(out))
+        return out
+
+    camp.images = counting  # type: ignore[method-assign]
+    frames = FrameSet(camp, *select_frames(camp, ALL), memory_limit_mb=0)  # streamed from the file
+    mean, std = frames.channel_stats(lambda x: x, max_frames=200)
+    assert sum(read) <= 200 and abs(float(mean[0]) - 280) < 0.5 and abs(float(std[0]) - 2) < 0.3
+    read.clear()
+    full_mean, _ = frames.channel_stats(lambda x: x)  # the presets' pools are read whole, as before
+    assert sum(read) == len(frames) and abs(float(full_mean[0]) - float(mean[0])) < 0.2
+
+
+def test_the_pixel_scan_reads_bounded_blocks_and_a_bounded_number_of_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import h5py
+    import numpy as np
+
+    from cbhlib.data import pixels
+    from cbhlib.errors import CampaignFormatError
+
+    path = _pool_campaign(tmp_path / "big.h5", 500, side=16)
+    full = pixels.scan_pixels(path)
+    sizes: list[int] = []
+    real = pixels._blocks
+
+    def spy(ds: h5py.Dataset, batch: int, budget: int):  # type: ignore[no-untyped-def]
+        for idx, block in real(ds, batch, budget):
+            sizes.append(block.size)
+            yield idx, block
+
+    monkeypatch.setattr(pixels, "_blocks", spy)
+    monkeypatch.setattr(pixels, "BLOCK_VALUES", 64)  # a quarter of one 16 x 16 image: row slabs
+    assert pixels.scan_pixels(path) == pytest.approx(full) and max(sizes) <= 64
+    monkeypatch.setattr(pixels, "BLOCK_VALUES", 2**24)
+    monkeypatch.setattr(pixels, "SCAN_VALUES", 100 * 256)  # 100 frames' worth of each pool
+    sizes.clear()
+    pixels.scan_pixels(path)
+    assert sum(sizes) <= 2 * 100 * 256
+    with h5py.File(path, "r+") as f:
+        f["unlabelled/images"][499, 0, 3, 3] = np.nan  # the last frame is always among those scanned
+    with pytest.raises(CampaignFormatError, match="NaN or inf pixels in frame 499"):
+        pixels.scan_pixels(path)
+
+
+BOMB = "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
+    for p, k in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize("where", ["file", "set"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    import time
+
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    assert len(BOMB) < 500
+    argv = [str(tmp_path / "bomb.yaml")] if where == "file" else ["--set", "seeds=&a [1]"]
+    t0 = time.perf_counter()
+    code, _, err = _cli(capsys, "train", *argv)
+    assert code == 2 and "expected YAML without anchors or aliases; found &a at line 1" in _one_line(err)
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (f"head.hidden=[{','.join(['4096'] * 300)}]", "parameter 'head': expected a head that fits in memory; found "),
+        ("head.hidden=[4096,4096,4096]", "about 3.4e+07 parameters per head: expected at most 2e+07"),
+        (f"seeds=[{','.join(map(str, range(5000)))}]", "found 5000 seeds x 82,625 parameters"),
+    ],
+)
+def test_head_sizes_and_seed_counts_are_bounded_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, expected: str
+) -> None:
+    code, _, err = _cli(capsys, "train", "--set", setting, "--run-dir", str(tmp_path / "run"))
+    line = _one_line(err)
+    assert code == 2 and expected in line and len(line) < 300, line
+    assert not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ import torch
 from cbhlib.data.campaign import Campaign
 
 log = logging.getLogger(__name__)
+STATS_FRAMES = 16_384  # frames read for pixel statistics (every frame of the synthetic presets)
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,25 @@ class FrameSet:
             out[~is_lab] = self.camp.images(self.unlabelled[rows[~is_lab] - n_lab], "unlabelled")
         return torch.from_numpy(out)
 
-    def channel_stats(self, centre: torch.nn.Module | object, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def channel_stats(
+        self, centre: torch.nn.Module | object, chunk: int = 256, max_frames: int = STATS_FRAMES
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the frames after ``centre`` (streamed in chunks of at most
-        ``chunk`` frames and about 4 M values, so large frames never sit in memory in float64)."""
+        ``chunk`` frames and about 4 M values, so large frames never sit in memory in float64).
+
+        At most ``max_frames`` evenly spaced frames are read (every frame of the presets), so a
+        pool of millions of frames is not read before the first epoch."""
         C = self.shape[0]
         chunk = min(chunk, max(1, 2**22 // int(np.prod(self.shape))))
+        rows = np.arange(len(self))
+        if len(rows) > max_frames:
+            rows = np.unique(np.linspace(0, len(rows) - 1, max_frames).astype(np.int64))
+            log.info("pixel statistics from %d of %d frames (evenly spaced)", len(rows), len(self))
         total = torch.zeros(C, dtype=torch.float64)
         total_sq = torch.zeros(C, dtype=torch.float64)
         count = 0
-        for s in range(0, len(self), chunk):
-            x = centre(self.batch(np.arange(s, min(len(self), s + chunk)))).double()  # type: ignore[operator]
+        for s in range(0, len(rows), chunk):
+            x = centre(self.batch(rows[s : s + chunk])).double()  # type: ignore[operator]
             total += x.sum(dim=(0, 2, 3))
             total_sq += (x * x).sum(dim=(0, 2, 3))
             count += x.shape[0] * x.shape[2] * x.shape[3]

@@ -75,8 +75,7 @@ class HeadConfig:
                 f"expected a mode of {MODES}, inputs <= {MAX_INPUT_DIM}"
             )
         try:
-            with torch.device("meta"):
-                n = sum(p.numel() for p in FusionHeads(mode, self, 1, img_dim, n_phys, seeds=[0]).parameters())
+            n = self.n_params(mode, img_dim, n_phys)
         except ValueError as exc:
             return str(exc)
         if n > MAX_HEAD_PARAMS:
@@ -84,6 +83,11 @@ class HeadConfig:
                 f"about {n:.2g} parameters per head: expected at most {MAX_HEAD_PARAMS:.0e} (fewer or narrower layers)"
             )
         return None
+
+    def n_params(self, mode: str, img_dim: int, n_phys: int) -> int:
+        """Parameters of one head of ``mode`` (counted on the meta device: nothing is allocated)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in FusionHeads(mode, self, 1, img_dim, n_phys, seeds=[0]).parameters())
 
 
 def _short(v: object) -> str:
