@@ -25,7 +25,7 @@ import yaml
 
 from cbhlib.constants import DEFAULT_CAMPAIGN, PROTOCOLS
 from cbhlib.errors import ParamsError
-from cbhlib.fields import check_constraints, check_plain, coerce, opt, type_name
+from cbhlib.fields import check_constraints, check_plain, checked_yaml, coerce, opt, type_name
 from cbhlib.models.fusion import MODES, HeadConfig
 from cbhlib.models.mae import EncoderConfig
 
@@ -270,18 +270,6 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def checked_yaml(text: str, source: object, key: str) -> Any:
-    """``yaml.safe_load`` refusing anchors and aliases (a 400-byte alias bomb expands to gigabytes
-    when its values are checked) and texts over 1 MiB; read event by event first, nothing expanded."""
-    if len(text) > 2**20:
-        raise ParamsError(source, key, "YAML under 1 MiB", f"{len(text):,} characters")
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
-            mark = f"{'*' if isinstance(ev, yaml.AliasEvent) else '&'}{ev.anchor} at line {ev.start_mark.line + 1}"
-            raise ParamsError(source, key, "YAML without anchors or aliases", mark)
-    return yaml.safe_load(text)
-
-
 def parse_value(text: str, source: object, key: str) -> Any:
     """A ``--set`` value: a YAML scalar or list (``3``, ``0.1``, ``[0, 1]``, ``true``), else the raw string."""
     try:
@@ -378,13 +366,9 @@ def check_config(cfg: Config, sources: Mapping[str, object] | None = None) -> No
         f"a divisor of head.attn_dim ({cfg.head.attn_dim})",
     )
     need(len(cfg.head.hidden) >= 1 and len(cfg.head.phys_hidden) >= 1, "head.hidden", "at least one hidden layer")
-    head = cfg.head.problem("concat", cfg.encoder.embed_dim, 64)  # sizes bounded before anything is allocated
-    if head:
-        raise ParamsError(src.get("head.hidden", "parameters"), "head", "a head that fits in memory", head)
-    n = cfg.head.n_params("concat", cfg.encoder.embed_dim, 64)
-    if len(cfg.seeds) * n > 2e7:
-        found = f"{len(cfg.seeds)} seeds x {n:,} parameters"
-        raise ParamsError(src.get("seeds", "parameters"), "seeds", "at most 2e7 head parameters per fold", found)
+    too_big = cfg.head.training_problem(len(cfg.seeds), cfg.encoder.embed_dim)  # before anything is allocated
+    if too_big:
+        raise ParamsError(src.get("head.hidden" if too_big[0] == "head" else "seeds", "parameters"), *too_big)
     dev = cfg.device
     need(
         dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),

@@ -13,6 +13,8 @@ import math
 import typing
 from typing import Any
 
+import yaml
+
 from cbhlib.errors import ParamsError
 
 
@@ -178,3 +180,20 @@ def parse_dataclass(cls: type, raw: Any, source: object, prefix: str = "") -> An
         check_constraints(source, key, value, f.metadata)
         values[f.name] = value
     return cls(**values)
+
+
+def checked_yaml(text: str, source: object, key: str) -> Any:
+    """``yaml.safe_load`` refusing anchors and aliases (a 400-byte alias bomb expands to gigabytes
+    when its values are checked), nesting deeper than 20 levels and texts over 1 MiB; read event by
+    event first, nothing expanded."""
+    if len(text) > 2**20:
+        raise ParamsError(source, key, "YAML under 1 MiB", f"{len(text):,} characters")
+    depth = 0
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        depth += isinstance(ev, yaml.CollectionStartEvent) - isinstance(ev, yaml.CollectionEndEvent)
+        if depth > 20:
+            raise ParamsError(source, key, "YAML nested at most 20 levels", f"more at line {ev.start_mark.line + 1}")
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
+            mark = f"{'*' if isinstance(ev, yaml.AliasEvent) else '&'}{ev.anchor} at line {ev.start_mark.line + 1}"
+            raise ParamsError(source, key, "YAML without anchors or aliases", mark)
+    return yaml.safe_load(text)

@@ -402,3 +402,57 @@ def test_head_sizes_and_seed_counts_are_bounded_before_training(
     line = _one_line(err)
     assert code == 2 and expected in line and len(line) < 300, line
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- item 9: smaller
+
+
+def test_train_refuses_a_run_folder_a_pipeline_is_using(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import socket
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": 0}))
+    for command in ("train", "pretrain"):
+        code, _, err = _cli(capsys, command, "--run-dir", str(run), "--campaign", str(tmp_path / "none.h5"))
+        assert code == 2 and f"found one in use by pid {os.getpid()}" in _one_line(err)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+def test_a_pipeline_runs_notebooks_of_the_notebooks_folder_only(project: Path) -> None:
+    from cbhlib.errors import ParamsError
+    from cbhlib.pipeline.spec import load_pipeline
+
+    for notebook in ("/tmp/evil.ipynb", "../evil.ipynb", "notebooks/../../evil.ipynb", "params/x.ipynb"):
+        (project / "params" / "p.yaml").write_text(f"steps:\n  - {{name: a, notebook: '{notebook}'}}\n")
+        with pytest.raises(ParamsError, match=r"steps\[0\].notebook'?: expected a .ipynb notebook in the project"):
+            load_pipeline(project / "params" / "p.yaml")
+    (project / "params" / "p.yaml").write_text("steps:\n  - {name: a, notebook: notebooks/01_explore.ipynb}\n")
+    assert load_pipeline(project / "params" / "p.yaml").steps[0].notebook == "notebooks/01_explore.ipynb"
+
+
+def test_info_escapes_control_characters_of_flight_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = small_data((6, 5, 4))
+    data.flight_names = ["\x1b[2J\x1b[31mRED\x07", "F\nnewline", "plain"]
+    path = write_campaign(tmp_path / "esc.h5", data)
+    code, out, _ = _cli(capsys, "info", str(path))
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\\x1b[31mRED\\x07" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--set", "seeds=" + "[" * 3000 + "]" * 3000], "expected YAML nested at most 20 levels"),
+        (["monitor", ".", "--interval", "-1"], "--interval: expected seconds between refreshes"),
+        (["generate", "--preset", "tiny", "-o", "x.h5", "--set", "image_height=big"], "'image_height': expected an"),
+        (["generate", "--preset", "tiny", "-o", "x.h5", "--set", "flights=[]"], "expected a generator setting"),
+    ],
+)
+def test_the_remaining_unexpected_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2 and expected in _one_line(err), err
+    assert list(tmp_path.iterdir()) == []

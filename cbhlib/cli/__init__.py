@@ -14,6 +14,7 @@ import os
 import sys
 
 from cbhlib.cli import data, model, run, runs
+from cbhlib.cli.common import clean
 from cbhlib.errors import CbhError
 
 log = logging.getLogger("cbhlib.cli")
@@ -81,12 +82,15 @@ def _dispatch(args: argparse.Namespace, quiet: bool, verbose: bool) -> int:
     except CbhError as exc:
         if args.debug:
             raise
-        print(f"cbh {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cbh {args.command}: error: {clean(str(exc), newlines=False)}", file=sys.stderr)
         return 2
     except MemoryError:
         print(
             f"cbh {args.command}: error: out of memory (a declared size too large for this machine?)", file=sys.stderr
         )
+        return 2
+    except RecursionError:
+        print(f"cbh {args.command}: error: an input nested too deeply to read (expected a few levels)", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

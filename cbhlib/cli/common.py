@@ -10,9 +10,19 @@ from cbhlib.errors import CbhError
 Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0, 9), *range(11, 32), 127, *range(0x80, 0xA0)]}
+
+
+def clean(text: str, newlines: bool = True) -> str:
+    """``text`` with control characters (terminal escapes in a flight name, ...) shown as ``\\xNN``;
+    newlines are kept only with ``newlines`` (an error stays on one line)."""
+    table = dict(_CONTROL) if newlines else {**_CONTROL, 10: "\\n"}
+    return text.translate(table)
+
+
 def say(msg: str) -> None:
-    """One line to standard output (the CLI is the one place that prints)."""
-    print(msg, flush=True)
+    """Lines to standard output (the CLI is the one place that prints), control characters escaped."""
+    print(clean(msg), flush=True)
 
 
 def config_from(layers: list[str] | None, sets: list[str] | None, **fixed: Any) -> Any:

@@ -10,11 +10,13 @@ from cbhlib.cli.common import config_from, num, say
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from cbhlib.data.campaign import Campaign
+    from cbhlib.store.lock import RunLock
     from cbhlib.store.rundir import RunDir
     from cbhlib.training.encoders import pretrain_step
 
     cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
-    table, _ = pretrain_step(cfg, Campaign(cfg.campaign), RunDir(cfg.run_dir))
+    with RunLock(RunDir(cfg.run_dir).lock):  # never beside a `cbh run` on the same folder
+        table, _ = pretrain_step(cfg, Campaign(cfg.campaign), RunDir(cfg.run_dir))
     say(
         table[
             [
@@ -34,10 +36,13 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from cbhlib.store.lock import RunLock
+    from cbhlib.store.rundir import RunDir
     from cbhlib.training.runner import run_mode
 
     cfg = config_from(a.params, a.set, campaign=a.campaign, run_dir=a.run_dir)
-    run = run_mode(cfg)
+    with RunLock(RunDir(cfg.run_dir).lock):  # never beside a `cbh run` (or another train) on the same folder
+        run = run_mode(cfg)
     for proto, rep in run.reports.items():
         s = rep["seed_spread"]
         say(

@@ -30,6 +30,7 @@ MODES = ("image_only", "physical_only", "concat", "attention")
 MAX_LAYERS = 8  # per list of widths (a head is a few layers; 300 x 4096 would need gigabytes)
 MAX_HEAD_PARAMS = 20_000_000  # one head (80 MB of float32 weights)
 MAX_INPUT_DIM = 65_536  # image embedding width or number of physical features
+MAX_FOLD_PARAMS = 20_000_000  # seeds x head parameters (a fold trains one head per seed at once)
 IMAGE_MODES = ("image_only", "concat", "attention")
 PHYSICAL_MODES = ("physical_only", "concat", "attention")
 
@@ -81,6 +82,20 @@ class HeadConfig:
         if n > MAX_HEAD_PARAMS:
             return (
                 f"about {n:.2g} parameters per head: expected at most {MAX_HEAD_PARAMS:.0e} (fewer or narrower layers)"
+            )
+        return None
+
+    def training_problem(self, n_seeds: int, img_dim: int, n_phys: int = 64) -> tuple[str, str, str] | None:
+        """(key, expected, found) if these heads cannot be trained in memory (checked with the config), else None."""
+        problem = self.problem("concat", img_dim, n_phys)
+        if problem:
+            return "head", "a head that fits in memory", problem
+        n = self.n_params("concat", img_dim, n_phys)
+        if n_seeds * n > MAX_FOLD_PARAMS:
+            return (
+                "seeds",
+                f"at most {MAX_FOLD_PARAMS:.0e} head parameters per fold",
+                f"{n_seeds} seeds x {n:,} parameters",
             )
         return None
 

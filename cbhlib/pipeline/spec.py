@@ -23,6 +23,7 @@ from cbhlib.store.rundir import RunDir, check_run_name
 log = logging.getLogger(__name__)
 
 PER_STEP_KEYS = ("train.mode", "campaign", "run_dir")  # chosen by the pipeline, not by --set
+NOTEBOOKS = "notebooks"  # the only folder a pipeline step may run a notebook from
 
 
 @dataclass
@@ -66,6 +67,7 @@ def load_pipeline(path: str | Path = "params/pipeline.yaml") -> Pipeline:
         if not step.name or not step.notebook:
             raise ParamsError(path, f"steps[{i}]", "a name and a notebook", repr(s)[:80])
         check_run_name(step.name, f"{path}: steps[{i}].name")
+        check_notebook(step.notebook, path, f"steps[{i}].notebook")
         pipe.steps.append(step)
     names = [s.name for s in pipe.steps]
     for s in pipe.steps:
@@ -77,6 +79,16 @@ def load_pipeline(path: str | Path = "params/pipeline.yaml") -> Pipeline:
         for key in s.set:
             resolve_key(key, f"{path}: steps ({s.name}).set")
     return pipe
+
+
+def check_notebook(notebook: str, source: object, key: str, root: str | Path = ".") -> None:
+    """A step runs a notebook of the project's ``notebooks/`` folder only: a notebook anywhere
+    else could write outside the runs folder (it runs with the user's rights)."""
+    folder = (Path(root) / NOTEBOOKS).resolve()
+    path = Path(notebook)
+    resolved = (Path(root) / path).resolve()
+    if path.is_absolute() or folder not in resolved.parents or resolved.suffix != ".ipynb":
+        raise ParamsError(source, key, f"a .ipynb notebook in the project's {NOTEBOOKS}/ folder", repr(notebook))
 
 
 def select(pipe: Pipeline, only: list[str] | None) -> list[Step]:
