@@ -456,3 +456,20 @@ def test_the_remaining_unexpected_errors_are_one_line(
     code, _, err = _cli(capsys, *argv)
     assert code == 2 and expected in _one_line(err), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_test_the_readme_reliability_table_names_exists() -> None:
+    import re
+
+    from tests.conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("\n## Reliability\n", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith("| guarantee")]
+    assert len(rows) >= 19
+    for row in rows:
+        current = None
+        for file, name in re.findall(r"`(test_\w+\.py)?(?:::(\w+))?`", row.rsplit(" | ", 1)[1]):
+            current = file or current
+            assert current and (ROOT / "tests" / current).is_file(), row
+            if name:
+                assert f"def {name}(" in (ROOT / "tests" / current).read_text(), f"{current}::{name}"
