@@ -157,7 +157,14 @@ def match_units(
 
 
 def check_feature_stats(
-    X: np.ndarray, names: list[str], mean: np.ndarray, scale: np.ndarray, camp: Campaign, what: str, allow_shift: bool
+    X: np.ndarray,
+    names: list[str],
+    mean: np.ndarray,
+    scale: np.ndarray,
+    camp: Campaign,
+    what: str,
+    allow_shift: bool,
+    said: set[str] | None = None,
 ) -> None:
     """Refuse features whose median lies ``SHIFT_SD`` training sds from the training mean, or whose spread
     is ``SPREAD_RATIO`` times the training spread (scaled values, other units)."""
@@ -183,7 +190,10 @@ def check_feature_stats(
         )
         if not allow_shift:
             raise CbhError(msg + "; check units and scaling (--allow-shift predicts anyway)")
-        log.warning("%s; predicting anyway (--allow-shift)", msg)
+        if said is None or f"{camp.path}: features/{name}" not in said:
+            log.warning("%s; predicting anyway (--allow-shift)", msg)
+            if said is not None:
+                said.add(f"{camp.path}: features/{name}")  # once per feature, not once per head
 
 
 def check_image_format(

@@ -180,8 +180,9 @@ def _verified_head(run: RunDir, u: UnitResult) -> Head:
     return head
 
 
-def _features(head: Head, camp: Campaign, allow_shift: bool) -> np.ndarray:
-    """The head's feature columns of ``camp``, units converted where safe, statistics checked."""
+def _features(head: Head, camp: Campaign, allow_shift: bool, said: set[str] | None = None) -> np.ndarray:
+    """The head's feature columns of ``camp``, units converted where safe (each conversion said once
+    per ``said``), statistics checked."""
     if head.model == "image_stats_mlp":
         ic.check_image_format(camp, head.profile, None, head.model)
         X, notes = imagestats.campaign_statistics(camp).astype(np.float64), []
@@ -198,9 +199,19 @@ def _features(head: Head, camp: Campaign, allow_shift: bool) -> np.ndarray:
             A[:, [where[n] for n in head.feature_names]], head.feature_names, head.profile, camp, head.model
         )
     for note in notes:
-        log.warning(note)
+        if said is None or note not in said:
+            log.warning(note)
+            if said is not None:
+                said.add(note)
     ic.check_feature_stats(
-        X, head.feature_names, head.scalers["phys_mean"], head.scalers["phys_scale"], camp, head.model, allow_shift
+        X,
+        head.feature_names,
+        head.scalers["phys_mean"],
+        head.scalers["phys_scale"],
+        camp,
+        head.model,
+        allow_shift,
+        said,
     )
     return X
 
@@ -251,11 +262,11 @@ def predict(
             model,
         )
     encoders = _Encoders(run, camp, allow_shift)
-    rows = []
+    rows, said = [], set()
     for h in heads:
         inputs: dict[str, torch.Tensor] = {}
         if h.mode in PHYSICAL_MODES:
-            X = _features(h, camp, allow_shift)
+            X = _features(h, camp, allow_shift, said)
             med, mean, scale = h.scalers["phys_median"], h.scalers["phys_mean"], h.scalers["phys_scale"]
             X = np.where(np.isnan(X), med[None], X)
             inputs["phys"] = torch.from_numpy(((X - mean) / scale).astype(np.float32))[None]
