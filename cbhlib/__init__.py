@@ -16,6 +16,10 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from cbhlib import threads as _threads
+
+_threads.configure()  # before torch or scikit-learn load OpenMP (see cbhlib.threads)
+
 try:
     __version__ = version("cbhlib")
 except PackageNotFoundError:  # running from a source tree without installation

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cbhlib import threads
 from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config, by_name, config_from_namespace
 from cbhlib.constants import DEFAULT_CAMPAIGN
@@ -148,4 +149,5 @@ def environment_report() -> str:
     ):
         lines.append(f"  {name:13s} {getattr(mod, '__version__', '?')}")
     lines.append(f"  torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
+    lines.append(f"  OpenMP wait policy: {threads.describe()}")
     return "\n".join(lines)
