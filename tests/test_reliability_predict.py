@@ -132,7 +132,7 @@ def test_the_training_campaign_predicts_and_records_a_profile(
     ck = torch.load(run / json.loads(_unit(run, "concat", 0).read_text())["checkpoint"], weights_only=True)
     prof = json.loads(ck["training_campaign"])
     assert prof["images"] == {"shape": [1, 32, 32], "dtype": "float32"}
-    assert prof["features"]["era5/t2m"] == {"units": "K"} and len(ck["encoder_sha256"]) == 64
+    assert prof["features"]["era5/t2m"] == {"units": "K"} and len(ck["encoder_weights_sha256"]) == 64
 
 
 def test_a_head_copied_over_another_is_refused(
@@ -187,7 +187,7 @@ def test_an_encoder_replaced_after_training_is_refused(
     encs = sorted((run / "encoders").glob("*/*.pt"))
     shutil.copyfile(encs[1], encs[0])
     line = _refused(capsys, run, tiny_campaign, "concat", tmp_path)
-    assert str(encs[0].name) in line and "expected sha256" in line
+    assert str(encs[0].name) in line and "expected encoder weights with sha256" in line
 
 
 def _scale_last_layer(factor: float) -> Callable[[dict[str, Any]], None]:
@@ -330,7 +330,7 @@ def test_runs_trained_before_profiles_still_predict_with_a_warning(
 ) -> None:
     def old(ck: dict[str, Any]) -> None:
         del ck["training_campaign"]
-        ck.pop("encoder_sha256", None)
+        ck.pop("encoder_weights_sha256", None)
 
     for fold in range(5):
         _tamper(run, "concat", fold, checkpoint=old)

@@ -92,3 +92,24 @@ def load_state(
             parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
         raise CheckpointError(f"{source}: checkpoint does not fit the model architecture: " + "; ".join(parts))
     model.load_state_dict(state, strict=False)
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint's weights (``model_state_dict`` or ``state_dict``, keys in order), not of its bytes:
+    the same weights give the same hash whatever else the file records (timings, host)."""
+    import hashlib
+
+    import torch
+
+    ck = load_checkpoint(path)
+    state = ck.get("model_state_dict", ck.get("state_dict"))  # heads and encoders
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: expected weights (model_state_dict or state_dict); found none")
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        h.update(k.encode())
+        if isinstance(v, torch.Tensor):
+            h.update(str(v.dtype).encode() + str(tuple(v.shape)).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

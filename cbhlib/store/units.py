@@ -23,7 +23,7 @@ import numpy as np
 from cbhlib.atomic import atomic_write_text
 from cbhlib.data.folds import Fold
 from cbhlib.errors import CbhError
-from cbhlib.store.checkpoints import save_checkpoint
+from cbhlib.store.checkpoints import save_checkpoint, weights_sha256
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class UnitResult:
     pred: list[float]
     val_idx: list[int] = field(default_factory=list)
     val_pred: list[float] = field(default_factory=list)
+    cal_idx: list[int] = field(default_factory=list)  # training-side samples, each predicted by a model
+    cal_pred: list[float] = field(default_factory=list)  # fitted without its flight (flight-aware intervals)
     epoch_trained: int | None = None
     epochs_run: int | None = None
     best_val_loss: float | None = None
@@ -212,7 +214,7 @@ class UnitStore:
                 checkpoint["training_campaign"] = json.dumps(self.profile, sort_keys=True)
             enc = checkpoint.get("encoder")
             if isinstance(enc, str) and enc and (self.run.root / enc).is_file():
-                checkpoint["encoder_sha256"] = file_sha256(self.run.root / enc)  # predict verifies it
+                checkpoint["encoder_weights_sha256"] = weights_sha256(self.run.root / enc)  # predict verifies it
             ck = self.run.unit_checkpoint(result.model, result.protocol, result.fold_id, result.seed)
             save_checkpoint(checkpoint, ck)
             result.checkpoint = self.run.relative(ck)

@@ -23,6 +23,7 @@ import torch
 
 from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
+from cbhlib.store.checkpoints import weights_sha256
 from cbhlib.store.units import file_sha256
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,18 @@ def verify_sha(path: Path, expected: object, source: object) -> None:
         raise CheckpointError(
             f"{path}: expected sha256 {expected[:16]}... (recorded in {source}); found {got[:16]}...: "
             "the file was replaced or altered after training"
+        )
+
+
+def verify_weights(path: Path, expected: object, source: object) -> None:
+    """Refuse an encoder whose weights differ from those recorded in ``source`` (a head's checkpoint)."""
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{source}: expected a recorded weights sha256 for {path}; found {expected!r}")
+    got = weights_sha256(path)
+    if got != expected:
+        raise CheckpointError(
+            f"{path}: expected encoder weights with sha256 {expected[:16]}... (recorded in {source}); found "
+            f"{got[:16]}...: the encoder was replaced or retrained after this head was trained"
         )
 
 

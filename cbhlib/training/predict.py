@@ -54,7 +54,7 @@ class Head:
     regions: int = 4  # image regions per side of the attention mode's tokens
     path: Path = field(default_factory=Path)  # the checkpoint
     profile: dict[str, Any] | None = None  # the training campaign (None: trained before profiles)
-    encoder_sha256: str | None = None  # recorded at training (None: older checkpoints)
+    encoder_sha256: str | None = None  # its encoder's weights sha256, recorded at training (None: older checkpoints)
 
     @property
     def what(self) -> str:
@@ -129,7 +129,7 @@ def load_head(path: str | Path) -> Head:
             int(_number(ck, "regions", path, 1, 64)) if "regions" in ck else 4,
             Path(path),
             ic.read_profile(ck.get("training_campaign"), path),
-            ck.get("encoder_sha256"),
+            ck.get("encoder_weights_sha256"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a loadable head checkpoint ({type(exc).__name__}: {exc})") from None
@@ -176,7 +176,7 @@ def _verified_head(run: RunDir, u: UnitResult) -> Head:
     if head.mode in IMAGE_MODES:
         enc = ic.inside_run(run.root, head.encoder, path, "encoder")
         if head.encoder_sha256 is not None:
-            ic.verify_sha(enc, head.encoder_sha256, path)
+            ic.verify_weights(enc, head.encoder_sha256, path)
     return head
 
 
