@@ -26,105 +26,39 @@ import yaml
 from cbhlib.constants import DEFAULT_CAMPAIGN, PROTOCOLS
 from cbhlib.errors import ParamsError
 from cbhlib.fields import check_constraints, check_plain, checked_yaml, coerce, opt, type_name
-from cbhlib.models.fusion import MODES, HeadConfig
+from cbhlib.models.fusion import HeadConfig
 from cbhlib.models.mae import EncoderConfig
+from cbhlib.sections import (
+    BASELINES,
+    MODELS,
+    NEURAL_BASELINES,
+    PRETRAIN_SCOPES,
+    AdaptConfig,
+    CompareConfig,
+    ExploreConfig,
+    PretrainConfig,
+    SweepConfig,
+    TrainConfig,
+)
 
-PRETRAIN_SCOPES = ("fold", "transductive", "all")
-NEURAL_BASELINES = ("random_init", "image_stats_mlp")  # trained like the modes, scored as baselines
-MODELS = MODES + NEURAL_BASELINES
-BASELINES = ("climatology", "lcl", "gbdt", "gbdt_all", "image_stats_gbdt", "image_stats_mlp", "random_init")
-
-
-@dataclass
-class PretrainConfig:
-    """Self-supervised MAE pretraining (no labels are used)."""
-
-    scope: str = opt(
-        "fold",
-        "fold: one encoder per held-out flight, trained without that flight's frames; "
-        "transductive: also its unlabelled frames (no labels); all: one encoder on every frame",
-        choices=PRETRAIN_SCOPES,
-    )
-    epochs: int = opt(8, "epochs of max_frames frames each", min=0, max=10000)
-    batch_size: int = opt(32, "frames per step", min=1, max=65536)
-    lr: float = opt(6e-3, "AdamW peak learning rate (linear warm-up, then cosine to 0)", above=0, max=10)
-    weight_decay: float = opt(0.05, "AdamW weight decay", min=0, max=10)
-    warmup: float = opt(0.1, "fraction of steps spent warming up the learning rate", min=0, max=0.9)
-    mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder", above=0, max=0.95)
-    unlabelled: bool = opt(True, "also pretrain on the campaign's unlabelled frames of the allowed flights")
-    max_frames: int = opt(1024, "frames drawn per epoch from the allowed ones (0: all of them)", min=0)
-    columns_per_image: int = opt(8, "mae1d: random columns drawn per image per step", min=1, max=4096)
-    seed: int = opt(-1, "pretraining seed; -1: each unit's own seed (encoder and head follow one seed)", min=-1)
-    eval_frames: int = opt(256, "frames on which the final loss and its floors are measured", min=8, max=100000)
-    memory_limit_mb: int = opt(1024, "hold pretraining frames in memory below this size, else stream them", min=0)
-    missing: str = opt(
-        "fail",
-        "when a training step finds no encoder: fail (name the pretrain step) or pretrain",
-        choices=("fail", "pretrain"),
-    )
+__all__ = [
+    "BASELINES",
+    "MODELS",
+    "NEURAL_BASELINES",
+    "PRETRAIN_SCOPES",
+    "AdaptConfig",
+    "CompareConfig",
+    "Config",
+    "ExploreConfig",
+    "HeadConfig",
+    "PretrainConfig",
+    "SweepConfig",
+    "TrainConfig",
+    "load_config",
+]
 
 
-@dataclass
-class TrainConfig:
-    """Fusion-head training (the seed's settings)."""
-
-    mode: str = opt(
-        "concat",
-        "image_only, physical_only, concat or attention; or a neural baseline: random_init "
-        "(untrained encoder), image_stats_mlp (image statistics)",
-        choices=MODELS,
-    )
-    epochs: int = opt(50, "maximum epochs", min=1, max=100000)
-    batch_size: int = opt(
-        32, "samples per step (capped by the smallest training split, with a logged note)", min=1, max=65536
-    )
-    lr: float = opt(1e-3, "AdamW learning rate (cosine annealed per epoch)", above=0, max=10)
-    weight_decay: float = opt(1e-4, "AdamW weight decay", min=0, max=10)
-    patience: int = opt(15, "epochs without validation improvement before early stopping", min=1)
-    huber_delta_km: float = opt(0.3, "Huber loss delta, km", above=0, max=100)
-    finetune: bool = opt(False, "fine-tune the encoder end to end per unit (slow; default frozen and cached)")
-    finetune_lr: float = opt(1e-4, "encoder learning rate when fine-tuning", above=0, max=10)
-    regions: int = opt(4, "image regions per side: the attention mode's image tokens", min=1, max=64)
-
-
-@dataclass
-class CompareConfig:
-    """The cross-flight comparison: baselines, adaptation, uncertainty, paired intervals."""
-
-    baselines: list[str] = opt(list(BASELINES), "baselines scored on the same folds as the models", choices=BASELINES)
-    few_shot_ks: list[int] = opt(
-        [0, 5, 10, 20, 50], "labelled samples of the held-out flight used to recalibrate", min=0, max=100000
-    )
-    few_shot_draw: str = opt(
-        "first",
-        "headline draw of the k samples: first (in time, as used) or random (optimistic); both are tabulated",
-        choices=("first", "random"),
-    )
-    few_shot_repeats: int = opt(5, "random draws per k (the first-in-time draw has one)", min=1, max=1000)
-    linear_shrinkage: float = opt(
-        10.0, "linear recalibration: ridge weight pulling the slope to 1 (in samples)", min=0, max=1e6
-    )
-    conformal_alpha: float = opt(0.1, "1 - nominal coverage of split-conformal intervals", above=0, max=0.5)
-    conformal_k: int = opt(20, "labelled samples of the held-out flight calibrating its intervals", min=1)
-    bootstrap_reps: int = opt(1000, "paired bootstrap replicates for model differences", min=50, max=100000)
-    bootstrap_block: int = opt(10, "moving-block length along each track (autocorrelated samples)", min=1)
-
-
-@dataclass
-class ExploreConfig:
-    """The exploration notebook."""
-
-    images_per_flight: int = opt(3, "example images shown per flight", min=1, max=20)
-
-
-@dataclass
-class SweepConfig:
-    """The sweep notebook."""
-
-    file: str = opt("params/sweep_shift.yaml", "sweep file: the grid, the models and the shared settings")
-    workers: int = opt(0, "run the grid points on a local Dask cluster of this many processes (0: serially)", min=0)
-
-
+# the sections of the tree (one dataclass each) live in cbhlib/sections.py
 @dataclass
 class Config:
     """Every setting of a run. Top-level fields hold the run; sections hold the rest."""
@@ -148,6 +82,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)

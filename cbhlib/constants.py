@@ -31,3 +31,8 @@ GEOMETRY_VARIABLES: dict[str, str] = {
     "shadow_length_pixels": "pixels",
     "shadow_detection_confidence": "1",
 }
+
+# label-free flight adaptation (cbhlib.evaluation.flightnorm): normalisations, levels, model-name suffixes
+FLIGHT_NORMS = ("none", "flight", "running")
+FLIGHT_LEVELS = ("training", "inputs")
+FLIGHT_NORM_SUFFIXES = {"flight": "_fn", "running": "_fnrun"}

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,7 +24,7 @@
 # from the pretraining notebook (run it first). Every number is shown beside the
 # climatology baseline on the same folds, as mean ± sd over seeds.
 
-# %% tags=["parameters"] sections=["encoder", "pretrain", "train", "head"]
+# %% tags=["parameters"] sections=["encoder", "pretrain", "train", "head", "adapt"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
 seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
@@ -71,12 +71,16 @@ train_huber_delta_km: float = 0.3  # Huber loss delta, km
 train_finetune: bool = False  # fine-tune the encoder end to end per unit (slow; default frozen and cached)
 train_finetune_lr: float = 0.0001  # encoder learning rate when fine-tuning
 train_regions: int = 4  # image regions per side: the attention mode's image tokens
+train_nested: bool = True  # under LOFO also train, per unit, one head without each training flight (nested leave-one-flight-out): their residuals calibrate flight-aware prediction intervals
+train_flight_norm: str = 'none'  # label-free flight adaptation: none; flight (inputs standardised within their own flight, the within-flight anomaly learnt, the training level added: model name + _fn); running (the same from each flight's samples up to each time, for use during a flight: + _fnrun)
 head_phys_hidden: list[int] = [128, 64]  # physical encoder widths: K -> 128 -> 64
 head_phys_dropout: float = 0.1  # dropout in the physical encoder
 head_hidden: list[int] = [256, 128]  # regression head widths: in -> 256 -> 128 -> 1
 head_dropout: float = 0.2  # dropout in the regression head
 head_attn_dim: int = 64  # attention mode: token width (divisible by attn_heads)
 head_attn_heads: int = 4  # attention mode: heads
+adapt_level: str = 'training'  # level added to a new flight's predicted anomaly: training (the training samples' mean, climatology's level) or inputs (ridge of the training flights' mean labels on their mean inputs; few flights: unstable)
+adapt_warmup: int = 10  # running normalisation: a flight's first samples before its statistics are used
 
 # %%
 import pandas as pd
@@ -85,12 +89,13 @@ from IPython.display import display
 from cbhlib import plots
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
+from cbhlib.evaluation.flightnorm import variant
 from cbhlib.evaluation.results import headline_table, per_flight_table
 from cbhlib.pipeline.notebook import environment_report, setup
 from cbhlib.training.loops import read_jsonl
 from cbhlib.training.runner import run_mode
 
-cfg, run, rng = setup(globals(), f"train_{train_mode}")
+cfg, run, rng = setup(globals(), "train_" + variant(train_mode, train_flight_norm))
 camp = Campaign(cfg.campaign)
 print(f"model {cfg.train.mode}; protocols {cfg.protocols}; seeds {cfg.seeds}")
 

@@ -12,13 +12,20 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from cbhlib.config import load_config
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
-from cbhlib.evaluation import adapt
+from cbhlib.evaluation import adapt, intervals
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
-from cbhlib.evaluation.compare import comparisons, findings, run_baselines, versus_climatology
-from cbhlib.evaluation.conformal import conformal_quantile, interval_coverage
+from cbhlib.evaluation.compare import baseline_names, comparisons, findings, run_baselines
+from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
 from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
-from cbhlib.evaluation.stats import block_indices, paired_mae_difference
+from cbhlib.evaluation.stats import (
+    block_indices,
+    choose_block,
+    paired_difference,
+    paired_mae_difference,
+    sign_flip_p,
+)
+from cbhlib.evaluation.verdicts import combine
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
@@ -71,7 +78,10 @@ def baseline_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_baselines_write_reports_for_every_protocol(baseline_run) -> None:
     camp, run, cfg = baseline_run
-    assert {(m, p) for m, p, _ in run.reports()} == {(m, p) for m in SKLEARN_BASELINES for p in ("lofo", "random")}
+    names = baseline_names(cfg)
+    assert set(SKLEARN_BASELINES) < set(names) and "gbdt_all_fn" in names and "climatology_fn" not in names
+    expected = {(m, p) for m in names for p in ("lofo", "random") if p == "lofo" or not m.endswith("_fn")}
+    assert {(m, p) for m, p, _ in run.reports()} == expected
     pred = load_predictions(run, camp)
     head = headline_table(pred)
     assert (head["n_seeds"] == 2).all() and (head["pooled_mae_m_sd"] == 0).all()  # deterministic: sd 0 exactly
@@ -113,29 +123,65 @@ def test_paired_interval_resolves_a_real_difference_and_not_noise() -> None:
     assert d2.lo < 0 < d2.hi and d2.verdict == "not resolved"
 
 
-def test_findings_state_rankings_only_when_resolved(baseline_run) -> None:
+def test_findings_state_rankings_only_when_resolved_under_both_metrics(baseline_run) -> None:
     camp, run, cfg = baseline_run
     pred = load_predictions(run, camp)
     comp = comparisons(pred, cfg, pairs=[("gbdt_all", "gbdt"), ("gbdt", "gbdt")])
-    found = findings(headline_table(pred), comp)
+    found = findings(headline_table(pred), comp, source=camp.source, n_flights=camp.n_flights)
     self_row = comp[(comp.model == "gbdt") & (comp.reference == "gbdt")].iloc[0]
-    assert self_row["verdict"] == "not resolved" and self_row["diff_m"] == 0
+    assert self_row["status"] == "not resolved" and self_row["pooled_diff_m"] == 0 and self_row["flight_diff_m"] == 0
     assert any("gbdt vs gbdt" in s and "not resolved" in s for s in found["does_not_show"])
     assert not any("gbdt beats gbdt" in s for s in found["shows"])
+    for _, r in comp.iterrows():  # a ranking in "shows" only where both intervals exclude 0 on the same side
+        stated = any(s.startswith(r["verdict"] + ":") for s in found["shows"])
+        both = (r["pooled_hi_m"] < 0 and r["flight_hi_m"] < 0) or (r["pooled_lo_m"] > 0 and r["flight_lo_m"] > 0)
+        assert stated == both
 
 
-def test_models_are_called_worse_or_better_than_climatology_only_when_resolved(baseline_run) -> None:
+def test_verdicts_carry_both_metrics_the_block_and_the_flight_level_evidence(baseline_run) -> None:
     camp, run, cfg = baseline_run
     pred = load_predictions(run, camp)
-    clim = versus_climatology(pred, cfg)
-    assert "climatology" not in set(clim["model"]) and set(clim["reference"]) == {"climatology"}
-    found = findings(headline_table(pred), comparisons(pred, cfg, pairs=[]), clim=clim)
-    claims = " ".join(s for s in found["shows"] if "than climatology" in s)
-    open_ = " ".join(s for s in found["does_not_show"] if "beat climatology" in s)
-    for _, r in clim.iterrows():
-        named = f"{r['model']} {r['diff_m']:+.0f} m"
-        assert (named in claims) == (r["verdict"] != "not resolved")
-        assert (named in open_) == (r["verdict"] == "not resolved")
+    comp = comparisons(pred, cfg, pairs=[("gbdt_all", "climatology")])
+    r = comp.iloc[0]
+    for metric in ("pooled", "flight"):
+        assert r[f"{metric}_lo_m"] <= r[f"{metric}_diff_m"] <= r[f"{metric}_hi_m"]
+    assert r["block"] >= 1 and isinstance(r["holds_at_2x_block"], (bool, np.bool_))
+    assert r["n_flights"] == camp.n_flights and 0 <= r["flights_better"] <= camp.n_flights
+    assert r["sign_flip_p_min"] == pytest.approx(2 / 2**camp.n_flights) and r["sign_flip_p"] >= r["sign_flip_p_min"]
+
+
+def test_metrics_that_disagree_are_never_a_ranking() -> None:
+    assert combine(-1, -1, "a", "b") == ("resolved", "a beats b")
+    assert combine(1, 1, "a", "b") == ("resolved", "b beats a")
+    assert combine(-1, 1, "a", "b")[0] == "metrics disagree" and "beats" in combine(-1, 1, "a", "b")[1]
+    assert combine(-1, 0, "a", "b") == ("one metric", "not resolved under both metrics (pooled MAE only: a beats b)")
+    assert combine(0, 0, "a", "b") == ("not resolved", "not resolved")
+
+
+def test_per_flight_statistic_weighs_every_flight_the_same() -> None:
+    y = np.zeros(110)
+    groups = np.repeat(["big", "small"], [100, 10])
+    a = np.where(groups == "big", 0.1, 0.5)[None]  # a: better on the big flight, worse on the small one
+    b = np.full((1, 110), 0.2)
+    pooled = paired_difference(y, a, b, groups, metric="pooled", block=5, reps=200)
+    flight = paired_difference(y, a, b, groups, metric="flight", block=5, reps=200)
+    assert pooled.diff == pytest.approx((100 * -0.1 + 10 * 0.3) / 110) and pooled.sign == -1
+    assert flight.diff == pytest.approx((-0.1 + 0.3) / 2) and flight.sign == 1
+
+
+def test_block_length_follows_the_autocorrelation() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["A", "B"], 400)
+    white = rng.normal(size=800)
+    smooth = np.concatenate([np.convolve(rng.normal(size=430), np.ones(30) / 30, "valid")[:400] for _ in range(2)])
+    assert choose_block(white, groups) <= 3 < 10 <= choose_block(smooth, groups)
+
+
+def test_sign_flip_test_is_exact_and_has_a_floor() -> None:
+    p, pmin = sign_flip_p(np.array([-1.0, -2.0, -1.5, -0.5, -3.0]))
+    assert p == pytest.approx(2 / 32) and pmin == pytest.approx(2 / 32)  # five flights: never below 0.0625
+    p, _ = sign_flip_p(np.array([-1.0, 1.0, -1.0, 1.0]))
+    assert p == 1.0
 
 
 def _lofo_pred(n_per: tuple[int, ...] = (60, 40, 12), seed: int = 0, slope: float = 1.0) -> pd.DataFrame:
@@ -197,12 +243,51 @@ def test_conformal_coverage_on_exchangeable_data() -> None:
     assert conformal_quantile(np.ones(5), 0.1) == float("inf")  # too few residuals for 90 %
 
 
-def test_conformal_per_flight_fails_under_shift_and_the_minimum_is_reported() -> None:
+def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     pred = _lofo_pred((120, 120, 60))
     val = {("m", 0, f"F{k}"): np.random.default_rng(k).normal(0, 0.03, 100) for k in range(3)}
-    conf = adapt.conformal(pred, val, 0.1, 20, "first", 3)
-    summ = adapt.conformal_summary(conf).set_index("calibration")
-    tf = summ.loc["training flights"]
-    assert tf["min_coverage"] < 0.3 and tf["worst_flight"] in ("F1", "F2")
-    assert summ.loc["target flight (20-shot)", "min_coverage"] > tf["min_coverage"]
-    assert {"coverage", "width_m", "n_calibration", "draw"} <= set(conf.columns)
+    cal = {  # out-of-flight residuals: carry the flights' offsets (0.2 per flight index)
+        ("m", 0, f"F{k}"): (
+            np.concatenate([np.random.default_rng(k + j).normal(0.2 * j, 0.03, 80) for j in range(3) if j != k]),
+            np.repeat([j for j in range(3) if j != k], 80),
+        )
+        for k in range(3)
+    }
+    table = intervals.interval_table(pred, val, cal, 0.1, 20)
+    summ = intervals.interval_summary(table, 0.9).set_index("method")
+    assert set(summ.index) == set(intervals.METHODS)
+    assert summ.loc["validation", "worst_coverage"] < 0.3 and summ.loc["validation", "worst_flight"] in ("F1", "F2")
+    cov = table.groupby(["method", "flight"])["coverage"].mean()
+    # flight F1's offset (0.2) lies within the other flights' (0 and 0.4): out-of-flight residuals cover it ...
+    assert cov["flight_max", "F1"] > 0.8 > cov["validation", "F1"]
+    # ... the most extreme flight (F2, offset 0.4 beyond both others) cannot be anticipated label-free
+    assert cov["flight_max", "F2"] < 0.5
+    assert summ.loc["flight_max", "width_vs_validation"] > 1  # wider: it carries the between-flight shift
+    assert summ.loc["aci", "worst_later_half"] >= 0.8  # online: adapts to the new flight's offset
+    assert {"coverage", "width_m", "n_calibration", "n_scored", "coverage_later_half"} <= set(table.columns)
+    firstk = table[table["method"].isin(["first_k", "aci", "aci_budget"])]
+    assert firstk.groupby("flight")["n_scored"].nunique().eq(1).all()  # the same scored samples at the same budget
+
+
+def test_aci_never_uses_a_label_before_its_time() -> None:
+    rng = np.random.default_rng(0)
+    y, p = rng.normal(0, 1, 60), np.zeros(60)
+    scores = rng.normal(0, 0.5, 50)
+    base, used = intervals.aci(y, p, scores, 0.1, 0.05)
+    assert used[0] == 0.1 and not np.all(used == 0.1)  # it adapts, starting at the nominal level
+    for t in (5, 20, 40):
+        y2 = y.copy()
+        y2[t:] = 99.0  # later labels change: the intervals up to t must not
+        np.testing.assert_array_equal(intervals.aci(y2, p, scores, 0.1, 0.05)[0][: t + 1], base[: t + 1])
+
+
+def test_flight_aware_half_widths_weigh_flights_and_the_maximum_is_per_flight() -> None:
+    r = np.concatenate([np.full(90, 0.1), np.full(10, 1.0)])
+    g = np.repeat([0, 1], [90, 10])
+    assert intervals.flight_halfwidth(r, g, 0.1, "pooled") == pytest.approx(1.0)  # rank 91 of 100: a 1.0
+    r2 = np.concatenate([np.full(95, 0.1), np.full(5, 1.0)])
+    g2 = np.repeat([0, 1], [95, 5])
+    assert intervals.flight_halfwidth(r2, g2, 0.1, "pooled") == pytest.approx(0.1)  # the big flight dominates
+    assert intervals.flight_halfwidth(r2, g2, 0.1, "flight") == pytest.approx(1.0)  # each flight weighs half
+    assert intervals.flight_halfwidth(r2, g2, 0.1, "flight_max") == pytest.approx(1.0)
+    assert intervals.weighted_quantile(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0]), 0.5) == 2.0

@@ -43,6 +43,10 @@ STEPS = [
     "attention",
     "random_init",
     "image_stats_mlp",
+    "physical_only_fn",
+    "image_only_fn",
+    "concat_fn",
+    "attention_fn",
     "compare",
 ]
 
@@ -160,7 +164,12 @@ def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> N
     )  # 5 held-out flights x 2 seeds (LOFO only) and pre["floor_predict_zero"] > 0 and pre["floor_interpolation"] > 0
     assert all(e["frames_of_held_out"] == 0 for e in pre["encoders"] if e["scope"].startswith("fold"))
     comp = summary["comparison"]
-    assert any(c["model"] == "image_only" and c["reference"] == "random_init" for c in comp["comparisons"])
+    assert any(c["model"] == "image_only" and c["reference"] == "random_init" for c in comp["verdicts"])
+    vs_clim = [c for c in comp["verdicts"] if c["reference"] == "climatology"]
+    assert {"gbdt_all_fn", "concat_fn"} <= {c["model"] for c in vs_clim}
+    for c in vs_clim:  # both headline metrics, the block and the flight-level evidence travel together
+        assert {"pooled_lo_m", "flight_lo_m", "block", "holds_at_2x_block", "flights_better", "sign_flip_p"} <= set(c)
+    assert comp["bootstrap"]["block_min"] >= 1
     assert comp["findings"]["shows"] and comp["findings"]["does_not_show"]
 
 
@@ -323,12 +332,19 @@ def test_a_small_features_only_campaign_runs_with_default_settings(
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "3 ok, 6 skipped, 0 failed" in capsys.readouterr().out
+    assert "4 ok, 9 skipped, 0 failed" in capsys.readouterr().out
     run = project / "runs" / "small"
     assert (run / "reports" / "physical_only__lofo.json").exists() and (run / "reports" / "gbdt__lofo.json").exists()
     assert not (run / "reports" / "image_only__lofo.json").exists()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"]["skipped"] == 6 and summary["steps"]["ok"] == 3 and summary["steps"]["failed"] == 0
+    assert summary["steps"]["skipped"] == 9 and summary["steps"]["ok"] == 4 and summary["steps"]["failed"] == 0
+    for model in ("gbdt_fn", "ridge_fn", "physical_only_fn"):  # features-only campaigns get the features-only variants
+        assert (run / "reports" / f"{model}__lofo.json").exists()
+    assert not (run / "reports" / "gbdt_all_fn__lofo.json").exists()
+    verdicts = summary["comparison"]["verdicts"]
+    assert {"gbdt_fn", "ridge_fn", "physical_only_fn"} <= {
+        v["model"] for v in verdicts if v["reference"] == "climatology"
+    }
 
 
 def test_parameters_never_become_code(
@@ -638,6 +654,9 @@ def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
     gbdt = next(r for r in summary["headline"] if r["model"] == "gbdt" and r["protocol"] == "lofo")
     assert f"{gbdt['pooled_mae_m']:.0f} ± {gbdt['pooled_mae_m_sd']:.0f}" in text  # numbers from the run
     assert "Leave-one-flight-out" in text and "\nold\n" not in text and text.endswith("tail\n")
+    v = next(c for c in summary["comparison"]["verdicts"] if c["reference"] == "climatology")
+    assert f"| {v['model']} | climatology | {v['pooled_diff_m']:+.0f} [" in text  # both metrics' intervals
+    assert "sign-flip" in text and "Politis-White" in text
     assert "| pretraining throughput (images/s) | 1,234.5 |" in text and "`--workers 2`" in text
     assert "heads: 4 modes x 5 folds x 50 epochs (s) | 6.2" in text and "5000 samples" in text
     assert readme_main([str(tmp_path / "nowhere"), str(readme)]) == 2

@@ -79,56 +79,24 @@ def test_baselines_are_told_apart_and_flights_avoid_model_colours() -> None:
     assert not set(flights) & model_rgb and len(set(flights)) == len(flights)
 
 
-def test_coverage_keeps_the_headline_draw_apart_from_the_optimistic_one() -> None:
+def test_coverage_has_a_panel_per_method_rings_the_worst_flight_and_marks_the_flight_level_bound() -> None:
     rows = []
     for m in ("concat", "climatology"):
-        for fl in FLIGHTS:
-            rows.append(
-                {
-                    "model": m,
-                    "seed": 0,
-                    "flight": fl,
-                    "calibration": "training flights",
-                    "draw": np.nan,
-                    "coverage": 0.3,
-                    "n_calibration": 50,
-                    "n_scored": 100,
-                }
-            )
-            rows.append(
-                {
-                    "model": m,
-                    "seed": 0,
-                    "flight": fl,
-                    "calibration": "target flight (20-shot)",
-                    "draw": "first",
-                    "coverage": 0.5,
-                    "n_calibration": 20,
-                    "n_scored": 80,
-                }
-            )
-            rows += [
-                {
-                    "model": m,
-                    "seed": 0,
-                    "flight": fl,
-                    "calibration": "target flight (20-shot)",
-                    "draw": "random",
-                    "coverage": 1.0,
-                    "n_calibration": 20,
-                    "n_scored": 80,
-                }
-                for _ in range(3)
-            ]
-    fig = plots.coverage_dots(pd.DataFrame(rows), 0.9)
-    target = fig.axes[1]
-    xs = np.concatenate([c.get_offsets()[:, 0] for c in target.collections])
-    assert set(np.round(xs, 3)) == {0.5, 1.0}  # never averaged into 0.75
-    assert target.get_xlim()[0] < 0 and target.get_xlim()[1] > 1
+        for j, fl in enumerate(FLIGHTS):
+            for method, cov in (("validation", 0.3 + 0.1 * j), ("flight", 0.6 + 0.05 * j), ("aci", 0.9)):
+                rows.append({"model": m, "seed": 0, "flight": fl, "method": method, "coverage": cov, "n_scored": 100})
+    fig = plots.coverage_dots(pd.DataFrame(rows), 0.9, flight_level=0.8)
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert "validation" in titles[0] and "flight-aware" in titles[1] and "ACI" in titles[2]
+    flight_panel = fig.axes[1]
+    rings = [c for c in flight_panel.collections if c.get_sizes()[0] > 100]  # the worst flight of each model
+    assert rings and set(np.round(rings[0].get_offsets()[:, 0], 3)) == {0.6}
+    assert flight_panel.get_xlim()[0] < 0 and flight_panel.get_xlim()[1] > 1
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["climatology", "concat"]
+    assert any(ln.get_xdata()[0] == 0.8 and ln.get_linestyle() == ":" for ln in flight_panel.get_lines())
     legends = [c for ax in fig.axes for c in ax.get_children() if isinstance(c, matplotlib.legend.Legend)]
     legend_text = " ".join(t.get_text() for leg in legends for t in leg.get_texts())
-    assert "headline" in legend_text and "optimistic" in legend_text and "n = 100" in legend_text
+    assert "worst flight" in legend_text and "G/(G+1)" in legend_text and "n = 100" in legend_text
 
 
 def test_protocol_inflation_annotates_cut_bars_and_missing_protocols() -> None:
@@ -271,37 +239,38 @@ def test_few_shot_draws_the_headline_draw_only() -> None:
     assert len(baselines.get_lines()) == 2 + 1  # two baselines, one faint reference of the other draw
 
 
-def test_differences_take_the_winners_colour() -> None:
+def _verdict(model: str, ref: str, pooled: tuple[float, float, float], flight: tuple[float, float, float]) -> dict:
+    from cbhlib.evaluation.verdicts import combine
+
+    sign = lambda t: -1 if t[2] < 0 else (1 if t[1] > 0 else 0)
+    status, verdict = combine(sign(pooled), sign(flight), model, ref)
+    return {
+        "model": model, "reference": ref, "block": 20, "status": status, "verdict": verdict,
+        "pooled_diff_m": pooled[0], "pooled_lo_m": pooled[1], "pooled_hi_m": pooled[2],
+        "flight_diff_m": flight[0], "flight_lo_m": flight[1], "flight_hi_m": flight[2],
+        "holds_at_2x_block": True, "flights_better": 1, "n_flights": 5, "sign_flip_p": 0.31,
+        "sign_flip_p_min": 0.0625, "n_samples": 933, "n_seeds": 3,
+    }  # fmt: skip
+
+
+def test_differences_show_both_metrics_and_take_the_winners_colour() -> None:
     comp = pd.DataFrame(
         [
-            {
-                "model": "physical_only",
-                "reference": "gbdt_all",
-                "diff_m": 140.0,
-                "ci_lo_m": 80.0,
-                "ci_hi_m": 220.0,
-                "verdict": "gbdt_all beats physical_only",
-                "n_samples": 933,
-                "n_seeds": 3,
-            },
-            {
-                "model": "concat",
-                "reference": "physical_only",
-                "diff_m": -40.0,
-                "ci_lo_m": -90.0,
-                "ci_hi_m": 5.0,
-                "verdict": "not resolved",
-                "n_samples": 933,
-                "n_seeds": 3,
-            },
+            _verdict("physical_only", "gbdt_all", (140.0, 80.0, 220.0), (90.0, 40.0, 150.0)),
+            _verdict("concat", "physical_only", (-40.0, -90.0, 5.0), (-30.0, -60.0, -5.0)),
         ]
     )
-    fig = plots.differences(comp, block=10, reps=1000)
-    ax = fig.axes[0]
-    marker_lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
+    fig = plots.differences(comp, reps=1000)
+    pooled, flight = fig.axes[0], fig.axes[1]
+    assert "pooled" in pooled.get_title() and "per-flight" in flight.get_title()
+    marker_lines = [ln for ln in pooled.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
     assert mcolors.to_hex(marker_lines[0].get_color()) == style.model_color("gbdt_all")
-    assert marker_lines[1].get_markerfacecolor() == "white"
-    assert "bootstrap" in ax.get_title() and "gbdt_all beats physical_only" in _texts(fig)
+    assert marker_lines[1].get_markerfacecolor() == "white"  # pooled includes 0: hollow
+    flight_lines = [ln for ln in flight.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
+    assert flight_lines[1].get_markerfacecolor() != "white"  # per-flight excludes 0: filled
+    text = " ".join(_texts(fig))
+    assert "gbdt_all beats physical_only" in text and "one metric" in text  # no ranking from one metric
+    assert "bootstrap" in fig._suptitle.get_text()
 
 
 def test_every_pipeline_figure_has_its_own_caption_and_pipeline_order() -> None:

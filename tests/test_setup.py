@@ -15,7 +15,7 @@ from cbhlib.config import load_config, read_yaml
 from cbhlib.pipeline.spec import load_pipeline
 from tests.conftest import ROOT
 
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "arch": "arch-py"}
 
 
 def _req(spec: str) -> tuple[str, str]:

@@ -1,10 +1,11 @@
 """Scoring what the models predict, honestly.
 
-Owns: the baselines on the models' folds (``baselines``), metrics and reports
-(``metrics``, ``reports``, ``results``), paired intervals (``stats``), the comparison and
-its findings (``compare``), few-shot adaptation and intervals (``adapt``, ``conformal``),
-shift diagnostics (``shift``), image statistics (``imagestats``), exploration tables
-(``explore``) and the published numbers (``published``).
+Owns: the baselines on the models' folds (``baselines``), label-free flight adaptation
+(``flightnorm``), metrics and reports (``metrics``, ``reports``, ``results`` with the
+published numbers), paired evidence (``stats``) and verdicts under both headline metrics
+(``verdicts``), the comparison and its findings (``compare``), few-shot adaptation
+(``adapt``), prediction intervals (``intervals``), image statistics (``imagestats``), and
+exploration tables with shift diagnostics (``explore``).
 
 May import: ``sources``, ``store``, ``data``, ``models`` and the layers below them; never
 ``training`` (training imports evaluation: the baselines' and heads' one unit writer is

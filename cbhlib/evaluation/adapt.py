@@ -23,24 +23,28 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from cbhlib.evaluation.conformal import conformal_quantile, interval_coverage
-
 MIN_SCORED = 5  # samples of a flight that must remain to be scored
 
 
-def draws(n: int, k: int, draw: str, repeats: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Positions (in time order) of the k calibration samples and of the scored rest.
+def draws(
+    n: int, k: int, draw: str, repeats: int, rng: np.random.Generator, k_max: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Positions (in time order) of the k calibration samples and of the scored samples.
 
-    ``first``: the first k (one draw); ``random``: ``repeats`` random draws. k is capped so
-    that at least ``MIN_SCORED`` samples are scored.
+    The scored samples are the same for every k up to ``k_max`` (default k): those outside
+    the first ``k_max`` positions (``first``, one draw) or outside a random pool of
+    ``k_max`` (``random``, ``repeats`` draws; calibration takes the pool's first k), so a
+    curve over k compares like with like. ``k_max`` is capped so that at least
+    ``MIN_SCORED`` samples are scored.
     """
-    k_used = max(0, min(k, n - MIN_SCORED))
-    if k_used == 0 or draw == "first":
-        return [(np.arange(k_used), np.arange(k_used, n))]
+    pool_n = max(0, min(max(k, k_max or 0), n - MIN_SCORED))
+    k_used = min(k, pool_n)
+    if draw == "first" or pool_n == 0:
+        return [(np.arange(k_used), np.arange(pool_n, n))]
     out = []
     for _ in range(repeats):
         perm = rng.permutation(n)
-        out.append((np.sort(perm[:k_used]), np.sort(perm[k_used:])))
+        out.append((np.sort(perm[:k_used]), np.sort(perm[pool_n:])))
     return out
 
 
@@ -82,18 +86,20 @@ def few_shot(
     methods: tuple[str, ...] = ("offset", "linear"),
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (model, seed, flight, k, method, repeat) with the scored samples' metrics.
+    """One row per (model, seed, flight, k, method, repeat) with the scored samples' metrics;
+    within a flight and draw every k is scored on the same samples (those after the largest k).
 
     Args:
         pred: tidy LOFO predictions (model, seed, flight, time_utc, truth_km, pred_km).
     """
     rows = []
+    k_max = max(ks) if ks else 0
     for (model, s, fl), d in pred.groupby(["model", "seed", "flight"], sort=False):
         d = d.sort_values("time_utc")
         y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
-        for k in ks:
-            rng = np.random.default_rng([seed, k, int(s), zlib.crc32(str(fl).encode())])
-            for rep, (cal, scored) in enumerate(draws(len(y), k, draw, repeats, rng)):
+        for k in ks:  # the same stream for every k: the same pools, so every k scores the same samples
+            rng = np.random.default_rng([seed, int(s), zlib.crc32(str(fl).encode())])
+            for rep, (cal, scored) in enumerate(draws(len(y), k, draw, repeats, rng, k_max)):
                 for method in methods:
                     mae, r2 = _mae_r2(y[scored], recalibrate(y[cal], p[cal], p[scored], method, shrinkage, p))
                     rows.append(
@@ -140,81 +146,4 @@ def few_shot_per_flight(fs: pd.DataFrame, k: int) -> pd.DataFrame:
         d.groupby(["model", "draw", "method", "flight"], sort=False)
         .agg(n_scored=("n_scored", "first"), mae_m=("mae_m", "mean"), r2=("r2", "mean"))
         .reset_index()
-    )
-
-
-def conformal(
-    pred: pd.DataFrame,
-    val: dict[tuple[str, int, str], np.ndarray],
-    alpha: float,
-    k: int,
-    draw: str,
-    repeats: int,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Coverage and width of split-conformal intervals per (model, seed, flight, calibration).
-
-    Args:
-        pred: tidy LOFO predictions.
-        val: (model, seed, flight) -> validation residuals (training flights only) of the
-            unit holding out that flight; empty when the model kept none.
-    """
-    rows = []
-    for (model, s, fl), d in pred.groupby(["model", "seed", "flight"], sort=False):
-        d = d.sort_values("time_utc")
-        y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
-        res = val.get((model, int(s), fl))
-        if res is not None and len(res):
-            q = conformal_quantile(res, alpha)
-            cov, width = interval_coverage(y, p, q)
-            rows.append(
-                {
-                    "model": model,
-                    "seed": s,
-                    "flight": fl,
-                    "calibration": "training flights",
-                    "draw": "",
-                    "coverage": cov,
-                    "width_m": 1000 * width,
-                    "n_calibration": len(res),
-                    "n_scored": len(y),
-                }
-            )
-        rng = np.random.default_rng([seed, int(s), zlib.crc32(str(fl).encode())])
-        covs, widths, n_cal = [], [], 0
-        for cal, scored in draws(len(y), k, draw, repeats, rng):
-            if len(cal) == 0:
-                continue
-            r = y[cal] - p[cal]
-            q = conformal_quantile(r, alpha)
-            q = q if np.isfinite(q) else float(np.max(np.abs(r)))
-            c, w = interval_coverage(y[scored], p[scored], q)
-            covs.append(c)
-            widths.append(w)
-            n_cal = len(cal)
-        if covs:
-            rows.append(
-                {
-                    "model": model,
-                    "seed": s,
-                    "flight": fl,
-                    "calibration": f"target flight ({k}-shot)",
-                    "draw": draw,
-                    "coverage": float(np.mean(covs)),
-                    "width_m": 1000 * float(np.mean(widths)),
-                    "n_calibration": n_cal,
-                    "n_scored": len(y) - n_cal,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def conformal_summary(conf: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, calibration, draw): the minimum and mean over flights of coverage (seeds averaged)."""
-    per_flight = conf.groupby(["model", "calibration", "draw", "flight"], sort=False)[["coverage", "width_m"]].mean()
-    g = per_flight.reset_index().groupby(["model", "calibration", "draw"], sort=False)
-    out = g.agg(min_coverage=("coverage", "min"), mean_coverage=("coverage", "mean"), mean_width_m=("width_m", "mean"))
-    worst = per_flight.reset_index().loc[g["coverage"].idxmin().to_numpy()][["model", "calibration", "draw", "flight"]]
-    return out.reset_index().merge(
-        worst.rename(columns={"flight": "worst_flight"}), on=["model", "calibration", "draw"]
     )

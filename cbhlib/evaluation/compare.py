@@ -1,5 +1,5 @@
-"""Cross-flight comparison: baselines on the same folds, paired intervals, and the findings
-a run supports (computed, never typed). Backs ``notebooks/03_cross_flight_comparison``.
+"""Cross-flight comparison: baselines on the same folds, verdicts under both headline metrics,
+and the findings a run supports (computed, never typed). Backs ``notebooks/03_cross_flight_comparison``.
 """
 
 from __future__ import annotations
@@ -14,53 +14,78 @@ from cbhlib.config import Config
 from cbhlib.constants import PROTOCOL_LABELS
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
-from cbhlib.evaluation.baselines import DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
+from cbhlib.evaluation.baselines import ADAPTABLE, DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
+from cbhlib.evaluation.flightnorm import LABELS, split_variant, variant
+from cbhlib.evaluation.intervals import METHODS
 from cbhlib.evaluation.reports import build_report, provenance, write_json
-from cbhlib.evaluation.results import seed_matrix
-from cbhlib.evaluation.stats import paired_mae_difference
+from cbhlib.evaluation.verdicts import (
+    CLIMATOLOGY,
+    PAIRS,
+    evidence_text,
+    interval_text,
+    standard_pairs,
+    strongest_simple,
+    verdicts,
+)
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
 log = logging.getLogger(__name__)
 
-# (model, reference): pretraining vs its ablations, each fusion mode vs physics and vs the strongest simple baseline
-PAIRS = [
-    ("image_only", "random_init"),
-    ("image_only", "image_stats_mlp"),
-    ("gbdt_all", "gbdt"),
-    ("concat", "physical_only"),
-    ("attention", "physical_only"),
-    ("image_only", "physical_only"),
-    ("attention", "concat"),
-    ("physical_only", "gbdt_all"),
-    ("image_only", "gbdt_all"),
-    ("concat", "gbdt_all"),
-    ("attention", "gbdt_all"),
+__all__ = [
+    "PAIRS",
+    "comparisons",
+    "findings",
+    "run_baselines",
+    "summary",
+    "validation_residuals",
+    "verdict_view",
+    "versus_climatology",
 ]
 
 
+def baseline_names(cfg: Config) -> list[str]:
+    """The sklearn baselines of ``compare.baselines``, each also under every ``compare.flight_norms``."""
+    base = [n for n in cfg.compare.baselines if n in SKLEARN_BASELINES]
+    return [variant(n, how) for n in base for how in cfg.compare.flight_norms if how == "none" or n in ADAPTABLE]
+
+
+def describe(name: str) -> str:
+    """A baseline's description, with its flight normalisation."""
+    base, how = split_variant(name)
+    text = DESCRIPTIONS[base]
+    return text if how == "none" else f"{text}; {LABELS[how]} inputs, within-flight anomaly plus the training level"
+
+
 def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | None = None) -> list[tuple[str, str]]:
-    """Score the sklearn baselines under every protocol on the models' folds; write their reports."""
-    names = [n for n in (names or cfg.compare.baselines) if n in SKLEARN_BASELINES]
+    """Score the sklearn baselines under every protocol on the models' folds, and their
+    flight-normalised variants under leave-one-flight-out; write their reports."""
+    names = names or baseline_names(cfg)
+    names = [n for n in names if split_variant(n)[0] in SKLEARN_BASELINES]
     store = UnitStore(run)
-    data = baseline_data(camp, cfg, run, with_stats=any(n in ("image_stats_gbdt", "gbdt_all") for n in names))
+    stats = any(split_variant(n)[0] in ("image_stats_gbdt", "gbdt_all", "ridge_all") for n in names)
+    data = baseline_data(camp, cfg, run, with_stats=stats)
     done = []
     for proto in cfg.protocols:
         folds = make_folds(camp, proto, cfg.val_fraction)
         if not folds:
             continue
         prov = provenance(
-            {"feature_groups": cfg.feature_groups, "val_fraction": cfg.val_fraction}, camp.fingerprint(), cfg.seeds
+            {"feature_groups": cfg.feature_groups, "val_fraction": cfg.val_fraction, "adapt": vars(cfg.adapt)},
+            camp.fingerprint(),
+            cfg.seeds,
         )
         for name in names:
+            if proto != "lofo" and split_variant(name)[1] != "none":
+                continue  # adaptation to a new flight is a leave-one-flight-out question
             try:
-                units = run_baseline(name, data, folds, proto, cfg.seeds, store)
-            except ValueError as exc:  # e.g. no t2m/d2m for the LCL baseline
-                log.warning("baseline %s skipped: %s", name, exc)
+                units = run_baseline(name, data, folds, proto, cfg.seeds, store, cfg.adapt.level, cfg.adapt.warmup)
+            except ValueError as exc:  # e.g. no t2m/d2m for the LCL baseline, no images for image statistics
+                log.info("baseline %s skipped: %s", name, exc)
                 continue
             write_json(
                 run.report(name, proto),
-                build_report(name, DESCRIPTIONS[name], proto, PROTOCOL_LABELS[proto], units, prov, deterministic=True),
+                build_report(name, describe(name), proto, PROTOCOL_LABELS[proto], units, prov, deterministic=True),
             )
             done.append((name, proto))
     return done
@@ -76,94 +101,174 @@ def validation_residuals(run: RunDir, camp: Campaign, models: list[str]) -> dict
     return out
 
 
+NESTED, NESTED_BASE = "lofo_nested", 10_000  # as cbhlib.training.runner writes the nested heads
+
+
+def flight_residuals(
+    run: RunDir, camp: Campaign, models: list[str]
+) -> dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]:
+    """(model, seed, held-out flight) -> (out-of-flight residuals of the training flights, their flights).
+
+    Each residual comes from a model that saw neither the held-out flight nor the residual's own
+    flight: the baselines keep them in their LOFO units (``cal_idx``/``cal_pred``), the heads in
+    their nested units (protocol ``lofo_nested``). No label of the held-out flight enters.
+    """
+    store, y = UnitStore(run), camp.cbh_km.astype(float)
+    parts: dict[tuple[str, int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for model in models:
+        for u in store.read_all(model, "lofo"):
+            if u.cal_idx:
+                idx = np.asarray(u.cal_idx)
+                parts.setdefault((model, u.seed, u.test_flight), []).append((y[idx] - np.asarray(u.cal_pred), idx))
+        for u in store.read_all(model, NESTED):
+            idx = np.asarray(u.test_idx)
+            own = camp.flight[idx] == u.fold_id % NESTED_BASE  # the left-out training flight's samples
+            res = y[idx[own]] - np.asarray(u.pred)[own]
+            parts.setdefault((model, u.seed, u.test_flight), []).append((res, idx[own]))
+    out = {}
+    for key, pieces in parts.items():
+        idx = np.concatenate([i for _, i in pieces])
+        if np.isin(camp.flight[idx], [camp.flight_names.index(key[2])]).any():
+            raise RuntimeError(f"{key}: a held-out flight's label reached its own interval calibration")
+        out[key] = (np.concatenate([r for r, _ in pieces]), camp.flight[idx])
+    return out
+
+
 def comparisons(
-    pred: pd.DataFrame, cfg: Config, pairs: list[tuple[str, str]] = PAIRS, protocol: str = "lofo"
+    pred: pd.DataFrame,
+    cfg: Config,
+    pairs: list[tuple[str, str]] | None = None,
+    protocol: str = "lofo",
+    headline: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Paired bootstrap of pooled MAE differences for every pair present in the run."""
-    have = set(pred.loc[pred["protocol"] == protocol, "model"])
-    rows = []
-    for a, b in pairs:
-        if a not in have or b not in have:
-            continue
-        ya, pa, ga = seed_matrix(pred, a, protocol)
-        yb, pb, gb = seed_matrix(pred, b, protocol)
-        if len(ya) != len(yb) or not np.array_equal(ga, gb):
-            log.warning("comparison %s vs %s skipped: different held-out samples", a, b)
-            continue
-        d = paired_mae_difference(
-            ya, pa, pb, ga, a, b, cfg.compare.bootstrap_reps, cfg.compare.bootstrap_block, cfg.seed
-        )
-        rows.append({"protocol": protocol, **d.row()})
-    return pd.DataFrame(rows)
+    """Verdicts under both headline metrics (:mod:`cbhlib.evaluation.verdicts`) for ``pairs``; by
+    default every model against climatology and the strongest simple baseline, flight-normalised
+    models against their plain versions, and the ablation and fusion pairs."""
+    if pairs is None:
+        from cbhlib.evaluation.results import headline_table
+
+        models = sorted(set(pred.loc[pred["protocol"] == protocol, "model"]))
+        pairs = standard_pairs(models, headline if headline is not None else headline_table(pred), protocol)
+    return verdicts(pred, cfg, pairs, protocol)
 
 
 def versus_climatology(pred: pd.DataFrame, cfg: Config, protocol: str = "lofo") -> pd.DataFrame:
-    """Every model against climatology (the constant a new flight would get without a model), paired."""
-    models = sorted(set(pred.loc[pred["protocol"] == protocol, "model"]) - {"climatology"})
-    return comparisons(pred, cfg, [(m, "climatology") for m in models], protocol)
+    """Every model against climatology (the constant a new flight would get without a model)."""
+    models = sorted(set(pred.loc[pred["protocol"] == protocol, "model"]) - {CLIMATOLOGY})
+    return verdicts(pred, cfg, [(m, CLIMATOLOGY) for m in models], protocol)
 
 
-def _m(x: float) -> str:
-    return f"{x:.0f} m"
+def verdict_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table for reading: both metrics' differences with intervals, the block, the
+    verdict, whether it holds at twice the block, and the flight-level evidence."""
+    if table.empty:
+        return table
+    return pd.DataFrame(
+        {
+            "model": table["model"],
+            "reference": table["reference"],
+            "pooled MAE diff (m)": [interval_text(r, "pooled") for _, r in table.iterrows()],
+            "per-flight MAE diff (m)": [interval_text(r, "flight") for _, r in table.iterrows()],
+            "block": table["block"].astype(int),
+            "verdict": table["verdict"],
+            "holds at 2x block": table["holds_at_2x_block"].map({True: "yes", False: "no"}),
+            "flights better": [
+                f"{int(a)} of {int(b)}" for a, b in zip(table["flights_better"], table["n_flights"], strict=True)
+            ],
+            "sign-flip p (floor)": [
+                f"{a:.2f} ({b:.3g})" for a, b in zip(table["sign_flip_p"], table["sign_flip_p_min"], strict=True)
+            ],
+        }
+    )
+
+
+def _list(rows: pd.DataFrame) -> str:
+    return "; ".join(f"{r['model']}: {evidence_text(r)}" for _, r in rows.iterrows())
+
+
+def _vs(table: pd.DataFrame, ref: str) -> pd.DataFrame:
+    return table[table["reference"] == ref] if len(table) else table
 
 
 def findings(
     headline: pd.DataFrame,
-    comp: pd.DataFrame,
+    table: pd.DataFrame,
     curve: pd.DataFrame | None = None,
     conf: pd.DataFrame | None = None,
     draw: str = "first",
-    clim: pd.DataFrame | None = None,
+    source: str = "",
+    n_flights: int | None = None,
 ) -> dict[str, list[str]]:
     """What this run shows and what it does not, each sentence computed from the tables.
 
-    A ranking is stated only where the paired 95 % interval excludes zero; ``clim`` holds every model's
-    paired difference from climatology (:func:`versus_climatology`).
+    A ranking is stated only where the paired 95 % intervals of pooled and per-flight MAE
+    both exclude zero on the same side; every claim carries both intervals and the
+    flight-level evidence (flights won, sign-flip p and its floor).
+
+    Args:
+        table: verdict rows (:func:`comparisons`).
+        source: the campaign's ``source`` attribute (``synthetic(...)`` or an import).
     """
-    shows, not_shows = [], []
-    lofo = headline[headline["protocol"] == "lofo"].sort_values("pooled_mae_m")
+    shows: list[str] = []
+    not_shows: list[str] = []
+    lofo = headline[headline["protocol"] == "lofo"]
     if len(lofo):
-        best = lofo.iloc[0]
-        shows.append(
-            f"Lowest leave-one-flight-out pooled MAE: {best['model']} {best['pooled_mae_m']:.0f} ± "
-            f"{best['pooled_mae_m_sd']:.0f} m (mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])})."
-        )
-    if clim is not None and len(clim):
-        for label, rows in (
-            ("Worse than climatology on a new flight", clim[clim["diff_m"] > 0]),
-            ("Better than climatology on a new flight", clim[clim["diff_m"] < 0]),
-        ):
-            resolved = rows[rows["verdict"] != "not resolved"]
-            if len(resolved):
-                shows.append(
-                    f"{label} (pooled MAE, paired 95 % interval excludes 0): "
-                    + ", ".join(
-                        f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
-                        for _, r in resolved.iterrows()
-                    )
-                    + "."
+        for col, label in (("pooled_mae_m", "pooled MAE"), ("flight_mae_m", "per-flight MAE")):
+            best = lofo.sort_values(col).iloc[0]
+            shows.append(
+                f"Lowest leave-one-flight-out {label}: {best['model']} {best[col]:.0f} ± {best[col + '_sd']:.0f} m "
+                f"(mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])} held-out samples)."
+            )
+        n_flights = n_flights or int(table["n_flights"].max()) if len(table) else n_flights
+    clim = _vs(table, CLIMATOLOGY)
+    if len(clim):
+        won = clim[(clim["status"] == "resolved") & (clim["pooled_diff_m"] < 0)]
+        lost = clim[(clim["status"] == "resolved") & (clim["pooled_diff_m"] > 0)]
+        if len(won):
+            shows.append(f"Better than climatology on a new flight under both headline metrics: {_list(won)}.")
+        else:
+            shows.append("No model is better than climatology on a new flight under both headline metrics.")
+        if len(lost):
+            shows.append(
+                "Worse than climatology on a new flight under both metrics: "
+                + ", ".join(
+                    f"{r['model']} (pooled {interval_text(r, 'pooled')}, per-flight {interval_text(r, 'flight')})"
+                    for _, r in lost.iterrows()
                 )
-        open_ = clim[clim["verdict"] == "not resolved"]
+                + "."
+            )
+        open_ = clim[clim["status"] != "resolved"]
         if len(open_):
             not_shows.append(
-                "Whether these models beat climatology (pooled MAE difference, 95 % interval includes 0): "
-                + ", ".join(
-                    f"{r['model']} {r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
+                "Whether these models beat climatology (not resolved under both metrics): "
+                + "; ".join(
+                    f"{r['model']} (pooled {interval_text(r, 'pooled')}, per-flight {interval_text(r, 'flight')}"
+                    + (f": {r['verdict'].split('(', 1)[1]}" if "(" in r["verdict"] else ")")
                     for _, r in open_.iterrows()
                 )
                 + "."
             )
-    for _, r in comp.iterrows():
-        interval = f"{r['diff_m']:+.0f} m [{r['ci_lo_m']:+.0f}, {r['ci_hi_m']:+.0f}]"
-        if r["verdict"] == "not resolved":
-            not_shows.append(
-                f"{r['model']} vs {r['reference']}: pooled MAE difference {interval}, 95 % interval "
-                "includes 0: not resolved."
-            )
+    best = strongest_simple(headline)
+    others = table[~table["reference"].isin([CLIMATOLOGY])] if len(table) else table
+    for _, r in others.iterrows():
+        what = f"{r['model']} vs {r['reference']}" + (
+            " (the strongest simple baseline)" if r["reference"] == best else ""
+        )
+        if r["status"] == "resolved":
+            shows.append(f"{r['verdict']}: {what}, {evidence_text(r)}.")
+        elif r["status"] == "metrics disagree":
+            not_shows.append(f"{what}: the headline metrics disagree, {evidence_text(r)}.")
         else:
-            shows.append(
-                f"{r['verdict']}: pooled MAE difference {r['model']} - {r['reference']} {interval} "
-                f"(95 % paired bootstrap over samples and {int(r['n_seeds'])} seeds)."
+            not_shows.append(
+                f"{what}: {r['verdict']}, pooled {interval_text(r, 'pooled')}, per-flight {interval_text(r, 'flight')}."
+            )
+    if len(table):
+        fragile = table[(table["status"] == "resolved") & ~table["holds_at_2x_block"].astype(bool)]
+        if len(fragile):
+            not_shows.append(
+                "Verdicts that change at twice the chosen block length (read them as fragile): "
+                + ", ".join(f"{r['verdict']}" for _, r in fragile.iterrows())
+                + "."
             )
     both = headline.pivot_table(index="model", columns="protocol", values="r2_pooled")
     if {"lofo", "random"} <= set(both.columns):
@@ -181,43 +286,82 @@ def findings(
         if len(common):
             better = [m for m in common if k10[m] < k0[m]]
             shows.append(
-                f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE for "
-                f"{len(better)} of {len(common)} models"
+                f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE (scored on "
+                f"the same samples at every k) for {len(better)} of {len(common)} models"
                 + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> {k10[better[0]]:.0f} m)." if better else ".")
             )
     if conf is not None and len(conf):
-        tf = conf[conf["calibration"] == "training flights"]
-        if len(tf):
-            w = tf.sort_values("min_coverage").iloc[0]
-            shows.append(
-                f"90 % intervals calibrated on training flights cover as little as {w['min_coverage']:.0%} "
-                f"of a new flight ({w['model']}, {w['worst_flight']})."
-            )
-    not_shows.append(
-        "These numbers come from the synthetic campaign unless the run used imported files: they are "
-        "not a claim about the real flights."
-    )
-    not_shows.append(
-        "With five flights, a flight-level effect rests on five held-out flights; the intervals resample "
-        "samples and seeds within them, not new flights."
-    )
+        shows.extend(interval_findings(conf))
+    not_shows.append(origin_sentence(source))
+    if n_flights:
+        not_shows.append(
+            f"With {n_flights} flights, a claim about new flights rests on {n_flights} held-out flights: the "
+            "intervals resample samples and seeds within them, not flights, and the exact sign-flip test over "
+            f"flights cannot go below p = {2 / 2**n_flights:.3g}."
+        )
     return {"shows": shows, "does_not_show": not_shows}
+
+
+def interval_findings(conf: pd.DataFrame) -> list[str]:
+    """Sentences about the intervals (:func:`cbhlib.evaluation.intervals.interval_summary`): the
+    earlier method's worst flight, and each other method's worst-flight coverage and width."""
+    out = []
+    nominal = float(conf["nominal"].iloc[0])
+    for method, text in METHODS.items():
+        d = conf[conf["method"] == method]
+        if d.empty:
+            continue
+        w = d.sort_values("worst_coverage").iloc[0]
+        rel = d["width_vs_validation"].dropna()
+        width = f"mean width {d['mean_width_m'].min():.0f}-{d['mean_width_m'].max():.0f} m" + (
+            f", {rel.min():.1f}-{rel.max():.1f}x the validation-residual width" if method != "validation" and len(rel)
+            else ""
+        )  # fmt: skip
+        line = (
+            f"{nominal:.0%} intervals, {text}: worst-flight coverage {d['worst_coverage'].min():.0%} to "
+            f"{d['worst_coverage'].max():.0%} across {len(d)} models (lowest: {w['model']} on {w['worst_flight']}); "
+            f"{width}"
+        )
+        if method.startswith("aci"):
+            line += f"; over the later half of each flight at least {d['worst_later_half'].min():.0%}"
+        out.append(line + ".")
+    return out
+
+
+def origin_sentence(source: str) -> str:
+    """Where the numbers come from, from the campaign's own ``source``."""
+    if source.startswith("synthetic"):
+        return (
+            f"These numbers come from a synthetic campaign ({source}) calibrated to the real one's difficulty: "
+            "they are not a claim about the real flights."
+        )
+    return f"These numbers come from the campaign file's data (source: {source or 'not recorded'})."
 
 
 def summary(
     headline: pd.DataFrame,
-    comp: pd.DataFrame,
+    table: pd.DataFrame,
     curve: pd.DataFrame,
     conf: pd.DataFrame,
     found: dict[str, list[str]],
-    clim: pd.DataFrame | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``comparison_summary.json``: the comparison's tables and findings."""
+    blocks = table["block"].astype(int).tolist() if len(table) else []
     return {
         "headline": headline.to_dict("records"),
-        "comparisons": comp.to_dict("records"),
-        "versus_climatology": clim.to_dict("records") if clim is not None else [],
+        "verdicts": table.to_dict("records"),
+        "bootstrap": {
+            "method": "paired moving-block bootstrap within flights over samples and seeds; block length per "
+            "comparison by Politis-White (arch.bootstrap.optimal_block_length, circular) on the paired error "
+            "differences, flights weighted by size; each verdict rechecked at twice its block",
+            "block_min": min(blocks) if blocks else None,
+            "block_median": float(np.median(blocks)) if blocks else None,
+            "block_max": max(blocks) if blocks else None,
+        },
+        "strongest_simple_baseline": strongest_simple(headline),
         "few_shot": curve.to_dict("records") if len(curve) else [],
         "conformal": conf.to_dict("records") if len(conf) else [],
         "findings": found,
+        **(extra or {}),
     }

@@ -187,6 +187,8 @@ def write_unit(
     head: HeadConfig | None = None,
     dims: tuple[int, int] = (0, 0),
     attention: torch.Tensor | None = None,
+    cal: tuple[np.ndarray, np.ndarray] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> UnitResult:
     """The one writer of unit results (heads, fine-tuned heads and baselines alike).
 
@@ -194,6 +196,9 @@ def write_unit(
         y: (N,) labels of the whole campaign, km.
         val_pred, test_pred: predictions (km) on the unit's validation and test samples.
         encoder: the encoder checkpoint (relative to the run folder) of an image head.
+        cal: (training-side sample indices, their out-of-flight predictions in km), for
+            flight-aware interval calibration.
+        extra: more checkpoint entries (e.g. the flight normalisation a head needs to predict).
     """
     test = np.asarray(u.fold.test_idx, np.int64)
     metrics = regression_metrics(y[test], test_pred)
@@ -221,6 +226,10 @@ def write_unit(
         encoder=encoder,
         unit_sha=sha,
     )
+    if cal is not None:
+        keep = np.isfinite(np.asarray(cal[1], float))
+        res.cal_idx = np.asarray(cal[0], int)[keep].tolist()
+        res.cal_pred = np.asarray(cal[1], float)[keep].tolist()
     if attention is not None:
         res.attention_mean = attention.mean(0).tolist()
         res.attention_test = attention.tolist()
@@ -244,5 +253,6 @@ def write_unit(
             "feature_names": list(feature_names or []),
             "encoder": res.encoder or "",
             "regions": regions,
+            **(extra or {}),
         }
     return store.save(res, ckpt)

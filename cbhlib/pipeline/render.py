@@ -44,3 +44,24 @@ def render_html(executed: Path, full: Path, report: Path) -> tuple[Path, Path]:
     body, _ = _exporter(True).from_notebook_node(for_readers(nb))
     atomic_write_text(report, EMPTY_SCRIPT.sub("", body))
     return full, report
+
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def escape_markdown(text: object) -> str:
+    """Campaign-supplied text (flight, feature, model names) safe inside Markdown that nbconvert
+    renders: HTML escaped, Markdown syntax characters backslash-escaped, so a name such as
+    ``"><img src=x onerror=alert(5)>`` shows as text and never runs."""
+    import html
+
+    return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+
+
+def findings_markdown(found: dict[str, list[str]]) -> str:
+    """The "shows / does not show" lists of a comparison as Markdown, every sentence escaped."""
+    parts = []
+    for key, title in (("shows", "What this run shows"), ("does_not_show", "What it does not show")):
+        items = found.get(key, [])
+        parts.append(f"**{title}**\n\n" + ("\n".join(f"- {escape_markdown(s)}" for s in items) or "- (nothing)"))
+    return "\n\n".join(parts)

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cbhlib.atomic import atomic_write_text
 from cbhlib.evaluation.reports import read_json
 from cbhlib.plots.style import caption, figure_rank
@@ -52,6 +54,23 @@ def _settings(run: RunDir) -> dict[str, Any]:
     return run_settings(run)
 
 
+def _campaign_info(campaign: Path) -> dict[str, Any]:
+    """Where the data came from and its flights, for text that fits the data (README, index.html)."""
+    from cbhlib.data.campaign import Campaign
+
+    try:
+        camp = Campaign(campaign)
+        counts = np.bincount(camp.flight, minlength=camp.n_flights).tolist()
+        return {
+            "source": camp.source,
+            "n_flights": camp.n_flights,
+            "flights": dict(zip(camp.flight_names, counts, strict=True)),
+        }
+    except Exception as exc:  # the summary must not fail because the campaign moved
+        log.warning("summary: cannot open %s (%s); no campaign details", campaign, exc)
+        return {}
+
+
 def _maybe(path: Path) -> Any:
     try:
         return read_json(path) if path.exists() else None
@@ -69,6 +88,7 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
     summary = {
         "run": run.name,
         "campaign": str(campaign),
+        "campaign_info": _campaign_info(Path(campaign)),
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": {
             **counts,

@@ -9,7 +9,7 @@ save them.
 May import: ``evaluation`` and the layers below it (figures draw tables; they compute nothing).
 """
 
-from cbhlib.plots.adapt import coverage_dots, few_shot_plot
+from cbhlib.plots.adapt import coverage_dots, few_shot_plot, intervals_along_track
 from cbhlib.plots.compare import (
     best_pred_vs_true,
     differences,
@@ -61,6 +61,7 @@ __all__ = [
     "figure_rank",
     "flight_color",
     "fold_bars",
+    "intervals_along_track",
     "image_stats_scatter",
     "ks_heatmaps",
     "loss_curves",

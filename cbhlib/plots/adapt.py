@@ -86,106 +86,107 @@ def few_shot_plot(curve: pd.DataFrame, draw: str = "first", save_to: str | Path 
 
 
 def coverage_dots(
-    conf: pd.DataFrame, nominal: float = 0.9, save_to: str | Path | None = None, headline_draw: str = "first"
+    table: pd.DataFrame,
+    nominal: float = 0.9,
+    save_to: str | Path | None = None,
+    flight_level: float | None = None,
+    methods: dict[str, str] | None = None,
 ) -> plt.Figure:
-    """Coverage per model (rows, shared order) and held-out flight, one panel per calibration;
-    target-flight calibration split by draw: filled = first k in time (headline), hollow = k
-    random (optimistic). Mean over seeds (and random repeats)."""
-    c = conf.assign(draw=conf["draw"].fillna("") if "draw" in conf else "")
+    """Coverage per model (rows, shared order) and held-out flight (markers), one panel per
+    interval method (:mod:`cbhlib.evaluation.intervals`), mean over seeds; the worst flight of
+    each model is ringed. Dashed: nominal; dotted: the flight-level bound G/(G+1)."""
+    from cbhlib.evaluation.intervals import METHODS
+
+    methods = methods or METHODS
     per = (
-        c.groupby(["model", "calibration", "draw", "flight"], sort=False)
+        table.groupby(["model", "method", "flight"], sort=False)
         .agg(coverage=("coverage", "mean"), n_scored=("n_scored", "max"))
         .reset_index()
     )
     models = order_models(per["model"])
-    cals = list(dict.fromkeys(per["calibration"]))
+    shown = [m for m in methods if m in set(per["method"])]
     flights = list(dict.fromkeys(per["flight"]))
-    n_total = per.groupby("flight")["n_scored"].max()
     ypos = {m: i for i, m in enumerate(models)}
     fig, axes = plt.subplots(
-        1, len(cals), figsize=(5.8 * len(cals) + 2.4, 0.42 * len(models) + 2.0), sharey=True, squeeze=False
+        1, len(shown), figsize=(3.6 * len(shown) + 2.6, 0.36 * len(models) + 2.2), sharey=True, squeeze=False
     )
-    for ax, cal in zip(axes[0], cals, strict=True):
-        dc = per[per["calibration"] == cal]
+    for ax, method in zip(axes[0], shown, strict=True):
+        dm = per[per["method"] == method]
         for j, fl in enumerate(flights):
-            df = dc[dc["flight"] == fl]
-            off = (j - (len(flights) - 1) / 2) * 0.13
-            draws = list(dict.fromkeys(df["draw"]))
-            for dr in draws:
-                d = df[df["draw"] == dr]
-                ys = d["model"].map(ypos).to_numpy(float) + off
-                hollow = dr not in ("", headline_draw)
-                ax.scatter(
-                    d["coverage"],
-                    ys,
-                    marker=flight_marker(j),
-                    s=30,
-                    zorder=3,
-                    facecolors="white" if hollow else flight_color(j),
-                    edgecolors=flight_color(j),
-                    linewidths=1.2,
-                )
-            if len(draws) > 1:
-                wide = df.pivot_table(index="model", columns="draw", values="coverage")
-                for m, row in wide.iterrows():
-                    ax.plot(
-                        row.to_numpy(float),
-                        [ypos[m] + off] * len(row),
-                        color=flight_color(j),
-                        lw=0.6,
-                        alpha=0.6,
-                        zorder=2,
-                    )
+            d = dm[dm["flight"] == fl]
+            off = (j - (len(flights) - 1) / 2) * 0.12
+            ax.scatter(d["coverage"], d["model"].map(ypos).to_numpy(float) + off, marker=flight_marker(j), s=26,
+                       color=flight_color(j), zorder=3)  # fmt: skip
+        worst = dm.loc[dm.groupby("model")["coverage"].idxmin()]
+        ax.scatter(worst["coverage"], worst["model"].map(ypos), s=150, facecolors="none", edgecolors="k", lw=1.0,
+                   zorder=4)  # fmt: skip
         ax.axvline(nominal, color="k", ls="--", lw=1)
-        scored = dc.groupby("flight")["n_scored"].max()
-        ax.set(xlim=(-0.03, 1.03), title=f"calibration: {cal}", xlabel=f"coverage of {nominal:.0%} intervals")
-        ax.text(
-            0.01,
-            -0.13,
-            "scored: " + ", ".join(f"{label(f)} {scored.get(f, 0)}" for f in flights),
-            transform=ax.transAxes,
-            fontsize=7,
-            va="top",
-        )
+        if flight_level:
+            ax.axvline(flight_level, color="0.4", ls=":", lw=1.2)
+        ax.set(xlim=(-0.03, 1.03), xlabel=f"coverage of {nominal:.0%} intervals")
+        ax.set_title(label(methods[method]), fontsize=8.5)
         ax.set_yticks(np.arange(len(models)), [label(m) for m in models], fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_ylim(len(models) - 0.5, -0.5)
-    fl_handles = [
-        Line2D(
-            [],
-            [],
-            ls="",
-            marker=flight_marker(j),
-            color=flight_color(j),
-            ms=6,
-            label=f"{label(fl)} (n = {n_total[fl]})",
-        )
+    n_total = per.groupby("flight")["n_scored"].max()
+    handles = [
+        Line2D([], [], ls="", marker=flight_marker(j), color=flight_color(j), ms=6,
+               label=f"{label(fl)} (n = {n_total[fl]})")
         for j, fl in enumerate(flights)
-    ]
-    draw_handles = [
-        Line2D([], [], ls="", marker="o", mfc="k", mec="k", label=f"{headline_draw} k in time (headline)"),
-        Line2D([], [], ls="", marker="o", mfc="white", mec="k", label="k random (optimistic)"),
+    ]  # fmt: skip
+    handles += [
+        Line2D([], [], ls="", marker="o", mfc="none", mec="k", ms=10, label="worst flight (the headline)"),
         Line2D([], [], color="k", ls="--", label=f"nominal {nominal:.0%}"),
     ]
-    leg = axes[0, -1].legend(
-        handles=fl_handles,
-        fontsize=8,
-        title="held-out flight",
-        title_fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        borderaxespad=0,
+    if flight_level:
+        handles.append(Line2D([], [], color="0.4", ls=":", label=f"flight-level bound G/(G+1) = {flight_level:.0%}"))
+    axes[0, -1].legend(handles=handles, fontsize=8, title="held-out flight", title_fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # fmt: skip
+    fig.suptitle(
+        "Coverage of prediction intervals on each held-out flight (leave-one-flight-out, mean over seeds); "
+        "online methods and first-k scored on the samples after the first k"
     )
-    axes[0, -1].add_artist(leg)
-    axes[0, -1].legend(
-        handles=draw_handles,
-        fontsize=8,
-        title="target-flight calibration",
-        title_fontsize=8,
-        loc="lower left",
-        bbox_to_anchor=(1.02, 0.0),
-        borderaxespad=0,
-    )
-    fig.suptitle("Split-conformal coverage per model and held-out flight (mean over seeds and random draws)")
+    fig.tight_layout()
+    return save(fig, save_to)
+
+
+def intervals_along_track(
+    pred: pd.DataFrame,
+    model: str,
+    half_widths: dict[str, dict[str, np.ndarray]],
+    save_to: str | Path | None = None,
+    ncols: int = 3,
+) -> plt.Figure:
+    """One panel per held-out flight: lidar CBH and the model's prediction along the track
+    (first seed), with the interval band of each method given.
+
+    Args:
+        pred: tidy LOFO predictions of ``model`` (one seed is drawn).
+        half_widths: method -> flight -> (n,) half-widths in km, in time order.
+    """
+    d0 = pred[pred["model"] == model]
+    d0 = d0[d0["seed"] == d0["seed"].min()]
+    flights = list(dict.fromkeys(d0["flight"]))
+    n = len(flights)
+    rows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(rows, min(ncols, n), figsize=(5.2 * min(ncols, n), 3.3 * rows), squeeze=False)
+    shades = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+    for ax, fl in zip(axes.flat, flights, strict=False):
+        d = d0[d0["flight"] == fl].sort_values("time_utc")
+        t = pd.to_datetime(d["time_utc"])
+        minutes = ((t - t.min()).dt.total_seconds() / 60.0).to_numpy()
+        p = d["pred_km"].to_numpy(float)
+        for c, (method, per) in zip(shades, half_widths.items(), strict=False):
+            hw = per.get(fl)
+            if hw is not None and len(hw) == len(p):
+                ok = np.isfinite(hw)
+                ax.fill_between(minutes[ok], (p - hw)[ok], (p + hw)[ok], color=c, alpha=0.18, lw=0, label=method)
+        ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
+        ax.plot(minutes, p, "-", color=model_color(model), lw=1.3, label=f"{model} prediction")
+        ax.set(title=f"{label(fl)} (n = {len(d)})", xlabel="minutes since the flight's first sample", ylabel="CBH (km)")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{model}: prediction, lidar truth and interval bands along each held-out flight (first seed)")
     fig.tight_layout()
     return save(fig, save_to)

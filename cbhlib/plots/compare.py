@@ -158,56 +158,51 @@ def per_flight_bars(
     return save(fig, save_to)
 
 
-def differences(
-    comp: pd.DataFrame, save_to: str | Path | None = None, block: int | None = None, reps: int | None = None
-) -> plt.Figure:
-    """Forest plot of paired pooled-MAE differences with 95 % intervals (paired moving-block
-    bootstrap over samples and seeds); resolved intervals in the winner's colour and marker,
-    unresolved ones hollow black; the verdict at the right edge."""
-    fig, ax = plt.subplots(figsize=(9.5, 0.45 * max(len(comp), 1) + 1.9))
-    y = np.arange(len(comp))
-    for i, r in enumerate(comp.itertuples()):
-        err = [[r.diff_m - r.ci_lo_m], [r.ci_hi_m - r.diff_m]]
-        if r.verdict == "not resolved":
-            ax.errorbar(r.diff_m, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
-        else:
-            win = r.model if r.diff_m < 0 else r.reference
-            ax.errorbar(
-                r.diff_m,
-                i,
-                xerr=err,
-                fmt=model_marker(win),
-                color=model_color(win),
-                mec="k",
-                mew=0.6,
-                ecolor=model_color(win) if not is_baseline(win) else "0.25",
-                capsize=3,
-                ms=7,
-                lw=1.6,
-            )
-        ax.text(
-            1.02,
-            i,
-            label(r.verdict),
-            transform=ax.get_yaxis_transform(),
-            va="center",
-            fontsize=8,
-            color="k" if r.verdict != "not resolved" else "0.4",
-        )
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{label(r.model)} − {label(r.reference)}" for r in comp.itertuples()], fontsize=8)
-    ax.set_ylim(len(comp) - 0.5, -0.5)
-    how = "paired moving-block bootstrap over samples and seeds" + (
-        f" ({reps} replicates, blocks of {block} samples)" if reps and block else ""
+def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int | None = None) -> plt.Figure:
+    """Forest plot of paired MAE differences under both headline metrics (left: pooled MAE,
+    right: per-flight MAE), 95 % intervals from the paired moving-block bootstrap over samples
+    and seeds. An interval that excludes zero is filled in the winner's colour and marker,
+    one that includes zero is hollow black; the combined verdict (a ranking only when both
+    metrics agree) and the flight-level evidence sit at the right edge."""
+    n = max(len(comp), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 0.42 * n + 2.2), sharey=True)
+    for ax, metric, name in zip(axes, ("pooled", "flight"), ("pooled MAE", "per-flight MAE"), strict=True):
+        for i, r in enumerate(comp.to_dict("records")):
+            d, lo, hi = r[f"{metric}_diff_m"], r[f"{metric}_lo_m"], r[f"{metric}_hi_m"]
+            err = [[d - lo], [hi - d]]
+            if lo <= 0 <= hi:
+                ax.errorbar(d, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
+            else:
+                win = r["model"] if d < 0 else r["reference"]
+                ax.errorbar(
+                    d, i, xerr=err, fmt=model_marker(win), color=model_color(win), mec="k", mew=0.6,
+                    ecolor=model_color(win) if not is_baseline(win) else "0.25", capsize=3, ms=7, lw=1.6,
+                )  # fmt: skip
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(f"{name} difference (m); negative: the first model is better")
+        ax.set_title(name, fontsize=10)
+    for i, r in enumerate(comp.to_dict("records")):
+        resolved = r["status"] == "resolved"
+        note = r["verdict"] if resolved else r["status"]
+        note += f"; {int(r['flights_better'])}/{int(r['n_flights'])} flights, p = {r['sign_flip_p']:.2f}"
+        note += "" if r["holds_at_2x_block"] else "; changes at 2x block"
+        axes[1].text(1.02, i, label(note), transform=axes[1].get_yaxis_transform(), va="center", fontsize=7.5,
+                     color="k" if resolved else "0.4")  # fmt: skip
+    axes[0].set_yticks(
+        np.arange(len(comp)),
+        [f"{label(r['model'])} − {label(r['reference'])}  (block {int(r['block'])})" for r in comp.to_dict("records")],
+        fontsize=8,
     )
-    n = comp.iloc[0] if len(comp) else None
-    sub = f"; n = {n.n_samples} samples × {n.n_seeds} seeds" if n is not None and "n_samples" in comp else ""
-    ax.set(
-        xlabel="pooled MAE difference (m); negative: the first model is better",
-        title=f"95 % intervals of pooled-MAE differences: {how}{sub}\n"
-        "filled: resolved, in the winner's colour and marker; hollow black: not resolved",
+    axes[0].set_ylim(len(comp) - 0.5, -0.5)
+    first = comp.iloc[0] if len(comp) else None
+    sub = f"; n = {first.n_samples} samples × {first.n_seeds} seeds" if first is not None else ""
+    fig.suptitle(
+        f"95 % intervals of paired MAE differences (moving-block bootstrap within flights over samples and seeds"
+        f"{f', {reps} replicates' if reps else ''}, block chosen per comparison{sub})\nfilled: the interval "
+        "excludes 0, in the winner's colour; hollow: includes 0. A ranking needs both metrics; p: exact "
+        "sign-flip test over flights",
+        fontsize=9,
     )
-    ax.title.set_fontsize(9)
     fig.tight_layout()
     return save(fig, save_to)
 

@@ -16,9 +16,11 @@ BASELINES: tuple[str, ...] = (
     "climatology",
     "lcl",
     "gbdt",
+    "ridge",
     "image_stats_gbdt",
     "image_stats_mlp",
     "gbdt_all",
+    "ridge_all",
     "random_init",
 )
 MODES: tuple[str, ...] = ("physical_only", "image_only", "concat", "attention")
@@ -37,6 +39,8 @@ MODEL_COLORS: dict[str, str] = {
     "image_stats_gbdt": "#808080",
     "gbdt": "#676767",
     "gbdt_all": "#4e4e4e",
+    "ridge": "#a8a8a8",
+    "ridge_all": "#5c5c5c",
 }
 OTHER_MODEL_COLOR = "#daa520"  # a model outside the list above
 # greys alone cannot tell seven baselines apart: each also has a marker (lines, dots) and a hatch (bars)
@@ -52,6 +56,8 @@ MODEL_MARKERS: dict[str, str] = {
     "image_stats_mlp": "P",
     "gbdt_all": "X",
     "random_init": "*",
+    "ridge": "<",
+    "ridge_all": ">",
 }
 MODEL_HATCHES: dict[str, str] = {
     "climatology": "",
@@ -61,6 +67,8 @@ MODEL_HATCHES: dict[str, str] = {
     "image_stats_mlp": "..",
     "gbdt_all": "++",
     "random_init": "oo",
+    "ridge": "||",
+    "ridge_all": "--",
 }
 # flights: tab10's other hues (purple, cyan, olive, pink, brown), none a model colour (first four, greys)
 FLIGHT_PALETTE: tuple[str, ...] = (
@@ -88,8 +96,18 @@ FLOOR_ARROW = "v"  # marker drawn under a bar cut at the axis floor
 
 
 def base_model(model: str) -> str:
-    """A fine-tuned variant's mode (it shares the mode's colour, marker and place)."""
-    return model.removesuffix("_finetuned")
+    """The model a variant belongs to (fine-tuned, flight-normalised, other pretraining scope):
+    it shares that model's colour, marker and place; :func:`is_adapted` tells the variants apart."""
+    name = model.split("_scope-")[0].removesuffix("_finetuned")
+    for suffix in ("_fnrun", "_fn"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def is_adapted(model: str) -> bool:
+    """A flight-normalised variant (``_fn``, ``_fnrun``): drawn with a dark edge and dashed lines."""
+    name = model.split("_scope-")[0].removesuffix("_finetuned")
+    return name.endswith(("_fn", "_fnrun"))
 
 
 def model_color(model: str) -> str:
@@ -251,6 +269,7 @@ FIGURE_ORDER: tuple[str, ...] = (
     "compare_error_by_regime",
     "compare_few_shot",
     "compare_conformal_coverage",
+    "compare_intervals_along_track",
     "compare_shift_ks",
     "compare_pca",
     "sweep_shift",
@@ -282,8 +301,10 @@ CAPTIONS: dict[str, str] = {
     "axis floor carry their value; 'not run': a model trained under LOFO only).",
     "compare_per_flight_lofo": "Per-flight MAE and R2 under leave-one-flight-out, mean ± sd over seeds; black dashed: "
     "the best R2 the label noise allows (synthetic truth); cut bars carry their value.",
-    "compare_differences": "Pooled-MAE differences with 95 % intervals from a paired moving-block bootstrap over "
-    "samples and seeds (negative: the first model is better); coloured by the winner.",
+    "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
+    "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
+    "the interval excludes 0, in the winner's colour; right: the verdict (a ranking needs both metrics), flights "
+    "won and the sign-flip p over flights.",
     "compare_best_pred_vs_true": "Held-out predictions of the model with the lowest leave-one-flight-out pooled MAE "
     "(mean over seeds) and, when that is climatology (a constant), of the best model "
     "other than climatology; n counts samples (×seeds where seeds differ).",
@@ -292,9 +313,11 @@ CAPTIONS: dict[str, str] = {
     "longer whiskers labelled with their top).",
     "compare_few_shot": "Few-shot recalibration on the first k samples in time (the headline draw): mean per-flight "
     "MAE against k, by method and model group; faint: the optimistic random draw.",
-    "compare_conformal_coverage": "Coverage of 90 % split-conformal intervals per model and held-out flight, "
-    "calibrated on the training flights or on 20 samples of the target flight "
-    "(filled: first 20 in time, the headline; hollow: 20 random, optimistic).",
+    "compare_conformal_coverage": "Coverage of 90 % prediction intervals per model and held-out flight, one panel "
+    "per method: the training flights' validation residuals, flight-aware residuals (nested leave-one-flight-out), "
+    "the flight-level maximum, the first k labels of the new flight, and online ACI; ringed: the worst flight.",
+    "compare_intervals_along_track": "The headline model's prediction, the lidar truth and the interval bands along "
+    "each held-out flight (first seed).",
     "compare_shift_ks": "Each held-out flight against the other flights: KS distance per feature (n per flight in "
     "the tick labels).",
     "compare_pca": "Where each flight sits: PCA of the standardised, median-imputed physical features, and of image "

@@ -109,7 +109,7 @@ def _rows(t: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     return {
         k: (v[r.to(v.device)] if k in ("y", "img", "phys", "emb") else v)
         for k, v in t.items()
-        if k not in ("y_mu", "y_sd", "scalers")
+        if k not in ("y_mu", "y_lv", "y_sd", "scalers")
     }
 
 
@@ -290,7 +290,9 @@ def _finish(
     pred, att = _predict(net, _rows(t, np.array([m])), idx.to(dev))
     pred, att = pred.cpu(), (att.cpu() if att is not None else None)
     state = {k: v.cpu() for k, v in state.items()}
-    pred_km = pred[0].numpy().astype(np.float64) * t["y_sd"][m] + t["y_mu"][m]
+    n_eval = n_val[0] + n_test[0]
+    level = t["y_lv"][m][idx[0, :n_eval].numpy()]  # per scored sample: its flight's level
+    pred_km = pred[0, :n_eval].numpy().astype(np.float64) * t["y_sd"][m] + level
     nv, nt = n_val[0], n_test[0]
     return write_unit(
         u,
@@ -313,4 +315,5 @@ def _finish(
         head=head,
         dims=dims,
         attention=att[0, nv : nv + nt] if att is not None else None,
+        extra=inputs.adaptation(),
     )

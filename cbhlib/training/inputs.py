@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from cbhlib.data.folds import FeatureScaler
+from cbhlib.evaluation.flightnorm import levels, normalise
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, HeadConfig
 from cbhlib.store.units import Unit, unit_sha
 
@@ -29,6 +30,10 @@ class TrainInputs:
         encoders: per embedding set, the encoder checkpoint (relative path) it came from.
         key: identifies the inputs (campaign hash, encoder checkpoints) in unit hashes.
         regions_per_side: the region grid the region tokens were pooled with.
+        flight: (N,) flight of each sample (flight normalisation).
+        flight_norm: ``none``, ``flight`` or ``running`` (:func:`flight_normalised` applied).
+        level: the level a flight-normalised head adds (``training`` or ``inputs``).
+        level_inputs: (N, K) raw inputs whose flight means predict a new flight's level (``inputs``).
     """
 
     y: np.ndarray
@@ -39,6 +44,40 @@ class TrainInputs:
     encoders: list[str] = field(default_factory=list)
     key: str = ""
     regions_per_side: int = 4
+    flight: np.ndarray | None = None
+    flight_norm: str = "none"
+    level: str = "training"
+    level_inputs: np.ndarray | None = None
+    warmup: int = 10
+
+    def adaptation(self) -> dict[str, object]:
+        """What a head's checkpoint must carry to predict a new flight the same way."""
+        return {"flight_norm": self.flight_norm, "flight_warmup": self.warmup, "flight_level": self.level}
+
+
+def flight_normalised(
+    inputs: TrainInputs, flight: np.ndarray, time: np.ndarray, how: str, warmup: int, level: str
+) -> TrainInputs:
+    """The inputs with every column standardised within its own flight, from inputs only
+    (:func:`cbhlib.evaluation.flightnorm.normalise`): physical features, image embeddings and
+    region tokens. Heads trained on them learn the within-flight anomaly (see :func:`_prepare`)."""
+    if how == "none":
+        return inputs
+    norm = lambda a: normalise(a, flight, time, how, warmup).astype(np.float32)
+    regions = [norm(r.reshape(len(r), -1)).reshape(r.shape) for r in inputs.regions]
+    raw = inputs.phys if inputs.phys is not None and inputs.phys.shape[1] else (inputs.pooled or [None])[0]
+    return replace(
+        inputs,
+        phys=norm(inputs.phys) if inputs.phys is not None else None,
+        pooled=[norm(e) for e in inputs.pooled],
+        regions=regions,
+        key=f"{inputs.key}|flight_norm={how},warmup={warmup},level={level}",
+        flight=np.asarray(flight),
+        flight_norm=how,
+        level=level,
+        level_inputs=raw,
+        warmup=warmup,
+    )
 
 
 def huber(err: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -81,11 +120,18 @@ def _prepare(units: list[Unit], inputs: TrainInputs, mode: str) -> dict[str, Any
     """Per-unit scaled tensors; every statistic is fitted on the unit's training samples."""
     M, N = len(units), len(inputs.y)
     y = inputs.y.astype(np.float64)
-    y_mu = np.array([y[u.fold.train_idx].mean() for u in units])
-    y_sd = np.array([max(y[u.fold.train_idx].std(), 1e-3) for u in units])
+    y_mu = np.array([y[u.fold.train_idx].mean() for u in units])  # a new flight's level without adaptation
+    if inputs.flight_norm != "none":  # the target is the anomaly from each flight's training-side mean label
+        lv = np.stack(
+            [levels(y, inputs.flight, u.fold.train_idx, inputs.level_inputs, inputs.level) for u in units]  # type: ignore[arg-type]
+        )
+    else:
+        lv = np.repeat(y_mu[:, None], N, axis=1)
+    y_sd = np.array([max((y - lv[m])[u.fold.train_idx].std(), 1e-3) for m, u in enumerate(units)])
     out: dict[str, Any] = {
-        "y": torch.tensor((y[None] - y_mu[:, None]) / y_sd[:, None], dtype=torch.float32),
+        "y": torch.tensor((y[None] - lv) / y_sd[:, None], dtype=torch.float32),
         "y_mu": y_mu,
+        "y_lv": lv,  # [M, N] km: the level each unit adds back to a sample's prediction
         "y_sd": y_sd,
         "scalers": [{} for _ in units],
     }

@@ -25,6 +25,7 @@ from cbhlib.errors import CbhError
 from cbhlib.evaluation import imagestats
 from cbhlib.evaluation.baselines import DESCRIPTIONS as BASELINE_DESCRIPTIONS
 from cbhlib.evaluation.baselines import baseline_data, run_baseline
+from cbhlib.evaluation.flightnorm import LABELS, variant
 from cbhlib.evaluation.reports import build_report, provenance, write_json
 from cbhlib.models.fusion import IMAGE_MODES, MODES, PHYSICAL_MODES
 from cbhlib.store.rundir import RunDir
@@ -33,6 +34,7 @@ from cbhlib.training import encoders
 from cbhlib.training.embed import embed_campaign
 from cbhlib.training.heads import TrainInputs, train_units
 from cbhlib.training.inputcheck import campaign_profile
+from cbhlib.training.inputs import flight_normalised
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +48,34 @@ DESCRIPTIONS = {
     "attention": "Image query attends over one token per physical variable and per image region -> MLP head",
     **BASELINE_DESCRIPTIONS,
 }
+
+
+def model_name(model: str, cfg: Config) -> str:
+    """The name a model's results carry: ``concat``, ``concat_fn`` (flight-normalised),
+    ``image_only_finetuned``; pretraining that saw more than the training flights' frames is
+    named too (``image_only_scope-transductive``), so every table and figure marks it."""
+    name = variant(model, cfg.train.flight_norm)
+    if cfg.train.finetune and model in IMAGE_MODES:
+        name += "_finetuned"
+    if cfg.pretrain.scope != "fold" and head_mode(model) in IMAGE_MODES:
+        name += f"_scope-{cfg.pretrain.scope}"
+    return name
+
+
+NESTED = "lofo_nested"  # the protocol name of the heads trained without one training flight
+NESTED_BASE = 10_000  # nested fold id = outer fold id * NESTED_BASE + the left-out training flight's index
+
+
+def nested_folds(camp: Campaign, folds: list[Fold]) -> list[Fold]:
+    """Per LOFO fold, one fold per training flight g: trained and validated without g, scored on
+    g (out-of-flight residuals for interval calibration) and on the outer held-out flight."""
+    out = []
+    for f in folds:
+        for g in np.unique(camp.flight[f.fit_idx]):
+            train, val = (idx[camp.flight[idx] != g] for idx in (f.train_idx, f.val_idx))
+            test = np.sort(np.concatenate([np.flatnonzero(camp.flight == g), f.test_idx]))
+            out.append(Fold(f.fold_id * NESTED_BASE + int(g), f.test_flight, train, val, test, NESTED))
+    return out
 
 
 def head_mode(model: str) -> str:
@@ -67,10 +97,11 @@ class ModelRun:
     phys_names: list[str] = field(default_factory=list)
     region_grid: tuple[int, int] | None = None
     embed_seconds: float = 0.0
+    name: str = ""  # what its results are called (model_name): e.g. concat_fn
 
     @property
     def log_path(self) -> Path:
-        return self.run.training_log(self.model)
+        return self.run.training_log(self.name or self.model)
 
     def predictions(self, camp: Campaign) -> pd.DataFrame:
         """Tidy held-out predictions of the model and of climatology, every protocol and seed."""
@@ -153,7 +184,13 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
     if mode in PHYSICAL_MODES and model != "image_stats_mlp" and bdata.phys.shape[1] == 0:
         raise CbhError(f"{camp.path}: model '{model}' needs physical features but the campaign has none")
     out = ModelRun(model, mode, cfg, run, phys_names=bdata.phys_names)
-    variant = f"{model}_finetuned" if cfg.train.finetune and model in IMAGE_MODES else model
+    how = cfg.train.flight_norm
+    if how != "none" and cfg.train.finetune:
+        raise CbhError(
+            "train.flight_norm: expected none with train.finetune (a fine-tuned encoder changes the embeddings "
+            f"each step, so their flight statistics cannot be fixed); found {how!r}"
+        )
+    name = out.name = model_name(model, cfg)
     for protocol in cfg.protocols:
         folds = make_folds(camp, protocol, cfg.val_fraction)
         if not folds:
@@ -167,8 +204,9 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
             inputs.phys, inputs.phys_names = (
                 (bdata.stats, list(imagestats.NAMES)) if model == "image_stats_mlp" else (bdata.phys, bdata.phys_names)
             )
-        units = [Unit(variant, protocol, f, s, which.get((f.fold_id, s), 0)) for f in folds for s in cfg.seeds]
-        if variant != model:
+        inputs = flight_normalised(inputs, camp.flight, camp.time_utc, how, cfg.adapt.warmup, cfg.adapt.level)
+        units = [Unit(name, protocol, f, s, which.get((f.fold_id, s), 0)) for f in folds for s in cfg.seeds]
+        if cfg.train.finetune and model in IMAGE_MODES:
             from cbhlib.training.finetune import finetune_units
 
             results = finetune_units(camp, run, inputs, units, mode, cfg, store)
@@ -180,14 +218,23 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
                 cfg.train,
                 cfg.head,
                 store,
-                str(run.training_log(variant)),
+                str(run.training_log(name)),
                 cfg.progress,
                 cfg.device,
             )
+        if protocol == "lofo" and cfg.train.nested and camp.n_flights > 2 and not cfg.train.finetune:
+            nested = [
+                Unit(name, NESTED, nf, s, which.get((nf.fold_id // NESTED_BASE, s), 0))
+                for nf in nested_folds(camp, folds)
+                for s in cfg.seeds
+            ]
+            train_units(inputs, nested, mode, cfg.train, cfg.head, store, str(run.training_log(name)),
+                        cfg.progress, cfg.device)  # fmt: skip
         clim = run_baseline("climatology", bdata, folds, protocol, cfg.seeds, store)
         prov = provenance(cfg.to_nested(), camp.fingerprint(), cfg.seeds)
-        desc = DESCRIPTIONS[model] + (" (encoder fine-tuned end to end)" if variant != model else "")
-        report = build_report(variant, desc, protocol, PROTOCOL_LABELS[protocol], results, prov)
+        desc = DESCRIPTIONS[model] + (" (encoder fine-tuned end to end)" if "_finetuned" in name else "")
+        desc += f"; {LABELS[how]} inputs, within-flight anomaly plus the training level" if how != "none" else ""
+        report = build_report(name, desc, protocol, PROTOCOL_LABELS[protocol], results, prov)
         report["climatology"] = build_report(
             "climatology",
             DESCRIPTIONS["climatology"],
@@ -199,7 +246,7 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
         )["aggregate_metrics"]
         if mode == "attention":
             report["attention_tokens"] = attention_token_names(inputs.phys_names, out.region_grid)
-        write_json(run.report(variant, protocol), report)
+        write_json(run.report(name, protocol), report)
         out.reports[protocol], out.units[protocol], out.climatology[protocol] = report, results, clim
     return out
 

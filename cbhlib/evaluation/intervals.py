@@ -1,0 +1,246 @@
+"""Prediction intervals on a new flight, and whether they hold.
+
+Every interval is ``prediction ± half-width``; methods differ in which residuals set the
+half-width at nominal level ``1 - alpha``:
+
+* ``validation``: split conformal on the training flights' validation residuals. They
+  carry no between-flight shift, so on a new flight they undercover (the earlier method).
+* ``flight``: flight-aware, label-free for the new flight: residuals of models that never
+  saw the residual's flight (nested leave-one-flight-out inside the training flights),
+  each training flight weighing the same.
+* ``flight_max``: flight level: the largest of the training flights' own (1 - alpha)
+  residual quantiles. Flights are the exchangeable units: with G training flights the
+  chance a new flight's quantile exceeds all G is 1/(G+1), so at most G/(G+1) of new
+  flights are guaranteed (80 % with four training flights), whatever the nominal level.
+* ``first_k``: split conformal on the first k labelled samples of the new flight.
+* ``aci``: online, as the new flight's labels arrive: adaptive conformal inference
+  (Gibbs and Candès 2021) starts from the flight-aware residuals, adds each new residual
+  and moves its miscoverage level after each label, ``a <- a + gamma (alpha - miss)``;
+  ``aci_budget`` gets only as many labels as ``first_k``, spread along the flight.
+
+Each interval is computed before its sample's label is used; the online methods and
+``first_k`` are scored on the same samples (those after the first k).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+METHODS = {
+    "validation": "training flights' validation residuals",
+    "flight": "flight-aware (nested leave-one-flight-out residuals, flights weighted equally)",
+    "flight_max": "flight level (largest training-flight quantile)",
+    "first_k": "first k labels of the new flight",
+    "aci": "online ACI (every label as it arrives)",
+    "aci_budget": "online ACI (k labels, spread along the flight)",
+}
+LABEL_FREE = ("validation", "flight", "flight_max")  # need no label of the new flight
+
+
+def conformal_quantile(residuals: np.ndarray, alpha: float = 0.1) -> float:
+    """The split-conformal half-width: the ceil((n + 1)(1 - alpha))-th smallest |residual|.
+
+    Returns inf when there are too few calibration residuals for the level.
+    """
+    r = np.sort(np.abs(np.asarray(residuals, float)))
+    n = len(r)
+    rank = math.ceil((n + 1) * (1 - alpha))
+    return float(r[rank - 1]) if 1 <= rank <= n else float("inf")
+
+
+def interval_coverage(y: np.ndarray, pred: np.ndarray, half_width: float | np.ndarray) -> tuple[float, float]:
+    """(coverage, mean width) of intervals pred +- half_width."""
+    y, pred, hw = np.asarray(y, float), np.asarray(pred, float), np.broadcast_to(half_width, np.shape(y))
+    covered = np.abs(y - pred) <= hw
+    return (float(covered.mean()) if len(y) else float("nan")), float(2 * np.mean(hw)) if len(y) else float("nan")
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """The smallest value whose cumulative (normalised) weight reaches ``level``."""
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    order = np.argsort(v)
+    cum = np.cumsum(w[order]) / w.sum()
+    return float(v[order][min(np.searchsorted(cum, level - 1e-12), len(v) - 1)])
+
+
+def flight_halfwidth(residuals: np.ndarray, groups: np.ndarray, alpha: float, how: str = "flight") -> float:
+    """Half-width from out-of-flight residuals of the training flights.
+
+    Args:
+        residuals: (n,) residuals of models that never saw each residual's flight.
+        groups: (n,) the flight of each residual.
+        how: ``flight`` (each flight weighs the same), ``flight_max`` (the largest flight
+            quantile) or ``pooled`` (every sample the same: large flights dominate).
+    """
+    r, g = np.abs(np.asarray(residuals, float)), np.asarray(groups)
+    if len(r) == 0:
+        return float("nan")
+    if how == "pooled":
+        return conformal_quantile(r, alpha)
+    flights = list(dict.fromkeys(g.tolist()))
+    if how == "flight_max":
+        per = [conformal_quantile(r[g == k], alpha) for k in flights]
+        return float(max(q if np.isfinite(q) else r[g == k].max() for q, k in zip(per, flights, strict=True)))
+    if how != "flight":
+        raise ValueError(f"how: expected flight, flight_max or pooled; found {how!r}")
+    w = np.array([1.0 / np.sum(g == k) for k in g])
+    return weighted_quantile(r, w, 1 - alpha)
+
+
+def aci(
+    y: np.ndarray,
+    pred: np.ndarray,
+    scores: np.ndarray,
+    alpha: float = 0.1,
+    gamma: float = 0.05,
+    labelled: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive conformal inference along one flight, samples in time order.
+
+    The half-width at each sample is the ``1 - a_t`` conformal quantile of the scores known
+    so far (``scores``, then the residual of every labelled sample before it); after a
+    labelled sample, ``a_t += gamma * (alpha - miss)``. Nothing uses a label before its time.
+
+    Args:
+        y, pred: (n,) truth and predictions in time order.
+        scores: calibration residuals known before the flight (e.g. flight-aware ones).
+        labelled: (n,) which samples' labels arrive (default: all).
+
+    Returns:
+        (half-widths (n,), miscoverage levels a_t (n,) used for each sample).
+    """
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    labelled = np.ones(len(y), bool) if labelled is None else np.asarray(labelled, bool)
+    known = list(np.abs(np.asarray(scores, float)))
+    a = alpha
+    hw, used = np.empty(len(y)), np.empty(len(y))
+    for t in range(len(y)):
+        used[t] = a
+        if a >= 1:
+            hw[t] = 0.0
+        else:
+            q = conformal_quantile(np.asarray(known), max(a, 0.0)) if known else float("inf")
+            hw[t] = q if np.isfinite(q) else (max(known) if known else float("inf"))
+        if labelled[t]:
+            miss = float(abs(y[t] - pred[t]) > hw[t])
+            a += gamma * (alpha - miss)
+            known.append(abs(y[t] - pred[t]))
+    return hw, used
+
+
+def _k_used(n: int, k: int, min_scored: int = 5) -> int:
+    return max(0, min(k, n - min_scored))
+
+
+def interval_table(
+    pred: pd.DataFrame,
+    val: dict[tuple[str, int, str], np.ndarray],
+    cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]],
+    alpha: float,
+    k: int,
+    gamma: float = 0.05,
+) -> pd.DataFrame:
+    """Coverage and width of every method per (model, seed, held-out flight).
+
+    Args:
+        pred: tidy LOFO predictions (model, seed, flight, time_utc, truth_km, pred_km).
+        val: (model, seed, flight) -> validation residuals of the training flights.
+        cal: (model, seed, flight) -> (out-of-flight residuals, their flights) of the
+            training flights (nested leave-one-flight-out); never the held-out flight's.
+
+    Returns:
+        one row per (model, seed, flight, method): coverage, width_m, coverage of the later
+        half (online methods), n_scored, n_calibration.
+    """
+    rows = []
+    for (model, s, fl), d in pred.groupby(["model", "seed", "flight"], sort=False):
+        d = d.sort_values("time_utc")
+        y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
+        n, key = len(y), (model, int(s), fl)
+        ku = _k_used(n, k)
+        everything, after_k = np.ones(n, bool), np.arange(n) >= ku
+        later = np.arange(n) >= n // 2  # the later half of the flight (online methods have adapted)
+        found: list[tuple[str, np.ndarray | float, np.ndarray, int]] = []  # method, half-width, scored, n_cal
+        if key in val and len(val[key]):
+            found.append(("validation", conformal_quantile(val[key], alpha), everything, len(val[key])))
+        if key in cal and len(cal[key][0]):
+            res, grp = cal[key]
+            found.append(("flight", flight_halfwidth(res, grp, alpha, "flight"), everything, len(res)))
+            found.append(("flight_max", flight_halfwidth(res, grp, alpha, "flight_max"), everything, len(res)))
+            found.append(("aci", aci(y, p, res, alpha, gamma)[0], after_k, len(res)))
+            budget = np.zeros(n, bool)
+            if ku:
+                budget[np.unique(np.linspace(0, n - 1, ku).round().astype(int))] = True
+            found.append(("aci_budget", aci(y, p, res, alpha, gamma, labelled=budget)[0], after_k, len(res)))
+        if ku:
+            r = y[:ku] - p[:ku]
+            q = conformal_quantile(r, alpha)
+            found.append(("first_k", q if np.isfinite(q) else float(np.max(np.abs(r))), after_k, ku))
+        for method, hw, scored, n_cal in found:
+            h = np.broadcast_to(np.asarray(hw, float), (n,))
+            cov, width = interval_coverage(y[scored], p[scored], h[scored])
+            cov_late, _ = interval_coverage(y[later], p[later], h[later])
+            rows.append(
+                {"model": model, "seed": s, "flight": fl, "method": method, "coverage": cov, "width_m": 1000 * width,
+                 "coverage_later_half": cov_late, "n_scored": int(scored.sum()), "n_calibration": n_cal}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
+    """Per (model, method): worst flight's coverage (the headline) and which flight, mean
+    coverage, mean width, width relative to the ``validation`` method (seeds averaged first)."""
+    if table.empty:
+        return table
+    per = table.groupby(["model", "method", "flight"], sort=False)[["coverage", "width_m", "coverage_later_half"]]
+    per = per.mean().reset_index()
+    g = per.groupby(["model", "method"], sort=False)
+    out = g.agg(
+        worst_coverage=("coverage", "min"),
+        mean_coverage=("coverage", "mean"),
+        worst_later_half=("coverage_later_half", "min"),
+        mean_width_m=("width_m", "mean"),
+    ).reset_index()
+    worst = per.loc[g["coverage"].idxmin().to_numpy(), ["model", "method", "flight"]]
+    out = out.merge(worst.rename(columns={"flight": "worst_flight"}), on=["model", "method"])
+    ref = out[out["method"] == "validation"].set_index("model")["mean_width_m"]
+    out["width_vs_validation"] = out["mean_width_m"] / out["model"].map(ref)
+    out["nominal"] = nominal
+    out["_m"] = out["method"].map(list(METHODS).index)
+    return out.sort_values(["model", "_m"]).drop(columns="_m").reset_index(drop=True)
+
+
+def guarantee_text(n_flights: int, alpha: float) -> str:
+    """The guarantee at the level it holds, for a run with ``n_flights`` flights under LOFO."""
+    G = n_flights - 1
+    return (
+        f"Nominal {1 - alpha:.0%}. Samples within a flight are not exchangeable with another flight's, so the "
+        f"sample-level guarantee does not reach a new flight; flights are the exchangeable units, and with "
+        f"G = {G} training flights per fold a flight-level method can guarantee at most G/(G+1) = {G / (G + 1):.0%} "
+        "of new flights (the most extreme of G+1 flights cannot be anticipated from the other G). The online "
+        "method's guarantee is long-run coverage along a flight, reached only on long flights."
+    )
+
+
+def bands(
+    pred: pd.DataFrame,
+    cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]],
+    alpha: float,
+    gamma: float = 0.05,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Half-widths along each flight (time order) of one model's first seed, for the figure:
+    method label -> flight -> (n,) km."""
+    d0 = pred[pred["seed"] == pred["seed"].min()]
+    out: dict[str, dict[str, np.ndarray]] = {METHODS["flight"]: {}, METHODS["aci"]: {}}
+    for (model, s, fl), d in d0.groupby(["model", "seed", "flight"], sort=False):
+        if (model, int(s), fl) not in cal:
+            continue
+        d = d.sort_values("time_utc")
+        res, grp = cal[(model, int(s), fl)]
+        out[METHODS["flight"]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
+        hw, _ = aci(d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float), res, alpha, gamma)
+        out[METHODS["aci"]][fl] = hw
+    return out
