@@ -16,9 +16,13 @@ import cbhlib first); a process that imported torch before cbhlib keeps libgomp'
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from collections.abc import MutableMapping
+
+log = logging.getLogger(__name__)
 
 SPIN_ENV = "GOMP_SPINCOUNT"
 WAIT_ENV = "OMP_WAIT_POLICY"
@@ -50,3 +54,103 @@ def describe(environ: MutableMapping[str, str] | None = None) -> str:
     policy = f"{WAIT_ENV}={env[WAIT_ENV]}" if WAIT_ENV in env else f"{SPIN_ENV}={spin}"
     late = f" ({', '.join(LOADED_BEFORE)} imported before cbhlib: libgomp kept its defaults)" if LOADED_BEFORE else ""
     return policy + late
+
+
+# --------------------------------------------------------------------------- fewer threads while others run
+
+OTHERS_FOR_ONE_LESS = 0.5  # cores held by other processes that cost one of our threads
+
+
+def _snapshot() -> tuple[float, float, float] | None:
+    """(monotonic seconds, CPU-seconds busy on the whole machine, CPU-seconds of this process)."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):  # not Linux: no adaptation
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = (sum(f[:8]) - f[3] - f[4]) / hz  # all but idle and iowait
+    t = os.times()
+    return time.monotonic(), busy, t.user + t.system
+
+
+class Governor:
+    """Torch's thread count follows the cores other processes leave free.
+
+    Every ``interval`` seconds (a :meth:`tick` from a training loop) it compares the
+    machine's busy CPU time with this process's own: the difference is what other
+    processes used. While they hold a core, waiting threads would stall each other, so the
+    process runs with fewer threads; when they leave, it returns to its full count. A
+    thread count set by the user (``--set threads=N``, ``OMP_NUM_THREADS``) is kept fixed,
+    and so are reproducible runs (float sums depend on the thread count).
+    """
+
+    def __init__(self, full: int, interval: float = 2.0, fixed: bool = False) -> None:
+        self.full, self.interval, self.fixed = max(1, full), interval, fixed
+        self.current = self.full
+        self.changes: list[tuple[float, int]] = []
+        self.last = _snapshot()
+        if self.last is not None and not fixed and self.full > 1:  # the machine now, before we load it
+            time.sleep(0.15)
+            self._decide(_snapshot())
+
+    def _decide(self, snap: tuple[float, float, float] | None) -> None:
+        if snap is None or self.last is None:
+            return
+        dt = snap[0] - self.last[0]
+        if dt <= 0:
+            return
+        others = max(0.0, (snap[1] - self.last[1]) - (snap[2] - self.last[2])) / dt
+        self.last = snap
+        free = (os.cpu_count() or 1) - others
+        want = max(1, min(self.full, int(free + (1 - OTHERS_FOR_ONE_LESS))))
+        if want != self.current:
+            import torch
+
+            torch.set_num_threads(want)
+            log.info("torch threads %d -> %d (other processes hold %.1f cores)", self.current, want, others)
+            self.current = want
+            self.changes.append((snap[0], want))
+
+    def tick(self) -> int:
+        """Re-decide at most every ``interval`` seconds; the thread count in force."""
+        if self.fixed or self.full <= 1 or self.last is None:
+            return self.current
+        if time.monotonic() - self.last[0] >= self.interval:
+            self._decide(_snapshot())
+        return self.current
+
+
+_GOVERNOR: list[Governor] = []
+
+
+def governor() -> Governor:
+    """This process's governor (created on first use with torch's thread count then)."""
+    if not _GOVERNOR:
+        import torch
+
+        fixed = os.environ.get("CBH_THREADS_FIXED") == "1" or "OMP_NUM_THREADS" in os.environ
+        _GOVERNOR.append(Governor(torch.get_num_threads(), fixed=fixed))
+    return _GOVERNOR[0]
+
+
+def tick() -> int:
+    """Shorthand for ``governor().tick()``, called by the training loops."""
+    return governor().tick()
+
+
+def fix(threads: int) -> None:
+    """Pin the thread count (the user's ``threads`` setting): no adaptation in this process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["CBH_THREADS_FIXED"] = "1"
+    if _GOVERNOR:
+        _GOVERNOR[0].fixed, _GOVERNOR[0].current = True, threads
+
+
+def openmp_limits() -> object:
+    """A context holding every OpenMP runtime (scikit-learn's too) to the governor's thread count."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=tick(), user_api="openmp")

@@ -31,6 +31,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cbhlib import threads
 from cbhlib.config import Config
 from cbhlib.constants import ESPY_KM_PER_K
 from cbhlib.data.campaign import Campaign
@@ -149,14 +150,20 @@ def make_predictor(
     X = _inputs(name, d)
     factory = _ridge if name.startswith("ridge") else _gbdt
     if how == "none":
-        return lambda fit: factory().fit(X[fit], d.y[fit]).predict(X)
+
+        def plain(fit: np.ndarray) -> np.ndarray:
+            with threads.openmp_limits():  # fewer OpenMP threads while other processes hold cores
+                return factory().fit(X[fit], d.y[fit]).predict(X)
+
+        return plain
     if d.flight is None:
         raise ValueError(f"the flight-normalised {name} needs each sample's flight")
     Xn = normalise(X, d.flight, d.time, how, warmup)  # label-free: each flight's own inputs
 
     def adapted(fit: np.ndarray) -> np.ndarray:
         lv = levels(d.y, d.flight, fit, X, level)  # type: ignore[arg-type]
-        return lv + factory().fit(Xn[fit], d.y[fit] - lv[fit]).predict(Xn)
+        with threads.openmp_limits():
+            return lv + factory().fit(Xn[fit], d.y[fit] - lv[fit]).predict(Xn)
 
     return adapted
 

@@ -115,9 +115,7 @@ def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.G
     check_injected(ns)
     cfg = config_from_namespace(ns)
     if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+        threads.fix(cfg.threads)
     if not cfg.progress:
         os.environ["TQDM_DISABLE"] = "1"
     run = RunDir(cfg.run_dir)

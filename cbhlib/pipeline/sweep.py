@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from cbhlib import threads as thread_policy
 from cbhlib.config import NEURAL_BASELINES, load_config, read_yaml, resolve_key
 from cbhlib.constants import DEFAULT_CAMPAIGN
 from cbhlib.errors import ParamsError
@@ -138,9 +139,7 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
     ``threads``: torch threads of this process (several points share the cores on Dask).
     """
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        thread_policy.fix(threads)
     from cbhlib.data.campaign import Campaign
     from cbhlib.evaluation.compare import run_baselines
     from cbhlib.evaluation.results import headline_table, load_predictions

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cbhlib import threads
 from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config
 from cbhlib.data.campaign import Campaign
@@ -211,11 +212,9 @@ def _make_encoder(
 ) -> None:
     """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
     camp = Campaign(camp) if isinstance(camp, str) else camp
-    threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    n_threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if n_threads:
+        threads.fix(n_threads)
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
     else:

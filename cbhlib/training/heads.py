@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cbhlib import threads
 from cbhlib.evaluation.reports import write_unit
 from cbhlib.models.fusion import BatchedAdamW, FusionHeads, HeadConfig
 from cbhlib.store.units import Unit, UnitResult, UnitStore
@@ -188,6 +189,7 @@ def _fit(
     with JsonlLog(log_path, model=name, mode=mode, protocol=units[0].protocol) as jlog:
         bar = tqdm(range(train.epochs), desc=f"{name} x{M} units", disable=not progress, leave=False)
         for epoch in bar:
+            threads.tick()  # fewer torch threads while other processes hold cores
             t0 = time.perf_counter()
             lr_e = cosine_lr(epoch, train.epochs, train.lr)
             ids, L = live.ids, len(live.ids)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cbhlib import threads
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.frames import FrameSet, Scope, batch_cap, epoch_rows, select_frames, steps_per_epoch
 from cbhlib.errors import CheckpointError
@@ -81,6 +82,7 @@ def train_one_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        threads.tick()  # fewer torch threads while other processes hold cores
         total_loss += float(loss.detach()) * len(raw)
         count += len(raw)
         step += 1

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from cbhlib import threads
 from cbhlib.config import NEURAL_BASELINES, Config
 from cbhlib.constants import PROTOCOL_LABELS
 from cbhlib.data.campaign import Campaign
@@ -169,7 +169,7 @@ def run_mode(cfg: Config, model: str | None = None, camp: Campaign | None = None
     if model not in MODES + NEURAL_BASELINES:
         raise CbhError(f"model '{model}': expected one of {', '.join(MODES + NEURAL_BASELINES)}")
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        threads.fix(cfg.threads)
     camp = camp or Campaign(cfg.campaign)
     mode = head_mode(model)
     needs_images = mode in IMAGE_MODES or model == "image_stats_mlp"
