@@ -34,15 +34,18 @@ explore_images_per_flight: int = 3  # example images shown per flight
 
 # %%
 import numpy as np
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from cbhlib import plots
 from cbhlib.data.campaign import validate_campaign
 from cbhlib.evaluation import explore, imagestats
 from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.pipeline.render import escape_markdown
+from cbhlib.pipeline.summary import campaign_info, campaign_text
 
 cfg, run, rng = setup(globals(), "explore")
 camp = validate_campaign(cfg.campaign, scan_images=False)
+display(Markdown(escape_markdown(f"This campaign: {campaign_text(campaign_info(camp))}")))
 camp
 
 # %% [markdown]
@@ -123,7 +126,7 @@ if truth:
     for name, r2 in zip(camp.flight_names, camp.truth("best_r2_per_flight"), strict=True):
         print(f"  {name}: {r2:.3f}")
 else:
-    print("no truth/ group: a real campaign")
+    print(f"no truth/ group in this campaign (source: {camp.source or 'not recorded'}): no label-noise ceiling")
 
 # %%
 print(environment_report())

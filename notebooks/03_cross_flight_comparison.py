@@ -119,10 +119,12 @@ display(results.pretty(headline))
 
 # %% [markdown]
 # ## What a random split hides
-# Neighbouring samples along a track are nearly identical (lag-1 autocorrelation ~0.9),
-# so a pooled random split scores interpolation, not transfer to a new flight.
+# Neighbouring samples along a track are alike (this campaign's lag-1 autocorrelation is
+# printed below): the closer it is to 1, the more a pooled random split scores
+# interpolation rather than transfer to a new flight.
 
 # %%
+print(f"pooled within-flight lag-1 autocorrelation of CBH in this campaign: {explore.pooled_lag1(camp):.2f}")
 plots.protocol_inflation(headline, save_to=run.figure("compare_protocol_inflation"));
 
 # %% [markdown]
@@ -268,10 +270,11 @@ if projections:
 
 # %% [markdown]
 # ## Our numbers beside the published ones
-# Different data: ours come from the campaign above (synthetic unless you imported
-# your own); theirs from the real ER-2 flights. Read each row with its protocol.
+# Different data: ours come from the campaign above (its origin in the line below);
+# theirs from the real ER-2 flights. Read each row with its protocol.
 
 # %%
+display(Markdown(escape_markdown(compare.origin_sentence(camp.source))))
 beside = results.published_beside(headline, camp.source)
 beside.to_csv(run.table("comparison_published"), index=False)
 display(beside.round(3))

@@ -16,12 +16,13 @@
 # %% [markdown]
 # # How do the conclusions depend on the flight-to-flight shift?
 #
-# The calibrated synthetic campaign is regenerated with its flight-level shifts (ERA5
-# representativeness biases, boundary-layer regimes, camera calibration, shadow-retrieval
-# scale) multiplied by each strength of the sweep file (0: one physics for every flight;
-# 1: calibrated to the real campaign's difficulty). Every model is scored under
-# leave-one-flight-out at each strength, with seed spread. The last cell says which
-# rankings hold at every strength and which flip.
+# Every point of the sweep file's grid (`sweep_file`) is run and every model it names is
+# scored under leave-one-flight-out, with seed spread; the first cell below says what this
+# sweep varies and which data its points run on. The default file regenerates the
+# calibrated synthetic campaign with its flight-level shifts (ERA5 representativeness
+# biases, boundary-layer regimes, camera calibration, shadow-retrieval scale) multiplied by
+# each strength (0: one physics for every flight; 1: calibrated to the real campaign's
+# difficulty). The last cell says which rankings hold at every value and which flip.
 
 # %% tags=["parameters"] sections=["sweep"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
@@ -42,10 +43,11 @@ from IPython.display import Markdown, display
 from cbhlib import plots
 from cbhlib.pipeline import sweep
 from cbhlib.pipeline.notebook import environment_report, setup
+from cbhlib.pipeline.render import escape_markdown as md
 
 cfg, run, rng = setup(globals(), "shift_sweep")
 spec = sweep.load_sweep(cfg.sweep.file)
-print(f"sweep '{spec.name}': {len(sweep.points(spec))} points x {len(spec.models)} models; grid {spec.grid}")
+print(sweep.describe(spec))
 
 # %%
 table = sweep.run_sweep(cfg.sweep.file, workers=cfg.sweep.workers)
@@ -55,28 +57,28 @@ lofo = table[table["protocol"] == "lofo"]
 display(lofo.pivot_table(index="model", columns=x, values="pooled_mae_m").round(0))
 
 # %% [markdown]
-# ## Skill against shift strength
+# ## Skill against the swept setting (shift strength by default)
 # Pooled MAE (the steady read) and the seed's mean of fold R2, mean ± sd over seeds.
 
 # %%
 plots.sweep_lines(lofo, x=x, save_to=run.figure("sweep_shift"));
 
 # %% [markdown]
-# ## Which orders hold at every strength, and which flip
-# Ordered by pooled MAE (mean over seeds) at each strength; a pair "holds" when the same model
-# has the lower mean at every strength. These are orders of means, not tested rankings: a
+# ## Which orders hold at every value, and which flip
+# Ordered by pooled MAE (mean over seeds) at each value; a pair "holds" when the same model
+# has the lower mean at every value. These are orders of means, not tested rankings: a
 # difference within the seed spread (the sd columns) is not resolved, and the comparison
-# notebook's paired intervals are the test at any one strength.
+# notebook's paired intervals are the test at any one value.
 
 # %%
 ranks = sweep.rankings(lofo, x)
 ranks.to_csv(run.table("sweep_rankings"), index=False)
 holds = ranks[ranks["holds"]]
 flips = ranks[~ranks["holds"]]
-display(Markdown("**Same order at every strength (lower mean pooled MAE; untested):** " + ("; ".join(
-                 f"{r.better_at_all} below {r.other if r.better_at_all == r.model else r.model}"
+display(Markdown(f"**Same order at every {md(x)} (lower mean pooled MAE; untested):** " + ("; ".join(
+                 f"{md(r.better_at_all)} below {md(r.other if r.better_at_all == r.model else r.model)}"
                  for r in holds.itertuples()) or "none") +
-                 "\n\n**Order flips somewhere:** " + ("; ".join(f"{r.model} vs {r.other} ({r.orders})"
+                 "\n\n**Order flips somewhere:** " + ("; ".join(f"{md(r.model)} vs {md(r.other)} ({md(r.orders)})"
                                                              for r in flips.itertuples()) or "none")))
 
 # %%

@@ -145,7 +145,8 @@ def execute_step(root: str, step: Step, cfg: Config, run: RunDir, html: bool = T
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     seconds = time.perf_counter() - t0
     if html and (base / out).exists():
-        render_html(base / out, base / run.html_page(step.name), base / run.html_page(step.name, report=True))
+        pages = (base / run.html_page(step.name), base / run.html_page(step.name, report=True))
+        render_html(base / out, *pages, step=step.name, run=run.name)
     return StepResult(step.name, "failed" if error else "ok", seconds, out.as_posix(), error)
 
 

@@ -34,11 +34,25 @@ def for_readers(nb: object) -> object:
     return nb
 
 
-def render_html(executed: Path, full: Path, report: Path) -> tuple[Path, Path]:
-    """Render an executed notebook: with code (``full``) and code-hidden for readers (``report``)."""
+def page_title(nb: object, step: str, run: str = "") -> str:
+    """A page's title: the notebook's first heading, the step and the run (never "Notebook")."""
+    heading = ""
+    for cell in nb.cells:  # type: ignore[attr-defined]
+        if cell.get("cell_type") == "markdown":
+            heading = next((ln.lstrip("#").strip() for ln in cell.source.splitlines() if ln.startswith("#")), "")
+            if heading:
+                break
+    parts = [heading or step, f"step {step}" if heading else "", f"run {run}" if run else ""]
+    return " · ".join(p for p in parts if p)
+
+
+def render_html(executed: Path, full: Path, report: Path, step: str = "", run: str = "") -> tuple[Path, Path]:
+    """Render an executed notebook: with code (``full``) and code-hidden for readers (``report``),
+    each titled from the notebook's heading, the step (default: the file name) and the run."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = page_title(nb, step or Path(executed).stem, run)  # the template escapes it
     body, _ = _exporter(False).from_notebook_node(nb)
     atomic_write_text(full, EMPTY_SCRIPT.sub("", body))
     body, _ = _exporter(True).from_notebook_node(for_readers(nb))

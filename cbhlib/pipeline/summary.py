@@ -54,18 +54,47 @@ def _settings(run: RunDir) -> dict[str, Any]:
     return run_settings(run)
 
 
+def campaign_info(camp: Any) -> dict[str, Any]:
+    """Where a campaign's data came from, its flights (samples each) and unlabelled frames."""
+    counts = np.bincount(camp.flight, minlength=camp.n_flights).tolist()
+    return {
+        "source": camp.source,
+        "n_flights": camp.n_flights,
+        "flights": dict(zip(camp.flight_names, counts, strict=True)),
+        "labelled": bool(camp.has_labels),
+        "unlabelled_frames": int(camp.n_unlabelled),
+    }
+
+
+def campaign_text(info: dict[str, Any]) -> str:
+    """One sentence about the campaign from :func:`campaign_info` (plain text: escape it where it
+    reaches HTML or Markdown): its flights with their samples, its frames and where it came from."""
+    if not info:
+        return "The campaign file could not be read: no details."
+    flights = info.get("flights") or {}
+    n = int(info.get("n_flights", len(flights)))
+    kind = "labelled samples" if info.get("labelled", True) else "samples (inputs only, no labels)"
+    listed = ", ".join(f"{name}: {count}" for name, count in flights.items())
+    frames = int(info.get("unlabelled_frames") or 0)
+    source = str(info.get("source") or "")
+    origin = (
+        f"a synthetic campaign ({source}): not a claim about real flights"
+        if source.startswith("synthetic")
+        else f"source recorded in the file: {source or 'none'}"
+    )
+    return (
+        f"{n} flight{'s' if n != 1 else ''} with {sum(flights.values()):,} {kind} ({listed})"
+        + (f" and {frames:,} unlabelled frames" if frames else "")
+        + f"; {origin}."
+    )
+
+
 def _campaign_info(campaign: Path) -> dict[str, Any]:
     """Where the data came from and its flights, for text that fits the data (README, index.html)."""
     from cbhlib.data.campaign import Campaign
 
     try:
-        camp = Campaign(campaign)
-        counts = np.bincount(camp.flight, minlength=camp.n_flights).tolist()
-        return {
-            "source": camp.source,
-            "n_flights": camp.n_flights,
-            "flights": dict(zip(camp.flight_names, counts, strict=True)),
-        }
+        return campaign_info(Campaign(campaign))
     except Exception as exc:  # the summary must not fail because the campaign moved
         log.warning("summary: cannot open %s (%s); no campaign details", campaign, exc)
         return {}
@@ -126,8 +155,9 @@ def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | P
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cbh-fusion run {esc(run.name)}</title>"
         f"<style>{CSS}</style></head><body>",
         f"<h1>cbh-fusion run <code>{esc(run.name)}</code></h1>",
-        f"<p>Campaign <code>{esc(str(pipe.campaign))}</code>; generated {esc(summary['generated'])}; notebooks: "
-        f"{c['ok']} ok, {c['skipped']} skipped, {c['failed']} failed.</p>",
+        f"<p>Campaign <code>{esc(str(pipe.campaign))}</code>: {esc(campaign_text(summary['campaign_info']))}</p>",
+        f"<p>Generated {esc(summary['generated'])}; notebooks: {c['ok']} ok, {c['skipped']} skipped, "
+        f"{c['failed']} failed.</p>",
         "<h2>Notebooks</h2><div class='wrap'><table><tr><th>step</th><th class='l'>status</th><th>seconds</th>"
         "<th class='l'>report (code hidden)</th><th class='l'>with code</th><th class='l'>executed</th>"
         "<th class='l'>config</th></tr>",

@@ -127,6 +127,30 @@ def _point_config(path: object, root: str | Path, sw: SweepFile, i: int, point: 
     return cfg
 
 
+def describe(sw: SweepFile, root: str | Path = ".") -> str:
+    """What a sweep varies, scores and runs on, from its file (the sweep notebook's text)."""
+    grid = "; ".join(f"{k} in {', '.join(map(str, v))}" for k, v in sw.grid.items())
+    synthetic = [k for k in sw.grid if k.startswith("synthetic.")]
+    if synthetic:
+        data = f"each point generates the synthetic campaign of preset {sw.preset} with its {', '.join(synthetic)}"
+    elif "campaign" in sw.grid:
+        data = "each point runs on the campaign file its grid names"
+    else:
+        cfg = _point_config("sweep", root, sw, 0, points(sw)[0])
+        generated = Path(cfg.campaign).name == "campaign.h5" and f"sweep-{sw.name}" in Path(cfg.campaign).parts
+        data = (
+            f"no campaign is named, so each point generates the synthetic campaign of preset {sw.preset}"
+            if generated
+            else f"every point runs on {cfg.campaign}"
+        )
+    n = len(points(sw))
+    return (
+        f"Sweep '{sw.name}': {n} point{'s' if n != 1 else ''} ({grid}) x {len(sw.models)} "
+        f"model{'s' if len(sw.models) != 1 else ''} "
+        f"({', '.join(sw.models)}); {data}."
+    )
+
+
 def points(sw: SweepFile) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in order."""
     keys = list(sw.grid)

@@ -300,7 +300,8 @@ CAPTIONS: dict[str, str] = {
     "compare_protocol_inflation": "Pooled R2 of each model under each protocol, mean ± sd over seeds (bars cut at the "
     "axis floor carry their value; 'not run': a model trained under LOFO only).",
     "compare_per_flight_lofo": "Per-flight MAE and R2 under leave-one-flight-out, mean ± sd over seeds; black dashed: "
-    "the best R2 the label noise allows (synthetic truth); cut bars carry their value.",
+    "the best R2 the label noise allows (drawn where the campaign records its truth, as synthetic ones do); cut "
+    "bars carry their value.",
     "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
     "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
     "the interval excludes 0, in the winner's colour; right: the verdict (a ranking needs both metrics), flights "

@@ -1,0 +1,51 @@
+"""Rendered pages: titled from their notebook, campaign text from the campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from cbhlib.data.campaign import Campaign, write_campaign
+from cbhlib.pipeline.render import page_title, render_html
+from cbhlib.pipeline.summary import campaign_info, campaign_text
+from tests.conftest import ROOT, small_data
+
+
+def test_pages_are_titled_from_their_notebook_step_and_run(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# Explore a campaign\n\ntext"), nbformat.v4.new_code_cell("1")]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "explore.ipynb")
+    full, report = render_html(tmp_path / "explore.ipynb", tmp_path / "a.html", tmp_path / "b.html", run="r1")
+    for page in (full, report):
+        assert "<title>Explore a campaign · step explore · run r1</title>" in page.read_text()
+    untitled = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    assert page_title(untitled, "compare", "r1") == "compare · run r1"
+
+
+def test_campaign_text_names_the_flights_counts_and_origin_of_the_data(tmp_path: Path) -> None:
+    data = small_data((6, 5, 4, 7))
+    data.source = "my lidar import"
+    camp = Campaign(write_campaign(tmp_path / "own.h5", data))
+    text = campaign_text(campaign_info(camp))
+    assert text.startswith("4 flights with 22 labelled samples (F0: 6, F1: 5, F2: 4, F3: 7)")
+    assert "source recorded in the file: my lidar import" in text and "synthetic" not in text
+    synthetic = campaign_text({"source": "synthetic(seed=0)", "n_flights": 1, "flights": {"A": 3}})
+    assert synthetic.startswith("1 flight with 3 labelled samples (A: 3)") and "a synthetic campaign" in synthetic
+    assert "could not be read" in campaign_text({})
+
+
+def test_the_sweep_text_says_what_it_varies_and_runs_on(tmp_path: Path, monkeypatch) -> None:
+    from cbhlib.pipeline import sweep
+
+    shift = sweep.describe(sweep.load_sweep(ROOT / "params" / "sweep_shift.yaml", ROOT), ROOT)
+    assert "5 points (synthetic.shift_strength in 0, 0.5, 1, 1.5, 2)" in shift and "generates the synthetic" in shift
+    monkeypatch.chdir(tmp_path)
+    write_campaign(tmp_path / "own.h5", small_data((6, 5, 4, 7)))
+    (tmp_path / "s.yaml").write_text(
+        "name: own\nset: {campaign: own.h5}\nmodels: [gbdt]\ngrid: {train.epochs: [1, 2]}\n"
+    )
+    own = sweep.describe(sweep.load_sweep("s.yaml"))
+    assert own.endswith("2 points (train.epochs in 1, 2) x 1 model (gbdt); every point runs on own.h5.")
