@@ -1,13 +1,15 @@
-"""Rendered pages: titled from their notebook, campaign text from the campaign."""
+"""Rendered pages: titled from their notebook, campaign text from the campaign, names from the
+data shown as typed (never run as HTML or Markdown)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import nbformat
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from cbhlib.data.campaign import Campaign, write_campaign
-from cbhlib.pipeline.render import page_title, render_html
+from cbhlib.pipeline.render import escape_markdown, findings_markdown, page_title, render_html
 from cbhlib.pipeline.summary import campaign_info, campaign_text
 from tests.conftest import ROOT, small_data
 
@@ -49,3 +51,18 @@ def test_the_sweep_text_says_what_it_varies_and_runs_on(tmp_path: Path, monkeypa
     )
     own = sweep.describe(sweep.load_sweep("s.yaml"))
     assert own.endswith("2 points (train.epochs in 1, 2) x 1 model (gbdt); every point runs on own.h5.")
+
+
+def test_escaped_names_render_as_typed() -> None:
+    cases = {
+        '"><img src=x onerror=alert(5)>': '"&gt;&lt;img src=x onerror=alert(5)&gt;',
+        "[go](javascript:alert(1)) &lt;b&gt;": "[go](javascript:alert(1)) &amp;lt;b&amp;gt;",
+        "the flight's mean (a_b) x*y": "the flight's mean (a_b) x*y",  # was the flight&#x27;s
+        "two\nlines # no heading": "two lines # no heading",
+    }
+    for raw, shown in cases.items():
+        html = markdown2html_mistune(f"text {escape_markdown(raw)} text")
+        assert html.replace("&quot;", '"').strip() == f"<p>text {shown} text</p>", html
+    found = findings_markdown({"shows": ["x on <b>F1</b>'s data"], "does_not_show": []})
+    html = markdown2html_mistune(found)
+    assert "&lt;b&gt;F1&lt;/b&gt;'s data" in html and "<b>" not in html

@@ -65,11 +65,14 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 def escape_markdown(text: object) -> str:
     """Campaign-supplied text (flight, feature, model names) safe inside Markdown that nbconvert
-    renders: HTML escaped, Markdown syntax characters backslash-escaped, so a name such as
-    ``"><img src=x onerror=alert(5)>`` shows as text and never runs."""
+    renders: ``&``, ``<`` and ``>`` HTML-escaped, Markdown syntax characters backslash-escaped and
+    line breaks joined, so a name such as ``"><img src=x onerror=alert(5)>`` or
+    ``[x](javascript:...)`` shows as typed and never runs or links. Quotes stay as they are
+    (outside a tag they are text; escaped, ``'`` showed as ``&#x27;``)."""
     import html
 
-    return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+    text = " ".join(str(text).splitlines())
+    return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def findings_markdown(found: dict[str, list[str]]) -> str:
