@@ -36,3 +36,7 @@ GEOMETRY_VARIABLES: dict[str, str] = {
 FLIGHT_NORMS = ("none", "flight", "running")
 FLIGHT_LEVELS = ("training", "inputs")
 FLIGHT_NORM_SUFFIXES = {"flight": "_fn", "running": "_fnrun"}
+
+# heads trained without one training flight (nested leave-one-flight-out): their residuals calibrate intervals
+NESTED_PROTOCOL = "lofo_nested"
+NESTED_BASE = 10_000  # nested fold id = outer fold id * NESTED_BASE + the left-out training flight's index

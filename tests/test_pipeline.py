@@ -245,12 +245,14 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
     root, name = pipeline_run
     run = RunDir(root / "runs" / name)
     camp = Campaign(root / "data" / "tiny.h5")
-    for model in ("concat", "attention", "image_stats_mlp"):
-        per_unit, ens = predict(run.root, model, camp)
+    for model in ("concat", "attention", "image_stats_mlp", "concat_fn", "physical_only_fn"):
+        per_unit, ens = predict(run.root, model, camp, intervals="flight")
         for u in UnitStore(run).read_all(model, "lofo"):
             got = per_unit[(per_unit.fold == u.fold_id) & (per_unit.seed == u.seed)].set_index("sample").loc[u.test_idx]
-            np.testing.assert_allclose(got["pred_km"], u.pred, atol=1e-5)
+            np.testing.assert_allclose(got["pred_km"], u.pred, atol=1e-5)  # flight-normalised heads too
         assert len(ens) == camp.n_samples and (ens["n_units"] == 10).all()
+        assert (ens["lower_km"] < ens["pred_km"]).all() and (ens["upper_km"] > ens["pred_km"]).all()
+        assert {"lower_km", "upper_km"} <= set(per_unit.columns)
     out = tmp_path / "p.csv"
     assert (
         main(
@@ -268,6 +270,11 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
         == 0
     )
     assert out.read_text().startswith("sample,flight,time_utc,lat,lon,pred_km,pred_sd_km,n_units")
+    out_i = tmp_path / "pi.csv"
+    args = ["predict", str(run.root), "--model", "concat_fn", "--campaign", str(root / "data" / "tiny.h5")]
+    assert main([*args, "-o", str(out_i), "--intervals", "--level", "0.8"]) == 0
+    header = out_i.read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight 80%" in out_i.read_text()
     assert (
         main(
             [

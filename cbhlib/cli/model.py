@@ -82,11 +82,21 @@ def cmd_predict(a: argparse.Namespace) -> int:
             raise CbhError(f"{a.per_unit}: --per-unit: expected a file other than -o; found the same path")
         _refuse_run_file(a.per_unit, a.run_dir, "--per-unit")
         refuse_overwrite(a.per_unit, [a.campaign], a.force, "per-unit predictions")
-    per_unit, ens = predict(a.run_dir, a.model, Campaign(a.campaign), a.protocol, allow_shift=a.allow_shift)
+    per_unit, ens = predict(
+        a.run_dir,
+        a.model,
+        Campaign(a.campaign),
+        a.protocol,
+        allow_shift=a.allow_shift,
+        intervals=a.intervals,
+        alpha=1 - a.level,
+    )
     atomic_write_text(a.output, ens.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
     if a.per_unit:
         atomic_write_text(a.per_unit, per_unit.to_csv(index=False))
-    say(f"{a.output}: {len(ens)} samples, mean of {int(ens['n_units'].iloc[0])} heads of {a.model} ({a.protocol})")
+    extra = f"; {ens['interval'].iloc[0]} intervals in lower_km, upper_km" if a.intervals else ""
+    n = int(ens["n_units"].iloc[0])
+    say(f"{a.output}: {len(ens)} samples, mean of {n} heads of {a.model} ({a.protocol}){extra}")
     return 0
 
 
@@ -150,6 +160,15 @@ def register(sub: Any) -> None:
         action="store_true",
         help="predict (with a warning) where feature or pixel statistics are far from the training campaign's",
     )
+    pr.add_argument(
+        "--intervals",
+        nargs="?",
+        const="flight",
+        choices=("flight", "flight_max"),
+        help="add lower_km/upper_km: flight-aware intervals from the run's out-of-flight residuals (label-free "
+        "for the new campaign; flight_max: the conservative flight-level variant)",
+    )
+    pr.add_argument("--level", type=float, default=0.9, help="nominal coverage of --intervals (default 0.9)")
     pr.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("checkpoint", help="inspect a checkpoint safely (weights_only=True: no code runs)")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cbhlib.config import Config
-from cbhlib.constants import PROTOCOL_LABELS
+from cbhlib.constants import NESTED_PROTOCOL, PROTOCOL_LABELS
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
 from cbhlib.evaluation.baselines import ADAPTABLE, DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
@@ -101,7 +101,7 @@ def validation_residuals(run: RunDir, camp: Campaign, models: list[str]) -> dict
     return out
 
 
-NESTED, NESTED_BASE = "lofo_nested", 10_000  # as cbhlib.training.runner writes the nested heads
+NESTED = NESTED_PROTOCOL  # as cbhlib.training.runner writes the nested heads
 
 
 def flight_residuals(
@@ -120,11 +120,9 @@ def flight_residuals(
             if u.cal_idx:
                 idx = np.asarray(u.cal_idx)
                 parts.setdefault((model, u.seed, u.test_flight), []).append((y[idx] - np.asarray(u.cal_pred), idx))
-        for u in store.read_all(model, NESTED):
+        for u in store.read_all(model, NESTED):  # scored on the left-out training flight only
             idx = np.asarray(u.test_idx)
-            own = camp.flight[idx] == u.fold_id % NESTED_BASE  # the left-out training flight's samples
-            res = y[idx[own]] - np.asarray(u.pred)[own]
-            parts.setdefault((model, u.seed, u.test_flight), []).append((res, idx[own]))
+            parts.setdefault((model, u.seed, u.test_flight), []).append((y[idx] - np.asarray(u.pred), idx))
     out = {}
     for key, pieces in parts.items():
         idx = np.concatenate([i for _, i in pieces])

@@ -22,9 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cbhlib.constants import FLIGHT_NORMS, NESTED_BASE, NESTED_PROTOCOL
 from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.evaluation import imagestats
+from cbhlib.evaluation.flightnorm import normalise
+from cbhlib.evaluation.intervals import flight_halfwidth
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
 from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
@@ -34,6 +37,9 @@ from cbhlib.training.embed import Embeddings, embed_campaign
 from cbhlib.training.pretrain import load_encoder
 
 log = logging.getLogger(__name__)
+
+
+INTERVAL_METHODS = ("flight", "flight_max")
 
 
 @dataclass
@@ -55,6 +61,8 @@ class Head:
     path: Path = field(default_factory=Path)  # the checkpoint
     profile: dict[str, Any] | None = None  # the training campaign (None: trained before profiles)
     encoder_sha256: str | None = None  # its encoder's weights sha256, recorded at training (None: older checkpoints)
+    flight_norm: str = "none"  # label-free flight adaptation the head was trained with
+    flight_warmup: int = 10
 
     @property
     def what(self) -> str:
@@ -66,6 +74,20 @@ def _number(ck: dict[str, Any], key: str, path: object, lo: float, hi: float) ->
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= float(v) <= hi:
         raise CheckpointError(f"{path}: {key}: expected a number in {lo:g}..{hi:g}; found {v!r:.60}")
     return float(v)
+
+
+def _norm(a: np.ndarray, h: Head, camp: Campaign) -> np.ndarray:
+    """A head's flight normalisation (none: unchanged) applied to (N, K) inputs of ``camp``."""
+    if h.flight_norm == "none":
+        return a
+    return normalise(a, camp.flight, camp.time_utc, h.flight_norm, h.flight_warmup).astype(np.float32)
+
+
+def _choice(ck: dict[str, Any], key: str, allowed: tuple[str, ...], path: object) -> str:
+    v = ck.get(key, allowed[0])
+    if v not in allowed:
+        raise CheckpointError(f"{path}: {key}: expected one of {', '.join(allowed)}; found {v!r:.60}")
+    return str(v)
 
 
 def _head_net(ck: dict[str, Any], path: object) -> FusionHeads:
@@ -130,6 +152,8 @@ def load_head(path: str | Path) -> Head:
             Path(path),
             ic.read_profile(ck.get("training_campaign"), path),
             ck.get("encoder_weights_sha256"),
+            _choice(ck, "flight_norm", FLIGHT_NORMS, path),
+            int(_number(ck, "flight_warmup", path, 0, 1e6)) if "flight_warmup" in ck else 10,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a loadable head checkpoint ({type(exc).__name__}: {exc})") from None
@@ -182,7 +206,7 @@ def _verified_head(run: RunDir, u: UnitResult) -> Head:
 
 def _features(head: Head, camp: Campaign, allow_shift: bool, said: set[str] | None = None) -> np.ndarray:
     """The head's feature columns of ``camp``, units converted where safe (each conversion said once
-    per ``said``), statistics checked."""
+    per ``said``), flight-normalised for a flight-normalised head, statistics checked."""
     if head.model == "image_stats_mlp":
         ic.check_image_format(camp, head.profile, None, head.model)
         X, notes = imagestats.campaign_statistics(camp).astype(np.float64), []
@@ -203,6 +227,7 @@ def _features(head: Head, camp: Campaign, allow_shift: bool, said: set[str] | No
             log.warning(note)
             if said is not None:
                 said.add(note)
+    X = _norm(X, head, camp)  # a flight-normalised head: each flight from its own inputs, as in training
     ic.check_feature_stats(
         X,
         head.feature_names,
@@ -235,15 +260,52 @@ class _Encoders:
         return self.done[key]
 
 
+def calibration_residuals(run: RunDir, model: str) -> pd.DataFrame:
+    """Out-of-flight residuals of a run's nested heads (each trained without the flight it is scored
+    on, and without its outer held-out flight): fold (outer), seed, flight (the left-out one), residual_km."""
+    rows = [
+        pd.DataFrame(
+            {
+                "fold": u.fold_id // NESTED_BASE,
+                "seed": u.seed,
+                "flight": u.fold_id % NESTED_BASE,
+                "residual_km": np.asarray(u.true, float) - np.asarray(u.pred, float),
+            }
+        )  # fmt: skip
+        for u in UnitStore(run).read_all(model, NESTED_PROTOCOL)
+    ]
+    if not rows:
+        raise CbhError(
+            f"{run.root}: intervals: expected the nested heads of {model} (train.nested, under leave-one-flight-out); "
+            "found none: rerun the model's step, or predict without --intervals"
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _halfwidth(res: pd.DataFrame, alpha: float, method: str) -> float:
+    """One half-width from residual rows; each (outer fold, left-out flight) pair is one group."""
+    groups = res["fold"].to_numpy() * NESTED_BASE + res["flight"].to_numpy()
+    return flight_halfwidth(res["residual_km"].to_numpy(), groups, alpha, method)
+
+
 @torch.no_grad()
 def predict(
-    run_dir: str | Path, model: str, camp: Campaign, protocol: str = "lofo", allow_shift: bool = False
+    run_dir: str | Path,
+    model: str,
+    camp: Campaign,
+    protocol: str = "lofo",
+    allow_shift: bool = False,
+    intervals: str | None = None,
+    alpha: float = 0.1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predictions of every head of ``model`` on ``camp``.
+    """Predictions of every head of ``model`` on ``camp``, optionally with prediction intervals.
 
     Args:
         allow_shift: predict (with a warning) where the campaign's feature or pixel statistics are far
             from the training campaign's; shapes, dtypes and units are always refused.
+        intervals: ``flight`` or ``flight_max`` (:mod:`cbhlib.evaluation.intervals`): ``1 - alpha``
+            intervals from the out-of-flight residuals of the run's nested heads (label-free for
+            ``camp``); the tables gain ``lower_km`` and ``upper_km``. None: no intervals.
 
     Returns:
         (per unit: model, fold, seed, test_flight, sample, pred_km; per sample: flight,
@@ -254,6 +316,11 @@ def predict(
     """
     run = RunDir(run_dir)
     heads = load_heads(run, model, protocol)
+    if intervals is not None and intervals not in INTERVAL_METHODS:
+        raise CbhError(f"intervals: expected one of {', '.join(INTERVAL_METHODS)}; found {intervals!r}")
+    if intervals is not None and not 0 < alpha < 0.5:
+        raise CbhError(f"alpha: expected a miscoverage level between 0 and 0.5; found {alpha!r}")
+    res = calibration_residuals(run, model) if intervals else None
     if any(h.profile is None for h in heads):
         log.warning(
             "%s: the heads of %s record no training-campaign profile (trained before they were recorded): "
@@ -272,9 +339,14 @@ def predict(
             inputs["phys"] = torch.from_numpy(((X - mean) / scale).astype(np.float32))[None]
         if h.mode in IMAGE_MODES:
             emb = encoders.get(h)
-            e = (emb.pooled - h.scalers["img_mean"]) / h.scalers["img_std"]
+            pooled, regions = emb.pooled, emb.regions
+            pooled, regions = (
+                _norm(pooled, h, camp),
+                _norm(regions.reshape(len(regions), -1), h, camp).reshape(regions.shape),
+            )
+            e = (pooled - h.scalers["img_mean"]) / h.scalers["img_std"]
             inputs["img"] = torch.from_numpy(e.astype(np.float32))[None]
-            inputs["regions"] = torch.from_numpy(emb.regions.astype(np.float32))[None]
+            inputs["regions"] = torch.from_numpy(regions.astype(np.float32))[None]
         pred, _ = h.net(**inputs)
         pred_km = pred[0].numpy().astype(float) * h.y_std + h.y_mean
         ic.check_predictions(pred_km, h.path, f"the head of {h.what}")
@@ -290,6 +362,10 @@ def predict(
                 }
             )
         )
+        if res is not None:
+            own = res[(res["fold"] == h.fold_id) & (res["seed"] == h.seed)]
+            q = _halfwidth(own if len(own) else res, alpha, intervals)  # type: ignore[arg-type]
+            rows[-1] = rows[-1].assign(lower_km=pred_km - q, upper_km=pred_km + q)
     per_unit = pd.concat(rows, ignore_index=True)
     g = per_unit.groupby("sample")["pred_km"]
     ens = pd.DataFrame(
@@ -304,4 +380,9 @@ def predict(
             "n_units": len(heads),
         }
     )
+    if res is not None:
+        q = _halfwidth(res, alpha, intervals)  # type: ignore[arg-type]
+        ens = ens.assign(
+            lower_km=ens["pred_km"] - q, upper_km=ens["pred_km"] + q, interval=f"{intervals} {1 - alpha:.0%}"
+        )
     return per_unit, ens

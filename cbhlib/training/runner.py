@@ -18,7 +18,7 @@ import numpy as np
 
 from cbhlib import threads
 from cbhlib.config import NEURAL_BASELINES, Config
-from cbhlib.constants import PROTOCOL_LABELS
+from cbhlib.constants import NESTED_BASE, NESTED_PROTOCOL, PROTOCOL_LABELS
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import Fold, make_folds
 from cbhlib.errors import CbhError
@@ -62,18 +62,17 @@ def model_name(model: str, cfg: Config) -> str:
     return name
 
 
-NESTED = "lofo_nested"  # the protocol name of the heads trained without one training flight
-NESTED_BASE = 10_000  # nested fold id = outer fold id * NESTED_BASE + the left-out training flight's index
+NESTED = NESTED_PROTOCOL  # the protocol name of the heads trained without one training flight
 
 
 def nested_folds(camp: Campaign, folds: list[Fold]) -> list[Fold]:
-    """Per LOFO fold, one fold per training flight g: trained and validated without g, scored on
-    g (out-of-flight residuals for interval calibration) and on the outer held-out flight."""
+    """Per LOFO fold, one fold per training flight g: trained and validated without g (and without
+    the outer held-out flight), scored on g: out-of-flight residuals for interval calibration."""
     out = []
     for f in folds:
         for g in np.unique(camp.flight[f.fit_idx]):
             train, val = (idx[camp.flight[idx] != g] for idx in (f.train_idx, f.val_idx))
-            test = np.sort(np.concatenate([np.flatnonzero(camp.flight == g), f.test_idx]))
+            test = np.flatnonzero(camp.flight == g)
             out.append(Fold(f.fold_id * NESTED_BASE + int(g), f.test_flight, train, val, test, NESTED))
     return out
 
