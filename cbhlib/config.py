@@ -66,7 +66,7 @@ class Config:
     campaign: str = opt(DEFAULT_CAMPAIGN, "campaign HDF5 file (relative paths: from the project root)")
     run_dir: str = opt("runs/interactive", "run folder: reports, checkpoints, encoders, figures, logs")
     seeds: list[int] = opt(
-        [0, 1, 2], "one unit per fold and seed; a seed drives its encoder and its head", min=0, max=2**31 - 1
+        [0, 1, 2, 3, 4], "one unit per fold and seed; a seed drives its encoder and its head", min=0, max=2**31 - 1
     )
     protocols: list[str] = opt(
         list(PROTOCOLS), "lofo (honest), within_flight, random (leaky, for contrast)", choices=PROTOCOLS

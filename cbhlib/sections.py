@@ -77,8 +77,8 @@ class TrainConfig:
     regions: int = opt(4, "image regions per side: the attention mode's image tokens", min=1, max=64)
     nested: bool = opt(
         True,
-        "under LOFO also train, per unit, one head without each training flight (nested leave-one-flight-out): "
-        "their residuals calibrate flight-aware prediction intervals",
+        "under LOFO also train, per fold (first seed), one head without each training flight (nested "
+        "leave-one-flight-out): their residuals calibrate flight-aware prediction intervals",
     )
     flight_norm: str = opt(
         "none",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cbhlib.config import TrainConfig
@@ -147,3 +148,34 @@ def test_interval_calibration_never_reads_the_held_out_flights_labels(tiny_campa
     third = out_of_flight(make_predictor("gbdt", d3, "flight"), f.fit_idx, camp.flight)
     own = camp.flight[f.fit_idx] == g
     np.testing.assert_array_equal(third[own], outs[0][own])
+
+
+def test_a_rerun_gives_the_same_numbers_bit_for_bit(tiny_campaign: Path, tmp_path: Path) -> None:
+    """Two runs of the same settings on the same machine: identical predictions, verdicts and intervals."""
+    from cbhlib.config import load_config
+    from cbhlib.evaluation import compare, intervals
+    from cbhlib.evaluation.results import headline_table, load_predictions
+    from cbhlib.training.runner import run_mode
+
+    outs = []
+    for k in range(2):
+        run_dir = tmp_path / f"run{k}"
+        cfg = load_config(
+            overrides={"campaign": str(tiny_campaign), "run_dir": str(run_dir), "seeds": [0, 1], "protocols": ["lofo"],
+                       "threads": 1, "train.epochs": 3, "progress": False, "compare.bootstrap_reps": 100,
+                       "compare.baselines": ["climatology", "gbdt"], "train.flight_norm": "flight"}
+        )  # fmt: skip
+        camp = Campaign(tiny_campaign)
+        run_mode(cfg, "physical_only", camp)
+        compare.run_baselines(cfg, camp, RunDir(run_dir))
+        pred = load_predictions(RunDir(run_dir), camp)
+        table = compare.comparisons(pred, cfg, headline=headline_table(pred))
+        models = sorted(pred["model"].unique())
+        cal = compare.flight_residuals(RunDir(run_dir), camp, models)
+        conf = intervals.interval_table(pred, {}, cal, 0.1, 5)
+        outs.append((pred.drop(columns=[]).reset_index(drop=True), table, conf))
+    (p0, t0, c0), (p1, t1, c1) = outs
+    assert {"physical_only_fn", "gbdt_fn", "climatology"} <= set(p0["model"])
+    pd.testing.assert_frame_equal(p0, p1, check_exact=True)
+    pd.testing.assert_frame_equal(t0, t1, check_exact=True)
+    pd.testing.assert_frame_equal(c0, c1, check_exact=True)

@@ -155,3 +155,20 @@ def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) ->
     assert (
         "Same order at every strength (lower mean pooled MAE; untested):" in text and "Order flips somewhere:" in text
     )
+
+
+def test_sweep_tables_show_where_flight_normalisation_helps_and_where_it_costs() -> None:
+    import pandas as pd
+
+    from cbhlib.pipeline.sweep import adaptation_effect, adaptation_text
+
+    rows = []
+    for s, (plain, fn) in {0.0: (300, 330), 1.0: (400, 320)}.items():
+        for model, mae in (("gbdt", plain), ("gbdt_fn", fn)):
+            rows.append({"shift_strength": s, "model": model, "protocol": "lofo", "pooled_mae_m": mae,
+                         "flight_mae_m": mae + 5, "pooled_mae_m_sd": 3.0})  # fmt: skip
+    effect = adaptation_effect(pd.DataFrame(rows), "shift_strength")
+    assert effect["pooled_diff_m"].tolist() == [30.0, -80.0] and set(effect["model"]) == {"gbdt"}
+    text = adaptation_text(effect, "shift_strength")
+    assert "gbdt: lower mean pooled and per-flight MAE when flight-normalised at shift_strength = 1.0" in text
+    assert "higher under both at 0.0" in text

@@ -57,7 +57,9 @@ def describe(name: str) -> str:
     return text if how == "none" else f"{text}; {LABELS[how]} inputs, within-flight anomaly plus the training level"
 
 
-def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | None = None) -> list[tuple[str, str]]:
+def run_baselines(
+    cfg: Config, camp: Campaign, run: RunDir, names: list[str] | None = None, nested: bool = True
+) -> list[tuple[str, str]]:
     """Score the sklearn baselines under every protocol on the models' folds, and their
     flight-normalised variants under leave-one-flight-out; write their reports."""
     names = names or baseline_names(cfg)
@@ -79,7 +81,9 @@ def run_baselines(cfg: Config, camp: Campaign, run: RunDir, names: list[str] | N
             if proto != "lofo" and split_variant(name)[1] != "none":
                 continue  # adaptation to a new flight is a leave-one-flight-out question
             try:
-                units = run_baseline(name, data, folds, proto, cfg.seeds, store, cfg.adapt.level, cfg.adapt.warmup)
+                units = run_baseline(
+                    name, data, folds, proto, cfg.seeds, store, cfg.adapt.level, cfg.adapt.warmup, nested
+                )
             except ValueError as exc:  # e.g. no t2m/d2m for the LCL baseline, no images for image statistics
                 log.info("baseline %s skipped: %s", name, exc)
                 continue
@@ -123,6 +127,12 @@ def flight_residuals(
         for u in store.read_all(model, NESTED):  # scored on the left-out training flight only
             idx = np.asarray(u.test_idx)
             parts.setdefault((model, u.seed, u.test_flight), []).append((y[idx] - np.asarray(u.pred), idx))
+    for model in models:  # nested heads are trained for the first seed only: it calibrates every seed
+        seeds = {u.seed for u in store.read_all(model, "lofo")}
+        for (m, s, fl), pieces in list(parts.items()):
+            if m == model:
+                for other in seeds - {s}:
+                    parts.setdefault((model, other, fl), pieces)
     out = {}
     for key, pieces in parts.items():
         idx = np.concatenate([i for _, i in pieces])

@@ -28,6 +28,7 @@ from cbhlib import threads as thread_policy
 from cbhlib.config import NEURAL_BASELINES, load_config, read_yaml, resolve_key
 from cbhlib.constants import DEFAULT_CAMPAIGN
 from cbhlib.errors import ParamsError
+from cbhlib.evaluation.flightnorm import split_variant, variant
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
 from cbhlib.pipeline.progress import Watcher
@@ -66,7 +67,8 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> SweepFile:
 
     sw: SweepFile = parse_dataclass(SweepFile, read_yaml(path), path)
     RunDir.sweep(sw.name)  # a plain name
-    known = list(SKLEARN_BASELINES) + list(MODES) + list(NEURAL_BASELINES)
+    plain = list(SKLEARN_BASELINES) + list(MODES) + list(NEURAL_BASELINES)
+    known = plain + [variant(m, how) for m in plain if m not in ("climatology", "lcl") for how in ("flight", "running")]
     unknown = [m for m in sw.models if m not in known]
     if unknown or not sw.models:
         raise ParamsError(path, "models", f"models from {', '.join(known)}", repr(unknown or sw.models))
@@ -120,7 +122,12 @@ def _point_config(path: object, root: str | Path, sw: SweepFile, i: int, point: 
             synth.ensure_campaign(synth.preset("default"), camp)  # the embedded default, as `cbh run` makes it
         if not camp.is_file():
             raise ParamsError(source, "campaign", "an existing campaign file", f"{str(camp)!r}: no such file")
-        images = [m for m in sw.models if m in IMAGE_MODES + NEURAL_BASELINES or m.startswith("image_stats")]
+        images = [
+            m
+            for m in sw.models
+            if split_variant(m)[0] in IMAGE_MODES + NEURAL_BASELINES
+            or m.startswith(("image_stats", "gbdt_all", "ridge_all"))
+        ]
         if images and not Campaign(camp).has_images:
             raise ParamsError(path, "models", f"models that run without images ({camp} has none)", repr(images))
         cfg.campaign = str(camp)
@@ -181,13 +188,17 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
         synth.ensure_campaign(synth.preset(sw.preset, **synthetic), cfg.campaign)
     log.info("sweep %s point %d: campaign %s", sw.name, i, cfg.campaign)
     camp = Campaign(cfg.campaign)
-    run_baselines(cfg, camp, run, [m for m in sw.models if m not in MODES + NEURAL_BASELINES])
-    neural = [m for m in sw.models if m in MODES + NEURAL_BASELINES]
-    if camp.has_images and any(m in IMAGE_MODES for m in neural):
+    cfg.train.nested = False  # a sweep scores skill; interval calibration is the comparison's
+    is_neural = lambda m: split_variant(m)[0] in MODES + NEURAL_BASELINES
+    run_baselines(cfg, camp, run, [m for m in sw.models if not is_neural(m)], nested=False)
+    neural = [m for m in sw.models if is_neural(m)]
+    if camp.has_images and any(split_variant(m)[0] in IMAGE_MODES for m in neural):
         pretrain_step(cfg, camp, run)
     for model in neural:
-        if camp.has_images or (model == "physical_only"):
-            run_mode(cfg, model, camp)
+        base, how = split_variant(model)
+        if camp.has_images or base == "physical_only":
+            cfg.train.flight_norm = how
+            run_mode(cfg, base, camp)
         else:
             log.warning("sweep %s point %d: %s skipped: %s has no images", sw.name, i, model, cfg.campaign)
     table = headline_table(load_predictions(run, camp, models=sw.models))
@@ -276,6 +287,42 @@ def rankings(table: pd.DataFrame, x: str, metric: str = "pooled_mae_m") -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+def adaptation_effect(table: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Flight-normalised minus plain, per model and value of ``x`` (LOFO, mean over seeds): pooled and
+    per-flight MAE differences in metres (negative: adaptation helps) and the seeds' sd of each model."""
+    d = table[table["protocol"] == "lofo"]
+    rows = []
+    for name in sorted(set(d["model"])):
+        base, how = split_variant(name)
+        if how == "none" or base not in set(d["model"]):
+            continue
+        for xv, g in d.groupby(x, sort=True):
+            a, b = g[g["model"] == name], g[g["model"] == base]
+            if a.empty or b.empty:
+                continue
+            rows.append(
+                {x: xv, "model": base, "adapted": name,
+                 "pooled_diff_m": float(a["pooled_mae_m"].iloc[0] - b["pooled_mae_m"].iloc[0]),
+                 "flight_diff_m": float(a["flight_mae_m"].iloc[0] - b["flight_mae_m"].iloc[0]),
+                 "sd_m": float(max(a["pooled_mae_m_sd"].iloc[0], b["pooled_mae_m_sd"].iloc[0]))}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def adaptation_text(effect: pd.DataFrame, x: str) -> str:
+    """Where flight normalisation helps and where it costs, per model, from :func:`adaptation_effect`
+    (orders of means over seeds; untested)."""
+    parts = []
+    for model, g in effect.groupby("model", sort=False):
+        both = g[(g["pooled_diff_m"] < 0) & (g["flight_diff_m"] < 0)][x].tolist()
+        cost = g[(g["pooled_diff_m"] > 0) & (g["flight_diff_m"] > 0)][x].tolist()
+        parts.append(
+            f"{model}: lower mean pooled and per-flight MAE when flight-normalised at {x} = "
+            f"{', '.join(map(str, both)) or 'no value'}; higher under both at {', '.join(map(str, cost)) or 'no value'}"
+        )
+    return "; ".join(parts) + "." if parts else "No flight-normalised model beside its plain version in this sweep."
 
 
 def _left(done: int, total: int, t0: float) -> str:
