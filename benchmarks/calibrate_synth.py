@@ -55,13 +55,16 @@ def gbdt_scores(camp: Campaign) -> dict[str, float]:
     predict = make_predictor("gbdt", BaselineData(y, X, names))
     out: dict[str, float] = {}
     for proto, folds in (("lofo", lofo_folds(camp)), ("random", random_folds(camp))):
-        pred, r2 = np.empty(len(y)), []
+        pred, r2, mae = np.empty(len(y)), [], []
         for fold in folds:
             pred[fold.test_idx] = predict(fold.fit_idx)[fold.test_idx]
-            r2.append(regression_metrics(y[fold.test_idx], pred[fold.test_idx])["r2"])
+            fm = regression_metrics(y[fold.test_idx], pred[fold.test_idx])
+            r2.append(fm["r2"])
+            mae.append(fm["mae_km"])
         pooled = regression_metrics(y, pred)
         out[f"{proto}_pooled_mae_km"], out[f"{proto}_pooled_r2"] = pooled["mae_km"], pooled["r2"]
         out[f"{proto}_mean_r2"] = float(np.mean(r2))
+        out[f"{proto}_mean_mae_km"] = float(np.mean(mae))  # the seed's convention: the mean of fold MAE
     return out
 
 
@@ -184,7 +187,9 @@ def calibration_table(
     camp = Campaign(path)
     rows = []
     g = gbdt_scores(camp)
-    rows.append(_row("gbdt LOFO pooled MAE (km)", "0.40-0.60 (real 0.491)", g["lofo_pooled_mae_km"], 0.40, 0.60))
+    # like with like: the real 0.491 km is the mean of the five folds' MAE (as its R2 is the mean of fold R2)
+    rows.append(_row("gbdt LOFO mean-of-fold MAE (km)", "0.40-0.60 (real 0.491)", g["lofo_mean_mae_km"], 0.40, 0.60))
+    rows.append(_row("gbdt LOFO pooled MAE (km)", "(no real counterpart)", g["lofo_pooled_mae_km"]))
     rows.append(_row("gbdt LOFO mean-of-fold R2", "< 0 (real -14.15)", g["lofo_mean_r2"], None, 0.0))
     rows.append(_row("gbdt random 5-fold mean R2", "0.55-0.80 (real 0.676)", g["random_mean_r2"], 0.55, 0.80))
     rows.append(_row("gbdt random 5-fold pooled R2", "0.55-0.80", g["random_pooled_r2"], 0.55, 0.80))

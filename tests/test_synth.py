@@ -58,11 +58,13 @@ def _gbdt(camp: Campaign, random: bool = True) -> dict[str, float]:
         if not folds:
             continue
         pred = np.empty(len(y))
-        fold_r2 = []
+        fold_r2, fold_mae = [], []
         for fold in folds:
             pred[fold.test_idx] = predict(fold.fit_idx)[fold.test_idx]
             fold_r2.append(r2_score(y[fold.test_idx], pred[fold.test_idx]))
+            fold_mae.append(float(np.mean(np.abs(pred[fold.test_idx] - y[fold.test_idx]))))
         out[f"{proto}_mae"] = float(np.mean(np.abs(pred - y)))
+        out[f"{proto}_mae_folds"] = float(np.mean(fold_mae))  # the real campaign's convention
         out[f"{proto}_r2_mean"], out[f"{proto}_r2_pooled"] = float(np.mean(fold_r2)), float(r2_score(y, pred))
     return out
 
@@ -155,9 +157,9 @@ def test_truth_ceiling(default_campaign: Path) -> None:
 
 
 def test_gbdt_lands_in_the_real_campaign_range(tmp_path: Path) -> None:
-    """Real: LOFO MAE 491 m (worse than climatology), random 5-fold R2 0.68."""
+    """Real: LOFO MAE 491 m as the mean of the five folds' MAE (worse than climatology), random 5-fold R2 0.68."""
     scores = _gbdt(_tables_file(tmp_path / "d.h5"))
-    assert 0.40 <= scores["lofo_mae"] <= 0.60, scores
+    assert 0.40 <= scores["lofo_mae_folds"] <= 0.60, scores  # like with like: the mean of folds
     assert 0.55 <= scores["random_r2_mean"] <= 0.80, scores
     assert 0.55 <= scores["random_r2_pooled"] <= 0.80, scores
 
