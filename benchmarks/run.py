@@ -4,6 +4,7 @@
     python benchmarks/run.py --presets default seed-shape --device cuda
     python benchmarks/run.py --pipeline --workers 1 2 4   # also time whole `cbh run`s (fresh run folders)
     python benchmarks/run.py --presets seed-shape --pipeline --quick   # peak memory of a seed-shape pipeline
+    python benchmarks/run.py --contention --pipeline --workers 0 1 2  # a busy machine; Dask against serial
 
 Every preset runs in its own subprocess so its peak resident memory is its own; each
 pipeline run is a subprocess too. Figures, not pass/fail: nothing here asserts a speed.
@@ -172,9 +173,71 @@ def bench_heads_vs_samples(
     return out
 
 
-def bench_pipeline(workers: int, preset: str, quick: bool, device: str = "cpu") -> dict:
+ENCODER_CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+{first}
+import torch
+from cbhlib.config import load_config
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.frames import ALL
+from cbhlib.training.pretrain import pretrain_encoder
+camp = Campaign({campaign!r})
+cfg = load_config(overrides={{"progress": False}})
+t0 = time.perf_counter()
+pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, {out!r}, device="cpu", progress=False)
+print(time.perf_counter() - t0)
+"""
+POLICIES = {  # name -> (imported first, environment)
+    "cbhlib": ("import cbhlib", {}),  # the project's policy: short spin, threads follow the free cores
+    "libgomp_default": ("import torch", {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}),  # spin 300k, fixed threads
+}
+
+
+class Neighbours:
+    """``n`` CPU-bound processes (``while True: pass``) while the block runs: a machine someone else uses."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.procs = n, []
+
+    def __enter__(self) -> Neighbours:
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def bench_contention(workdir: Path, campaign: Path, repeats: int = 3) -> dict:
+    """One default-recipe encoder (median of ``repeats``) quiet and beside one CPU-bound neighbour per
+    core, under the project's thread policy and under libgomp's defaults."""
+    import statistics
+
+    out: dict = {}
+    busy = os.cpu_count() or 1
+    for name, (first, env) in POLICIES.items():
+        code = ENCODER_CHILD.format(root=str(ROOT), first=first, campaign=str(campaign), out=str(workdir / "e.pt"))
+        for label, n in (("quiet", 0), ("busy", busy)):
+            times = []
+            with Neighbours(n):
+                for _ in range(repeats):
+                    env_all = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+                    proc = subprocess.run(
+                        [sys.executable, "-c", code], env={**env_all, **env}, capture_output=True, text=True
+                    )
+                    times.append(float(proc.stdout.strip().splitlines()[-1]))
+            out[f"encoder_{name}_{label}_s"] = statistics.median(times)
+        out[f"encoder_{name}_busy_over_quiet"] = out[f"encoder_{name}_busy_s"] / out[f"encoder_{name}_quiet_s"]
+    return out
+
+
+def bench_pipeline(workers: int, preset: str, quick: bool, device: str = "cpu", neighbours: int = 0) -> dict:
     """One whole `cbh run` in a subprocess (a fresh run folder); wall time, step times, peak memory."""
-    run = f"bench-{preset}-w{workers}-{int(time.time())}"
+    tag = f"{preset}-busy" if neighbours else preset
+    run = f"bench-{tag}-w{workers}-{int(time.time())}"
     args = [sys.executable, "-m", "cbhlib.cli", "run", "--run-name", run, "--quiet", "--set", f"device={device}"]
     if workers:
         args += ["--workers", str(workers)]
@@ -196,17 +259,17 @@ def bench_pipeline(workers: int, preset: str, quick: bool, device: str = "cpu") 
             "compare.bootstrap_reps=100",
         ):
             args += ["--set", s]
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *args] if Path("/usr/bin/time").exists() else args,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    out = {
-        f"pipeline_{preset}_w{workers}_s": time.perf_counter() - t0,
-        f"pipeline_{preset}_w{workers}_ok": proc.returncode == 0,
-    }
+    with Neighbours(neighbours):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", *args] if Path("/usr/bin/time").exists() else args,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+    preset = tag
+    out = {f"pipeline_{preset}_w{workers}_s": wall, f"pipeline_{preset}_w{workers}_ok": proc.returncode == 0}
     for line in proc.stderr.splitlines():
         if "Maximum resident set size" in line:  # the largest single process (a notebook kernel or a worker)
             out[f"pipeline_{preset}_w{workers}_peak_process_rss_mb"] = int(line.split(":")[1]) / 1024.0
@@ -229,6 +292,12 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="pipeline with the smallest settings (for peak memory)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-preset stages")
+    ap.add_argument(
+        "--contention",
+        action="store_true",
+        help="one encoder quiet and beside one CPU-bound neighbour per core, under the project's thread policy and "
+        "libgomp's defaults; with --pipeline also a serial `cbh run` beside the neighbours",
+    )
     ap.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>-<machine>.json)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -273,10 +342,18 @@ def main() -> int:
             if child in ("heads-vs-samples", "pretrain-vs-pool")
             else results["presets"].append(res)
         )
+    if a.contention:
+        with tempfile.TemporaryDirectory() as d:
+            camp = ROOT / "data" / "synthetic_default.h5"
+            if not camp.exists():
+                subprocess.run([sys.executable, "-m", "cbhlib.cli", "generate"], cwd=ROOT, check=True)
+            results["scaling"].update(bench_contention(Path(d), camp))
     if a.pipeline:
         for preset in a.presets:
             for w in a.workers:
                 results["scaling"].update(bench_pipeline(w, preset, a.quick, a.device))
+            if a.contention:
+                results["scaling"].update(bench_pipeline(0, preset, a.quick, a.device, neighbours=os.cpu_count() or 1))
     out = Path(
         a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json"
     )

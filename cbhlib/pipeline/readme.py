@@ -53,6 +53,15 @@ def _scaling_label(key: str) -> str:
     if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
         return f"pretraining throughput, pool of {m.group(1)} frames (images/s)"
     if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
+    if m := re.fullmatch(r"encoder_(cbhlib|libgomp_default)_(quiet|busy)_s", key):
+        who = "the project's thread policy" if m.group(1) == "cbhlib" else "libgomp's defaults (fixed threads)"
+        how = "beside one CPU-bound process per core" if m.group(2) == "busy" else "quiet machine"
+        return f"one default-recipe encoder, {how}, {who}: median seconds"
+    if m := re.fullmatch(r"encoder_(cbhlib|libgomp_default)_busy_over_quiet", key):
+        who = "the project's thread policy" if m.group(1) == "cbhlib" else "libgomp's defaults"
+        return f"one encoder, busy / quiet time, {who}"
+    if m := re.fullmatch(r"pipeline_(.+)-busy_w(\d+)_s", key):
+        return f"whole `cbh run` on {m.group(1)}, serial, beside one CPU-bound process per core: wall time (s)"
         how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
         return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
     if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
