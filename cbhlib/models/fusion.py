@@ -18,6 +18,7 @@ Modes:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -25,6 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbhlib.fields import opt
+
+# a [M, 1, 1] bias's gradient is a view of the optimizer's flat buffer (strides of the buffer, not of a fresh
+# tensor): autograd still accumulates into it in place, and says so with this warning
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 MODES = ("image_only", "physical_only", "concat", "attention")
 MAX_LAYERS = 8  # per list of widths (a head is a few layers; 300 x 4096 would need gigabytes)
@@ -304,9 +309,11 @@ class BatchedAdamW:
         self.M = n_models
         sizes = [p.numel() // n_models for p in self.params]
         self.flat = torch.cat([p.detach().reshape(n_models, -1) for p in self.params], dim=1)  # [M, P]
+        self.grad = torch.zeros_like(self.flat)  # gradients accumulate into views of one buffer: no concatenation
         off = 0
         for p, n in zip(self.params, sizes, strict=True):
             p.data = self.flat[:, off : off + n].view(p.shape)
+            p.grad = self.grad[:, off : off + n].view(p.shape)
             off += n
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
@@ -322,8 +329,7 @@ class BatchedAdamW:
         return sub
 
     def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+        self.grad.zero_()
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, lr: float) -> None:
@@ -332,15 +338,7 @@ class BatchedAdamW:
         self.t += a
         t = self.t.clamp_min(1)
         bc1, bc2 = 1 - self.b1**t, 1 - self.b2**t
-        g = torch.cat(
-            [
-                p.grad.reshape(self.M, -1)
-                if p.grad is not None
-                else torch.zeros(self.M, p.numel() // self.M, device=self.flat.device)
-                for p in self.params
-            ],
-            dim=1,
-        )
+        g = self.grad  # every parameter's gradient, in place (zeroed again by zero_grad)
         self.m.lerp_(g, a * (1 - self.b1))
         self.v.lerp_(g.mul_(g), a * (1 - self.b2))
         denom = torch.sqrt(self.v, out=g).div_(bc2.sqrt()).add_(self.eps)  # g's buffer is free again
