@@ -36,6 +36,7 @@ from cbhlib.sections import (
     AdaptConfig,
     CompareConfig,
     ExploreConfig,
+    FiguresConfig,
     PretrainConfig,
     SweepConfig,
     TrainConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "CompareConfig",
     "Config",
     "ExploreConfig",
+    "FiguresConfig",
     "HeadConfig",
     "PretrainConfig",
     "SweepConfig",
@@ -86,6 +88,7 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
 
     def to_nested(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON ready)."""

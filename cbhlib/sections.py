@@ -148,3 +148,13 @@ class SweepConfig:
 
     file: str = opt("params/sweep_shift.yaml", "sweep file: the grid, the models and the shared settings")
     workers: int = opt(0, "run the grid points on a local Dask cluster of this many processes (0: serially)", min=0)
+
+
+@dataclass
+class FiguresConfig:
+    """Figure files (every figure is also shown in its notebook)."""
+
+    dpi: int = opt(110, "resolution of the PNG files (dots per inch; 300 for print)", min=50, max=1200)
+    formats: list[str] = opt(
+        [], "vector files written beside each PNG (the pages show the PNG): pdf, svg", choices=("pdf", "svg")
+    )

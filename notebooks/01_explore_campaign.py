@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,10 +20,10 @@
 # campaign file (synthetic or imported). Figures are also written as PNG files to the
 # run folder's `figures/`, tables to `tables/`.
 
-# %% tags=["parameters"] sections=["explore"]
+# %% tags=["parameters"] sections=["explore", "figures"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
-seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+seeds: list[int] = [0, 1, 2, 3, 4]  # one unit per fold and seed; a seed drives its encoder and its head
 protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
 val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
 feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
@@ -31,6 +31,8 @@ device: str = 'auto'  # torch device: auto (CUDA when present), cpu, cuda or cud
 threads: int = 0  # torch CPU threads; 0 keeps the torch default
 progress: bool = True  # progress bars (headless pipeline runs turn them off)
 explore_images_per_flight: int = 3  # example images shown per flight
+figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
+figures_formats: list[str] = []  # vector files written beside each PNG (the pages show the PNG): pdf, svg
 
 # %%
 import numpy as np
@@ -91,7 +93,8 @@ if camp.has_images:
     stats = imagestats.campaign_statistics(camp, run.cache)
     plots.image_stats_scatter(stats, imagestats.NAMES, camp, save_to=run.figure("explore_image_stats"))
 else:
-    print("this campaign has no images")
+    for name in ("explore_example_images", "explore_image_stats"):
+        plots.not_drawn(run.figure(name), "this campaign has no images")
 
 # %% [markdown]
 # ## Shadow-derived height against lidar CBH

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,10 +26,10 @@
 # measured on the same frames and masks: predicting zero (each patch's mean) and
 # interpolating the visible patches.
 
-# %% tags=["parameters"] sections=["encoder", "pretrain"]
+# %% tags=["parameters"] sections=["encoder", "pretrain", "figures"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
-seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+seeds: list[int] = [0, 1, 2, 3, 4]  # one unit per fold and seed; a seed drives its encoder and its head
 protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
 val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
 feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
@@ -63,6 +63,8 @@ pretrain_seed: int = -1  # pretraining seed; -1: each unit's own seed (encoder a
 pretrain_eval_frames: int = 256  # frames on which the final loss and its floors are measured
 pretrain_memory_limit_mb: int = 1024  # hold pretraining frames in memory below this size, else stream them
 pretrain_missing: str = 'fail'  # when a training step finds no encoder: fail (name the pretrain step) or pretrain
+figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
+figures_formats: list[str] = []  # vector files written beside each PNG (the pages show the PNG): pdf, svg
 
 # %%
 from IPython.display import display

@@ -24,10 +24,10 @@
 # from the pretraining notebook (run it first). Every number is shown beside the
 # climatology baseline on the same folds, as mean ± sd over seeds.
 
-# %% tags=["parameters"] sections=["encoder", "pretrain", "train", "head", "adapt"]
+# %% tags=["parameters"] sections=["encoder", "pretrain", "train", "head", "adapt", "figures"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
-seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+seeds: list[int] = [0, 1, 2, 3, 4]  # one unit per fold and seed; a seed drives its encoder and its head
 protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
 val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
 feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
@@ -71,7 +71,7 @@ train_huber_delta_km: float = 0.3  # Huber loss delta, km
 train_finetune: bool = False  # fine-tune the encoder end to end per unit (slow; default frozen and cached)
 train_finetune_lr: float = 0.0001  # encoder learning rate when fine-tuning
 train_regions: int = 4  # image regions per side: the attention mode's image tokens
-train_nested: bool = True  # under LOFO also train, per unit, one head without each training flight (nested leave-one-flight-out): their residuals calibrate flight-aware prediction intervals
+train_nested: bool = True  # under LOFO also train, per fold (first seed), one head without each training flight (nested leave-one-flight-out): their residuals calibrate flight-aware prediction intervals
 train_flight_norm: str = 'none'  # label-free flight adaptation: none; flight (inputs standardised within their own flight, the within-flight anomaly learnt, the training level added: model name + _fn); running (the same from each flight's samples up to each time, for use during a flight: + _fnrun)
 head_phys_hidden: list[int] = [128, 64]  # physical encoder widths: K -> 128 -> 64
 head_phys_dropout: float = 0.1  # dropout in the physical encoder
@@ -81,6 +81,8 @@ head_attn_dim: int = 64  # attention mode: token width (divisible by attn_heads)
 head_attn_heads: int = 4  # attention mode: heads
 adapt_level: str = 'training'  # level added to a new flight's predicted anomaly: training (the training samples' mean, climatology's level) or inputs (ridge of the training flights' mean labels on their mean inputs; few flights: unstable)
 adapt_warmup: int = 10  # running normalisation: a flight's first samples before its statistics are used
+figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
+figures_formats: list[str] = []  # vector files written beside each PNG (the pages show the PNG): pdf, svg
 
 # %%
 import pandas as pd

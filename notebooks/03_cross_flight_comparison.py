@@ -24,10 +24,10 @@
 # and how far each flight sits from the others. The notebook ends with what this run
 # shows and what it does not, computed from the tables above it.
 
-# %% tags=["parameters"] sections=["encoder", "pretrain", "adapt", "compare"]
+# %% tags=["parameters"] sections=["encoder", "pretrain", "adapt", "compare", "figures"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
-seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+seeds: list[int] = [0, 1, 2, 3, 4]  # one unit per fold and seed; a seed drives its encoder and its head
 protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
 val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
 feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
@@ -74,6 +74,8 @@ compare_conformal_k: int = 20  # labelled samples of the held-out flight calibra
 compare_aci_gamma: float = 0.05  # online intervals (ACI): step of the miscoverage level after each label of the new flight
 compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model differences
 compare_bootstrap_block: int = 0  # moving-block length along each track; 0: chosen from the data per comparison (Politis-White)
+figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
+figures_formats: list[str] = []  # vector files written beside each PNG (the pages show the PNG): pdf, svg
 
 # %%
 import numpy as np
@@ -181,6 +183,21 @@ plots.best_pred_vs_true(lofo, rows, save_to=run.figure("compare_best_pred_vs_tru
                         title="Leave-one-flight-out predictions of the best models (criterion: lowest pooled MAE "
                               "over all held-out samples, mean over seeds)");
 
+# %% [markdown]
+# Along each held-out flight: the prediction of the same models, of the best model that is
+# not a baseline and of climatology beside the lidar CBH in time; and on a map, where along
+# the track the errors of the best model other than climatology sit (red: too high, blue:
+# too low).
+
+# %%
+fusion = lofo_head[~lofo_head["model"].map(plots.style.is_baseline)]["model"].head(1).tolist()
+along = list(dict.fromkeys([m for m, _ in rows] + fusion + ["climatology"]))
+plots.intervals_along_track(lofo, along, save_to=run.figure("compare_pred_along_track"),
+                            title=f"{', '.join(along)}: predicted and lidar CBH along each held-out flight "
+                                  "(leave-one-flight-out, first seed)");
+plots.track_error_map(lofo, learned.iloc[0]["model"] if len(learned) else best["model"],
+                      save_to=run.figure("compare_track_error_map"));
+
 # %%
 err = explore.regime_errors(lofo)
 display(err.groupby(["model", "regime"])["abs_error_m"].median().unstack().round(0))
@@ -251,6 +268,8 @@ ks.to_csv(run.table("comparison_shift_ks"))
 if len(ks):
     plots.shift_heatmap(ks, save_to=run.figure("compare_shift_ks"),
                         n=dict(zip(camp.flight_names, np.bincount(camp.flight, minlength=camp.n_flights).tolist(), strict=True)));
+else:
+    plots.not_drawn(run.figure("compare_shift_ks"), "this campaign has no physical features to compare")
 
 # %%
 X, _ = camp.feature_matrix(cfg.feature_groups or None)
@@ -267,6 +286,8 @@ elif camp.has_images:
             f"'{cfg.pretrain.scope}' trains one per held-out flight).")
 if projections:
     plots.pca_scatter(projections, camp.flight, camp.flight_names, save_to=run.figure("compare_pca"), note=note);
+else:
+    plots.not_drawn(run.figure("compare_pca"), "fewer than two physical features and no image embeddings to project")
 
 # %% [markdown]
 # ## Our numbers beside the published ones

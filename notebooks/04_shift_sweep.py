@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,10 +24,10 @@
 # each strength (0: one physics for every flight; 1: calibrated to the real campaign's
 # difficulty). The last cell says which rankings hold at every value and which flip.
 
-# %% tags=["parameters"] sections=["sweep"]
+# %% tags=["parameters"] sections=["sweep", "figures"]
 campaign: str = 'data/synthetic_default.h5'  # campaign HDF5 file (relative paths: from the project root)
 run_dir: str = 'runs/interactive'  # run folder: reports, checkpoints, encoders, figures, logs
-seeds: list[int] = [0, 1, 2]  # one unit per fold and seed; a seed drives its encoder and its head
+seeds: list[int] = [0, 1, 2, 3, 4]  # one unit per fold and seed; a seed drives its encoder and its head
 protocols: list[str] = ['lofo', 'random', 'within_flight']  # lofo (honest), within_flight, random (leaky, for contrast)
 val_fraction: float = 0.2  # validation share of the training flights (contiguous time blocks)
 feature_groups: list[str] = []  # physical feature groups to use; empty: every group in the file
@@ -36,6 +36,8 @@ threads: int = 0  # torch CPU threads; 0 keeps the torch default
 progress: bool = True  # progress bars (headless pipeline runs turn them off)
 sweep_file: str = 'params/sweep_shift.yaml'  # sweep file: the grid, the models and the shared settings
 sweep_workers: int = 0  # run the grid points on a local Dask cluster of this many processes (0: serially)
+figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
+figures_formats: list[str] = []  # vector files written beside each PNG (the pages show the PNG): pdf, svg
 
 # %%
 from IPython.display import Markdown, display

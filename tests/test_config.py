@@ -45,7 +45,7 @@ def test_every_setting_has_a_unique_flat_name_help_and_plain_default() -> None:
     for lf in leaves().values():
         assert lf.help and by_name()[lf.name].key == lf.key and resolve_key(lf.name, "t") == lf.key
         assert type_name(lf.type) in ("str", "int", "float", "bool", "list[int]", "list[str]")
-    assert set(SECTIONS) == {"encoder", "pretrain", "train", "head", "adapt", "compare", "explore", "sweep"}
+    assert set(SECTIONS) == {"encoder", "pretrain", "train", "head", "adapt", "compare", "explore", "sweep", "figures"}
 
 
 CASES = {

@@ -22,10 +22,11 @@ FLIGHTS = {  # tiny's flights -> hostile names (HTML, Markdown link, entity, mat
     "10Feb25": "<script>alert(6)</script>",
     "23Oct24": "[go](javascript:alert(11)) &lt;b&gt;",
 }
-FEATURES = {  # era5 feature -> hostile name (no '/': a feature name is one path component)
+FEATURES = {  # feature -> hostile name (no '/': a feature name is one path component)
     "blh": "<svg onload=alert(8)>",
     "inversion_height": "<script>alert(7)",
     "moisture_gradient": "[x](javascript:alert(9))",
+    "derived_geometric_H": "shadow height",  # a campaign without the shadow feature the figure needs
 }
 SOURCE = "<img src=y onerror=alert(10)>"
 # what must never appear in a page: an element or a link built from the data
@@ -40,7 +41,7 @@ FAST = [
     "threads=1",
     "seeds=[0]",
     "protocols=[lofo]",
-    "train.epochs=2",
+    "train.epochs=1",  # one epoch: no loss curve is drawn, index.html says why
     "train.patience=1",
     "train.nested=false",
     "pretrain.epochs=1",
@@ -54,6 +55,7 @@ FAST = [
     "compare.few_shot_repeats=1",
     "compare.few_shot_ks=[0,10]",
     "explore.images_per_flight=1",
+    "figures.formats=[svg]",
 ]
 
 
@@ -75,7 +77,7 @@ def own_campaign(src: Path, dst: Path) -> None:
                 data = data[keep_unl]
             elif data.ndim and len(data) in sizes:
                 data = data[keep]
-            if name in ("flights/name", "features/era5/names"):
+            if name == "flights/name" or name.endswith("/names"):
                 names = FLIGHTS if name == "flights/name" else FEATURES
                 data = np.array([names.get(s.decode(), s.decode()) for s in data], dtype=h5py.string_dtype())
             ds = g.create_dataset(name, data=data)
@@ -97,7 +99,8 @@ def hostile_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -
     os.chdir(root)
     try:
         sets = [a for s in FAST for a in ("--set", s)]
-        code = main(["run", "--run-name", "hostile", "--campaign", "data/hostile.h5", "--quiet", *sets])
+        only = "explore,pretrain,physical_only,attention,attention_fn,compare"  # every notebook, not every model
+        code = main(["run", "--run-name", "hostile", "--campaign", "data/hostile.h5", "--only", only, "--quiet", *sets])
     finally:
         os.chdir(cwd)
     assert code == 0
@@ -109,7 +112,8 @@ def test_no_rendered_page_runs_a_name_from_the_data(hostile_run: Path) -> None:
     assert summary["steps"]["failed"] == 0, summary["steps"]["detail"]
     assert set(FLIGHTS.values()) <= set(summary["campaign_info"]["flights"])
     pages = [hostile_run / "index.html", *sorted((hostile_run / "html").glob("*.html"))]
-    assert len(pages) > 20
+    pages += sorted((hostile_run / "figures").glob("*.svg"))  # figures.formats: matplotlib's SVG text
+    assert len(pages) > 30 and len([p for p in pages if p.suffix == ".svg"]) > 15
     for page in pages:
         text = page.read_text()
         for pattern in LIVE:
@@ -140,3 +144,21 @@ def test_text_fits_the_data_and_pages_have_titles(hostile_run: Path) -> None:
     compare = pages["compare.report.html"]
     assert "lag-1 autocorrelation of CBH in this campaign" in compare
     assert "These numbers come from the campaign file" in compare
+
+
+def test_figures_fit_the_campaign_and_the_settings(hostile_run: Path) -> None:
+    """Issue 22 item 8 through the pipeline: SVG copies beside the PNGs (linked from index.html),
+    the new track figures, and figures with nothing to show replaced by a reason."""
+    figures = hostile_run / "figures"
+    for name in ("compare_track_error_map", "compare_pred_along_track", "compare_per_flight_lofo"):
+        assert (figures / f"{name}.png").exists() and (figures / f"{name}.svg").exists()
+    assert (
+        not (figures / "explore_shadow_vs_lidar.png").exists() and not (figures / "train_attention_loss.png").exists()
+    )
+    index = (hostile_run / "index.html").read_text()
+    assert "href='figures/compare_track_error_map.svg'>SVG</a>" in index
+    section = index.split("Figures not drawn")[1]
+    assert "explore_shadow_vs_lidar" in section and "no shadow-derived height" in section
+    assert "train_attention_loss" in section and "one epoch" in section
+    explore = (hostile_run / "html" / "explore.report.html").read_text()
+    assert "figure explore_shadow_vs_lidar not drawn: this campaign has no shadow-derived height" in explore

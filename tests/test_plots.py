@@ -116,28 +116,51 @@ def test_protocol_inflation_annotates_cut_bars_and_missing_protocols() -> None:
     assert not [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
 
 
+def _per_flight(models: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"model": m, "protocol": "lofo", "flight": fl, "n": 20, "mae_m": 300.0, "mae_m_sd": 10.0, "r2": r2,
+             "r2_sd": 0.2, "bias_m": 0.0}
+            for m, r2 in models.items()
+            for fl in FLIGHTS
+        ]
+    )  # fmt: skip
+
+
 def test_per_flight_bars_annotate_cut_r2_and_name_the_ceiling() -> None:
-    rows = []
-    for m, r2 in (("climatology", -0.1), ("concat", -25.0)):
-        for fl in FLIGHTS:
-            rows.append(
-                {
-                    "model": m,
-                    "protocol": "lofo",
-                    "flight": fl,
-                    "n": 20,
-                    "mae_m": 300.0,
-                    "mae_m_sd": 10.0,
-                    "r2": r2,
-                    "r2_sd": 0.2,
-                    "bias_m": 0.0,
-                }
-            )
-    fig = plots.per_flight_bars(pd.DataFrame(rows), "lofo", {fl: 0.9 for fl in FLIGHTS})
-    assert _texts(fig).count("-25.0") == 3
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert any("best achievable" in t for t in labels) and labels[0] == "climatology"
+    fig = plots.per_flight_bars(
+        _per_flight({"climatology": -0.1, "concat": -25.0}), "lofo", {fl: 0.9 for fl in FLIGHTS}
+    )
+    cut = [t for t in _texts(fig) if "-25.0" in t]
+    assert cut == ["-25.0, -25.0, -25.0"]  # one label per row, a value per flight
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == ["best achievable R2", "baselines", "climatology", "models", "concat"]
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("best achievable" in t for t in labels) and labels[0] == "F0 (n = 20)"
     assert "((" not in fig.axes[1].get_title() and "))" not in fig.axes[1].get_title()
+
+
+def test_per_flight_figure_stays_readable_with_every_model_of_a_run() -> None:
+    """22 models (plain, _fn variants, baselines): one row each in four labelled blocks, no bars."""
+    from cbhlib.plots.style import BASELINES, MODES
+
+    models = [*BASELINES, *(f"{m}_fn" for m in ("gbdt", "ridge", "image_stats_gbdt", "gbdt_all", "ridge_all")), *MODES]
+    models += [f"{m}_fn" for m in MODES]
+    assert len(models) == 22
+    fig = plots.per_flight_bars(_per_flight(dict.fromkeys(models, 0.2)), "lofo")
+    ticks = fig.axes[0].get_yticklabels()
+    names = [t.get_text() for t in ticks]
+    assert sorted(n for n in names if n in models) == sorted(models) and len(names) == 22 + 4
+    assert names.index("flight-normalised baselines (_fn)") < names.index("gbdt_fn") < names.index("models")
+    assert names.index("concat") < names.index("flight-normalised models (_fn)") < names.index("concat_fn")
+    italic = {t.get_text() for t in ticks if t.get_style() == "italic"}
+    assert italic == {m for m in models if style.is_baseline(m)}  # baselines told apart from the models
+    assert not [c for ax in fig.axes for c in ax.containers if isinstance(c, matplotlib.container.BarContainer)]
+    for ax in fig.axes:  # a marker per model and flight, none off the axes
+        lo, hi = sorted(ax.get_ylim())
+        for coll in ax.collections:
+            y = coll.get_offsets()[:, 1]
+            assert ((y >= lo) & (y <= hi)).all()
 
 
 def test_pred_vs_true_shows_negative_predictions_and_counts_samples_not_seeds() -> None:
@@ -328,18 +351,20 @@ def test_explore_figures_on_a_small_campaign(small_file: Path, tmp_path: Path) -
     assert all((tmp_path / f"{c}.png").stat().st_size > 0 for c in "abcde")
 
 
-def test_sweep_lines_annotate_each_cut_r2() -> None:
+def test_sweep_lines_show_every_r2_on_a_symlog_axis_without_cut_arrows() -> None:
     t = pd.DataFrame(
         {
             "model": ["gbdt", "gbdt", "physical_only", "physical_only"],
             "shift_strength": [0, 1, 0, 1],
             "pooled_mae_m": [300.0, 350, 280, 300],
             "pooled_mae_m_sd": [0.0, 0, 5, 9],
-            "r2_folds": [-0.5, -12.3, -9.8, -0.2],
+            "r2_folds": [-0.5, -42.3, -9.8, -0.2],
             "r2_folds_sd": [0.0, 0, 0.4, 0.1],
         }
     )
     fig = plots.sweep_lines(t)
-    texts = _texts(fig)
-    assert "-12.3" in texts and "-9.8" in texts and "-0.5" not in texts
-    assert "cut" in fig.axes[1].get_title()
+    ax = fig.axes[1]
+    assert ax.get_yscale() == "symlog" and ax.get_ylim()[0] < -42.3 and ax.get_ylim()[1] == 1
+    assert not _texts(fig) and "cut" not in ax.get_title()  # no arrows, no values written in
+    drawn = np.concatenate([np.asarray(c.lines[0].get_ydata(), float) for c in ax.containers])
+    assert {-42.3, -9.8} <= set(np.round(drawn, 1))

@@ -157,7 +157,7 @@ def _log_step(run_root: Path, res: StepResult) -> None:
         fh.write(json.dumps({**asdict(res), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 
-RESULT_NEUTRAL = ("progress", "threads", "device", "run_dir")  # settings that do not change a run's results
+RESULT_NEUTRAL = ("progress", "threads", "device", "run_dir", "figures.dpi", "figures.formats")  # not results
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

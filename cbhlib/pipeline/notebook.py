@@ -70,6 +70,15 @@ def configure_logging(
         fh.setFormatter(fmt)
         fh._cbh = True  # type: ignore[attr-defined]
         logger.addHandler(fh)
+    figures = logging.getLogger("cbhlib.figures")  # why a figure was not drawn: shown in the notebook
+    for h in list(figures.handlers):
+        if getattr(h, "_cbh", False):
+            figures.removeHandler(h)
+    out = logging.StreamHandler(sys.stdout)
+    out.setLevel(logging.INFO)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    out._cbh = True  # type: ignore[attr-defined]
+    figures.addHandler(out)
 
 
 def ensure_default_campaign(cfg: Config) -> None:
@@ -122,6 +131,9 @@ def setup(ns: Mapping[str, Any], step: str) -> tuple[Config, RunDir, np.random.G
     for folder in (run.root, run.figures, run.tables):
         folder.mkdir(parents=True, exist_ok=True)
     configure_logging(run)
+    from cbhlib.plots.files import configure as configure_figures
+
+    configure_figures(cfg.figures.dpi, cfg.figures.formats)
     ensure_default_campaign(cfg)
     atomic_write_text(run.step_config(step), yaml.safe_dump(cfg.to_nested(), sort_keys=False))
     return cfg, run, np.random.default_rng(cfg.seed)

@@ -9,14 +9,18 @@ excludes zero (the comparison's verdicts).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from cbhlib.atomic import atomic_write_text
+from cbhlib.atomic import atomic_write_bytes, atomic_write_text
 from cbhlib.errors import CbhError
+from cbhlib.plots.style import caption
 from cbhlib.store.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
@@ -52,7 +56,6 @@ def _scaling_label(key: str) -> str:
         return f"physical_only heads, {m.group(1)} samples, 5 folds x {m.group(2)} epochs (s)"
     if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
         return f"pretraining throughput, pool of {m.group(1)} frames (images/s)"
-    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
     if m := re.fullmatch(r"encoder_(cbhlib|libgomp_default)_(quiet|busy)_s", key):
         who = "the project's thread policy" if m.group(1) == "cbhlib" else "libgomp's defaults (fixed threads)"
         how = "beside one CPU-bound process per core" if m.group(2) == "busy" else "quiet machine"
@@ -62,6 +65,7 @@ def _scaling_label(key: str) -> str:
         return f"one encoder, busy / quiet time, {who}"
     if m := re.fullmatch(r"pipeline_(.+)-busy_w(\d+)_s", key):
         return f"whole `cbh run` on {m.group(1)}, serial, beside one CPU-bound process per core: wall time (s)"
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
         how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
         return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
     if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
@@ -267,6 +271,48 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- figures
+# The figures the README shows: copied from the run whose numbers it reports into figures/readme/
+# (so pictures and numbers come from one run), listed under the results with their captions.
+
+README_FIGURES = (  # in the order the README shows them
+    "compare_per_flight_lofo",
+    "compare_differences",
+    "compare_protocol_inflation",
+    "compare_pred_along_track",
+    "compare_track_error_map",
+)
+FOLDER = Path("figures") / "readme"
+
+
+def copy_figures(run_dir: str | Path, dest: str | Path) -> list[str]:
+    """Copy the chosen figures of a run (``<run>/figures/<name>.png``) into ``dest``; every other
+    PNG in ``dest`` is removed, so the folder holds this run's figures only. Returns the names copied."""
+    src, dest = Path(run_dir) / "figures", Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = [name for name in README_FIGURES if (src / f"{name}.png").is_file()]
+    for name in copied:
+        atomic_write_bytes(dest / f"{name}.png", (src / f"{name}.png").read_bytes())
+    missing = [n for n in README_FIGURES if n not in copied]
+    if missing:
+        log.warning("readme: %s has no %s; not shown", src, ", ".join(f"{n}.png" for n in missing))
+    for stale in dest.glob("*.png"):
+        if stale.stem not in copied:
+            stale.unlink()
+    return copied
+
+
+def figures_markdown(names: list[str], folder: str | Path = FOLDER) -> str:
+    """The README's figure list: each image (path relative to the README) with its caption."""
+    if not names:
+        return ""
+    lines = [f"Figures of this run (`{Path(folder).as_posix()}/`, copied by `make readme`):", ""]
+    for name in names:
+        text = caption(name)
+        lines += [f"![{text}]({(Path(folder) / f'{name}.png').as_posix()})", "", f"*{text}*", ""]
+    return "\n".join(lines)
+
+
 def update(readme: Path, run_dir: Path, calibration: Path | None = None, benchmarks: list[Path] | None = None) -> None:
     """Rewrite the results section (and, given benchmark JSONs, the performance section)."""
     summary_path = run_dir / "summary.json"
@@ -274,7 +320,8 @@ def update(readme: Path, run_dir: Path, calibration: Path | None = None, benchma
         raise CbhError(f"{summary_path}: expected a finished run's summary; found none (run `make run` first)")
     summary = json.loads(summary_path.read_text())
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
-    text = _replace(readme.read_text(), START, END, section(summary, cal), readme)
+    figures = copy_figures(run_dir, readme.parent / FOLDER)  # the README's pictures from the same run
+    text = _replace(readme.read_text(), START, END, section(summary, cal) + figures_markdown(figures), readme)
     if benchmarks is not None:
         text = _replace(text, PERF_START, PERF_END, performance_section(benchmarks), readme)
     atomic_write_text(readme, text)

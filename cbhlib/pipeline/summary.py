@@ -269,14 +269,24 @@ def _files_html(run: RunDir) -> list[str]:
 
 
 def _figures_html(run: RunDir, steps: list[str] | None = None) -> list[str]:
-    """Every figure with its caption, in pipeline order (explore, pretrain, each training step, compare)."""
+    """Every figure with its caption (and its PDF/SVG copies), in pipeline order (explore, pretrain,
+    each training step, compare); then the figures not drawn, each with why."""
+    from cbhlib.plots.files import notes, vector_files
+
     esc = html.escape
     out = ["<h2>Figures</h2>"]
     figs = list(run.figures.glob("*.png")) if run.figures.is_dir() else []
     for p in sorted(figs, key=lambda p: figure_rank(p.stem, steps)):
         href = esc(run.relative(p))
+        copies = " ".join(f"<a href='{esc(run.relative(v))}'>{esc(v.suffix[1:].upper())}</a>" for v in vector_files(p))
         out.append(
             f"<figure><a href='{href}'><img src='{href}' alt='{esc(caption(p.stem))}'></a>"
-            f"<figcaption>{esc(caption(p.stem))}</figcaption></figure>"
+            f"<figcaption>{esc(caption(p.stem))}{f' ({copies})' if copies else ''}</figcaption></figure>"
         )
+    absent = {k: v for k, v in notes(run.figures).items() if not (run.figures / f"{k}.png").exists()}
+    if absent:
+        out.append("<h3>Figures not drawn</h3><p>Nothing to show for this campaign or run:</p><ul>")
+        for name in sorted(absent, key=lambda k: figure_rank(k, steps)):
+            out.append(f"<li><code>{esc(name)}</code>: {esc(absent[name])}</li>")
+        out.append("</ul>")
     return out

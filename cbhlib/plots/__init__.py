@@ -1,4 +1,5 @@
-"""Figures: every function returns the figure and, given ``save_to``, writes a PNG.
+"""Figures: every function returns the figure and, given ``save_to``, writes a PNG (and the vector
+formats of ``figures.formats``); a figure with nothing to show returns None and leaves a note saying why.
 
 Titles name what is shown, axes carry units, flights are named, each model keeps one
 colour, marker and hatch in every figure (``style``; baselines in greys, told apart by
@@ -14,7 +15,6 @@ from cbhlib.plots.compare import (
     best_pred_vs_true,
     differences,
     pca_scatter,
-    per_flight_bars,
     protocol_inflation,
     regime_box,
     shift_heatmap,
@@ -29,6 +29,7 @@ from cbhlib.plots.explore import (
     ks_heatmaps,
     shadow_vs_lidar,
 )
+from cbhlib.plots.flights import per_flight_bars, track_error_map
 from cbhlib.plots.pretrain import pretrain_curves, reconstructions
 from cbhlib.plots.style import (
     CAPTIONS,
@@ -38,6 +39,7 @@ from cbhlib.plots.style import (
     figure_rank,
     flight_color,
     model_color,
+    not_drawn,
     order_models,
 )
 from cbhlib.plots.sweep import sweep_lines
@@ -67,6 +69,7 @@ __all__ = [
     "loss_curves",
     "mean_predictor_loss",
     "model_color",
+    "not_drawn",
     "order_models",
     "pca_scatter",
     "per_flight_bars",
@@ -78,4 +81,5 @@ __all__ = [
     "shadow_vs_lidar",
     "shift_heatmap",
     "sweep_lines",
+    "track_error_map",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,6 +15,7 @@ from cbhlib.plots.style import (
     flight_marker,
     is_baseline,
     label,
+    line_color,
     model_color,
     model_marker,
     order_models,
@@ -152,19 +154,22 @@ def coverage_dots(
 
 def intervals_along_track(
     pred: pd.DataFrame,
-    model: str,
-    half_widths: dict[str, dict[str, np.ndarray]],
+    model: str | Sequence[str],
+    half_widths: dict[str, dict[str, np.ndarray]] | None = None,
     save_to: str | Path | None = None,
     ncols: int = 3,
+    title: str | None = None,
 ) -> plt.Figure:
-    """One panel per held-out flight: lidar CBH and the model's prediction along the track
-    (first seed), with the interval band of each method given.
+    """One panel per held-out flight: lidar CBH and the prediction of each model along the track
+    (first seed), with the interval band of each method given around the first model's.
 
     Args:
-        pred: tidy LOFO predictions of ``model`` (one seed is drawn).
-        half_widths: method -> flight -> (n,) half-widths in km, in time order.
+        pred: tidy LOFO predictions (one seed is drawn).
+        model: a model, or several (the first carries the bands; baselines dashed).
+        half_widths: method -> flight -> (n,) half-widths in km, in time order; none: no bands.
     """
-    d0 = pred[pred["model"] == model]
+    models = [model] if isinstance(model, str) else list(model)
+    d0 = pred[pred["model"].isin(models)]
     d0 = d0[d0["seed"] == d0["seed"].min()]
     flights = list(dict.fromkeys(d0["flight"]))
     n = len(flights)
@@ -172,21 +177,28 @@ def intervals_along_track(
     fig, axes = plt.subplots(rows, min(ncols, n), figsize=(5.2 * min(ncols, n), 3.3 * rows), squeeze=False)
     shades = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
     for ax, fl in zip(axes.flat, flights, strict=False):
-        d = d0[d0["flight"] == fl].sort_values("time_utc")
-        t = pd.to_datetime(d["time_utc"])
-        minutes = ((t - t.min()).dt.total_seconds() / 60.0).to_numpy()
-        p = d["pred_km"].to_numpy(float)
-        for c, (method, per) in zip(shades, half_widths.items(), strict=False):
-            hw = per.get(fl)
-            if hw is not None and len(hw) == len(p):
-                ok = np.isfinite(hw)
-                ax.fill_between(minutes[ok], (p - hw)[ok], (p + hw)[ok], color=c, alpha=0.18, lw=0, label=method)
-        ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
-        ax.plot(minutes, p, "-", color=model_color(model), lw=1.3, label=f"{model} prediction")
-        ax.set(title=f"{label(fl)} (n = {len(d)})", xlabel="minutes since the flight's first sample", ylabel="CBH (km)")
+        for i, m in enumerate(models):
+            d = d0[(d0["flight"] == fl) & (d0["model"] == m)].sort_values("time_utc")
+            t = pd.to_datetime(d["time_utc"])
+            minutes = ((t - t.min()).dt.total_seconds() / 60.0).to_numpy()
+            p = d["pred_km"].to_numpy(float)
+            if i == 0:
+                for c, (method, per) in zip(shades, (half_widths or {}).items(), strict=False):
+                    hw = per.get(fl)
+                    if hw is not None and len(hw) == len(p):
+                        ok = np.isfinite(hw)
+                        ax.fill_between(minutes[ok], (p - hw)[ok], (p + hw)[ok], color=c, alpha=0.18, lw=0,
+                                        label=method)  # fmt: skip
+                ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
+                ax.set_title(f"{label(fl)} (n = {len(d)})")
+            ax.plot(minutes, p, ("-", "--", ":", "-.")[i % 4], color=line_color(m), lw=1.3,
+                    label=f"{label(m)} prediction")  # fmt: skip
+        ax.set(xlabel="minutes since the flight's first sample", ylabel="CBH (km)")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{model}: prediction, lidar truth and interval bands along each held-out flight (first seed)")
+    what = "prediction, lidar truth and interval bands" if half_widths else "prediction and lidar truth"
+    names = ", ".join(label(m) for m in models)
+    fig.suptitle(title or f"{names}: {what} along each held-out flight (first seed)")
     fig.tight_layout()
     return save(fig, save_to)

@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cbhlib.plots.style import (
@@ -96,64 +95,6 @@ def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None
         [Patch(facecolor="white", edgecolor="k", hatch=PROTOCOL_HATCHES[p], label=PROTOCOL_NAMES[p]) for p in protos],
         title="protocol (hatch)",
     )
-    fig.tight_layout()
-    return save(fig, save_to)
-
-
-def per_flight_bars(
-    per_flight: pd.DataFrame,
-    protocol: str = "lofo",
-    ceiling: dict[str, float] | None = None,
-    save_to: str | Path | None = None,
-    r2_floor: float = -3.0,
-) -> plt.Figure:
-    """Per-flight MAE (headline) and R2 of every model under one protocol, mean ± sd over
-    seeds, n under each flight; R2 bars cut at ``r2_floor`` carry their value."""
-    d = per_flight[per_flight["protocol"] == protocol]
-    flights = list(dict.fromkeys(d["flight"]))
-    models = order_models(d["model"])
-    n = d.drop_duplicates("flight").set_index("flight")["n"]
-    x = np.arange(len(flights))
-    width = 0.84 / max(1, len(models))
-    floor = axis_floor(d["r2"], r2_floor)
-    fig, axes = plt.subplots(2, 1, figsize=(14, 8), sharex=True)
-    for ax, key in ((axes[0], "mae_m"), (axes[1], "r2")):
-        for i, m in enumerate(models):
-            dm = d[d["model"] == m].set_index("flight").reindex(flights)
-            vals = dm[key].to_numpy(float)
-            xs = x - 0.42 + width * (i + 0.5)
-            shown = np.clip(vals, floor, None) if key == "r2" else vals
-            ax.bar(xs, np.nan_to_num(shown), width, **bar_style(m))
-            keep = None
-            if key == "r2":
-                mark_clipped(ax, xs, vals, floor, fontsize=6)
-                keep = np.isfinite(vals) & (vals >= floor)
-            sd_bars(
-                ax,
-                xs,
-                shown,
-                dm[f"{key}_sd"].to_numpy(float) if f"{key}_sd" in dm else None,
-                keep=keep,
-                capsize=1.5,
-                lw=0.8,
-            )
-    name = PROTOCOL_NAMES.get(protocol, protocol)
-    axes[0].set(ylabel="MAE (m), mean ± sd over seeds", title=f"MAE (m) per held-out flight: {name}")
-    axes[1].axhline(0, color="0.3", lw=0.6)
-    axes[1].set(
-        ylim=(floor - 0.04 * (1.05 - floor), 1.05),
-        ylabel="R2, mean ± sd over seeds",
-        title=f"R2 per held-out flight: {name}"
-        + (f" (bars below {floor:g} cut: arrow and true value)" if np.nanmin(d["r2"]) < floor else ""),
-    )
-    handles: list = [model_patch(m) for m in models]
-    if ceiling:
-        axes[1].hlines(
-            [ceiling.get(f, np.nan) for f in flights], x - 0.45, x + 0.45, colors="k", linestyles="--", lw=1.2
-        )
-        handles.append(Line2D([], [], color="k", ls="--", label="best achievable R2\n(synthetic truth)"))
-    axes[1].set_xticks(x, [f"{label(f)}\nn={n[f]}" for f in flights])
-    _legend_right(axes[0], handles, title="model")
     fig.tight_layout()
     return save(fig, save_to)
 

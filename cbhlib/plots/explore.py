@@ -11,7 +11,7 @@ import seaborn as sns
 
 from cbhlib.data.campaign import Campaign
 from cbhlib.evaluation.explore import lag1
-from cbhlib.plots.style import display, flight_color, flight_marker, label, save
+from cbhlib.plots.style import display, flight_color, flight_marker, label, not_drawn, save
 
 SMALL_FLIGHT = 60  # flights with at most this many samples get every sample drawn over their box
 
@@ -192,16 +192,21 @@ def example_images(camp: Campaign, per_flight: int = 3, seed: int = 0, save_to: 
     return save(fig, save_to)
 
 
-def shadow_vs_lidar(camp: Campaign, save_to: str | Path | None = None) -> plt.Figure:
+def shadow_vs_lidar(camp: Campaign, save_to: str | Path | None = None) -> plt.Figure | None:
     """Shadow-derived height against lidar CBH, coloured by flight; axes from the data (y cut
-    at the 99th percentile, points above it counted)."""
+    at the 99th percentile, points above it counted). Not drawn (a note says why) without a
+    ``derived_geometric_H`` feature or any finite value of it."""
     X, names = camp.feature_matrix()
     j = next((i for i, n in enumerate(names) if n.endswith("derived_geometric_H")), None)
-    fig, ax = plt.subplots(figsize=(6, 5.2))
-    if j is None:
-        ax.text(0.5, 0.5, "no derived_geometric_H feature in this campaign", ha="center", transform=ax.transAxes)
-        return save(fig, save_to)
+    if j is None or not np.isfinite(X[:, j]).any():
+        return not_drawn(
+            save_to,
+            "this campaign has no shadow-derived height (no feature named derived_geometric_H)"
+            if j is None
+            else "the shadow-derived height (derived_geometric_H) is missing for every sample of this campaign",
+        )
     h = X[:, j]
+    fig, ax = plt.subplots(figsize=(6, 5.2))
     for k, name in enumerate(camp.flight_names):
         m = (camp.flight == k) & np.isfinite(h)
         ax.scatter(

@@ -5,11 +5,13 @@ per figure name with the order figures are listed in."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
+
+from cbhlib.plots.files import not_drawn, save
+
+__all__ = ["not_drawn", "save"]  # figure files (cbhlib.plots.files), used by every figure module
 
 # the same order as the tables (cbhlib.evaluation.results: baselines first, then the fusion modes)
 BASELINES: tuple[str, ...] = (
@@ -115,6 +117,12 @@ def model_color(model: str) -> str:
     return MODEL_COLORS.get(base_model(model), OTHER_MODEL_COLOR)
 
 
+def line_color(model: str) -> str:
+    """A model's colour for a line on white: the light greys of the weaker baselines darkened."""
+    c = model_color(model)
+    return "#6e6e6e" if c.startswith("#") and int(c[1:3], 16) > 0xB0 and c[1:3] == c[3:5] == c[5:7] else c
+
+
 def model_marker(model: str) -> str:
     return MODEL_MARKERS.get(base_model(model), "o")
 
@@ -174,14 +182,6 @@ def display(name: str, values: np.ndarray, unit: str) -> tuple[np.ndarray, str]:
         shown, factor = DISPLAY_UNITS[short]
         return values * factor, shown
     return values, unit_text(unit)
-
-
-def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
-    """Write a PNG (the notebook still shows the figure inline)."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
 
 
 def label(text: str) -> str:
@@ -266,6 +266,8 @@ FIGURE_ORDER: tuple[str, ...] = (
     "compare_per_flight_lofo",
     "compare_differences",
     "compare_best_pred_vs_true",
+    "compare_pred_along_track",
+    "compare_track_error_map",
     "compare_error_by_regime",
     "compare_few_shot",
     "compare_conformal_coverage",
@@ -299,9 +301,10 @@ CAPTIONS: dict[str, str] = {
     "their error (reconstruction − input; grey: visible patches, not scored).",
     "compare_protocol_inflation": "Pooled R2 of each model under each protocol, mean ± sd over seeds (bars cut at the "
     "axis floor carry their value; 'not run': a model trained under LOFO only).",
-    "compare_per_flight_lofo": "Per-flight MAE and R2 under leave-one-flight-out, mean ± sd over seeds; black dashed: "
-    "the best R2 the label noise allows (drawn where the campaign records its truth, as synthetic ones do); cut "
-    "bars carry their value.",
+    "compare_per_flight_lofo": "Every model on every held-out flight under leave-one-flight-out: MAE (left) and R2 "
+    "(right), a marker per flight (± sd over seeds), a black bar at the mean over flights; baselines (grey italics) "
+    "and flight-normalised variants in blocks of their own; R2 below the floor drawn at it with its value; the best "
+    "R2 the label noise allows where the campaign records its truth.",
     "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
     "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
     "the interval excludes 0, in the winner's colour; right: the verdict (a ranking needs both metrics), flights "
@@ -309,6 +312,10 @@ CAPTIONS: dict[str, str] = {
     "compare_best_pred_vs_true": "Held-out predictions of the model with the lowest leave-one-flight-out pooled MAE "
     "(mean over seeds) and, when that is climatology (a constant), of the best model "
     "other than climatology; n counts samples (×seeds where seeds differ).",
+    "compare_pred_along_track": "Predicted and lidar CBH against time along each held-out flight, for the best "
+    "models and climatology (leave-one-flight-out, first seed).",
+    "compare_track_error_map": "Each held-out flight's track (latitude, longitude) coloured by the error of the best "
+    "model other than climatology (predicted − lidar, mean over seeds; ring: where the track starts).",
     "compare_error_by_regime": "Absolute error by cloud-base regime under leave-one-flight-out (seeds pooled; n per "
     "regime; whiskers: 1.5 IQR; outliers hidden; y cut above 90 % of the whisker tops, "
     "longer whiskers labelled with their top).",
@@ -323,14 +330,16 @@ CAPTIONS: dict[str, str] = {
     "the tick labels).",
     "compare_pca": "Where each flight sits: PCA of the standardised, median-imputed physical features, and of image "
     "embeddings when an encoder trained on all flights exists (the figure says when it does not).",
-    "sweep_shift": "Leave-one-flight-out skill against the strength of flight-level shifts.",
+    "sweep_shift": "Leave-one-flight-out pooled MAE and mean of fold R2 against the swept setting, ± sd over seeds "
+    "(R2 on a symmetric-log axis: linear within ±1, every value in view).",
 }
 TRAIN_CAPTIONS: dict[str, str] = {
     "_loss": "training (black dashed) and validation loss per fold, first seed; validation = time blocks of the "
     "held-in training flights; dash-dot: Huber loss of predicting the training mean",
     "_pred_vs_true": "predicted against lidar CBH per held-out flight (leave-one-flight-out)",
     "_fold_bars": "MAE and R2 per held-out flight beside climatology, mean ± sd over seeds",
-    "_attention_weights": "attention weights per variable and image region",
+    "_attention_weights": "attention weights per physical variable (a marker per held-out flight, grey bar: their "
+    "mean) and per image region, against the uniform weight",
 }
 
 

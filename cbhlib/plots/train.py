@@ -21,6 +21,7 @@ from cbhlib.plots.style import (
     mark_clipped,
     model_color,
     model_patch,
+    not_drawn,
     save,
     sd_bars,
 )
@@ -77,14 +78,20 @@ def loss_curves(
     save_to: str | Path | None = None,
     reference: dict[int, float] | None = None,
     ncols: int = 3,
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Training (black dashed) and validation loss per epoch for each LOFO fold (first seed).
+    Not drawn (a note says why) when no fold logged two epochs: one point is no curve.
 
     Args:
         reference: fold -> validation loss of predicting the training mean (grey line).
     """
     d0 = log[(log["model"] == model) & (log["protocol"] == "lofo")] if len(log) else log
     folds = sorted(d0["fold"].unique()) if len(d0) else []
+    first = d0[d0["seed"] == d0["seed"].min()] if len(d0) else d0
+    epochs = int(first.groupby("fold")["epoch"].nunique().max()) if len(first) else 0
+    if epochs < 2:
+        why = "no leave-one-flight-out training log" if not epochs else "every fold trained for one epoch"
+        return not_drawn(save_to, f"{model}: {why}; a loss curve needs at least two epochs (train_epochs)")
     fig, axes = _grid(len(folds) + 1, ncols, 3.8, 3.0, sharey=True)
     for ax, f in zip(axes, folds, strict=False):  # the grid may hold more axes than folds
         d = (
@@ -247,8 +254,9 @@ def attention_weights(
     flights: list[str],
     save_to: str | Path | None = None,
 ) -> plt.Figure:
-    """Mean attention per physical variable (per held-out flight) and per image region, on a
-    scale from 0 with the uniform weight 1/T marked (line and colour-bar tick).
+    """Mean attention per physical variable (a marker per held-out flight, no lines: the variables
+    are categories; a grey bar at their mean) and per image region, on a scale from 0 with the
+    uniform weight 1/T marked (line and colour-bar tick).
 
     Args:
         att: [folds, T] mean attention over test samples and heads, per fold.
@@ -266,22 +274,17 @@ def attention_weights(
     )
     ax = axes[0, 0]
     x = np.arange(n_phys)
-    for i, fl in enumerate(flights[: len(att)]):
-        ax.plot(
-            x,
-            att[i, :n_phys],
-            "-",
-            marker=flight_marker(i),
-            ms=4,
-            lw=1,
-            color=flight_color(i),
-            label=f"{label(fl)} held out",
-        )
+    folds = min(len(att), len(flights))
+    ax.bar(x, att[:, :n_phys].mean(0), 0.8, color="0.88", edgecolor="0.6", lw=0.5, label="mean over held-out flights")
+    for i, fl in enumerate(flights[:folds]):  # markers only: the variables are categories, not a sequence
+        off = (i - (folds - 1) / 2) * min(0.12, 0.7 / max(folds, 1))
+        ax.plot(x + off, att[i, :n_phys], ls="none", marker=flight_marker(i), ms=5, mec="k", mew=0.3,
+                color=flight_color(i), label=f"{label(fl)} held out")  # fmt: skip
     ax.axhline(uniform, color="k", ls="--", lw=1, label=f"uniform weight 1/{T}")
     ax.set_xticks(x, [label(t) for t in tokens[:n_phys]], rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, max(float(att.max()) * 1.15, uniform * 1.5))
+    ax.set_ylim(0, max(float(att.max()) * 1.6, uniform * 2.0))  # room for the legend above the markers
     ax.set(ylabel="attention weight\n(mean over test samples and heads)", title="Attention per physical variable")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     if has_regions:
         reg = att[:, n_phys:].mean(0).reshape(grid)  # type: ignore[arg-type]
         vmax = max(float(reg.max()), uniform * 1.5)
