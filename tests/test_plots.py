@@ -131,8 +131,8 @@ def test_per_flight_bars_annotate_cut_r2_and_name_the_ceiling() -> None:
     fig = plots.per_flight_bars(
         _per_flight({"climatology": -0.1, "concat": -25.0}), "lofo", {fl: 0.9 for fl in FLIGHTS}
     )
-    cut = [t for t in _texts(fig) if "-25.0" in t]
-    assert cut == ["-25.0, -25.0, -25.0"]  # one label per row, a value per flight
+    cut = [t for t in _texts(fig) if "-25" in t]
+    assert cut == ["-25, -25, -25, mean -25"]  # one label per row: a value per flight, the mean
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert ticks == ["best achievable R2", "baselines", "climatology", "models", "concat"]
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]

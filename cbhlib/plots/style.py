@@ -303,7 +303,8 @@ CAPTIONS: dict[str, str] = {
     "axis floor carry their value; 'not run': a model trained under LOFO only).",
     "compare_per_flight_lofo": "Every model on every held-out flight under leave-one-flight-out: MAE (left) and R2 "
     "(right), a marker per flight (± sd over seeds), a black bar at the mean over flights; baselines (grey italics) "
-    "and flight-normalised variants in blocks of their own; R2 below the floor drawn at it with its value; the best "
+    "and flight-normalised variants in blocks of their own; R2 below the floor drawn there as an arrow, its values "
+    "(and a mean below it) written in the shaded margin; the best "
     "R2 the label noise allows where the campaign records its truth.",
     "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
     "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
