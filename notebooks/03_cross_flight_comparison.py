@@ -159,8 +159,17 @@ plots.per_flight_bars(per_flight, "lofo", ceiling, save_to=run.figure("compare_p
 comp = compare.comparisons(pred, cfg, headline=headline)
 comp.to_csv(run.table("comparison_verdicts"), index=False)
 display(compare.verdict_view(comp))
-if len(comp):
-    plots.differences(comp, save_to=run.figure("compare_differences"), reps=cfg.compare.bootstrap_reps);
+vs_clim, others = compare.split_verdicts(comp, headline)
+if len(vs_clim):
+    plots.differences(vs_clim, save_to=run.figure("compare_differences_climatology"), reps=cfg.compare.bootstrap_reps);
+
+# %% [markdown]
+# Flight-normalised models against their plain versions, and the ablations (the comparisons
+# with the strongest simple baseline are in the table above).
+
+# %%
+if len(others):
+    plots.differences(others, save_to=run.figure("compare_differences"), reps=cfg.compare.bootstrap_reps);
 
 # %% [markdown]
 # ## The best model's predictions, and errors by cloud-base regime

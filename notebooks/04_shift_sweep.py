@@ -66,6 +66,20 @@ display(lofo.pivot_table(index="model", columns=x, values="pooled_mae_m").round(
 plots.sweep_lines(lofo, x=x, save_to=run.figure("sweep_shift"));
 
 # %% [markdown]
+# ## Where label-free flight adaptation helps, and where it costs
+# Each flight-normalised model (`_fn`: inputs standardised within their own flight, the
+# within-flight anomaly learnt, the training level added) minus its plain version, in
+# metres of pooled and per-flight MAE (negative: adaptation helps), mean over seeds.
+# With no shift a flight's level carries information that normalisation throws away.
+
+# %%
+effect = sweep.adaptation_effect(lofo, x)
+effect.to_csv(run.table("sweep_adaptation"), index=False)
+if len(effect):
+    display(effect.pivot_table(index="model", columns=x, values=["pooled_diff_m", "flight_diff_m"]).round(0))
+display(Markdown(md(sweep.adaptation_text(effect, x) + " Orders of means over seeds, not tested rankings.")))
+
+# %% [markdown]
 # ## Which orders hold at every value, and which flip
 # Ordered by pooled MAE (mean over seeds) at each value; a pair "holds" when the same model
 # has the lower mean at every value. These are orders of means, not tested rankings: a

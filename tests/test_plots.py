@@ -87,7 +87,7 @@ def test_coverage_has_a_panel_per_method_rings_the_worst_flight_and_marks_the_fl
                 rows.append({"model": m, "seed": 0, "flight": fl, "method": method, "coverage": cov, "n_scored": 100})
     fig = plots.coverage_dots(pd.DataFrame(rows), 0.9, flight_level=0.8)
     titles = [ax.get_title() for ax in fig.axes[:3]]
-    assert "validation" in titles[0] and "flight-aware" in titles[1] and "ACI" in titles[2]
+    assert "validation" in titles[0] and "flight-aware" in titles[1] and "ACI" in titles[2]  # short panel titles
     flight_panel = fig.axes[1]
     rings = [c for c in flight_panel.collections if c.get_sizes()[0] > 100]  # the worst flight of each model
     assert rings and set(np.round(rings[0].get_offsets()[:, 0], 3)) == {0.6}

@@ -166,6 +166,15 @@ def versus_climatology(pred: pd.DataFrame, cfg: Config, protocol: str = "lofo") 
     return verdicts(pred, cfg, [(m, CLIMATOLOGY) for m in models], protocol)
 
 
+def split_verdicts(table: pd.DataFrame, headline: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every model against climatology, the pairs against neither climatology nor the strongest
+    simple baseline): the two forest plots of the comparison."""
+    if table.empty:
+        return table, table
+    best = strongest_simple(headline)
+    return table[table["reference"] == CLIMATOLOGY], table[~table["reference"].isin([CLIMATOLOGY, best])]
+
+
 def verdict_view(table: pd.DataFrame) -> pd.DataFrame:
     """The verdict table for reading: both metrics' differences with intervals, the block, the
     verdict, whether it holds at twice the block, and the flight-level evidence."""

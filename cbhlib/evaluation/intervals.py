@@ -37,6 +37,14 @@ METHODS = {
     "aci": "online ACI (every label as it arrives)",
     "aci_budget": "online ACI (k labels, spread along the flight)",
 }
+SHORT = {  # panel titles
+    "validation": "validation residuals",
+    "flight": "flight-aware",
+    "flight_max": "flight level (max)",
+    "first_k": "first k labels",
+    "aci": "online ACI",
+    "aci_budget": "online ACI, k labels",
+}
 LABEL_FREE = ("validation", "flight", "flight_max")  # need no label of the new flight
 
 

@@ -97,9 +97,9 @@ def coverage_dots(
     """Coverage per model (rows, shared order) and held-out flight (markers), one panel per
     interval method (:mod:`cbhlib.evaluation.intervals`), mean over seeds; the worst flight of
     each model is ringed. Dashed: nominal; dotted: the flight-level bound G/(G+1)."""
-    from cbhlib.evaluation.intervals import METHODS
+    from cbhlib.evaluation.intervals import SHORT
 
-    methods = methods or METHODS
+    methods = methods or SHORT
     per = (
         table.groupby(["model", "method", "flight"], sort=False)
         .agg(coverage=("coverage", "mean"), n_scored=("n_scored", "max"))

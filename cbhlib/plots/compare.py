@@ -107,9 +107,18 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int
     metrics agree) and the flight-level evidence sit at the right edge."""
     n = max(len(comp), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13.5, 0.42 * n + 2.2), sharey=True)
+    bounds = np.abs(comp[[f"{m}_{b}_m" for m in ("pooled", "flight") for b in ("lo", "hi")]].to_numpy(float))
+    lim = 1.15 * float(np.quantile(bounds, 0.9)) if bounds.size else 1.0  # a far interval does not squash the rest
     for ax, metric, name in zip(axes, ("pooled", "flight"), ("pooled MAE", "per-flight MAE"), strict=True):
+        ax.set_xlim(-lim, lim)
         for i, r in enumerate(comp.to_dict("records")):
             d, lo, hi = r[f"{metric}_diff_m"], r[f"{metric}_lo_m"], r[f"{metric}_hi_m"]
+            if abs(d) > lim:  # beyond the axis: an arrow at the edge with the value
+                ax.annotate(f"{d:+.0f} [{lo:+.0f}, {hi:+.0f}]", (np.sign(d) * lim, i), xytext=(-np.sign(d) * 4, 0),
+                            textcoords="offset points", ha="right" if d > 0 else "left", va="center", fontsize=7,
+                            arrowprops={"arrowstyle": "->", "lw": 0.8})  # fmt: skip
+                continue
+            d, lo, hi = d, max(lo, -lim), min(hi, lim)
             err = [[d - lo], [hi - d]]
             if lo <= 0 <= hi:
                 ax.errorbar(d, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
@@ -120,7 +129,7 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int
                     ecolor=model_color(win) if not is_baseline(win) else "0.25", capsize=3, ms=7, lw=1.6,
                 )  # fmt: skip
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_xlabel(f"{name} difference (m); negative: the first model is better")
+        ax.set_xlabel(f"{name} difference (m); < 0: first model better")
         ax.set_title(name, fontsize=10)
     for i, r in enumerate(comp.to_dict("records")):
         resolved = r["status"] == "resolved"

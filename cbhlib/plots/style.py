@@ -264,6 +264,7 @@ FIGURE_ORDER: tuple[str, ...] = (
     "train_",
     "compare_protocol_inflation",
     "compare_per_flight_lofo",
+    "compare_differences_climatology",
     "compare_differences",
     "compare_best_pred_vs_true",
     "compare_pred_along_track",
@@ -306,6 +307,9 @@ CAPTIONS: dict[str, str] = {
     "and flight-normalised variants in blocks of their own; R2 below the floor drawn there as an arrow, its values "
     "(and a mean below it) written in the shaded margin; the best "
     "R2 the label noise allows where the campaign records its truth.",
+    "compare_differences_climatology": "Every model against climatology: paired differences of pooled MAE (left) "
+    "and per-flight MAE (right) with 95 % intervals (moving-block bootstrap within flights over samples and seeds); "
+    "filled where the interval excludes 0, in the winner's colour; right: the verdict, flights won, sign-flip p.",
     "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
     "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
     "the interval excludes 0, in the winner's colour; right: the verdict (a ranking needs both metrics), flights "
