@@ -139,22 +139,28 @@ def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) ->
     import papermill
 
     out = project / "sweep.out.ipynb"
+    (project / "params" / "sweep_tiny_fn.yaml").write_text(
+        SWEEP.replace(
+            "models: [climatology, gbdt, physical_only]", "models: [climatology, gbdt, gbdt_fn, physical_only]"
+        )
+    )
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "04_shift_sweep.ipynb"),
         str(out),
         kernel_name="python3",
         progress_bar=False,
         cwd=str(project),
-        parameters={"sweep_file": "params/sweep_tiny.yaml", "run_dir": "runs/shift-nb", "progress": False},
+        parameters={"sweep_file": "params/sweep_tiny_fn.yaml", "run_dir": "runs/shift-nb", "progress": False},
     )
     run = project / "runs" / "shift-nb"
     ranks = pd.read_csv(run / "tables" / "sweep_rankings.csv")
-    assert {"model", "other", "holds"} <= set(ranks.columns) and len(ranks) == 3  # 3 models -> 3 pairs
+    assert {"model", "other", "holds"} <= set(ranks.columns) and len(ranks) == 6  # 4 models -> 6 pairs
+    effect = pd.read_csv(run / "tables" / "sweep_adaptation.csv")  # plain against flight-normalised, per strength
+    assert set(effect["model"]) == {"gbdt"} and len(effect) == 2 and "when flight-normalised" in out.read_text()
     assert (run / "figures" / "sweep_shift.png").stat().st_size > 10_000
     text = out.read_text()
-    assert (
-        "Same order at every strength (lower mean pooled MAE; untested):" in text and "Order flips somewhere:" in text
-    )
+    assert "Same order at every shift" in text and "(lower mean pooled MAE; untested):" in text
+    assert "Order flips somewhere:" in text
 
 
 def test_sweep_tables_show_where_flight_normalisation_helps_and_where_it_costs() -> None:

@@ -315,6 +315,8 @@ def adaptation_text(effect: pd.DataFrame, x: str) -> str:
     """Where flight normalisation helps and where it costs, per model, from :func:`adaptation_effect`
     (orders of means over seeds; untested)."""
     parts = []
+    if effect.empty:
+        return "No flight-normalised model beside its plain version in this sweep."
     for model, g in effect.groupby("model", sort=False):
         both = g[(g["pooled_diff_m"] < 0) & (g["flight_diff_m"] < 0)][x].tolist()
         cost = g[(g["pooled_diff_m"] > 0) & (g["flight_diff_m"] > 0)][x].tolist()
