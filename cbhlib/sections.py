@@ -129,6 +129,13 @@ class CompareConfig:
     aci_gamma: float = opt(
         0.05, "online intervals (ACI): step of the miscoverage level after each label of the new flight", above=0, max=1
     )
+    drift_margin_m: float = opt(
+        20.0,
+        "a difference is resolved only where its interval clears 0 by this much (m): float sums differ between "
+        "thread counts and machines (up to 15.5 m measured on the encoder-based rows)",
+        min=0,
+        max=10000,
+    )
     bootstrap_reps: int = opt(1000, "paired bootstrap replicates for model differences", min=50, max=100000)
     bootstrap_block: int = opt(
         0, "moving-block length along each track; 0: chosen from the data per comparison (Politis-White)", min=0

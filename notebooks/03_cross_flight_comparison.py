@@ -72,6 +72,7 @@ compare_linear_shrinkage: float = 10.0  # linear recalibration: ridge weight pul
 compare_conformal_alpha: float = 0.1  # 1 - nominal coverage of split-conformal intervals
 compare_conformal_k: int = 20  # labelled samples of the held-out flight calibrating its intervals
 compare_aci_gamma: float = 0.05  # online intervals (ACI): step of the miscoverage level after each label of the new flight
+compare_drift_margin_m: float = 20.0  # a difference is resolved only where its interval clears 0 by this much (m): float sums differ between thread counts and machines (up to 15.5 m measured on the encoder-based rows)
 compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model differences
 compare_bootstrap_block: int = 0  # moving-block length along each track; 0: chosen from the data per comparison (Politis-White)
 figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
@@ -151,7 +152,8 @@ plots.per_flight_bars(per_flight, "lofo", ceiling, save_to=run.figure("compare_p
 # metrics: pooled MAE and per-flight MAE. The bootstrap resamples seeds and moving
 # blocks of samples along each track; the block length is chosen per comparison from
 # the data (Politis-White) and each verdict is rechecked at twice that block. A ranking
-# is stated only where both intervals exclude zero on the same side. Beside it, the
+# is stated only where both intervals clear zero on the same side by a drift margin
+# (`compare_drift_margin_m`: how far float sums move between thread counts). Beside it, the
 # flight-level evidence: on how many flights the model wins, and an exact sign-flip test
 # over flights (with few flights its p cannot be small: the floor is printed).
 
@@ -161,7 +163,8 @@ comp.to_csv(run.table("comparison_verdicts"), index=False)
 display(compare.verdict_view(comp))
 vs_clim, others = compare.split_verdicts(comp, headline)
 if len(vs_clim):
-    plots.differences(vs_clim, save_to=run.figure("compare_differences_climatology"), reps=cfg.compare.bootstrap_reps);
+    plots.differences(vs_clim, save_to=run.figure("compare_differences_climatology"), reps=cfg.compare.bootstrap_reps,
+                      margin=cfg.compare.drift_margin_m);
 
 # %% [markdown]
 # Flight-normalised models against their plain versions, and the ablations (the comparisons
@@ -169,7 +172,8 @@ if len(vs_clim):
 
 # %%
 if len(others):
-    plots.differences(others, save_to=run.figure("compare_differences"), reps=cfg.compare.bootstrap_reps);
+    plots.differences(others, save_to=run.figure("compare_differences"), reps=cfg.compare.bootstrap_reps,
+                      margin=cfg.compare.drift_margin_m);
 
 # %% [markdown]
 # ## The best model's predictions, and errors by cloud-base regime
@@ -315,7 +319,8 @@ display(beside.round(3))
 # %%
 found = compare.findings(headline, comp, curve, conf_summary, cfg.compare.few_shot_draw, camp.source, camp.n_flights)
 display(Markdown(findings_markdown(found)))
-write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found))
+write_json(run.comparison_summary, compare.summary(headline, comp, curve, conf_summary, found,
+                                                  {"drift_margin_m": cfg.compare.drift_margin_m}))
 
 # %%
 print(environment_report())

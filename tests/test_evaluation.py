@@ -132,9 +132,10 @@ def test_findings_state_rankings_only_when_resolved_under_both_metrics(baseline_
     assert self_row["status"] == "not resolved" and self_row["pooled_diff_m"] == 0 and self_row["flight_diff_m"] == 0
     assert any("gbdt vs gbdt" in s and "not resolved" in s for s in found["does_not_show"])
     assert not any("gbdt beats gbdt" in s for s in found["shows"])
-    for _, r in comp.iterrows():  # a ranking in "shows" only where both intervals exclude 0 on the same side
+    m = cfg.compare.drift_margin_m
+    for _, r in comp.iterrows():  # a ranking in "shows" only where both intervals clear 0 (by the margin), same side
         stated = any(s.startswith(r["verdict"] + ":") for s in found["shows"])
-        both = (r["pooled_hi_m"] < 0 and r["flight_hi_m"] < 0) or (r["pooled_lo_m"] > 0 and r["flight_lo_m"] > 0)
+        both = (r["pooled_hi_m"] < -m and r["flight_hi_m"] < -m) or (r["pooled_lo_m"] > m and r["flight_lo_m"] > m)
         assert stated == both
 
 
@@ -291,3 +292,14 @@ def test_flight_aware_half_widths_weigh_flights_and_the_maximum_is_per_flight() 
     assert intervals.flight_halfwidth(r2, g2, 0.1, "flight") == pytest.approx(1.0)  # each flight weighs half
     assert intervals.flight_halfwidth(r2, g2, 0.1, "flight_max") == pytest.approx(1.0)
     assert intervals.weighted_quantile(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0]), 0.5) == 2.0
+
+
+def test_an_interval_must_clear_the_drift_margin_to_be_a_ranking() -> None:
+    from cbhlib.evaluation.stats import PairedDifference
+
+    d = PairedDifference("a", "b", 0.3, 0.31, -0.012, -0.025, -0.004, 100, 5)
+    assert d.sign == -1 and d.verdict == "a beats b"  # excludes 0 ...
+    d.margin = 0.020
+    assert d.sign == 0 and d.verdict == "not resolved"  # ... but not by the 20 m a thread count can move it
+    d.lo, d.hi = -0.060, -0.021
+    assert d.sign == -1

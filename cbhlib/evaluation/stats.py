@@ -48,19 +48,16 @@ class PairedDifference:
     n_seeds: int
     metric: str = "pooled"
     block: int = 10
+    margin: float = 0.0  # km: an interval must clear 0 by this much (float-level drift between machines)
 
     @property
     def verdict(self) -> str:
-        if self.hi < 0:
-            return f"{self.a} beats {self.b}"
-        if self.lo > 0:
-            return f"{self.b} beats {self.a}"
-        return "not resolved"
+        return {-1: f"{self.a} beats {self.b}", 1: f"{self.b} beats {self.a}", 0: "not resolved"}[self.sign]
 
     @property
     def sign(self) -> int:
-        """-1: A better (interval below 0), +1: B better, 0: not resolved."""
-        return -1 if self.hi < 0 else (1 if self.lo > 0 else 0)
+        """-1: A better (interval below -margin), +1: B better (above +margin), 0: not resolved."""
+        return -1 if self.hi < -self.margin else (1 if self.lo > self.margin else 0)
 
     def row(self) -> dict[str, object]:
         return {

@@ -1,6 +1,10 @@
 """Verdicts that hold: every comparison under both headline metrics, with a data-chosen block,
 a check at twice that block, and the flight-level evidence beside it.
 
+An interval counts as resolved only where it clears zero by ``compare.drift_margin_m``: the
+float-level drift of a difference between two thread counts (measured: up to 15.5 m on the
+encoder-based rows), so that a verdict does not change with the machine that computed it.
+
 A ranking ("A beats B") is stated only where the paired 95 % intervals of **both** pooled
 MAE and per-flight MAE exclude zero on the same side. Otherwise the verdict says which
 metric resolves what (``one metric``), that the metrics point opposite ways
@@ -75,6 +79,7 @@ def compare_pair(pred: pd.DataFrame, a: str, b: str, cfg: Config, protocol: str 
         signs[blk] = {}
         for metric in ("pooled", "flight"):
             d = paired_difference(ya, pa, pb, ga, a, b, c.bootstrap_reps, blk, cfg.seed, metric=metric)
+            d.margin = c.drift_margin_m / 1000.0
             signs[blk][metric] = d.sign
             if blk == block:
                 row.update(

@@ -232,8 +232,9 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
             f"Paired differences (model minus reference; negative: the model is better), LOFO, under both headline "
             f"metrics: 95 % moving-block bootstrap within flights over samples and seeds, the block length (samples) "
             f"chosen per comparison by Politis-White (here {boot.get('block_min')}-{boot.get('block_max')}) and each "
-            "verdict rechecked at twice that block. A ranking is stated only where both intervals exclude 0 on the "
-            "same side. Flight level: on how many held-out flights the model has the lower MAE, and the exact "
+            "verdict rechecked at twice that block. A ranking is stated only where both intervals clear 0 on the "
+            f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: the float-level drift between "
+            "thread counts). Flight level: on how many held-out flights the model has the lower MAE, and the exact "
             "two-sided sign-flip p over flights (it cannot go below 2/2^F)."
         )
         best = comp.get("strongest_simple_baseline")
@@ -277,7 +278,9 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
 
 README_FIGURES = (  # in the order the README shows them
     "compare_per_flight_lofo",
-    "compare_differences",
+    "compare_differences_climatology",
+    "compare_conformal_coverage",
+    "compare_intervals_along_track",
     "compare_protocol_inflation",
     "compare_pred_along_track",
     "compare_track_error_map",
@@ -306,10 +309,10 @@ def figures_markdown(names: list[str], folder: str | Path = FOLDER) -> str:
     """The README's figure list: each image (path relative to the README) with its caption."""
     if not names:
         return ""
-    lines = [f"Figures of this run (`{Path(folder).as_posix()}/`, copied by `make readme`):", ""]
+    lines = ["", f"Figures of this run (`{Path(folder).as_posix()}/`, copied by `make readme`):", ""]
     for name in names:
         text = caption(name)
-        lines += [f"![{text}]({(Path(folder) / f'{name}.png').as_posix()})", "", f"*{text}*", ""]
+        lines += [f"![{name}]({(Path(folder) / f'{name}.png').as_posix()})", "", f"*{text}*", ""]
     return "\n".join(lines)
 
 

@@ -99,7 +99,9 @@ def protocol_inflation(headline: pd.DataFrame, save_to: str | Path | None = None
     return save(fig, save_to)
 
 
-def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int | None = None) -> plt.Figure:
+def differences(
+    comp: pd.DataFrame, save_to: str | Path | None = None, reps: int | None = None, margin: float = 0.0
+) -> plt.Figure:
     """Forest plot of paired MAE differences under both headline metrics (left: pooled MAE,
     right: per-flight MAE), 95 % intervals from the paired moving-block bootstrap over samples
     and seeds. An interval that excludes zero is filled in the winner's colour and marker,
@@ -111,6 +113,8 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int
     lim = 1.15 * float(np.quantile(bounds, 0.9)) if bounds.size else 1.0  # a far interval does not squash the rest
     for ax, metric, name in zip(axes, ("pooled", "flight"), ("pooled MAE", "per-flight MAE"), strict=True):
         ax.set_xlim(-lim, lim)
+        if margin:
+            ax.axvspan(-margin, margin, color="0.9", zorder=0)  # the drift margin an interval must clear
         for i, r in enumerate(comp.to_dict("records")):
             d, lo, hi = r[f"{metric}_diff_m"], r[f"{metric}_lo_m"], r[f"{metric}_hi_m"]
             if abs(d) > lim:  # beyond the axis: an arrow at the edge with the value
@@ -118,9 +122,10 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int
                             textcoords="offset points", ha="right" if d > 0 else "left", va="center", fontsize=7,
                             arrowprops={"arrowstyle": "->", "lw": 0.8})  # fmt: skip
                 continue
+            resolved = r.get(f"{metric}_verdict", "not resolved") != "not resolved" if margin else not lo <= 0 <= hi
             d, lo, hi = d, max(lo, -lim), min(hi, lim)
             err = [[d - lo], [hi - d]]
-            if lo <= 0 <= hi:
+            if not resolved:
                 ax.errorbar(d, i, xerr=err, fmt="o", mfc="white", mec="k", color="k", capsize=3, ms=6)
             else:
                 win = r["model"] if d < 0 else r["reference"]
@@ -149,8 +154,8 @@ def differences(comp: pd.DataFrame, save_to: str | Path | None = None, reps: int
     fig.suptitle(
         f"95 % intervals of paired MAE differences (moving-block bootstrap within flights over samples and seeds"
         f"{f', {reps} replicates' if reps else ''}, block chosen per comparison{sub})\nfilled: the interval "
-        "excludes 0, in the winner's colour; hollow: includes 0. A ranking needs both metrics; p: exact "
-        "sign-flip test over flights",
+        f"clears 0{f' by the drift margin (grey, ±{margin:g} m)' if margin else ''}, in the winner's colour; "
+        "hollow: it does not. A ranking needs both metrics; p: exact sign-flip test over flights",
         fontsize=9,
     )
     fig.tight_layout()

@@ -309,7 +309,8 @@ CAPTIONS: dict[str, str] = {
     "R2 the label noise allows where the campaign records its truth.",
     "compare_differences_climatology": "Every model against climatology: paired differences of pooled MAE (left) "
     "and per-flight MAE (right) with 95 % intervals (moving-block bootstrap within flights over samples and seeds); "
-    "filled where the interval excludes 0, in the winner's colour; right: the verdict, flights won, sign-flip p.",
+    "filled where the interval clears 0 by the drift margin (grey band), in the winner's colour; right: the verdict, "
+    "flights won, sign-flip p.",
     "compare_differences": "Paired differences of pooled MAE (left) and per-flight MAE (right) with 95 % intervals "
     "from a moving-block bootstrap within flights over samples and seeds (block chosen per comparison); filled where "
     "the interval excludes 0, in the winner's colour; right: the verdict (a ranking needs both metrics), flights "
