@@ -241,7 +241,8 @@ plots.few_shot_plot(curve, cfg.compare.few_shot_draw, save_to=run.figure("compar
 # flight's coverage as the headline. Label-free for the new flight: the training flights'
 # validation residuals (the earlier method: no between-flight shift in them), flight-aware
 # residuals from models that never saw the residual's flight (nested leave-one-flight-out
-# inside the training flights; each flight weighs the same), and the flight-level maximum.
+# inside the training flights; each flight weighs the same), the flight-level maximum, and a
+# random-effects interval for a new flight (flight biases normal, Student t on G - 1 degrees of freedom).
 # With the new flight's labels: its first k (split conformal), and online adaptive
 # conformal inference (ACI) as labels arrive, every label or the same k spread along the
 # flight; these are scored on the samples after the first k.

@@ -303,3 +303,26 @@ def test_an_interval_must_clear_the_drift_margin_to_be_a_ranking() -> None:
     assert d.sign == 0 and d.verdict == "not resolved"  # ... but not by the 20 m a thread count can move it
     d.lo, d.hi = -0.060, -0.021
     assert d.sign == -1
+
+
+def test_random_effects_interval_follows_its_formula_and_widens_with_fewer_flights() -> None:
+    from scipy import stats
+
+    # two flights, biases +0.3 and -0.1, within-flight values +-0.1 around them
+    r = np.array([0.2, 0.4, -0.2, 0.0])
+    g = np.array([0, 0, 1, 1])
+    s_b2, s_w2 = (0.3**2 + 0.1**2) / 2, 0.01
+    want = stats.t.ppf(0.95, 1) * np.sqrt(s_b2 * 1.5 + s_w2)
+    assert intervals.random_effects_halfwidth(r, g, 0.1) == pytest.approx(want)
+    assert intervals.flight_halfwidth(r, g, 0.1, "flight_t") == pytest.approx(want)
+    assert intervals.random_effects_halfwidth(r[:2], g[:2], 0.1) == float("inf")  # one flight: no spread of biases
+    rng = np.random.default_rng(0)
+    biases = np.tile([0.2, -0.2], 6)  # the same spread of biases among 4 flights as among 12
+    res = np.concatenate([b + np.linspace(-0.05, 0.05, 30) for b in biases])
+    grp = np.repeat(np.arange(12), 30)
+    few = intervals.random_effects_halfwidth(res[grp < 4], grp[grp < 4], 0.1)
+    many = intervals.random_effects_halfwidth(res, grp, 0.1)
+    assert few > many  # Student t on G-1 degrees of freedom pays for knowing few flights
+    # a new flight drawn from a random-effects model like the twelve is covered near the nominal level
+    new = rng.normal(0, 0.2, 4000)[:, None] + rng.normal(0, 0.03, (4000, 10))
+    assert 0.85 <= float(np.mean(np.abs(new) <= many)) <= 0.97

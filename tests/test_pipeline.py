@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -275,6 +276,11 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
     assert main([*args, "-o", str(out_i), "--intervals", "--level", "0.8"]) == 0
     header = out_i.read_text().splitlines()[0].split(",")
     assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight 80%" in out_i.read_text()
+    out_t = tmp_path / "pt.csv"
+    assert main([*args, "-o", str(out_t), "--intervals", "flight_t"]) == 0  # random effects over flights
+    t = pd.read_csv(out_t)
+    assert (t["interval"] == "flight_t 90%").all() and (t["lower_km"] < t["pred_km"]).all()
+    assert np.isfinite(t["upper_km"]).all() and (t["upper_km"] > t["pred_km"]).all()
     assert (
         main(
             [

@@ -164,9 +164,10 @@ def register(sub: Any) -> None:
         "--intervals",
         nargs="?",
         const="flight",
-        choices=("flight", "flight_max"),
+        choices=("flight", "flight_max", "flight_t"),
         help="add lower_km/upper_km: flight-aware intervals from the run's out-of-flight residuals (label-free "
-        "for the new campaign; flight_max: the conservative flight-level variant)",
+        "for the new campaign; flight_max: the conservative flight-level variant; flight_t: random effects "
+        "over flights with Student t, the widest)",
     )
     pr.add_argument("--level", type=float, default=0.9, help="nominal coverage of --intervals (default 0.9)")
     pr.set_defaults(func=cmd_predict)

@@ -12,6 +12,11 @@ half-width at nominal level ``1 - alpha``:
   residual quantiles. Flights are the exchangeable units: with G training flights the
   chance a new flight's quantile exceeds all G is 1/(G+1), so at most G/(G+1) of new
   flights are guaranteed (80 % with four training flights), whatever the nominal level.
+* ``flight_t``: a new flight under a random-effects model: residual = flight bias + noise,
+  flight biases normal with the spread of the training flights' mean out-of-flight
+  residuals. Half-width ``t(G-1) * sqrt(s_b^2 (1 + 1/G) + s_w^2)``: the few-flights
+  uncertainty enters through Student's t with G - 1 degrees of freedom (2.35 at 90 %
+  with four training flights). Parametric: no distribution-free guarantee, and wide.
 * ``first_k``: split conformal on the first k labelled samples of the new flight.
 * ``aci``: online, as the new flight's labels arrive: adaptive conformal inference
   (Gibbs and Candès 2021) starts from the flight-aware residuals, adds each new residual
@@ -28,11 +33,13 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 METHODS = {
     "validation": "training flights' validation residuals",
     "flight": "flight-aware (nested leave-one-flight-out residuals, flights weighted equally)",
     "flight_max": "flight level (largest training-flight quantile)",
+    "flight_t": "new-flight random-effects interval (Student t, G-1 dof)",
     "first_k": "first k labels of the new flight",
     "aci": "online ACI (every label as it arrives)",
     "aci_budget": "online ACI (k labels, spread along the flight)",
@@ -41,11 +48,12 @@ SHORT = {  # panel titles
     "validation": "validation residuals",
     "flight": "flight-aware",
     "flight_max": "flight level (max)",
+    "flight_t": "random effects (t)",
     "first_k": "first k labels",
     "aci": "online ACI",
     "aci_budget": "online ACI, k labels",
 }
-LABEL_FREE = ("validation", "flight", "flight_max")  # need no label of the new flight
+LABEL_FREE = ("validation", "flight", "flight_max", "flight_t")  # need no label of the new flight
 
 
 def conformal_quantile(residuals: np.ndarray, alpha: float = 0.1) -> float:
@@ -81,7 +89,8 @@ def flight_halfwidth(residuals: np.ndarray, groups: np.ndarray, alpha: float, ho
         residuals: (n,) residuals of models that never saw each residual's flight.
         groups: (n,) the flight of each residual.
         how: ``flight`` (each flight weighs the same), ``flight_max`` (the largest flight
-            quantile) or ``pooled`` (every sample the same: large flights dominate).
+            quantile), ``flight_t`` (random effects, :func:`random_effects_halfwidth`) or
+            ``pooled`` (every sample the same: large flights dominate).
     """
     r, g = np.abs(np.asarray(residuals, float)), np.asarray(groups)
     if len(r) == 0:
@@ -92,10 +101,36 @@ def flight_halfwidth(residuals: np.ndarray, groups: np.ndarray, alpha: float, ho
     if how == "flight_max":
         per = [conformal_quantile(r[g == k], alpha) for k in flights]
         return float(max(q if np.isfinite(q) else r[g == k].max() for q, k in zip(per, flights, strict=True)))
+    if how == "flight_t":
+        return random_effects_halfwidth(np.asarray(residuals, float), g, alpha)
     if how != "flight":
-        raise ValueError(f"how: expected flight, flight_max or pooled; found {how!r}")
+        raise ValueError(f"how: expected flight, flight_max, flight_t or pooled; found {how!r}")
     w = np.array([1.0 / np.sum(g == k) for k in g])
     return weighted_quantile(r, w, 1 - alpha)
+
+
+def random_effects_halfwidth(residuals: np.ndarray, groups: np.ndarray, alpha: float) -> float:
+    """Half-width of a ``1 - alpha`` prediction interval for one sample of a new flight.
+
+    Model: the residual of flight g is ``b_g + e``, ``b_g ~ N(0, s_b^2)`` across flights and
+    ``e`` within-flight noise of variance ``s_w^2``. ``s_b^2`` is the mean squared flight bias
+    (the prediction is the interval's centre, so biases are measured from 0) and ``s_w^2`` the
+    mean within-flight variance, flights weighted equally. With G flights the half-width is
+    ``t_{1-alpha/2}(G-1) * sqrt(s_b^2 (1 + 1/G) + s_w^2)``; inf with fewer than two flights.
+
+    Args:
+        residuals: (n,) signed out-of-flight residuals of the training flights (km).
+        groups: (n,) the flight of each residual.
+    """
+    r, g = np.asarray(residuals, float), np.asarray(groups)
+    flights = list(dict.fromkeys(g.tolist()))
+    G = len(flights)
+    if G < 2:
+        return float("inf")
+    bias = np.array([r[g == k].mean() for k in flights])
+    s_w2 = float(np.mean([r[g == k].var() for k in flights]))
+    s_b2 = float(np.mean(bias**2))
+    return float(stats.t.ppf(1 - alpha / 2, G - 1) * math.sqrt(s_b2 * (1 + 1 / G) + s_w2))
 
 
 def aci(
@@ -178,6 +213,7 @@ def interval_table(
             res, grp = cal[key]
             found.append(("flight", flight_halfwidth(res, grp, alpha, "flight"), everything, len(res)))
             found.append(("flight_max", flight_halfwidth(res, grp, alpha, "flight_max"), everything, len(res)))
+            found.append(("flight_t", random_effects_halfwidth(res, grp, alpha), everything, len(res)))
             found.append(("aci", aci(y, p, res, alpha, gamma)[0], after_k, len(res)))
             budget = np.zeros(n, bool)
             if ku:
@@ -228,8 +264,10 @@ def guarantee_text(n_flights: int, alpha: float) -> str:
         f"Nominal {1 - alpha:.0%}. Samples within a flight are not exchangeable with another flight's, so the "
         f"sample-level guarantee does not reach a new flight; flights are the exchangeable units, and with "
         f"G = {G} training flights per fold a flight-level method can guarantee at most G/(G+1) = {G / (G + 1):.0%} "
-        "of new flights (the most extreme of G+1 flights cannot be anticipated from the other G). The online "
-        "method's guarantee is long-run coverage along a flight, reached only on long flights."
+        "of new flights (the most extreme of G+1 flights cannot be anticipated from the other G). The "
+        f"random-effects interval assumes normal flight biases and pays for estimating their spread from {G} "
+        f"flights with Student's t on {G - 1} degrees of freedom: no distribution-free guarantee, and wide. The "
+        "online method's guarantee is long-run coverage along a flight, reached only on long flights."
     )
 
 

@@ -109,10 +109,18 @@ def coverage_dots(
     shown = [m for m in methods if m in set(per["method"])]
     flights = list(dict.fromkeys(per["flight"]))
     ypos = {m: i for i, m in enumerate(models)}
+    ncols = min(4, len(shown))
+    nrows = -(-len(shown) // ncols)
     fig, axes = plt.subplots(
-        1, len(shown), figsize=(3.6 * len(shown) + 2.6, 0.36 * len(models) + 2.2), sharey=True, squeeze=False
+        nrows,
+        ncols,
+        figsize=(3.6 * ncols + 2.6, nrows * (0.36 * len(models) + 1.2) + 1.0),
+        sharey=True,
+        squeeze=False,
     )
-    for ax, method in zip(axes[0], shown, strict=True):
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax, method in zip(axes.flat, shown, strict=False):
         dm = per[per["method"] == method]
         for j, fl in enumerate(flights):
             d = dm[dm["flight"] == fl]
@@ -148,7 +156,7 @@ def coverage_dots(
         "Coverage of prediction intervals on each held-out flight (leave-one-flight-out, mean over seeds); "
         "online methods and first-k scored on the samples after the first k"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return save(fig, save_to)
 
 

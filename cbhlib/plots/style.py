@@ -329,7 +329,8 @@ CAPTIONS: dict[str, str] = {
     "MAE against k, by method and model group; faint: the optimistic random draw.",
     "compare_conformal_coverage": "Coverage of 90 % prediction intervals per model and held-out flight, one panel "
     "per method: the training flights' validation residuals, flight-aware residuals (nested leave-one-flight-out), "
-    "the flight-level maximum, the first k labels of the new flight, and online ACI; ringed: the worst flight.",
+    "the flight-level maximum, a random-effects interval (Student t over flights), the first k labels of the new "
+    "flight, and online ACI; ringed: the worst flight.",
     "compare_intervals_along_track": "The headline model's prediction, the lidar truth and the interval bands along "
     "each held-out flight (first seed).",
     "compare_shift_ks": "Each held-out flight against the other flights: KS distance per feature (n per flight in "

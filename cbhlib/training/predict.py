@@ -39,7 +39,7 @@ from cbhlib.training.pretrain import load_encoder
 log = logging.getLogger(__name__)
 
 
-INTERVAL_METHODS = ("flight", "flight_max")
+INTERVAL_METHODS = ("flight", "flight_max", "flight_t")
 
 
 @dataclass
@@ -283,8 +283,11 @@ def calibration_residuals(run: RunDir, model: str) -> pd.DataFrame:
 
 
 def _halfwidth(res: pd.DataFrame, alpha: float, method: str) -> float:
-    """One half-width from residual rows; each (outer fold, left-out flight) pair is one group."""
-    groups = res["fold"].to_numpy() * NESTED_BASE + res["flight"].to_numpy()
+    """One half-width from residual rows; each (outer fold, left-out flight) pair is one group,
+    except for ``flight_t``, whose degrees of freedom count distinct flights."""
+    groups = res["flight"].to_numpy()
+    if method != "flight_t":
+        groups = res["fold"].to_numpy() * NESTED_BASE + groups
     return flight_halfwidth(res["residual_km"].to_numpy(), groups, alpha, method)
 
 
@@ -303,7 +306,7 @@ def predict(
     Args:
         allow_shift: predict (with a warning) where the campaign's feature or pixel statistics are far
             from the training campaign's; shapes, dtypes and units are always refused.
-        intervals: ``flight`` or ``flight_max`` (:mod:`cbhlib.evaluation.intervals`): ``1 - alpha``
+        intervals: ``flight``, ``flight_max`` or ``flight_t`` (:mod:`cbhlib.evaluation.intervals`): ``1 - alpha``
             intervals from the out-of-flight residuals of the run's nested heads (label-free for
             ``camp``); the tables gain ``lower_km`` and ``upper_km``. None: no intervals.
 
