@@ -193,7 +193,7 @@ def verdict_view(table: pd.DataFrame) -> pd.DataFrame:
                 f"{int(a)} of {int(b)}" for a, b in zip(table["flights_better"], table["n_flights"], strict=True)
             ],
             "sign-flip p (floor)": [
-                f"{a:.2f} ({b:.3g})" for a, b in zip(table["sign_flip_p"], table["sign_flip_p_min"], strict=True)
+                f"{a:.3g} ({b:.3g})" for a, b in zip(table["sign_flip_p"], table["sign_flip_p_min"], strict=True)
             ],
         }
     )

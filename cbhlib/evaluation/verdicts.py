@@ -146,6 +146,6 @@ def evidence_text(r: pd.Series | dict[str, object]) -> str:
         f"{METRIC_LABELS['pooled']} {interval_text(r, 'pooled')}, {METRIC_LABELS['flight']} "
         f"{interval_text(r, 'flight')} (95 % paired block bootstrap, blocks of {int(r['block'])} samples"
         f"{'' if r['holds_at_2x_block'] else '; changes at twice that block'}); better on "
-        f"{int(r['flights_better'])} of {int(r['n_flights'])} flights, sign-flip p = {p:.2f} "
+        f"{int(r['flights_better'])} of {int(r['n_flights'])} flights, sign-flip p = {p:.3g} "
         f"(smallest attainable with {int(r['n_flights'])} flights: {pmin:.3g})"
     )

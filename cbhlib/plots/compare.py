@@ -139,7 +139,7 @@ def differences(
     for i, r in enumerate(comp.to_dict("records")):
         resolved = r["status"] == "resolved"
         note = r["verdict"] if resolved else r["status"]
-        note += f"; {int(r['flights_better'])}/{int(r['n_flights'])} flights, p = {r['sign_flip_p']:.2f}"
+        note += f"; {int(r['flights_better'])}/{int(r['n_flights'])} flights, p = {r['sign_flip_p']:.3g}"
         note += "" if r["holds_at_2x_block"] else "; changes at 2x block"
         axes[1].text(1.02, i, label(note), transform=axes[1].get_yaxis_transform(), va="center", fontsize=7.5,
                      color="k" if resolved else "0.4")  # fmt: skip
