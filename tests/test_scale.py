@@ -131,7 +131,10 @@ def test_local_workers_start_with_adaptive_malloc_and_their_thread_count() -> No
 
     with local_cluster(1, 1, threads_per_worker=1) as cluster, Client(cluster) as client:
         env = client.submit(_worker_env, pure=False).result()
+        # work stealing broke the cpu/step slot accounting and hung `cbh run --workers 2` (dask/distributed#4446)
+        stealing = client.run_on_scheduler(lambda dask_scheduler: "stealing" in dask_scheduler.extensions)
     assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
+    assert stealing is False
 
 
 def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) -> None:

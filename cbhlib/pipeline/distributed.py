@@ -103,10 +103,12 @@ def _cluster_from_file(path: str) -> Any:
         kw["account"] = cfg.account
     if cfg.local_directory:
         kw["local_directory"] = f'"{cfg.local_directory}"'  # quoted on the worker command line ($VARS expand)
+    import dask
     import dask_jobqueue
 
     cls = dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
-    return cls(**kw), cfg.jobs, max(1, cfg.cores // cfg.processes)
+    with dask.config.set(SCHEDULER_CONFIG):  # the scheduler runs here, in this process
+        return cls(**kw), cfg.jobs, max(1, cfg.cores // cfg.processes)
 
 
 class DaskExecutor:
@@ -184,6 +186,11 @@ class DaskExecutor:
 
 
 THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Work stealing moves resource-restricted tasks between workers without moving their resource
+# accounting (dask/distributed#4446): on two workers a step's encoders ended "processing" on a
+# worker whose `cpu` slot read 12 in use while the other read -10, and `cbh run --workers 2` hung.
+# Steps and encoders are few and long, so stealing gains nothing here; schedulers we start run without it.
+SCHEDULER_CONFIG = {"distributed.scheduler.work-stealing": False}
 # Dask's nanny sets this in every worker to return memory to the OS; it also pins glibc's mmap
 # threshold, so each torch temporary is mmapped afresh: training ran 1.7-3x slower in a worker
 MALLOC_ENV = "MALLOC_TRIM_THRESHOLD_"
@@ -321,13 +328,15 @@ def _http_server(host: str, port: int) -> str:
 
 def local_cluster(n_workers: int, torch_threads: int, **kw: Any) -> Any:
     """A LocalCluster of processes whose workers start with ``torch_threads`` threads and glibc's
-    adaptive malloc (Dask's ``MALLOC_TRIM_THRESHOLD_`` left unset)."""
+    adaptive malloc (Dask's ``MALLOC_TRIM_THRESHOLD_`` left unset), and a scheduler without work
+    stealing (:data:`SCHEDULER_CONFIG`)."""
     import dask
     from distributed import LocalCluster
 
     environ = {MALLOC_ENV: None, **{k: torch_threads for k in THREADS_ENV}}  # None: not set in the workers
     os.environ.pop(MALLOC_ENV, None)  # nor inherited from this process
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
+    spawn = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}
+    with dask.config.set({**spawn, **SCHEDULER_CONFIG}):
         return LocalCluster(n_workers=n_workers, processes=True, dashboard_address=":0", **kw)
 
 
