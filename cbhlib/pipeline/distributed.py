@@ -21,7 +21,7 @@ from typing import Any
 from cbhlib.config import read_yaml
 from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import opt, parse_dataclass
-from cbhlib.training.cluster import SCHEDULER_ENV, worker_resources
+from cbhlib.training.cluster import SCHEDULER_ENV
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ def _cluster_from_file(path: str) -> Any:
 class DaskExecutor:
     """Runs pipeline steps on a Dask client, respecting each step's ``needs``.
 
-    A step task supervises its notebook's kernel (a separate process) and holds the worker's
-    ``step`` slot; the units it hands back (encoders) claim the worker's ``cpu`` slot (or ``GPU``).
+    A step task supervises its notebook's kernel (a separate process); at most one step per
+    worker runs at a time (:meth:`max_steps`). The units a step hands back (encoders) claim a
+    worker's ``cpu`` slot (or ``GPU``), the only resource any task asks for, so a worker's queue
+    of waiting tasks never holds one kind behind another.
     """
 
     def __init__(self, client: Any, cluster: Any = None, threads: int = 0) -> None:
@@ -132,9 +134,6 @@ class DaskExecutor:
 
         done: dict[str, Any] = {}
         waiting = list(plan)
-        # one notebook per worker at a time where workers declare a "step" slot (local clusters do), so
-        # kernels never outnumber the torch threads the worker was sized for
-        slots = {"step": 1} if "step" in worker_resources(self.client) else None
         running: dict[Any, str] = {}
         ac = as_completed([])
 
@@ -142,6 +141,8 @@ class DaskExecutor:
             for step, cfg in list(waiting):
                 if any(n not in done for n in step.needs if n in {s.name for s, _ in plan}):
                     continue
+                if len(running) >= self.max_steps():
+                    return
                 waiting.remove((step, cfg))
                 skipped = _skip_reason(step, done, has_images)
                 if skipped is not None:
@@ -159,7 +160,6 @@ class DaskExecutor:
                     html,
                     key=f"step-{step.name}",
                     pure=False,
-                    resources=slots,
                 )
                 running[fut] = step.name
                 ac.add(fut)
@@ -177,6 +177,14 @@ class DaskExecutor:
             yield from submit_ready()
             if not running and waiting:
                 yield from submit_ready()
+
+    def max_steps(self) -> int:
+        """Notebooks run at once: one per worker process (at least one while workers start).
+
+        Kept here, not as a worker resource: a step queued on a worker behind a resource it
+        lacks blocked the encoders queued after it, while the pretrain step holding that
+        resource waited for those encoders (``cbh run --workers 2`` hung)."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def close(self) -> None:
         os.environ.pop(SCHEDULER_ENV, None)
@@ -237,8 +245,8 @@ def make_executor(
         client, cluster = connect_scheduler(scheduler), None
     else:
         n = check_workers(workers)
-        # per worker: one notebook ("step") and one encoder ("cpu") at a time; spare threads let a step
-        # that waits on its encoders (the pretrain step) sit beside them
+        # per worker: one encoder ("cpu") at a time, and one notebook (DaskExecutor.max_steps); spare
+        # threads let a step that waits on its encoders (the pretrain step) sit beside them
         t = max(1, (os.cpu_count() or 1) // n)
         cluster = local_cluster(n, t, threads_per_worker=4, resources={"cpu": 1, "step": 1, **_local_resources(n)})
         client = Client(cluster)
