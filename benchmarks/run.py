@@ -326,6 +326,14 @@ def main() -> int:
         "scaling": {},
         "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
     }
+    out = Path(
+        a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every row: a run stopped part-way keeps what it measured
+        out.write_text(json.dumps(results, indent=2))
+
     children = [] if a.no_stages else [*a.presets, "heads-vs-samples", "pretrain-vs-pool"]
     for child in children:
         proc = subprocess.run(
@@ -342,23 +350,23 @@ def main() -> int:
             if child in ("heads-vs-samples", "pretrain-vs-pool")
             else results["presets"].append(res)
         )
+        save()
     if a.contention:
         with tempfile.TemporaryDirectory() as d:
             camp = ROOT / "data" / "synthetic_default.h5"
             if not camp.exists():
                 subprocess.run([sys.executable, "-m", "cbhlib.cli", "generate"], cwd=ROOT, check=True)
             results["scaling"].update(bench_contention(Path(d), camp))
+        save()
     if a.pipeline:
         for preset in a.presets:
             for w in a.workers:
                 results["scaling"].update(bench_pipeline(w, preset, a.quick, a.device))
+                save()
             if a.contention:
                 results["scaling"].update(bench_pipeline(0, preset, a.quick, a.device, neighbours=os.cpu_count() or 1))
-    out = Path(
-        a.out or ROOT / "benchmarks" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M')}-{platform.node()}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+                save()
+    save()
     keys = sorted({k for p in results["presets"] for k in p if k not in ("preset", "image_shape")})
     width = max([len(k) for k in keys] + [len(k) for k in results["scaling"]] + [10])
     print(f"{'metric':{width}s} " + " ".join(f"{p['preset']:>14s}" for p in results["presets"]))
