@@ -147,7 +147,8 @@ def masked_patch_floors(
 
 def image_only_run(campaign: Path, workdir: Path) -> dict[str, float]:
     """The seed-style image_only model (1-D MAE over the middle column, LOFO) through
-    ``cbh train``; returns its and climatology's pooled MAE (minutes on a CPU)."""
+    ``cbh train``; returns its and climatology's mean-of-fold MAE, as the seed reported it, and
+    pooled MAE (minutes on a CPU)."""
     from cbhlib.config import load_config
     from cbhlib.training.runner import run_mode
 
@@ -166,8 +167,10 @@ def image_only_run(campaign: Path, workdir: Path) -> dict[str, float]:
     )
     report = run_mode(cfg).reports["lofo"]
     return {
-        "image_only": report["aggregate_metrics"]["pooled_mae_km"],
-        "climatology": report["climatology"]["pooled_mae_km"],
+        "image_only": report["aggregate_metrics"]["mean_mae_km"],
+        "climatology": report["climatology"]["mean_mae_km"],
+        "image_only_pooled": report["aggregate_metrics"]["pooled_mae_km"],
+        "climatology_pooled": report["climatology"]["pooled_mae_km"],
     }
 
 
@@ -242,14 +245,16 @@ def calibration_table(
         timings["image_only_s"] = time.perf_counter() - t0
         rows.append(
             _row(
-                "seed-style image_only LOFO pooled MAE (km)",
+                "seed-style image_only LOFO mean-of-fold MAE (km)",
                 "0.25-0.40 (seed 0.322 mean of folds)",
                 res["image_only"],
                 0.25,
                 0.40,
             )
         )
-        rows.append(_row("climatology LOFO pooled MAE (km)", "reference", res["climatology"]))
+        rows.append(_row("climatology LOFO mean-of-fold MAE (km)", "reference", res["climatology"]))
+        rows.append(_row("seed-style image_only LOFO pooled MAE (km)", "for information", res["image_only_pooled"]))
+        rows.append(_row("climatology LOFO pooled MAE (km)", "for information", res["climatology_pooled"]))
     return rows, timings
 
 
