@@ -114,3 +114,15 @@ def test_mlflow_is_optional_and_logs_settings_metrics_and_files(
     assert "a: logged to MLflow in mlruns (run id r1)" in capsys.readouterr().out
     assert str(calls["uri"]).startswith("file://") and calls["params"]["train.epochs"] == "2"
     assert "physical_only.lofo.pooled_mae_m" in calls["metrics"] and str(calls["artifact"]).endswith("summary.json")
+
+
+def test_thread_count_and_device_are_settings_of_the_run(tmp_path: Path) -> None:
+    """A run with --set threads=1 moves the encoder rows by float drift: `cbh compare` must name it."""
+    from cbhlib.pipeline.runlist import run_settings
+
+    run = RunDir(tmp_path / "runs" / "t")
+    (run.root / "config").mkdir(parents=True)
+    cfg = load_config({"threads": 1, "device": "cpu"})
+    run.step_config("compare").write_text(yaml.safe_dump(cfg.to_nested()))
+    settings = run_settings(run)
+    assert settings["threads"] == 1 and settings["device"] == "cpu"

@@ -23,7 +23,8 @@ from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-PER_STEP = ("train.mode", "run_dir", "progress", "threads", "device")  # not settings of the run as a whole
+PER_STEP = ("train.mode", "run_dir", "progress")  # not settings of the run as a whole (threads and device are:
+# a thread count changes float sums, so `cbh compare` must show it)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
