@@ -13,6 +13,16 @@ from cbhlib.sources import synth
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def project_copy(root: Path) -> Path:
+    """A user's copy of the project in ``root``: notebooks/, params/ and an empty data/."""
+    import shutil
+
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "params", root / "params")
+    (root / "data").mkdir()
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~233 samples, 5 flights, 1 x 32 x 32 images."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import h5py
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from cbhlib.cli import main
-from tests.conftest import ROOT
+from tests.conftest import project_copy
 
 FLIGHTS = {  # tiny's flights -> hostile names (HTML, Markdown link, entity, mathtext)
     "30Oct24": '"><img src=x onerror=alert(5)>',
@@ -90,10 +89,7 @@ def own_campaign(src: Path, dst: Path) -> None:
 
 @pytest.fixture(scope="module")
 def hostile_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hostile")
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(ROOT / "params", root / "params")
-    (root / "data").mkdir()
+    root = project_copy(tmp_path_factory.mktemp("hostile"))
     own_campaign(tiny_campaign, root / "data" / "hostile.h5")
     cwd = os.getcwd()
     os.chdir(root)

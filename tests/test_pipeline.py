@@ -18,7 +18,7 @@ import torch
 from cbhlib.cli import main
 from cbhlib.data.campaign import write_campaign
 from cbhlib.store.checkpoints import load_checkpoint
-from tests.conftest import ROOT, small_data
+from tests.conftest import project_copy, small_data
 
 TINY = [
     "threads=1",
@@ -59,10 +59,7 @@ def _sets(*items: str) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's copy of the project: notebooks, params and a campaign file."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(ROOT / "params", root / "params")
-    (root / "data").mkdir()
+    root = project_copy(tmp_path_factory.mktemp("project"))
     shutil.copy(tiny_campaign, root / "data" / "tiny.h5")
     return root
 

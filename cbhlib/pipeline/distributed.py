@@ -83,7 +83,7 @@ def _cluster_from_file(path: str) -> Any:
     cfg: ClusterFile = parse_dataclass(ClusterFile, read_yaml(path), path)
     check_cluster_file(cfg, path)
     extra = list(cfg.job_extra_directives)
-    slots = ["cpu=1", "step=1"]  # per worker process: one encoder and one notebook at a time, each on all its cores
+    slots = ["cpu=1", "step=1"]  # one encoder per worker process at a time; notebooks: DaskExecutor.max_steps
     if cfg.gpus_per_job:
         extra.append(f"--gres=gpu:{cfg.gpus_per_job}" if cfg.kind == "slurm" else f"-l ngpus={cfg.gpus_per_job}")
         slots.insert(0, f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}")
