@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +156,59 @@ def openmp_limits() -> object:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=tick(), user_api="openmp")
+
+
+# --------------------------------------------------------------------------- encoders: one thread each
+
+ENCODER_THREADS = 1
+"""Torch threads of every encoder's pretraining, on any machine and under any load.
+
+A weight gradient's float sum is split differently over 1 and 2 threads, and thousands of
+steps amplify the last-digit difference into a different encoder (the encoder rows moved
+15.5 m between ``threads: 1`` and ``2``): one thread per encoder makes an encoder depend
+on its settings and seed alone, not on the core count, the ``threads`` setting, the load
+(the governor) or which process trained it. The cores are used by training several
+encoders at once in separate processes (:func:`cbhlib.training.encoders.ensure`), which
+also runs no OpenMP barrier that a busy neighbour could stall."""
+
+
+def usable_cores(threads: int = 0) -> int:
+    """Cores this process may use: ``threads`` (the user's setting) if set, else
+    ``OMP_NUM_THREADS`` if set, else the CPU affinity (a batch job's allocation)."""
+    if threads > 0:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+_PIN_LOCK = threading.Lock()
+_PINS: list[tuple[int, bool, int]] = []  # (threads, governor fixed, governor current) before the first pin
+
+
+@contextmanager
+def pinned(n: int) -> Iterator[None]:
+    """Torch runs on ``n`` threads inside (the governor holds still); restored when the last
+    of several concurrent pins in this process (encoders on one Dask worker's threads) ends."""
+    import torch
+
+    gov = governor()
+    with _PIN_LOCK:
+        if not _PINS:
+            _PINS.append((torch.get_num_threads(), gov.fixed, gov.current))
+        else:
+            _PINS.append(_PINS[0])
+        torch.set_num_threads(n)
+        gov.fixed, gov.current = True, n
+    try:
+        yield
+    finally:
+        with _PIN_LOCK:
+            before, fixed, current = _PINS.pop()
+            if not _PINS:
+                torch.set_num_threads(before)
+                gov.fixed, gov.current = fixed, current

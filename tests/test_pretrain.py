@@ -197,3 +197,104 @@ def test_a_step_with_other_encoder_settings_says_which_differ_in_notebook_names(
     empty = RunDir(tmp_path / "empty")
     with pytest.raises(CbhError, match="run the pretrain step first"):
         ensure(here, camp, empty, required(here, camp), allow_train=False)
+
+
+def test_an_encoder_trains_on_one_thread_whatever_the_setting_or_load(
+    pool_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread count changes a weight gradient's float sum, and training amplifies it into
+    another encoder: every encoder runs on threads.ENCODER_THREADS, and the count is restored."""
+    from cbhlib import threads
+
+    seen: list[int] = []
+    monkeypatch.setattr(encoders, "pretrain_encoder", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = _cfg(pool_file, tmp_path, threads=2)
+        encoders._make_encoder(str(pool_file), cfg, Scope.for_fold(0), 0, tmp_path / "e.pt", tmp_path / "log", "k")
+        assert seen == [threads.ENCODER_THREADS] and torch.get_num_threads() == 2
+        assert not threads.governor().fixed or "OMP_NUM_THREADS" in __import__("os").environ
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_encoder_keeps_one_thread_while_another_in_the_same_process_ends() -> None:
+    """Encoders on one Dask worker's threads: the first to finish must not restore the count."""
+    import threading
+
+    from cbhlib import threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    a_in, b_out, inside = threading.Event(), threading.Event(), []
+
+    def a() -> None:
+        with threads.pinned(1):
+            a_in.set()
+            b_out.wait(10)
+            inside.append(torch.get_num_threads())  # b has left: a still runs on one thread
+
+    t = threading.Thread(target=a)
+    t.start()
+    a_in.wait(10)
+    with threads.pinned(1):
+        pass
+    b_out.set()
+    t.join(10)
+    try:
+        assert inside == [1]  # not the count from before the pins while another encoder still trains
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_encoders_pretrained_side_by_side_in_processes_are_those_of_one_process(
+    pool_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serial run pretrains its encoders in one process per core (threads: 2 here, and no minimum
+    of work, so the test runs the pool on any machine); threads: 1 trains them here. The weights
+    must be identical."""
+    monkeypatch.setattr(encoders, "POOL_MIN_WORK", 0)
+    runs = {}
+    for threads_setting in (2, 1):
+        cfg = _cfg(pool_file, tmp_path / f"t{threads_setting}", threads=threads_setting, seeds=[0, 1])
+        cfg.pretrain.epochs = 1
+        camp = Campaign(pool_file)
+        run = RunDir(tmp_path / f"t{threads_setting}")
+        needed = encoders.required(cfg, camp, ["lofo"])
+        runs[threads_setting] = (run, encoders.ensure(cfg, camp, run, needed, allow_train=True))
+    (run2, p2), (_, p1) = runs[2], runs[1]
+    assert p2.keys() == p1.keys() and len(p2) >= 4
+    for k in p2:
+        a, b = load_checkpoint(p2[k])["state_dict"], load_checkpoint(p1[k])["state_dict"]
+        assert all(torch.equal(a[n], b[n]) for n in a), k
+    workers = {json.loads(line).get("worker") for line in run2.pretrain_log.read_text().splitlines()}
+    pids = {int(w.rsplit(":", 1)[1]) for w in workers if w}
+    assert len(pids) == 2 and __import__("os").getpid() not in pids  # two other processes trained them
+
+
+def test_a_pretraining_process_reports_a_bad_input_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cbhlib.training.encoders import write_jobs
+
+    spec = tmp_path / "jobs.json"
+    write_jobs(
+        spec, load_config(), str(tmp_path / "missing.h5"), str(tmp_path / "log"), "k", [(Scope.for_fold(0), 0, "x")]
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "cbhlib.training.pretrain_worker", str(spec)], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("cbh: ") and "missing.h5" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_few_small_encoders_train_here_and_the_default_ones_in_processes(pool_file: Path) -> None:
+    """Starting a process costs seconds: the pool starts only for at least a default encoder's work."""
+    camp = Campaign(pool_file)
+    small = _cfg(pool_file, Path("."), **{"pretrain.epochs": 2})
+    assert 10 * encoders._work(small, camp) < encoders.POOL_MIN_WORK
+    default = load_config()
+    frames = min(default.pretrain.max_frames, camp.n_samples + camp.n_unlabelled)
+    assert encoders._work(default, camp) == default.pretrain.epochs * frames * 16 * 16

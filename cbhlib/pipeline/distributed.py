@@ -245,14 +245,15 @@ def make_executor(
         client, cluster = connect_scheduler(scheduler), None
     else:
         n = check_workers(workers)
-        # per worker: one encoder ("cpu") at a time, and one notebook (DaskExecutor.max_steps); spare
-        # threads let a step that waits on its encoders (the pretrain step) sit beside them
+        # per worker: one single-threaded encoder per core ("cpu") at a time, and one notebook
+        # (DaskExecutor.max_steps); spare threads let a step that waits on its encoders sit beside them
         t = max(1, (os.cpu_count() or 1) // n)
-        cluster = local_cluster(n, t, threads_per_worker=4, resources={"cpu": 1, "step": 1, **_local_resources(n)})
+        cluster = local_cluster(n, t, threads_per_worker=4, resources={"cpu": t, "step": 1, **_local_resources(n)})
         client = Client(cluster)
         say(
-            f"Dask: {n} local worker processes, {t} torch thread(s) each (reports are bit-identical to a serial "
-            f"run with --set threads={t}; another thread count can change float sums in the last digits)"
+            f"Dask: {n} local worker processes, {t} torch thread(s) each (encoders train on one thread each, as "
+            f"in a serial run: the same weights; heads on {t}: a serial run with --set threads={t} gives the same "
+            "reports bit for bit, another thread count changes the heads' float sums in the last digits)"
         )
         if client.dashboard_link:
             say(f"Dask dashboard: {client.dashboard_link}")

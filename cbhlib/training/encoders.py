@@ -8,6 +8,7 @@ spread over seeds covers pretraining too. Encoders are cached per (settings, sco
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import socket
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cbhlib import threads
 from cbhlib.atomic import atomic_write_text
@@ -160,8 +161,7 @@ def ensure(
     _write_plan(run, key, needed)
     client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
-        gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_gpu())
-        slots = {"GPU": 1} if gpu else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
+        slots = {"GPU": 1} if _on_gpu(cfg) else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
         futures = [
             client.submit(
                 _make_encoder,
@@ -180,9 +180,93 @@ def ensure(
         client.gather(futures)
         client.close()
         return out
+    trained = [(sc, s) for sc, s in todo if not sc.untrained]
+    n_proc = 1 if _on_gpu(cfg) else min(len(trained), threads.usable_cores(cfg.threads))
+    if n_proc > 1 and len(trained) * _work(cfg, camp) >= POOL_MIN_WORK:  # one single-threaded process per core
+        _pool(camp, cfg, trained, run, key, n_proc, progress)
+        todo = [t for t in todo if t[0].untrained]
     for sc, s in todo:
         _make_encoder(camp, cfg, sc, s, run.encoder(key, sc.key, s), run.pretrain_log, key, progress)
     return out
+
+
+DONE = "done "
+
+
+def write_jobs(
+    path: Path, cfg: Config, campaign: str, log_path: str, key: str, jobs: list[tuple[Scope, int, str]]
+) -> None:
+    """The JSON file a worker reads: settings, campaign, and (scope, seed, checkpoint path) per encoder."""
+    spec: dict[str, Any] = {
+        "config": cfg.to_nested(),
+        "campaign": campaign,
+        "log": log_path,
+        "key": key,
+        "jobs": [{"scope": asdict(sc), "seed": s, "path": p} for sc, s, p in jobs],
+    }
+    path.write_text(json.dumps(spec))
+
+
+POOL_MIN_WORK = 8 * 1024 * 64 * 64
+"""Pixel-epochs (epochs x frames x pixels) below which encoders train in this process: one
+default encoder (about 8 s on one core) pays for starting the processes (about 3 s each)."""
+
+
+def _work(cfg: Config, camp: Campaign) -> int:
+    """Pixel-epochs of one encoder: epochs x frames drawn per epoch x pixels per frame."""
+    frames = camp.n_samples + (camp.n_unlabelled if cfg.pretrain.unlabelled else 0)
+    if cfg.pretrain.max_frames:
+        frames = min(frames, cfg.pretrain.max_frames)
+    C, H, W = camp.image_shape
+    return cfg.pretrain.epochs * frames * C * H * W
+
+
+def _pool(
+    camp: Campaign, cfg: Config, todo: list[tuple[Scope, int]], run: RunDir, key: str, n_proc: int, progress: bool
+) -> None:
+    """Pretrain ``todo`` in ``n_proc`` fresh processes (:mod:`cbhlib.training.pretrain_worker`),
+    encoder i in process i mod n_proc, each on :data:`cbhlib.threads.ENCODER_THREADS` torch
+    threads: the same weights as in this process.
+
+    Raises:
+        CbhError: a process failed (its own one-line message) or died (out of memory?).
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    log.info(
+        "pretraining %d encoders in %d processes of %d torch thread(s)", len(todo), n_proc, threads.ENCODER_THREADS
+    )
+    jobs = [(sc, s, str(run.encoder(key, sc.key, s))) for sc, s in todo]
+    with tempfile.TemporaryDirectory(prefix="cbh-pretrain-") as tmp:
+        procs = []
+        for i in range(n_proc):
+            spec = Path(tmp) / f"jobs{i}.json"
+            write_jobs(spec, cfg, str(camp.path), str(run.pretrain_log), key, jobs[i::n_proc])
+            cmd = [sys.executable, "-m", "cbhlib.training.pretrain_worker", str(spec)]
+            err = open(Path(tmp) / f"stderr{i}.txt", "w")  # a file: a full pipe would stall the process
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True))
+            err.close()
+        with tqdm(total=len(jobs), desc=f"pretrain ({n_proc} processes)", disable=not progress) as bar:
+            for p in procs:  # every process writes a line per encoder; read them in turn
+                assert p.stdout is not None
+                for line in p.stdout:
+                    if line.startswith(DONE):
+                        bar.update(1)
+                        log.info("encoder %s ready", line[len(DONE) :].strip())
+        failed = [(p.wait(), (Path(tmp) / f"stderr{i}.txt").read_text().strip()) for i, p in enumerate(procs)]
+    for rc, err in failed:
+        if rc:
+            last = err.splitlines()[-1] if err else f"exit status {rc}"
+            if last.startswith("cbh: "):
+                raise CbhError(last[len("cbh: ") :])
+            raise CbhError(
+                f"{run.encoder_dir(key)}: a pretraining process failed ({last}); expected {len(jobs)} encoders, "
+                f"found {sum(Path(p).exists() for _, _, p in jobs)} (out of memory? threads: 1 pretrains one at a time)"
+            )
 
 
 def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
@@ -194,10 +278,10 @@ def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
                 fh.write(json.dumps({"settings": key, "key": sc.key, "seed": s}) + "\n")
 
 
-def _has_gpu() -> bool:
+def _on_gpu(cfg: Config) -> bool:
     import torch
 
-    return torch.cuda.is_available()
+    return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
 
 
 def _make_encoder(
@@ -210,14 +294,14 @@ def _make_encoder(
     key: str,
     progress: bool = False,
 ) -> None:
-    """Pretrain (or, for the untrained twin, initialise) one encoder; runs here or on a Dask worker."""
+    """Pretrain (or, for the untrained twin, initialise) one encoder; runs here, in a pool process
+    or on a Dask worker, always on :data:`cbhlib.threads.ENCODER_THREADS` torch threads."""
     camp = Campaign(camp) if isinstance(camp, str) else camp
-    n_threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if n_threads:
-        threads.fix(n_threads)
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
-    else:
+        return
+    cpu = not _on_gpu(cfg)  # on the CPU: the same weights on any machine, setting and load
+    with threads.pinned(threads.ENCODER_THREADS) if cpu else contextlib.nullcontext():
         pretrain_encoder(
             camp,
             cfg.encoder,
