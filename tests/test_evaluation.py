@@ -244,6 +244,13 @@ def test_conformal_coverage_on_exchangeable_data() -> None:
     assert conformal_quantile(np.ones(5), 0.1) == float("inf")  # too few residuals for 90 %
 
 
+def test_an_interval_stops_at_the_sea_surface_and_covers_the_same_samples() -> None:
+    y, pred = np.array([0.1, 0.3, 1.0, 2.0]), np.array([0.2, 0.9, 1.1, 1.0])
+    cov, width = interval_coverage(y, pred, 0.5)
+    assert cov == 0.5  # 0.1 (|e| 0.1) and 1.0 (0.1) in; 0.3 (0.6) and 2.0 (1.0) out
+    assert width == pytest.approx(np.mean([0.7, 1.0, 1.0, 1.0]))  # [0, 0.7] for the first, not [-0.3, 0.7]
+
+
 def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     pred = _lofo_pred((120, 120, 60))
     val = {("m", 0, f"F{k}"): np.random.default_rng(k).normal(0, 0.03, 100) for k in range(3)}

@@ -249,7 +249,9 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
             got = per_unit[(per_unit.fold == u.fold_id) & (per_unit.seed == u.seed)].set_index("sample").loc[u.test_idx]
             np.testing.assert_allclose(got["pred_km"], u.pred, atol=1e-5)  # flight-normalised heads too
         assert len(ens) == camp.n_samples and (ens["n_units"] == 10).all()
-        assert (ens["lower_km"] < ens["pred_km"]).all() and (ens["upper_km"] > ens["pred_km"]).all()
+        lo, hi, pr = ens["lower_km"], ens["upper_km"], ens["pred_km"]
+        assert (hi > pr).all()
+        np.testing.assert_allclose(lo, np.maximum(pr - (hi - pr), 0.0), atol=1e-12)  # symmetric, floored at 0 km
         assert {"lower_km", "upper_km"} <= set(per_unit.columns)
     out = tmp_path / "p.csv"
     assert (
@@ -276,7 +278,8 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
     out_t = tmp_path / "pt.csv"
     assert main([*args, "-o", str(out_t), "--intervals", "flight_t"]) == 0  # random effects over flights
     t = pd.read_csv(out_t)
-    assert (t["interval"] == "flight_t 90%").all() and (t["lower_km"] < t["pred_km"]).all()
+    assert (t["interval"] == "flight_t 90%").all() and (t["lower_km"] <= t["pred_km"]).all()
+    assert (t["lower_km"] >= 0).all()  # no interval reaches below the sea surface
     assert np.isfinite(t["upper_km"]).all() and (t["upper_km"] > t["pred_km"]).all()
     assert (
         main(

@@ -1,7 +1,9 @@
 """Prediction intervals on a new flight, and whether they hold.
 
-Every interval is ``prediction ± half-width``; methods differ in which residuals set the
-half-width at nominal level ``1 - alpha``:
+Every interval is ``prediction ± half-width``, its lower end raised to the sea surface
+(:data:`FLOOR_KM`: a cloud base is never below it, so coverage is unchanged and the width
+is what a user is given); methods differ in which residuals set the half-width at nominal
+level ``1 - alpha``:
 
 * ``validation``: split conformal on the training flights' validation residuals. They
   carry no between-flight shift, so on a new flight they undercover (the earlier method).
@@ -67,11 +69,22 @@ def conformal_quantile(residuals: np.ndarray, alpha: float = 0.1) -> float:
     return float(r[rank - 1]) if 1 <= rank <= n else float("inf")
 
 
+FLOOR_KM = 0.0  # no cloud base lies below the sea surface
+
+
+def bounds(pred: np.ndarray, half_width: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) km of the intervals pred +- half_width, the lower end at least :data:`FLOOR_KM`."""
+    pred = np.asarray(pred, float)
+    return np.maximum(pred - half_width, FLOOR_KM), pred + half_width
+
+
 def interval_coverage(y: np.ndarray, pred: np.ndarray, half_width: float | np.ndarray) -> tuple[float, float]:
-    """(coverage, mean width) of intervals pred +- half_width."""
-    y, pred, hw = np.asarray(y, float), np.asarray(pred, float), np.broadcast_to(half_width, np.shape(y))
-    covered = np.abs(y - pred) <= hw
-    return (float(covered.mean()) if len(y) else float("nan")), float(2 * np.mean(hw)) if len(y) else float("nan")
+    """(coverage, mean width) of the intervals :func:`bounds` gives (width: upper - lower, km)."""
+    y, hw = np.asarray(y, float), np.broadcast_to(half_width, np.shape(y))
+    if not len(y):
+        return float("nan"), float("nan")
+    lo, hi = bounds(pred, hw)
+    return float(((y >= lo) & (y <= hi)).mean()), float(np.mean(hi - lo))
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from cbhlib.evaluation.intervals import bounds
 from cbhlib.plots.style import (
     flight_color,
     flight_marker,
@@ -195,7 +196,8 @@ def intervals_along_track(
                     hw = per.get(fl)
                     if hw is not None and len(hw) == len(p):
                         ok = np.isfinite(hw)
-                        ax.fill_between(minutes[ok], (p - hw)[ok], (p + hw)[ok], color=c, alpha=0.18, lw=0,
+                        lo, hi = bounds(p, hw)
+                        ax.fill_between(minutes[ok], lo[ok], hi[ok], color=c, alpha=0.18, lw=0,
                                         label=method)  # fmt: skip
                 ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
                 ax.set_title(f"{label(fl)} (n = {len(d)})")

@@ -27,7 +27,7 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.evaluation import imagestats
 from cbhlib.evaluation.flightnorm import normalise
-from cbhlib.evaluation.intervals import flight_halfwidth
+from cbhlib.evaluation.intervals import bounds, flight_halfwidth
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
 from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
@@ -368,7 +368,8 @@ def predict(
         if res is not None:
             own = res[(res["fold"] == h.fold_id) & (res["seed"] == h.seed)]
             q = _halfwidth(own if len(own) else res, alpha, intervals)  # type: ignore[arg-type]
-            rows[-1] = rows[-1].assign(lower_km=pred_km - q, upper_km=pred_km + q)
+            lo, hi = bounds(pred_km, q)
+            rows[-1] = rows[-1].assign(lower_km=lo, upper_km=hi)
     per_unit = pd.concat(rows, ignore_index=True)
     g = per_unit.groupby("sample")["pred_km"]
     ens = pd.DataFrame(
@@ -385,7 +386,6 @@ def predict(
     )
     if res is not None:
         q = _halfwidth(res, alpha, intervals)  # type: ignore[arg-type]
-        ens = ens.assign(
-            lower_km=ens["pred_km"] - q, upper_km=ens["pred_km"] + q, interval=f"{intervals} {1 - alpha:.0%}"
-        )
+        lo, hi = bounds(ens["pred_km"].to_numpy(float), q)
+        ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {1 - alpha:.0%}")
     return per_unit, ens
