@@ -231,3 +231,25 @@ def test_a_crafted_encoder_checkpoint_cannot_allocate_terabytes(tmp_path: Path) 
     )
     with pytest.raises(CheckpointError, match="refused"):
         load_encoder(path)
+
+
+def test_the_fused_adamw_step_is_the_elementwise_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's fused kernel over the active rows and the vector-operation fallback agree, and each
+    keeps its own step count per model (bias corrections of a model that sat out stay its own)."""
+    from cbhlib.models import fusion
+
+    if not fusion.FUSED_ADAMW:
+        pytest.skip("this torch has no fused AdamW kernel")
+    states = []
+    for fused in (True, False):
+        monkeypatch.setattr(fusion, "FUSED_ADAMW", fused)
+        heads = FusionHeads("physical_only", HeadConfig(), 3, 0, 3, seeds=[0, 1, 2])
+        opt = BatchedAdamW(list(heads.parameters()), 3, lr=1e-2, weight_decay=1e-2)
+        gen = torch.Generator().manual_seed(0)
+        for active in ([True, True, False], [True, False, True], [False, True, True], [True, True, True]):
+            opt.zero_grad()
+            heads.eval()(phys=torch.randn(3, 4, 3, generator=gen))[0].pow(2).sum().backward()
+            opt.step(torch.tensor(active), 1e-2)
+        states.append((opt.flat.clone(), opt.t.clone()))
+    torch.testing.assert_close(states[0][0], states[1][0], rtol=1e-4, atol=2e-5)  # float order; steps move 4e-2
+    assert torch.equal(states[0][1], states[1][1]) and states[0][1].flatten().tolist() == [3, 3, 3]
