@@ -62,7 +62,8 @@ notebooks: $(VENV)/.notebooks
 ## readme: rewrite the README's results (runs/default) and performance (benchmarks/results/bench-*.json) sections
 BENCH_JSONS ?= $(sort $(wildcard benchmarks/results/bench-*.json))
 readme: $(VENV)/.notebooks
-	$(PY) -m cbhlib.pipeline.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS))
+	$(PY) -m cbhlib.pipeline.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS)) \
+		$(if $(wildcard runs/threads1/summary.json),--drift runs/threads1)
 
 ## lab: JupyterLab serving the project root (notebooks/ data/ params/ runs/ all reachable)
 lab: $(VENV)/.notebooks

@@ -132,7 +132,7 @@ class CompareConfig:
     drift_margin_m: float = opt(
         20.0,
         "a difference is resolved only where its interval clears 0 by this much (m): float sums differ between "
-        "thread counts and machines (up to 15.5 m measured on the encoder-based rows)",
+        "CPU instruction sets (kernels) and, for the heads, thread counts",
         min=0,
         max=10000,
     )

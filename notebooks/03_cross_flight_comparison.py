@@ -72,7 +72,7 @@ compare_linear_shrinkage: float = 10.0  # linear recalibration: ridge weight pul
 compare_conformal_alpha: float = 0.1  # 1 - nominal coverage of split-conformal intervals
 compare_conformal_k: int = 20  # labelled samples of the held-out flight calibrating its intervals
 compare_aci_gamma: float = 0.05  # online intervals (ACI): step of the miscoverage level after each label of the new flight
-compare_drift_margin_m: float = 20.0  # a difference is resolved only where its interval clears 0 by this much (m): float sums differ between thread counts and machines (up to 15.5 m measured on the encoder-based rows)
+compare_drift_margin_m: float = 20.0  # a difference is resolved only where its interval clears 0 by this much (m): float sums differ between CPU instruction sets (kernels) and, for the heads, thread counts
 compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model differences
 compare_bootstrap_block: int = 0  # moving-block length along each track; 0: chosen from the data per comparison (Politis-White)
 figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
@@ -153,7 +153,7 @@ plots.per_flight_bars(per_flight, "lofo", ceiling, save_to=run.figure("compare_p
 # blocks of samples along each track; the block length is chosen per comparison from
 # the data (Politis-White) and each verdict is rechecked at twice that block. A ranking
 # is stated only where both intervals clear zero on the same side by a drift margin
-# (`compare_drift_margin_m`: how far float sums move between thread counts). Beside it, the
+# (`compare_drift_margin_m`: how far float sums move between machines). Beside it, the
 # flight-level evidence: on how many flights the model wins, and an exact sign-flip test
 # over flights (with few flights its p cannot be small: the floor is printed).
 

@@ -674,3 +674,25 @@ def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
     assert "heads: 4 modes x 5 folds x 50 epochs (s) | 6.2" in text and "5000 samples" in text
     assert readme_main([str(tmp_path / "nowhere"), str(readme)]) == 2
     assert "run `make run` first" in capsys.readouterr().err
+
+
+def test_the_readme_states_the_drift_measured_between_two_thread_counts(pipeline_run, tmp_path: Path) -> None:
+    """The drift sentence is computed from two runs: moves of rows and interval ends, verdicts changed."""
+    from cbhlib.errors import CbhError
+    from cbhlib.pipeline.readme import drift_line
+
+    root, name = pipeline_run
+    summary = json.loads((root / "runs" / name / "summary.json").read_text())
+    other = json.loads(json.dumps(summary))
+    other["run"], other["settings"] = "threads1", {**summary["settings"], "threads": 1}
+    row = next(r for r in other["headline"] if r["protocol"] == "lofo")
+    row["pooled_mae_m"] += 2.5
+    v = other["comparison"]["verdicts"][0]
+    v["flight_lo_m"] -= 4.0
+    v["verdict"] = "something else"
+    line = drift_line(summary, other)
+    assert "row is 2.5 m" in line and "interval end 4 m" in line
+    assert f"1 of {len(summary['comparison']['verdicts'])} verdicts change" in line and "threads 1" in line
+    other["settings"]["seeds"] = [9]  # another result-changing setting: not a drift measurement
+    with pytest.raises(CbhError, match="expected the settings of run"):
+        drift_line(summary, other)

@@ -1,9 +1,10 @@
 """Verdicts that hold: every comparison under both headline metrics, with a data-chosen block,
 a check at twice that block, and the flight-level evidence beside it.
 
-An interval counts as resolved only where it clears zero by ``compare.drift_margin_m``: the
-float-level drift of a difference between two thread counts (measured: up to 15.5 m on the
-encoder-based rows), so that a verdict does not change with the machine that computed it.
+An interval counts as resolved only where it clears zero by ``compare.drift_margin_m``, so that
+a verdict does not change with the machine that computed it: kernels differ between CPU
+instruction sets, and a thread count moved the encoder-based rows by up to 15.5 m before
+encoders were pinned to one thread each (``python -m cbhlib.pipeline.readme --drift RUN`` measures it).
 
 A ranking ("A beats B") is stated only where the paired 95 % intervals of **both** pooled
 MAE and per-flight MAE exclude zero on the same side. Otherwise the verdict says which

@@ -194,7 +194,44 @@ def _origin(summary: dict[str, Any]) -> str:
     return f"Campaign source `{source or 'not recorded'}`, {what}."
 
 
-def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) -> str:
+def drift_line(summary: dict[str, Any], other: dict[str, Any]) -> str:
+    """How far another run of the same settings but another thread count moved this run's LOFO
+    rows, interval ends and verdicts (one sentence, or "" when the runs differ in more).
+
+    Raises:
+        CbhError: the runs differ in a setting that changes results.
+    """
+    neutral = ("threads", "device")
+    mine = {k: v for k, v in (summary.get("settings") or {}).items() if k not in neutral}
+    theirs = {k: v for k, v in (other.get("settings") or {}).items() if k not in neutral}
+    if mine != theirs:
+        raise CbhError(
+            f"run {other.get('run')}: expected the settings of run {summary.get('run')} but for threads or device; "
+            f"found {theirs} against {mine}"
+        )
+    rows = {r["model"]: r for r in summary.get("headline") or [] if r["protocol"] == "lofo"}
+    them = {r["model"]: r for r in other.get("headline") or [] if r["protocol"] == "lofo"}
+    common = [m for m in rows if m in them]
+    move = max(abs(rows[m][k] - them[m][k]) for m in common for k in ("pooled_mae_m", "flight_mae_m"))
+    key = ("protocol", "model", "reference")
+    va = {tuple(v[k] for k in key): v for v in (summary.get("comparison") or {}).get("verdicts") or []}
+    vb = {tuple(v[k] for k in key): v for v in (other.get("comparison") or {}).get("verdicts") or []}
+    both = [k for k in va if k in vb]
+    ends = ("pooled_lo_m", "pooled_hi_m", "flight_lo_m", "flight_hi_m")
+    end_move = max((abs(va[k][e] - vb[k][e]) for k in both for e in ends), default=0.0)
+    changed = sum(va[k]["verdict"] != vb[k]["verdict"] or va[k]["status_at_2x_block"] != vb[k]["status_at_2x_block"]
+                  for k in both)  # fmt: skip
+    t_mine = (summary.get("settings") or {}).get("threads", 0)
+    t_theirs = (other.get("settings") or {}).get("threads", 0)
+    return (
+        f"Drift between thread counts, measured: run `{other.get('run')}` (threads {t_theirs or 'default'}) against "
+        f"this run (threads {t_mine or 'default'}), same settings otherwise: the largest move of a LOFO row is "
+        f"{move:.2g} m, of an interval end {end_move:.2g} m, and {changed} of {len(both)} verdicts change (encoders "
+        "train on one thread each, so only the heads' float sums differ)."
+    )
+
+
+def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None, drift: str = "") -> str:
     """The generated Markdown."""
     rows = summary.get("headline") or []
     if not rows:
@@ -233,8 +270,9 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
             f"metrics: 95 % moving-block bootstrap within flights over samples and seeds, the block length (samples) "
             f"chosen per comparison by Politis-White (here {boot.get('block_min')}-{boot.get('block_max')}) and each "
             "verdict rechecked at twice that block. A ranking is stated only where both intervals clear 0 on the "
-            f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: the float-level drift between "
-            "thread counts). Flight level: on how many held-out flights the model has the lower MAE, and the exact "
+            f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: float sums differ between CPU "
+            "instruction sets and thread counts). Flight level: on how many held-out flights the model has the "
+            "lower MAE, and the exact "
             "two-sided sign-flip p over flights (it cannot go below 2/2^F)."
         )
         best = comp.get("strongest_simple_baseline")
@@ -242,7 +280,7 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None) 
             ("Against climatology (what a new flight gets without a model):", "climatology"),
             (f"Against the strongest simple baseline ({best}, lowest LOFO pooled MAE among the baselines):", best),
         ]
-        lines += [method, ""]
+        lines += [method, ""] + ([drift, ""] if drift else [])
         for title, ref in groups:
             sel = [c for c in verdicts if c["reference"] == ref]
             if sel:
@@ -316,15 +354,27 @@ def figures_markdown(names: list[str], folder: str | Path = FOLDER) -> str:
     return "\n".join(lines)
 
 
-def update(readme: Path, run_dir: Path, calibration: Path | None = None, benchmarks: list[Path] | None = None) -> None:
-    """Rewrite the results section (and, given benchmark JSONs, the performance section)."""
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise CbhError(f"{summary_path}: expected a finished run's summary; found none (run `make run` first)")
-    summary = json.loads(summary_path.read_text())
+def _summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        raise CbhError(f"{path}: expected a finished run's summary; found none (run `make run` first)")
+    return json.loads(path.read_text())
+
+
+def update(
+    readme: Path,
+    run_dir: Path,
+    calibration: Path | None = None,
+    benchmarks: list[Path] | None = None,
+    drift_run: Path | None = None,
+) -> None:
+    """Rewrite the results section (and, given benchmark JSONs, the performance section; given
+    another run of the same settings with another thread count, the measured drift)."""
+    summary = _summary(run_dir)
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
+    drift = drift_line(summary, _summary(drift_run)) if drift_run else ""
     figures = copy_figures(run_dir, readme.parent / FOLDER)  # the README's pictures from the same run
-    text = _replace(readme.read_text(), START, END, section(summary, cal) + figures_markdown(figures), readme)
+    text = _replace(readme.read_text(), START, END, section(summary, cal, drift) + figures_markdown(figures), readme)
     if benchmarks is not None:
         text = _replace(text, PERF_START, PERF_END, performance_section(benchmarks), readme)
     atomic_write_text(readme, text)
@@ -338,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("readme", nargs="?", default="README.md")
     ap.add_argument("--calibration", default="benchmarks/results/calibration_default.json")
     ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
+    ap.add_argument("--drift", help="another run of the same settings with another thread count (runs/threads1)")
     a = ap.parse_args(argv)
     try:
         update(
@@ -345,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.run_dir),
             Path(a.calibration),
             [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None,
+            Path(a.drift) if a.drift else None,
         )
     except CbhError as exc:
         sys.stderr.write(f"readme: {exc}\n")
