@@ -265,13 +265,15 @@ if len(conf):
 
 # %% [markdown]
 # Along the track: the model with the lowest pooled MAE other than climatology, its
-# prediction, the lidar truth, and the flight-aware and online interval bands.
+# prediction, the lidar truth, and the flight-aware and online interval bands (plain and
+# recentred on the flight's bias learnt from the labels so far).
 
 # %%
 if len(cal) and len(learned):
     shown = learned.iloc[0]["model"]
-    bands = intervals.bands(lofo[lofo["model"] == shown], cal, cfg.compare.conformal_alpha, cfg.compare.aci_gamma)
-    plots.intervals_along_track(lofo, shown, bands, save_to=run.figure("compare_intervals_along_track"));
+    bands, shifts = intervals.bands(lofo[lofo["model"] == shown], cal, cfg.compare.conformal_alpha,
+                                    cfg.compare.aci_gamma)
+    plots.intervals_along_track(lofo, shown, bands, shifts, save_to=run.figure("compare_intervals_along_track"));
 
 # %% [markdown]
 # ## Domain-shift diagnostics

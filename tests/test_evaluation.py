@@ -237,7 +237,7 @@ def test_linear_recalibration_fixes_a_slope_the_offset_cannot() -> None:
 def test_conformal_coverage_on_exchangeable_data() -> None:
     rng = np.random.default_rng(1)
     covs = [
-        interval_coverage(rng.normal(0, 0.2, 500), np.zeros(500), conformal_quantile(rng.normal(0, 0.2, 200), 0.1))[0]
+        interval_coverage(rng.normal(1, 0.2, 500), np.ones(500), conformal_quantile(rng.normal(0, 0.2, 200), 0.1))[0]
         for _ in range(200)
     ]
     assert abs(np.mean(covs) - 0.9) < 0.05
@@ -287,6 +287,28 @@ def test_aci_never_uses_a_label_before_its_time() -> None:
         y2 = y.copy()
         y2[t:] = 99.0  # later labels change: the intervals up to t must not
         np.testing.assert_array_equal(intervals.aci(y2, p, scores, 0.1, 0.05)[0][: t + 1], base[: t + 1])
+
+
+def test_recentred_aci_learns_a_shifted_flights_bias_from_earlier_labels_only() -> None:
+    """A flight 0.6 km above what the model predicts, calibration residuals without that shift:
+    plain ACI widens until it covers; recentred ACI moves its centre and stays narrow."""
+    rng = np.random.default_rng(3)
+    n = 120
+    y = 0.6 + rng.normal(0, 0.05, n)
+    p, scores = np.zeros(n), rng.normal(0, 0.05, 400)
+    shift = intervals.running_bias(y, p)
+    assert shift[0] == 0.0 and shift[-1] == pytest.approx(0.6, abs=0.05)
+    for t in (1, 10, 60):  # the centre at t comes from labels before t
+        y2 = y.copy()
+        y2[t:] = 99.0
+        np.testing.assert_array_equal(intervals.running_bias(y2, p)[: t + 1], shift[: t + 1])
+    hw_c, sh = intervals.aci_centred(y, p, scores, 0.1, 0.05)
+    hw, _ = intervals.aci(y, p, scores, 0.1, 0.05)
+    late = np.arange(n) >= n // 2
+    cov_c = np.mean(np.abs(y - p - sh)[late] <= hw_c[late])
+    cov = np.mean(np.abs(y - p)[late] <= hw[late])
+    assert cov_c >= 0.85 and np.mean(hw_c[late]) < 0.5 * np.mean(hw[late])
+    assert cov >= 0.5  # plain ACI covers too, but only by widening to the whole shift
 
 
 def test_flight_aware_half_widths_weigh_flights_and_the_maximum_is_per_flight() -> None:

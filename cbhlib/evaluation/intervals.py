@@ -24,6 +24,10 @@ level ``1 - alpha``:
   (Gibbs and Candès 2021) starts from the flight-aware residuals, adds each new residual
   and moves its miscoverage level after each label, ``a <- a + gamma (alpha - miss)``;
   ``aci_budget`` gets only as many labels as ``first_k``, spread along the flight.
+* ``aci_centred``: the same, centred on the prediction plus the flight's bias learnt so far
+  (the mean residual of the labels before each sample, shrunk towards 0 by
+  :data:`PRIOR_LABELS` pseudo-labels): a flight whose level the model misses (a shifted
+  flight) is recentred instead of covered by ever wider intervals.
 
 Each interval is computed before its sample's label is used; the online methods and
 ``first_k`` are scored on the same samples (those after the first k).
@@ -45,6 +49,7 @@ METHODS = {
     "first_k": "first k labels of the new flight",
     "aci": "online ACI (every label as it arrives)",
     "aci_budget": "online ACI (k labels, spread along the flight)",
+    "aci_centred": "online ACI recentred on the flight's bias so far (every label)",
 }
 SHORT = {  # panel titles
     "validation": "validation residuals",
@@ -54,6 +59,7 @@ SHORT = {  # panel titles
     "first_k": "first k labels",
     "aci": "online ACI",
     "aci_budget": "online ACI, k labels",
+    "aci_centred": "online ACI, recentred",
 }
 LABEL_FREE = ("validation", "flight", "flight_max", "flight_t")  # need no label of the new flight
 
@@ -187,6 +193,30 @@ def aci(
     return hw, used
 
 
+PRIOR_LABELS = 5  # pseudo-labels of zero bias: the first labels move the centre only part of the way
+
+
+def running_bias(y: np.ndarray, pred: np.ndarray, prior: int = PRIOR_LABELS) -> np.ndarray:
+    """(n,) the flight's bias known before each sample: the mean residual of the samples before
+    it, shrunk towards 0 by ``prior`` pseudo-labels (0 at the first sample; never its own label)."""
+    r = np.asarray(y, float) - np.asarray(pred, float)
+    before = np.concatenate([[0.0], np.cumsum(r)[:-1]])
+    return before / (np.arange(len(r)) + prior)
+
+
+def aci_centred(
+    y: np.ndarray, pred: np.ndarray, scores: np.ndarray, alpha: float = 0.1, gamma: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """ACI around the prediction plus :func:`running_bias` (every label used as it arrives).
+
+    Returns:
+        (half-widths (n,), centre shifts (n,) km): interval ``pred + shift +- half-width``.
+    """
+    shift = running_bias(y, pred)
+    hw, _ = aci(y, np.asarray(pred, float) + shift, scores, alpha, gamma)
+    return hw, shift
+
+
 def _k_used(n: int, k: int, min_scored: int = 5) -> int:
     return max(0, min(k, n - min_scored))
 
@@ -220,6 +250,7 @@ def interval_table(
         everything, after_k = np.ones(n, bool), np.arange(n) >= ku
         later = np.arange(n) >= n // 2  # the later half of the flight (online methods have adapted)
         found: list[tuple[str, np.ndarray | float, np.ndarray, int]] = []  # method, half-width, scored, n_cal
+        shifts: dict[str, np.ndarray] = {}  # method -> centre shift (km) where it is not the prediction
         if key in val and len(val[key]):
             found.append(("validation", conformal_quantile(val[key], alpha), everything, len(val[key])))
         if key in cal and len(cal[key][0]):
@@ -232,14 +263,17 @@ def interval_table(
             if ku:
                 budget[np.unique(np.linspace(0, n - 1, ku).round().astype(int))] = True
             found.append(("aci_budget", aci(y, p, res, alpha, gamma, labelled=budget)[0], after_k, len(res)))
+            hw_c, shifts["aci_centred"] = aci_centred(y, p, res, alpha, gamma)
+            found.append(("aci_centred", hw_c, after_k, len(res)))
         if ku:
             r = y[:ku] - p[:ku]
             q = conformal_quantile(r, alpha)
             found.append(("first_k", q if np.isfinite(q) else float(np.max(np.abs(r))), after_k, ku))
         for method, hw, scored, n_cal in found:
             h = np.broadcast_to(np.asarray(hw, float), (n,))
-            cov, width = interval_coverage(y[scored], p[scored], h[scored])
-            cov_late, _ = interval_coverage(y[later], p[later], h[later])
+            c = p + shifts.get(method, 0.0)
+            cov, width = interval_coverage(y[scored], c[scored], h[scored])
+            cov_late, _ = interval_coverage(y[later], c[later], h[later])
             rows.append(
                 {"model": model, "seed": s, "flight": fl, "method": method, "coverage": cov, "width_m": 1000 * width,
                  "coverage_later_half": cov_late, "n_scored": int(scored.sum()), "n_calibration": n_cal}
@@ -289,17 +323,21 @@ def bands(
     cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]],
     alpha: float,
     gamma: float = 0.05,
-) -> dict[str, dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
     """Half-widths along each flight (time order) of one model's first seed, for the figure:
-    method label -> flight -> (n,) km."""
+    method label -> flight -> (n,) km; and, for a method not centred on the prediction, its
+    centre shifts in the same layout."""
     d0 = pred[pred["seed"] == pred["seed"].min()]
-    out: dict[str, dict[str, np.ndarray]] = {METHODS["flight"]: {}, METHODS["aci"]: {}}
+    names = [METHODS[m] for m in ("flight", "aci", "aci_centred")]
+    out: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
+    shifts: dict[str, dict[str, np.ndarray]] = {names[2]: {}}
     for (model, s, fl), d in d0.groupby(["model", "seed", "flight"], sort=False):
         if (model, int(s), fl) not in cal:
             continue
         d = d.sort_values("time_utc")
+        y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
         res, grp = cal[(model, int(s), fl)]
-        out[METHODS["flight"]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
-        hw, _ = aci(d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float), res, alpha, gamma)
-        out[METHODS["aci"]][fl] = hw
-    return out
+        out[names[0]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
+        out[names[1]][fl] = aci(y, p, res, alpha, gamma)[0]
+        out[names[2]][fl], shifts[names[2]][fl] = aci_centred(y, p, res, alpha, gamma)
+    return out, shifts

@@ -165,6 +165,7 @@ def intervals_along_track(
     pred: pd.DataFrame,
     model: str | Sequence[str],
     half_widths: dict[str, dict[str, np.ndarray]] | None = None,
+    shifts: dict[str, dict[str, np.ndarray]] | None = None,
     save_to: str | Path | None = None,
     ncols: int = 3,
     title: str | None = None,
@@ -176,6 +177,7 @@ def intervals_along_track(
         pred: tidy LOFO predictions (one seed is drawn).
         model: a model, or several (the first carries the bands; baselines dashed).
         half_widths: method -> flight -> (n,) half-widths in km, in time order; none: no bands.
+        shifts: method -> flight -> (n,) centre shifts in km of bands not centred on the prediction.
     """
     models = [model] if isinstance(model, str) else list(model)
     d0 = pred[pred["model"].isin(models)]
@@ -196,7 +198,7 @@ def intervals_along_track(
                     hw = per.get(fl)
                     if hw is not None and len(hw) == len(p):
                         ok = np.isfinite(hw)
-                        lo, hi = bounds(p, hw)
+                        lo, hi = bounds(p + (shifts or {}).get(method, {}).get(fl, 0.0), hw)
                         ax.fill_between(minutes[ok], lo[ok], hi[ok], color=c, alpha=0.18, lw=0,
                                         label=method)  # fmt: skip
                 ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
