@@ -185,12 +185,16 @@ from cbhlib.training.pretrain import pretrain_encoder
 camp = Campaign({campaign!r})
 cfg = load_config(overrides={{"progress": False}})
 t0 = time.perf_counter()
-pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, {out!r}, device="cpu", progress=False)
+with {context}:
+    pretrain_encoder(camp, cfg.encoder, cfg.pretrain, ALL, 0, {out!r}, device="cpu", progress=False)
 print(time.perf_counter() - t0)
 """
-POLICIES = {  # name -> (imported first, environment)
-    "cbhlib": ("import cbhlib", {}),  # the project's policy: short spin, threads follow the free cores
-    "libgomp_default": ("import torch", {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}),  # spin 300k, fixed threads
+PIN = "__import__('cbhlib').threads.pinned(__import__('cbhlib').threads.ENCODER_THREADS)"
+FREE = "__import__('contextlib').nullcontext()"
+POLICIES = {  # name -> (imported first, environment, how the encoder trains)
+    "cbhlib": ("import cbhlib", {}, PIN),  # the project's policy: short spin, one thread per encoder
+    "cbhlib_all_threads": ("import cbhlib", {}, FREE),  # short spin, threads follow the free cores (governor)
+    "libgomp_default": ("import torch", {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}, FREE),  # spin 300k, fixed
 }
 
 
@@ -213,13 +217,16 @@ class Neighbours:
 
 def bench_contention(workdir: Path, campaign: Path, repeats: int = 3) -> dict:
     """One default-recipe encoder (median of ``repeats``) quiet and beside one CPU-bound neighbour per
-    core, under the project's thread policy and under libgomp's defaults."""
+    core, under the project's thread policy (one thread per encoder, short spin), with every thread
+    (short spin, the governor) and under libgomp's defaults."""
     import statistics
 
     out: dict = {}
     busy = os.cpu_count() or 1
-    for name, (first, env) in POLICIES.items():
-        code = ENCODER_CHILD.format(root=str(ROOT), first=first, campaign=str(campaign), out=str(workdir / "e.pt"))
+    for name, (first, env, context) in POLICIES.items():
+        code = ENCODER_CHILD.format(
+            root=str(ROOT), first=first, campaign=str(campaign), out=str(workdir / "e.pt"), context=context
+        )
         for label, n in (("quiet", 0), ("busy", busy)):
             times = []
             with Neighbours(n):

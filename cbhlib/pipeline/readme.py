@@ -56,13 +56,16 @@ def _scaling_label(key: str) -> str:
         return f"physical_only heads, {m.group(1)} samples, 5 folds x {m.group(2)} epochs (s)"
     if m := re.fullmatch(r"pretrain_pool_(\d+)_frames_images_per_s", key):
         return f"pretraining throughput, pool of {m.group(1)} frames (images/s)"
-    if m := re.fullmatch(r"encoder_(cbhlib|libgomp_default)_(quiet|busy)_s", key):
-        who = "the project's thread policy" if m.group(1) == "cbhlib" else "libgomp's defaults (fixed threads)"
+    policies = {
+        "cbhlib": "the project's thread policy (one thread per encoder, short spin)",
+        "cbhlib_all_threads": "every core's thread, short spin, thread governor",
+        "libgomp_default": "libgomp's defaults (fixed threads)",
+    }
+    if m := re.fullmatch(r"encoder_(cbhlib|cbhlib_all_threads|libgomp_default)_(quiet|busy)_s", key):
         how = "beside one CPU-bound process per core" if m.group(2) == "busy" else "quiet machine"
-        return f"one default-recipe encoder, {how}, {who}: median seconds"
-    if m := re.fullmatch(r"encoder_(cbhlib|libgomp_default)_busy_over_quiet", key):
-        who = "the project's thread policy" if m.group(1) == "cbhlib" else "libgomp's defaults"
-        return f"one encoder, busy / quiet time, {who}"
+        return f"one default-recipe encoder, {how}, {policies[m.group(1)]}: median seconds"
+    if m := re.fullmatch(r"encoder_(cbhlib|cbhlib_all_threads|libgomp_default)_busy_over_quiet", key):
+        return f"one encoder, busy / quiet time, {policies[m.group(1)]}"
     if m := re.fullmatch(r"pipeline_(.+)-busy_w(\d+)_s", key):
         return f"whole `cbh run` on {m.group(1)}, serial, beside one CPU-bound process per core: wall time (s)"
     if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
