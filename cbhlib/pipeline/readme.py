@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("readme", nargs="?", default="README.md")
     ap.add_argument("--calibration", default="benchmarks/results/calibration_default.json")
     ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
-    ap.add_argument("--drift", help="another run of the same settings with another thread count (runs/threads1)")
+    ap.add_argument("--drift", help="a run folder of the same settings with another thread count")
     a = ap.parse_args(argv)
     try:
         update(
