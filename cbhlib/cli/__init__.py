@@ -14,7 +14,7 @@ import os
 import sys
 
 from cbhlib.cli import data, model, run, runs
-from cbhlib.cli.common import clean
+from cbhlib.cli.common import fail
 from cbhlib.errors import CbhError
 
 log = logging.getLogger("cbhlib.cli")
@@ -82,30 +82,28 @@ def _dispatch(args: argparse.Namespace, quiet: bool, verbose: bool) -> int:
     except CbhError as exc:
         if args.debug:
             raise
-        print(f"cbh {args.command}: error: {clean(str(exc), newlines=False)}", file=sys.stderr)
+        fail(args.command, f"error: {exc}")
         return 2
     except MemoryError:
-        print(
-            f"cbh {args.command}: error: out of memory (a declared size too large for this machine?)", file=sys.stderr
-        )
+        fail(args.command, "error: out of memory (a declared size too large for this machine?)")
         return 2
     except RecursionError:
-        print(f"cbh {args.command}: error: an input nested too deeply to read (expected a few levels)", file=sys.stderr)
+        fail(args.command, "error: an input nested too deeply to read (expected a few levels)")
         return 2
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"cbh {args.command}: interrupted; completed units are kept, rerun to resume", file=sys.stderr)
+        fail(args.command, "interrupted; completed units are kept, rerun to resume")
         return 130
     except Exception as exc:
         if args.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"cbh {args.command}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for the "
-            "traceback, and please report it)",
-            file=sys.stderr,
+        fail(
+            args.command,
+            f"unexpected error: {type(exc).__name__}: {first} (rerun with --debug for the traceback, and please "
+            "report it)",
         )
         return 1
 

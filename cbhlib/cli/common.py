@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,14 @@ def clean(text: str, newlines: bool = True) -> str:
 
 
 def say(msg: str) -> None:
-    """Lines to standard output (the CLI is the one place that prints), control characters escaped."""
-    print(clean(msg), flush=True)
+    """Lines to standard output (the CLI is the one place that writes them), control characters escaped."""
+    sys.stdout.write(clean(msg) + "\n")
+    sys.stdout.flush()
+
+
+def fail(command: str, msg: str) -> None:
+    """The one error line of a failed command on standard error: ``cbh <command>: <msg>``, on one line."""
+    sys.stderr.write(f"cbh {command}: {clean(msg, newlines=False)}\n")
 
 
 def config_from(layers: list[str] | None, sets: list[str] | None, **fixed: Any) -> Any:
