@@ -298,3 +298,30 @@ def test_a_few_small_encoders_train_here_and_the_default_ones_in_processes(pool_
     default = load_config()
     frames = min(default.pretrain.max_frames, camp.n_samples + camp.n_unlabelled)
     assert encoders._work(default, camp) == default.pretrain.epochs * frames * 16 * 16
+
+
+def test_encoders_of_the_earlier_every_thread_policy_are_not_reused(
+    tmp_path: Path, pool_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Float sums depend on the thread count: the cache key names the one thread encoders now train on,
+    so a run folder of the earlier policy (no thread count recorded) retrains, and a step that may not
+    pretrain says why."""
+    from cbhlib.training.encoders import ensure, required, settings_key, settings_names
+
+    camp, run = Campaign(pool_file), RunDir(tmp_path / "run")
+    cfg = load_config({"seeds": [0]})
+    key = settings_key(cfg, camp)
+    from cbhlib import threads
+
+    monkeypatch.setattr(threads, "ENCODER_THREADS", 2)
+    assert settings_key(cfg, camp) != key  # another thread count: another folder
+    monkeypatch.undo()
+    old = {k: v for k, v in settings_names(cfg, camp).items() if k != "encoder torch threads"}
+    old_key = "mae2d-0123456789"  # the folder an earlier version wrote (its key hashed no thread count)
+    run.encoder_dir(old_key).mkdir(parents=True)
+    run.encoder_settings(old_key).write_text(json.dumps(old))
+    with pytest.raises(CbhError) as info:
+        ensure(cfg, camp, run, required(cfg, camp), allow_train=False)
+    assert "encoder torch threads not recorded for the existing encoders (an earlier version), 1 here" in str(
+        info.value
+    )

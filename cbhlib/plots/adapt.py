@@ -208,9 +208,13 @@ def intervals_along_track(
         ax.set(xlabel="minutes since the flight's first sample", ylabel="CBH (km)")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper right")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if n < axes.size:  # the legend fills the first empty panel instead of covering a track
+        axes.flat[n].legend(handles, labels, loc="center", fontsize=8, frameon=False)
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     what = "prediction, lidar truth and interval bands" if half_widths else "prediction and lidar truth"
     names = ", ".join(label(m) for m in models)
     fig.suptitle(title or f"{names}: {what} along each held-out flight (first seed)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0 if n < axes.size else 0.06 * (1 + (len(labels) - 1) // 3) / rows, 1, 1))
     return save(fig, save_to)

@@ -34,14 +34,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_ABSENT = object()
 _NOT_RECIPE = ("seed", "missing", "eval_frames", "memory_limit_mb", "scope")
 
 
 def settings_key(cfg: Config, camp: Campaign) -> str:
-    """``<encoder>-<hash>`` of the architecture, pretraining recipe and campaign file."""
+    """``<encoder>-<hash>`` of the architecture, pretraining recipe, campaign file and the torch
+    thread count encoders train on (float sums depend on it: an encoder trained under an
+    earlier every-core policy is not reused for one trained on :data:`threads.ENCODER_THREADS`)."""
     recipe = {k: v for k, v in asdict(cfg.pretrain).items() if k not in _NOT_RECIPE}
     blob = json.dumps(
-        {"encoder": cfg.encoder.to_dict(), "pretrain": recipe, "campaign": camp.fingerprint()}, sort_keys=True
+        {
+            "encoder": cfg.encoder.to_dict(),
+            "pretrain": recipe,
+            "campaign": camp.fingerprint(),
+            "torch_threads": threads.ENCODER_THREADS,
+        },
+        sort_keys=True,
     )
     return f"{cfg.encoder.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -51,6 +60,7 @@ def settings_names(cfg: Config, camp: Campaign) -> dict[str, object]:
     out: dict[str, object] = {f"encoder_{k}": v for k, v in cfg.encoder.to_dict().items()}
     out.update({f"pretrain_{k}": v for k, v in asdict(cfg.pretrain).items() if k not in _NOT_RECIPE})
     out["campaign (file contents)"] = camp.fingerprint()[:12]
+    out["encoder torch threads"] = threads.ENCODER_THREADS
     return out
 
 
@@ -64,8 +74,10 @@ def _differences(run: RunDir, key: str, mine: dict[str, object]) -> str:
             continue
         diff = [
             f"{n} = {theirs[n]!r} for the existing encoders, {mine[n]!r} here"
+            if n in theirs
+            else f"{n} not recorded for the existing encoders (an earlier version), {mine[n]!r} here"
             for n in mine
-            if n in theirs and theirs[n] != mine[n]
+            if theirs.get(n, _ABSENT) != mine[n]
         ]
         if diff and (best is None or len(diff) < len(best)):
             best = diff
