@@ -32,14 +32,20 @@ def _rss_mb() -> float:
 
 
 def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:
-    """Seconds and throughput of one default-recipe encoder (scope: every frame)."""
+    """Seconds and throughput of one default-recipe encoder (scope: every frame), trained as the
+    project trains it: on a CPU, on :data:`cbhlib.threads.ENCODER_THREADS` torch threads."""
+    import contextlib
+
+    from cbhlib import threads
     from cbhlib.data.frames import ALL
     from cbhlib.training.pretrain import pretrain_encoder
 
+    cpu = str(cfg.device).startswith("cpu")
     t0 = time.perf_counter()
-    ck = pretrain_encoder(
-        camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device, progress=False
-    )
+    with threads.pinned(threads.ENCODER_THREADS) if cpu else contextlib.nullcontext():
+        ck = pretrain_encoder(
+            camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device, progress=False
+        )
     dt = time.perf_counter() - t0
     seen = ck["steps"] * min(cfg.pretrain.batch_size, 10**9)
     return {
@@ -53,6 +59,7 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     """Stages for one synthetic preset (run inside a fresh process)."""
     import torch
 
+    from cbhlib import threads
     from cbhlib.config import HeadConfig, TrainConfig, load_config
     from cbhlib.data.campaign import Campaign
     from cbhlib.data.folds import lofo_folds
@@ -64,6 +71,8 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     from cbhlib.training.heads import TrainInputs, train_units
 
     out: dict = {"preset": preset, "device": device, "torch_threads": torch.get_num_threads()}
+    if not device.startswith("cuda"):
+        out["pretrain_torch_threads"] = threads.ENCODER_THREADS
     path = workdir / f"{preset}.h5"
     t0 = time.perf_counter()
     synth.generate(synth.preset(preset), path)

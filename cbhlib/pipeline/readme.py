@@ -31,6 +31,7 @@ LABELS = [  # (key prefix or exact key, label); first match wins
     ("unlabelled_frames", "unlabelled frames"),
     ("hdf5_read_images_per_s", "HDF5 read (images/s)"),
     ("hdf5_read_mb_per_s", "HDF5 read (MB/s)"),
+    ("pretrain_torch_threads", "torch threads an encoder pretrains on (the project's policy)"),
     ("pretrain_default_recipe_s", "pretrain one encoder, default recipe (s)"),
     ("pretrain_default_recipe_images_per_s", "pretraining throughput (images/s)"),
     ("pretrain_default_recipe_final_over_zero", "final loss / predict-zero floor"),
