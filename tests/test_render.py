@@ -27,6 +27,25 @@ def test_pages_are_titled_from_their_notebook_step_and_run(tmp_path: Path) -> No
     assert page_title(untitled, "compare", "r1") == "compare · run r1"
 
 
+def test_one_process_renders_each_notebook_as_if_it_were_the_first(tmp_path: Path) -> None:
+    """The exporters are built once per process: a page must not keep anything of the one before."""
+    for i, (title, text) in enumerate((("First notebook", "alpha-only"), ("Second notebook", "beta-only"))):
+        nb = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_markdown_cell(f"# {title}"), nbformat.v4.new_code_cell(f"print('{text}')")]
+        )
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / f"n{i}.ipynb")
+    first = [p.read_text() for p in render_html(tmp_path / "n0.ipynb", tmp_path / "a0.html", tmp_path / "b0.html")]
+    second = [p.read_text() for p in render_html(tmp_path / "n1.ipynb", tmp_path / "a1.html", tmp_path / "b1.html")]
+    for page in second:
+        assert "Second notebook" in page and "beta-only" in page
+        assert "First notebook" not in page and "alpha-only" not in page
+    assert 'class="highlight hl-ipython3' in second[0] and 'class="highlight hl-ipython3' not in second[1]  # no code
+    again = [p.read_text() for p in render_html(tmp_path / "n0.ipynb", tmp_path / "c0.html", tmp_path / "d0.html")]
+    assert again == first
+
+
 def test_campaign_text_names_the_flights_counts_and_origin_of_the_data(tmp_path: Path) -> None:
     data = small_data((6, 5, 4, 7))
     data.source = "my lidar import"

@@ -4,6 +4,7 @@ no stderr noise in the code-hidden report."""
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from cbhlib.atomic import atomic_write_text
 EMPTY_SCRIPT = re.compile(r"<script src=\"\">\s*</script>")
 
 
+@functools.cache
 def _exporter(report: bool):
+    """One exporter per kind and process: building one compiles its Jinja templates (about 0.3 s),
+    and an exporter converts any number of notebooks."""
     from nbconvert import HTMLExporter
 
     kw = {"template_name": "lab", "mathjax_url": "", "require_js_url": "", "widget_renderer_url": ""}
