@@ -425,24 +425,21 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(
     assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet"]) == 2
     assert "in use by pid" in capsys.readouterr().err
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))  # no such process
-    assert (
-        main(
-            [
-                "run",
-                "--run-name",
-                "locked",
-                "--campaign",
-                "data/tiny.h5",
-                "--only",
-                "explore",
-                "--quiet",
-                "--no-html",
-                *_sets("explore.images_per_flight=1"),
-            ]
-        )
-        == 0
+    quick = project / "notebooks" / "98_quick.ipynb"  # the lock is the pipeline's: any notebook will do
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("x"),
+        ]
     )
-    assert not lock.exists()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, quick)
+    (project / "params" / "locked.yaml").write_text(
+        "run_name: locked\ncampaign: data/tiny.h5\nsynthetic_preset: null\n"
+        "steps:\n  - {name: quick, notebook: notebooks/98_quick.ipynb}\n"
+    )
+    assert main(["run", "--pipeline", "params/locked.yaml", "--quiet", "--no-html"]) == 0
+    assert not lock.exists() and (project / "runs" / "locked" / "notebooks" / "quick.ipynb").exists()
 
 
 def test_run_outside_the_project_says_where_to_run_from(
