@@ -38,11 +38,11 @@ def _pretrain_row(camp, cfg, workdir: Path, tag: str) -> dict:
 
     from cbhlib import threads
     from cbhlib.data.frames import ALL
+    from cbhlib.training.encoders import on_gpu
     from cbhlib.training.pretrain import pretrain_encoder
 
-    cpu = str(cfg.device).startswith("cpu")
     t0 = time.perf_counter()
-    with threads.pinned(threads.ENCODER_THREADS) if cpu else contextlib.nullcontext():
+    with contextlib.nullcontext() if on_gpu(cfg) else threads.pinned(threads.ENCODER_THREADS):
         ck = pretrain_encoder(
             camp, cfg.encoder, cfg.pretrain, ALL, 0, workdir / f"{tag}.pt", device=cfg.device, progress=False
         )
@@ -68,11 +68,10 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     from cbhlib.store.rundir import RunDir
     from cbhlib.store.units import Unit, UnitStore
     from cbhlib.training.embed import embed_campaign
+    from cbhlib.training.encoders import on_gpu
     from cbhlib.training.heads import TrainInputs, train_units
 
     out: dict = {"preset": preset, "device": device, "torch_threads": torch.get_num_threads()}
-    if not device.startswith("cuda"):
-        out["pretrain_torch_threads"] = threads.ENCODER_THREADS
     path = workdir / f"{preset}.h5"
     t0 = time.perf_counter()
     synth.generate(synth.preset(preset), path)
@@ -91,6 +90,8 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
     big = H * W > 128 * 128
     enc = {"encoder.patch": 16, "pretrain.epochs": 1, "pretrain.max_frames": 64} if big else {}
     cfg = load_config(overrides={"device": device, "progress": False, **enc})
+    if not on_gpu(cfg):
+        out["pretrain_torch_threads"] = threads.ENCODER_THREADS
     out.update(_pretrain_row(camp, cfg, workdir, "default_recipe"))
     if not big:  # throughput against the unlabelled-pool size: in memory vs streamed from HDF5
         for limit, tag in ((1024, "in_memory"), (0, "streamed")):

@@ -56,6 +56,18 @@ def _sets(*items: str) -> list[str]:
     return [a for item in items for a in ("--set", item)]
 
 
+def _notebook(path: Path, code: str) -> None:
+    """A two-cell notebook: a parameters cell (``x: int = 1``), then ``code``."""
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(code),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
 @pytest.fixture(scope="module")
 def project(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's copy of the project: notebooks, params and a campaign file."""
@@ -302,15 +314,7 @@ def test_a_failing_notebook_is_reported_and_its_dependants_skipped(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(project)
-    bad = project / "notebooks" / "99_broken.ipynb"
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell("raise RuntimeError('boom in a cell')"),
-        ]
-    )
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, bad)
+    _notebook(project / "notebooks" / "99_broken.ipynb", "raise RuntimeError('boom in a cell')")
     (project / "params" / "broken.yaml").write_text(
         "run_name: broken\ncampaign: data/tiny.h5\nsynthetic_preset: null\nsteps:\n"
         "  - {name: first, notebook: notebooks/99_broken.ipynb}\n"
@@ -425,15 +429,7 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(
     assert main(["run", "--run-name", "locked", "--campaign", "data/tiny.h5", "--only", "explore", "--quiet"]) == 2
     assert "in use by pid" in capsys.readouterr().err
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))  # no such process
-    quick = project / "notebooks" / "98_quick.ipynb"  # the lock is the pipeline's: any notebook will do
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell("x"),
-        ]
-    )
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, quick)
+    _notebook(project / "notebooks" / "98_quick.ipynb", "x")  # the lock is the pipeline's: any notebook will do
     (project / "params" / "locked.yaml").write_text(
         "run_name: locked\ncampaign: data/tiny.h5\nsynthetic_preset: null\n"
         "steps:\n  - {name: quick, notebook: notebooks/98_quick.ipynb}\n"

@@ -306,13 +306,12 @@ def test_encoders_of_the_earlier_every_thread_policy_are_not_reused(
     """Float sums depend on the thread count: the cache key names the one thread encoders now train on,
     so a run folder of the earlier policy (no thread count recorded) retrains, and a step that may not
     pretrain says why."""
+    from cbhlib import threads
     from cbhlib.training.encoders import ensure, required, settings_key, settings_names
 
     camp, run = Campaign(pool_file), RunDir(tmp_path / "run")
     cfg = load_config({"seeds": [0]})
     key = settings_key(cfg, camp)
-    from cbhlib import threads
-
     monkeypatch.setattr(threads, "ENCODER_THREADS", 2)
     assert settings_key(cfg, camp) != key  # another thread count: another folder
     monkeypatch.undo()

@@ -173,7 +173,7 @@ def ensure(
     _write_plan(run, key, needed)
     client = current_client() if len([t for t in todo if not t[0].untrained]) > 1 else None
     if client is not None:  # a Dask cluster runs this pipeline: one task per encoder
-        slots = {"GPU": 1} if _on_gpu(cfg) else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
+        slots = {"GPU": 1} if on_gpu(cfg) else ({"cpu": 1} if "cpu" in worker_resources(client) else None)
         futures = [
             client.submit(
                 _make_encoder,
@@ -193,7 +193,7 @@ def ensure(
         client.close()
         return out
     trained = [(sc, s) for sc, s in todo if not sc.untrained]
-    n_proc = 1 if _on_gpu(cfg) else min(len(trained), threads.usable_cores(cfg.threads))
+    n_proc = 1 if on_gpu(cfg) else min(len(trained), threads.usable_cores(cfg.threads))
     if n_proc > 1 and len(trained) * _work(cfg, camp) >= POOL_MIN_WORK:  # one single-threaded process per core
         _pool(camp, cfg, trained, run, key, n_proc, progress)
         todo = [t for t in todo if t[0].untrained]
@@ -290,7 +290,8 @@ def _write_plan(run: RunDir, key: str, needed: list[tuple[Scope, int]]) -> None:
                 fh.write(json.dumps({"settings": key, "key": sc.key, "seed": s}) + "\n")
 
 
-def _on_gpu(cfg: Config) -> bool:
+def on_gpu(cfg: Config) -> bool:
+    """Whether encoders of ``cfg`` train on a GPU (elsewhere: on :data:`threads.ENCODER_THREADS` CPU threads)."""
     import torch
 
     return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
@@ -312,7 +313,7 @@ def _make_encoder(
     if sc.untrained:
         random_encoder(camp, cfg.encoder, cfg.pretrain, sc, seed, path)
         return
-    cpu = not _on_gpu(cfg)  # on the CPU: the same weights on any machine, setting and load
+    cpu = not on_gpu(cfg)  # on the CPU: the same weights on any machine, setting and load
     with threads.pinned(threads.ENCODER_THREADS) if cpu else contextlib.nullcontext():
         pretrain_encoder(
             camp,
