@@ -96,7 +96,8 @@ def hostile_run(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -
     try:
         sets = [a for s in FAST for a in ("--set", s)]
         only = "explore,pretrain,physical_only,attention,attention_fn,compare"  # every notebook, not every model
-        code = main(["run", "--run-name", "hostile", "--campaign", "data/hostile.h5", "--only", only, "--quiet", *sets])
+        argv = ["run", "--run-name", "hostile", "--campaign", "data/hostile.h5", "--only", only, "--workers", "2"]
+        code = main([*argv, "--quiet", *sets])
     finally:
         os.chdir(cwd)
     assert code == 0

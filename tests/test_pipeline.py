@@ -18,6 +18,7 @@ import torch
 from cbhlib.cli import main
 from cbhlib.data.campaign import write_campaign
 from cbhlib.store.checkpoints import load_checkpoint
+from cbhlib.training.loops import read_jsonl
 from tests.conftest import project_copy, small_data
 
 TINY = [
@@ -81,7 +82,9 @@ def pipeline_run(project: Path) -> tuple[Path, str]:
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        code = main(["run", "--run-name", "tiny", "--campaign", "data/tiny.h5", "--quiet", *_sets(*TINY)])
+        code = main(
+            ["run", "--run-name", "tiny", "--campaign", "data/tiny.h5", "--workers", "2", "--quiet", *_sets(*TINY)]
+        )
     finally:
         os.chdir(cwd)
     assert code == 0
@@ -517,24 +520,30 @@ def _copy_project(root: Path, to: Path) -> Path:
     return to
 
 
-def test_two_dask_workers_reproduce_the_serial_reports(
+def test_a_serial_run_reproduces_the_two_dask_workers_reports(
     pipeline_run,
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Same units, same seeds, one torch thread per process: every report, unit, checkpoint
-    hash and the pretraining summary equal the serial run's, except wall-clock fields."""
+    """The shared run is made by two Dask workers (steps side by side); a serial run of the
+    same steps gives every report, unit, checkpoint hash and the pretraining summary the
+    same, except wall-clock fields (same units, same seeds, one torch thread per process)."""
     root, name = pipeline_run
-    other = _copy_project(root, tmp_path_factory.mktemp("dask"))
+    steps = read_jsonl(root / "runs" / name / "logs" / "pipeline.log")
+    running: set[str] = set()
+    overlapped = False
+    for s in steps:  # some step started while another was still running: the workers ran side by side
+        overlapped |= s["status"] == "running" and bool(running)
+        (running.add if s["status"] == "running" else running.discard)(s["name"])
+    assert overlapped, "the shared run did not run steps side by side"
+    other = _copy_project(root, tmp_path_factory.mktemp("serial"))
     monkeypatch.chdir(other)
     code = main(
         [
             "run",
             "--run-name",
             name,
-            "--workers",
-            "2",
             "--campaign",
             "data/tiny.h5",
             "--no-html",
@@ -544,17 +553,17 @@ def test_two_dask_workers_reproduce_the_serial_reports(
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "Dask: 2 local worker processes" in out and "3 ok, 0 skipped, 0 failed" in out
-    serial, dask = root / "runs" / name, other / "runs" / name
+    assert code == 0 and "Dask" not in out and "3 ok, 0 skipped, 0 failed" in out
+    dask, serial = root / "runs" / name, other / "runs" / name
     files = sorted(
-        p.relative_to(dask) for p in dask.rglob("*.json") if p.parts[-2] != "config" and p.name != "summary.json"
+        p.relative_to(serial) for p in serial.rglob("*.json") if p.parts[-2] != "config" and p.name != "summary.json"
     )
     assert {"reports", "units", "pretrain_summary.json"} <= {f.parts[0] for f in files}
     assert any("image_only" in f.parts for f in files) and len(files) > 30
     for rel in files:
         diffs = _json_diffs(json.loads((serial / rel).read_text()), json.loads((dask / rel).read_text()))
         assert not diffs, f"{rel}: {diffs[:3]}"
-    encoders = sorted(p.relative_to(dask) for p in (dask / "encoders").rglob("*.pt"))
+    encoders = sorted(p.relative_to(serial) for p in (serial / "encoders").rglob("*.pt"))
     assert len(encoders) >= 10
     for rel in encoders:  # same weights, same metadata; only the seconds it took differ
         a, b = load_checkpoint(serial / rel), load_checkpoint(dask / rel)
@@ -576,8 +585,6 @@ def test_a_killed_worker_is_survived_and_its_unit_recomputed(
     import signal
     import threading
     import time
-
-    from cbhlib.training.loops import read_jsonl
 
     other = _copy_project(project, tmp_path_factory.mktemp("kill"))
     monkeypatch.chdir(other)
