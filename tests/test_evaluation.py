@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from cbhlib.config import load_config
@@ -273,8 +274,27 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     assert summ.loc["flight_max", "width_vs_validation"] > 1  # wider: it carries the between-flight shift
     assert summ.loc["aci", "worst_later_half"] >= 0.8  # online: adapts to the new flight's offset
     assert {"coverage", "width_m", "n_calibration", "n_scored", "coverage_later_half"} <= set(table.columns)
+    assert table.groupby("flight")["n_later_half"].first().to_dict() == {"F0": 60, "F1": 60, "F2": 30}
+    late = table.groupby(["method", "flight"])["coverage_later_half"].mean()
+    for method in ("aci", "validation"):  # the online check: lowest, highest, every flight within 5 points
+        assert summ.loc[method, "worst_later_half"] == pytest.approx(late[method].min())
+        assert summ.loc[method, "best_later_half"] == pytest.approx(late[method].max())
+        assert summ.loc[method, "later_half_in_band"] == bool((late[method] - 0.9).abs().le(0.05 + 1e-9).all())
+    assert not summ.loc["validation", "later_half_in_band"]
+    assert summ.loc["aci", "in_band_chance"] == pytest.approx(intervals.band_chance([60, 60, 30], 0.9))
     firstk = table[table["method"].isin(["first_k", "aci", "aci_budget"])]
     assert firstk.groupby("flight")["n_scored"].nunique().eq(1).all()  # the same scored samples at the same budget
+
+
+def test_the_online_check_is_measured_against_what_a_calibrated_interval_would_score() -> None:
+    """12 samples at 90 %: only 11 covered lands within 5 points (12 * 0.9^11 * 0.1); flights multiply."""
+    one = 12 * 0.9**11 * 0.1
+    assert intervals.band_chance([12], 0.9) == pytest.approx(one)
+    assert intervals.band_chance([12, 12], 0.9) == pytest.approx(one**2)
+    assert intervals.band_chance([], 0.9) == 1.0 and intervals.band_chance([0], 0.9) == 1.0
+    many = [intervals.band_chance([m], 0.9) for m in (20, 100, 1000)]
+    assert many == sorted(many) and many[-1] > 0.99  # more samples, a sharper check
+    assert intervals.band_chance([100], 0.9, band=0.0) == pytest.approx(stats.binom.pmf(90, 100, 0.9))
 
 
 def test_aci_never_uses_a_label_before_its_time() -> None:

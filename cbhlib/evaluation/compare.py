@@ -16,7 +16,7 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
 from cbhlib.evaluation.baselines import ADAPTABLE, DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
 from cbhlib.evaluation.flightnorm import LABELS, split_variant, variant
-from cbhlib.evaluation.intervals import METHODS
+from cbhlib.evaluation.intervals import LATER_HALF_BAND, METHODS
 from cbhlib.evaluation.reports import build_report, provenance, write_json
 from cbhlib.evaluation.verdicts import (
     CLIMATOLOGY,
@@ -340,7 +340,13 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
             f"{width}"
         )
         if method.startswith("aci"):
-            line += f"; over the later half of each flight at least {d['worst_later_half'].min():.0%}"
+            inside, chance = int(d["later_half_in_band"].sum()), float(d["in_band_chance"].median())
+            line += (
+                f"; over the later half of each flight {d['worst_later_half'].min():.0%} to "
+                f"{d['best_later_half'].max():.0%}, within {LATER_HALF_BAND * 100:.0f} points of nominal on every "
+                f"flight for {inside} of {len(d)} models (an interval covering each sample with probability "
+                f"{nominal:.0%}, independently, would be with probability {chance:.2f})"
+            )
         out.append(line + ".")
     return out
 
