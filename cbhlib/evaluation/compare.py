@@ -344,8 +344,8 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
             line += (
                 f"; over the later half of each flight {d['worst_later_half'].min():.0%} to "
                 f"{d['best_later_half'].max():.0%}, within {LATER_HALF_BAND * 100:.0f} points of nominal on every "
-                f"flight for {inside} of {len(d)} models (an interval covering each sample with probability "
-                f"{nominal:.0%}, independently, would be with probability {chance:.2f})"
+                f"flight for {inside} of {len(d)} models (an interval that covers each sample independently with "
+                f"probability {nominal:.0%} would pass on all these flights with probability {chance:.2f})"
             )
         out.append(line + ".")
     return out
