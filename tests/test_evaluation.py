@@ -15,7 +15,7 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
 from cbhlib.evaluation import adapt, intervals
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
-from cbhlib.evaluation.compare import baseline_names, comparisons, findings, run_baselines
+from cbhlib.evaluation.compare import baseline_names, comparisons, findings, interval_findings, run_baselines
 from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
 from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
@@ -279,11 +279,45 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     for method in ("aci", "validation"):  # the online check: lowest, highest, every flight within 5 points
         assert summ.loc[method, "worst_later_half"] == pytest.approx(late[method].min())
         assert summ.loc[method, "best_later_half"] == pytest.approx(late[method].max())
-        assert summ.loc[method, "later_half_in_band"] == bool((late[method] - 0.9).abs().le(0.05 + 1e-9).all())
-    assert not summ.loc["validation", "later_half_in_band"]
+        assert summ.loc[method, "later_half_in_band"] == float((late[method] - 0.9).abs().le(0.05 + 1e-9).all())
+    assert summ.loc["validation", "later_half_in_band"] == 0.0
     assert summ.loc["aci", "in_band_chance"] == pytest.approx(intervals.band_chance([60, 60, 30], 0.9))
     firstk = table[table["method"].isin(["first_k", "aci", "aci_budget"])]
     assert firstk.groupby("flight")["n_scored"].nunique().eq(1).all()  # the same scored samples at the same budget
+
+
+def test_the_online_check_counts_single_runs_and_lines_up_with_its_model() -> None:
+    """Two models with different flight sizes, two seeds each: the in-band share is over seeds (a
+    seed-averaged coverage would hide a seed's miss), each model gets its own flights' chance,
+    an empty later half passes, and the findings sentence states share and chance."""
+    rows = []
+    late = {  # (model, seed) -> later-half coverage per flight; n_later per (model, flight)
+        ("a", 0): (0.9, 0.9), ("a", 1): (1.0, 0.9), ("b", 0): (0.88, 0.92), ("b", 1): (0.86, 0.94),
+    }  # fmt: skip
+    sizes = {"a": (10, 20), "b": (40, 50)}
+    for (model, seed), covs in late.items():
+        for k, (cov, n) in enumerate(zip(covs, sizes[model], strict=True)):
+            for method in ("validation", "aci"):
+                c = cov if method == "aci" else 0.5
+                rows.append({"model": model, "seed": seed, "flight": f"F{k}", "method": method, "coverage": c,
+                             "width_m": 500.0, "coverage_later_half": c, "n_scored": n, "n_later_half": n,
+                             "n_calibration": 100})  # fmt: skip
+    rows.append({"model": "c", "seed": 0, "flight": "F0", "method": "aci", "coverage": 0.9, "width_m": 1.0,
+                 "coverage_later_half": np.nan, "n_scored": 1, "n_later_half": 0, "n_calibration": 1})  # fmt: skip
+    summ = intervals.interval_summary(pd.DataFrame(rows), 0.9).set_index(["model", "method"])
+    assert summ.loc[("a", "aci"), "later_half_in_band"] == 0.5  # seed 1 covers all of F0's later half
+    assert summ.loc[("b", "aci"), "later_half_in_band"] == 1.0
+    assert summ.loc[("b", "aci"), "worst_later_half"] == pytest.approx(0.87)  # seed means
+    assert summ.loc[("b", "aci"), "best_later_half"] == pytest.approx(0.93)
+    assert summ.loc[("a", "aci"), "in_band_chance"] == pytest.approx(intervals.band_chance([10, 20], 0.9))
+    assert summ.loc[("b", "aci"), "in_band_chance"] == pytest.approx(intervals.band_chance([40, 50], 0.9))
+    assert summ.loc[("c", "aci"), "later_half_in_band"] == 1.0 and summ.loc[("c", "aci"), "in_band_chance"] == 1.0
+    assert summ.loc[("a", "validation"), "later_half_in_band"] == 0.0
+    two = summ.drop(index="c", level="model").reset_index()
+    line = next(s for s in interval_findings(two) if "online ACI (every label" in s)
+    chance = np.median([intervals.band_chance([10, 20], 0.9), intervals.band_chance([40, 50], 0.9)])
+    assert "in 75% of single runs (model x seed)" in line and f"would be in {chance:.0%}" in line
+    assert "later half of each flight 87% to 95% (seed means)" in line  # a: F0 (0.9 + 1.0) / 2
 
 
 def test_the_online_check_is_measured_against_what_a_calibrated_interval_would_score() -> None:

@@ -534,8 +534,11 @@ def test_a_serial_run_reproduces_the_two_dask_workers_reports(
     running: set[str] = set()
     overlapped = False
     for s in steps:  # some step started while another was still running: the workers ran side by side
-        overlapped |= s["status"] == "running" and bool(running)
-        (running.add if s["status"] == "running" else running.discard)(s["name"])
+        if s["status"] == "running":
+            overlapped |= bool(running)
+            running.add(s["name"])
+        else:
+            running.discard(s["name"])
     assert overlapped, "the shared run did not run steps side by side"
     other = _copy_project(root, tmp_path_factory.mktemp("serial"))
     monkeypatch.chdir(other)
@@ -560,11 +563,20 @@ def test_a_serial_run_reproduces_the_two_dask_workers_reports(
     )
     assert {"reports", "units", "pretrain_summary.json"} <= {f.parts[0] for f in files}
     assert any("image_only" in f.parts for f in files) and len(files) > 30
+
+    def made(run: Path, steps: tuple[str, ...] = ("physical_only", "image_only")) -> list[Path]:
+        return sorted(
+            p.relative_to(run)
+            for p in run.rglob("*.json")
+            if any(s in p.parts or p.name.startswith(f"{s}__") for s in steps)
+        )
+
+    assert made(dask) == made(serial)  # the same units and reports on both sides, none extra
     for rel in files:
         diffs = _json_diffs(json.loads((serial / rel).read_text()), json.loads((dask / rel).read_text()))
         assert not diffs, f"{rel}: {diffs[:3]}"
     encoders = sorted(p.relative_to(serial) for p in (serial / "encoders").rglob("*.pt"))
-    assert len(encoders) >= 10
+    assert len(encoders) >= 10 and set(encoders) <= {p.relative_to(dask) for p in (dask / "encoders").rglob("*.pt")}
     for rel in encoders:  # same weights, same metadata; only the seconds it took differ
         a, b = load_checkpoint(serial / rel), load_checkpoint(dask / rel)
         assert set(a) == set(b), rel

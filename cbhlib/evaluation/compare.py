@@ -340,12 +340,13 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
             f"{width}"
         )
         if method.startswith("aci"):
-            inside, chance = int(d["later_half_in_band"].sum()), float(d["in_band_chance"].median())
+            share, chance = float(d["later_half_in_band"].mean()), float(d["in_band_chance"].median())
             line += (
                 f"; over the later half of each flight {d['worst_later_half'].min():.0%} to "
-                f"{d['best_later_half'].max():.0%}, within {LATER_HALF_BAND * 100:.0f} points of nominal on every "
-                f"flight for {inside} of {len(d)} models (an interval that covers each sample independently with "
-                f"probability {nominal:.0%} would pass on all these flights with probability {chance:.2f})"
+                f"{d['best_later_half'].max():.0%} (seed means); within {LATER_HALF_BAND * 100:.0f} points of "
+                f"nominal on every flight's later half in {share:.0%} of single runs (model x seed), where an "
+                f"interval that covers each sample independently with probability {nominal:.0%} would be in "
+                f"{chance:.0%} (ACI's feedback steadies coverage, so that bar is lenient for ACI)"
             )
         out.append(line + ".")
     return out
