@@ -257,7 +257,9 @@ conf.to_csv(run.table("comparison_intervals"), index=False)
 conf_summary = intervals.interval_summary(conf, 1 - cfg.compare.conformal_alpha)
 conf_summary.to_csv(run.table("comparison_intervals_summary"), index=False)
 display(Markdown(escape_markdown(intervals.guarantee_text(camp.n_flights, cfg.compare.conformal_alpha))))
+display(Markdown("Worst flight's coverage per model and method (share of its samples inside; seed means):"))
 display(conf_summary.pivot_table(index="model", columns="method", values="worst_coverage", sort=False).round(2))
+display(Markdown("Mean interval width per model and method (m; upper minus lower end):"))
 display(conf_summary.pivot_table(index="model", columns="method", values="mean_width_m", sort=False).round(0))
 if len(conf):
     plots.coverage_dots(conf, 1 - cfg.compare.conformal_alpha, save_to=run.figure("compare_conformal_coverage"),

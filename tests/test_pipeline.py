@@ -249,7 +249,9 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
     assert "best_val_loss" in out and "explore ok" in out and "pretraining:" in out
 
 
-def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Path) -> None:
+def test_predict_reproduces_the_held_out_predictions(
+    pipeline_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cbhlib.data.campaign import Campaign
     from cbhlib.store.rundir import RunDir
     from cbhlib.store.units import UnitStore
@@ -289,7 +291,18 @@ def test_predict_reproduces_the_held_out_predictions(pipeline_run, tmp_path: Pat
     args = ["predict", str(run.root), "--model", "concat_fn", "--campaign", str(root / "data" / "tiny.h5")]
     assert main([*args, "-o", str(out_i), "--intervals", "--level", "0.8"]) == 0
     header = out_i.read_text().splitlines()[0].split(",")
-    assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight 80%" in out_i.read_text()
+    assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight_t 80%" in out_i.read_text()  # the default
+    capsys.readouterr()
+    for extra, said in (
+        (["--intervals", "--level", "90"], "--level: expected a nominal coverage between 0.5 and 1 (0.9 for 90 %)"),
+        (["--level", "0.8"], "--level 0.8: expected with --intervals"),
+    ):
+        assert main([*args, "-o", str(tmp_path / "no.csv"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and len(err.splitlines()) == 1 and not (tmp_path / "no.csv").exists()
+    wrong = ["predict", str(run.root), "--model", "concatfn", "--campaign", str(root / "data" / "tiny.h5")]
+    assert main([*wrong, "-o", str(tmp_path / "no.csv")]) == 2
+    assert "did you mean 'concat_fn'?" in capsys.readouterr().err
     out_t = tmp_path / "pt.csv"
     assert main([*args, "-o", str(out_t), "--intervals", "flight_t"]) == 0  # random effects over flights
     t = pd.read_csv(out_t)

@@ -75,6 +75,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cbhlib.errors import CbhError
     from cbhlib.training.predict import predict
 
+    if a.level is not None and not a.intervals:
+        raise CbhError(f"--level {a.level:g}: expected with --intervals (it sets their nominal coverage); found alone")
+    level = 0.9 if a.level is None else a.level
+    if not 0.5 < level < 1:
+        raise CbhError(f"--level: expected a nominal coverage between 0.5 and 1 (0.9 for 90 %); found {level:g}")
     _refuse_run_file(a.output, a.run_dir, "-o")
     refuse_overwrite(a.output, [a.campaign], a.force, "predictions")
     if a.per_unit:
@@ -89,7 +94,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         a.protocol,
         allow_shift=a.allow_shift,
         intervals=a.intervals,
-        alpha=1 - a.level,
+        alpha=1 - level,
     )
     atomic_write_text(a.output, ens.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
     if a.per_unit:
@@ -163,13 +168,18 @@ def register(sub: Any) -> None:
     pr.add_argument(
         "--intervals",
         nargs="?",
-        const="flight",
-        choices=("flight", "flight_max", "flight_t"),
-        help="add lower_km/upper_km: flight-aware intervals from the run's out-of-flight residuals (label-free "
-        "for the new campaign; flight_max: the conservative flight-level variant; flight_t: random effects "
-        "over flights with Student t, the widest)",
+        const="flight_t",
+        choices=("flight_t", "flight", "flight_max"),
+        metavar="{flight_t,flight,flight_max}",
+        help="add lower_km/upper_km from the run's out-of-flight residuals, label-free for the new campaign. "
+        "flight_t (the default): random effects over flights with Student t, the widest: it allows for a new "
+        "flight's bias beyond the training flights'; flight: their pooled residuals, narrower, and short on a "
+        "flight shifted beyond them; flight_max: the largest training flight's quantile. The methods that need "
+        "the new flight's lidar labels (first k, online ACI) are scored in the comparison report only",
     )
-    pr.add_argument("--level", type=float, default=0.9, help="nominal coverage of --intervals (default 0.9)")
+    pr.add_argument(
+        "--level", type=float, default=None, help="nominal coverage of --intervals, between 0.5 and 1 (default 0.9)"
+    )
     pr.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("checkpoint", help="inspect a checkpoint safely (weights_only=True: no code runs)")

@@ -45,7 +45,7 @@ METHODS = {
     "validation": "training flights' validation residuals",
     "flight": "flight-aware (nested leave-one-flight-out residuals, flights weighted equally)",
     "flight_max": "flight level (largest training-flight quantile)",
-    "flight_t": "new-flight random-effects interval (Student t, G-1 dof)",
+    "flight_t": "new-flight random-effects interval (Student t, training flights - 1 dof)",
     "first_k": "first k labels of the new flight",
     "aci": "online ACI (every label as it arrives)",
     "aci_budget": "online ACI (k labels, spread along the flight)",

@@ -12,6 +12,7 @@ and returns one row per (unit, sample) and the ensemble mean and sd over units p
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -177,7 +178,8 @@ def load_heads(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[
     run = RunDir(run_dir)
     units = UnitStore(run).read_all(model, protocol, strict=True)
     if not units:
-        raise CbhError(f"{run.root}: expected finished units of model '{model}' under {protocol}; found none")
+        known = _known(run, model, protocol)
+        raise CbhError(f"{run.root}: expected finished units of model '{model}' under {protocol}; found none{known}")
     saved = [u for u in units if u.checkpoint]
     if not saved:
         raise CbhError(
@@ -185,6 +187,16 @@ def load_heads(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[
             f"found {len(units)} units without checkpoints (baselines are refitted, not saved)"
         )
     return [_verified_head(run, u) for u in saved]
+
+
+def _known(run: RunDir, model: str, protocol: str) -> str:
+    """'; did you mean ...' and the models with units under ``protocol`` (for a one-line error)."""
+    folder = run.root / "units" / protocol
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not names:
+        return ""
+    close = difflib.get_close_matches(model, names, n=1)
+    return (f"; did you mean '{close[0]}'?" if close else "") + f" (models of this run: {', '.join(names)})"
 
 
 def _verified_head(run: RunDir, u: UnitResult) -> Head:
