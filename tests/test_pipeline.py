@@ -292,7 +292,7 @@ def test_predict_reproduces_the_held_out_predictions(
     assert main([*args, "-o", str(out_i), "--intervals", "--level", "0.8"]) == 0
     header = out_i.read_text().splitlines()[0].split(",")
     assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight_t 80%" in out_i.read_text()  # the default
-    capsys.readouterr()
+    assert "the campaign the heads of concat_fn were trained on" in capsys.readouterr().err  # in-sample, and said
     for extra, said in (
         (["--intervals", "--level", "90"], "--level: expected a nominal coverage between 0.5 and 1 (0.9 for 90 %)"),
         (["--level", "0.8"], "--level 0.8: expected with --intervals"),

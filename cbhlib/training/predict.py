@@ -343,6 +343,14 @@ def predict(
             run.root,
             model,
         )
+    if any(h.profile is not None and h.profile.get("campaign_sha256") == camp.fingerprint() for h in heads):
+        log.warning(
+            "%s: the campaign the heads of %s were trained on: each head saw every flight but the one it held "
+            "out, so these predictions and intervals are in-sample (the held-out ones: %s)",
+            camp.path,
+            model,
+            run.predictions_csv,
+        )
     encoders = _Encoders(run, camp, allow_shift)
     rows, said = [], set()
     for h in heads:
