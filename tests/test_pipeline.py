@@ -302,7 +302,15 @@ def test_predict_reproduces_the_held_out_predictions(
         assert said in err and len(err.splitlines()) == 1 and not (tmp_path / "no.csv").exists()
     wrong = ["predict", str(run.root), "--model", "concatfn", "--campaign", str(root / "data" / "tiny.h5")]
     assert main([*wrong, "-o", str(tmp_path / "no.csv")]) == 2
-    assert "did you mean 'concat_fn'?" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "did you mean 'concat_fn'?" in err and "model folders under units/lofo: attention," in err
+    (run.root / "units" / "lofo" / "empty").mkdir()
+    assert main([*wrong[:3], "empty", *wrong[4:], "-o", str(tmp_path / "no.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "its folder holds no finished unit" in err and "did you mean" not in err
+    (run.root / "units" / "lofo" / "empty").rmdir()
+    assert main([*args, "-o", str(tmp_path / "p995.csv"), "--intervals", "--level", "0.995"]) == 0
+    assert "flight_t 99.5%" in (tmp_path / "p995.csv").read_text()
     out_t = tmp_path / "pt.csv"
     assert main([*args, "-o", str(out_t), "--intervals", "flight_t"]) == 0  # random effects over flights
     t = pd.read_csv(out_t)

@@ -172,8 +172,8 @@ def register(sub: Any) -> None:
         choices=("flight_t", "flight", "flight_max"),
         metavar="{flight_t,flight,flight_max}",
         help="add lower_km/upper_km from the run's out-of-flight residuals, label-free for the new campaign. "
-        "flight_t (the default): random effects over flights with Student t, the widest: it allows for a new "
-        "flight's bias beyond the training flights'; flight: their pooled residuals, narrower, and short on a "
+        "flight_t (the default): random effects over flights with Student t, usually the widest: it allows for a "
+        "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "
         "flight shifted beyond them; flight_max: the largest training flight's quantile. The methods that need "
         "the new flight's lidar labels (first k, online ACI) are scored in the comparison report only",
     )

@@ -347,7 +347,7 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
                 f"points of nominal in {share:.0%} of single runs (model x seed; a deterministic baseline repeats "
                 f"over seeds), against {chance:.0%} expected of an interval that covers each sample independently "
                 f"with probability {nominal:.0%} on flights of these sizes"
-                + (": below even that bar" if share < chance else "")
+                + (": below that bar" if share < chance else "")
                 + " (ACI's feedback steadies coverage, so that bar is lenient for ACI)"
             )
         out.append(line + ".")

@@ -190,13 +190,16 @@ def load_heads(run_dir: str | Path, model: str, protocol: str = "lofo") -> list[
 
 
 def _known(run: RunDir, model: str, protocol: str) -> str:
-    """'; did you mean ...' and the models with units under ``protocol`` (for a one-line error)."""
+    """What the run holds under ``protocol``, for the one-line error on ``model``: a close name, or
+    that its folder holds no finished unit, and the model folders there."""
     folder = run.root / "units" / protocol
     names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not names:
         return ""
-    close = difflib.get_close_matches(model, names, n=1)
-    return (f"; did you mean '{close[0]}'?" if close else "") + f" (models of this run: {', '.join(names)})"
+    close = difflib.get_close_matches(model, [n for n in names if n != model], n=1)
+    hint = "; its folder holds no finished unit" if model in names else ""
+    hint += f"; did you mean '{close[0]}'?" if close and model not in names else ""
+    return f"{hint} (model folders under units/{protocol}: {', '.join(names)})"
 
 
 def _verified_head(run: RunDir, u: UnitResult) -> Head:
@@ -344,12 +347,13 @@ def predict(
             model,
         )
     if any(h.profile is not None and h.profile.get("campaign_sha256") == camp.fingerprint() for h in heads):
+        held_out = f" (held-out predictions: {run.predictions_csv})" if run.predictions_csv.exists() else ""
         log.warning(
-            "%s: the campaign the heads of %s were trained on: each head saw every flight but the one it held "
-            "out, so these predictions and intervals are in-sample (the held-out ones: %s)",
+            "%s: the campaign the heads of %s were trained on: every head saw part of it (under lofo, every flight "
+            "but its held-out one), so these predictions and intervals are in-sample%s",
             camp.path,
             model,
-            run.predictions_csv,
+            held_out,
         )
     encoders = _Encoders(run, camp, allow_shift)
     rows, said = [], set()
@@ -407,5 +411,5 @@ def predict(
     if res is not None:
         q = _halfwidth(res, alpha, intervals)  # type: ignore[arg-type]
         lo, hi = bounds(ens["pred_km"].to_numpy(float), q)
-        ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {1 - alpha:.0%}")
+        ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {100 * (1 - alpha):.4g}%")
     return per_unit, ens
