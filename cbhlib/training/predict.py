@@ -196,9 +196,11 @@ def _known(run: RunDir, model: str, protocol: str) -> str:
     names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not names:
         return ""
-    close = difflib.get_close_matches(model, [n for n in names if n != model], n=1)
-    hint = "; its folder holds no finished unit" if model in names else ""
-    hint += f"; did you mean '{close[0]}'?" if close and model not in names else ""
+    if model in names:
+        hint = "; its folder holds no finished unit"
+    else:
+        close = difflib.get_close_matches(model, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"{hint} (model folders under units/{protocol}: {', '.join(names)})"
 
 
