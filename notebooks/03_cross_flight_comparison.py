@@ -267,8 +267,8 @@ if len(conf):
 
 # %% [markdown]
 # Along the track: the model with the lowest pooled MAE other than climatology, its
-# prediction, the lidar truth, and the flight-aware and online interval bands (plain and
-# recentred on the flight's bias learnt from the labels so far).
+# prediction, the lidar truth, and the flight-aware and online interval bands (plain, and
+# recentred and rescaled to the flight from the labels so far).
 
 # %%
 if len(cal) and len(learned):

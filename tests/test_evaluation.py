@@ -341,10 +341,20 @@ def test_aci_never_uses_a_label_before_its_time() -> None:
     scores = rng.normal(0, 0.5, 50)
     base, used = intervals.aci(y, p, scores, 0.1, 0.05)
     assert used[0] == 0.1 and not np.all(used == 0.1)  # it adapts, starting at the nominal level
+    assert base[0] == intervals.conformal_quantile(scores, 0.1)
+    assert base[1] == intervals.conformal_quantile(np.append(scores, abs(y[0])), used[1])  # the first label joined
     for t in (5, 20, 40):
         y2 = y.copy()
         y2[t:] = 99.0  # later labels change: the intervals up to t must not
         np.testing.assert_array_equal(intervals.aci(y2, p, scores, 0.1, 0.05)[0][: t + 1], base[: t + 1])
+
+
+def _training_flights(
+    rng: np.random.Generator, spreads: tuple[float, ...], n: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-flight residuals of training flights with small biases and the given spreads, flight by flight."""
+    res = np.concatenate([rng.normal(0.02 * (-1) ** k, s, n) for k, s in enumerate(spreads)])
+    return res, np.repeat(np.arange(len(spreads)), n)
 
 
 def test_recentred_aci_learns_a_shifted_flights_bias_from_earlier_labels_only() -> None:
@@ -353,20 +363,62 @@ def test_recentred_aci_learns_a_shifted_flights_bias_from_earlier_labels_only() 
     rng = np.random.default_rng(3)
     n = 120
     y = 0.6 + rng.normal(0, 0.05, n)
-    p, scores = np.zeros(n), rng.normal(0, 0.05, 400)
+    p = np.zeros(n)
+    res, grp = _training_flights(rng, (0.05, 0.05, 0.05, 0.05))
     shift = intervals.running_bias(y, p)
     assert shift[0] == 0.0 and shift[-1] == pytest.approx(0.6, abs=0.05)
-    for t in (1, 10, 60):  # the centre at t comes from labels before t
+    hw_c, sh, gamma = intervals.aci_centred(y, p, res, grp, 0.1)
+    assert gamma in intervals.GAMMAS
+    for t in (1, 10, 60):  # centre and width at t come from labels before t
         y2 = y.copy()
         y2[t:] = 99.0
         np.testing.assert_array_equal(intervals.running_bias(y2, p)[: t + 1], shift[: t + 1])
-    hw_c, sh = intervals.aci_centred(y, p, scores, 0.1, 0.05)
-    hw, _ = intervals.aci(y, p, scores, 0.1, 0.05)
+        hw2, sh2, _ = intervals.aci_centred(y2, p, res, grp, 0.1)
+        np.testing.assert_array_equal(hw2[: t + 1], hw_c[: t + 1])
+        np.testing.assert_array_equal(sh2[: t + 1], sh[: t + 1])
+    hw, _ = intervals.aci(y, p, res, 0.1, 0.05)
     late = np.arange(n) >= n // 2
     cov_c = np.mean(np.abs(y - p - sh)[late] <= hw_c[late])
     cov = np.mean(np.abs(y - p)[late] <= hw[late])
-    assert cov_c >= 0.85 and np.mean(hw_c[late]) < 0.5 * np.mean(hw[late])
+    assert 0.8 <= cov_c <= 1.0 and np.mean(hw_c[late]) < 0.5 * np.mean(hw[late])
     assert cov >= 0.5  # plain ACI covers too, but only by widening to the whole shift
+
+
+def test_recentred_aci_narrows_on_a_calm_flight_and_holds_its_later_half_near_nominal() -> None:
+    """Training flights spread 0.3 km, the new flight 0.03 km: the pool's quantile would over-cover
+    it at ~100 %; rescaled to its own spread, its later half is covered near 90 % and narrowly."""
+    rng = np.random.default_rng(5)
+    res, grp = _training_flights(rng, (0.3, 0.25, 0.35, 0.3), 150)
+    covs, widths = [], []
+    for k in range(20):
+        y = np.random.default_rng(100 + k).normal(0.1, 0.03, 200)
+        p = np.zeros(200)
+        hw, sh, _ = intervals.aci_centred(y, p, res, grp, 0.1)
+        late = np.arange(200) >= 100
+        covs.append(np.mean(np.abs(y - p - sh)[late] <= hw[late]))
+        widths.append(np.mean(hw[late]))
+    assert 0.85 <= np.mean(covs) <= 0.95
+    assert np.mean(widths) < 0.25 * intervals.conformal_quantile(res, 0.1)
+    fixed = intervals.flight_halfwidth(res, grp, 0.1)
+    assert np.mean(np.abs(y - p)[late] <= fixed) == 1.0  # the training flights' width: over-covers
+
+
+def test_the_recentred_methods_settings_come_from_the_training_flights_alone() -> None:
+    """The shrinkage is the random-effects one (s_w^2 / s_b^2), and the step is chosen by replaying
+    the training flights: changing only the new flight's labels never changes the step."""
+    flights = [np.array([0.1, 0.3]), np.array([-0.3, -0.1])]  # biases +-0.2, within-flight variance 0.01
+    assert intervals.bias_prior(flights) == pytest.approx(0.01 / 0.04)
+    assert intervals.bias_prior([np.array([0.1, -0.1]), np.array([0.2, -0.2])]) == float("inf")
+    assert intervals.running_bias(np.ones(3), np.zeros(3), float("inf")).tolist() == [0.0, 0.0, 0.0]
+    rng = np.random.default_rng(8)
+    res, grp = _training_flights(rng, (0.1, 0.2, 0.15, 0.1), 60)
+    steps = {intervals.aci_centred(rng.normal(m, s, 80), np.zeros(80), res, grp)[2] for m, s in ((0, 0.1), (2, 1))}
+    assert len(steps) == 1
+    assert steps == {
+        intervals.replay_gamma(intervals.by_flight(res, grp), intervals.bias_prior(intervals.by_flight(res, grp)), 0.1)
+    }
+    scale = intervals.running_scale(np.array([0.3, -0.3, 0.3]), 0.1, prior=2)
+    assert scale[0] == pytest.approx(0.1) and scale[2] == pytest.approx(np.sqrt((2 * 0.01 + 2 * 0.09) / 4))
 
 
 def test_flight_aware_half_widths_weigh_flights_and_the_maximum_is_per_flight() -> None:

@@ -115,7 +115,8 @@ def flight_residuals(
 
     Each residual comes from a model that saw neither the held-out flight nor the residual's own
     flight: the baselines keep them in their LOFO units (``cal_idx``/``cal_pred``), the heads in
-    their nested units (protocol ``lofo_nested``). No label of the held-out flight enters.
+    their nested units (protocol ``lofo_nested``). No label of the held-out flight enters. The
+    residuals come flight by flight, in time order within each (the online method replays them).
     """
     store, y = UnitStore(run), camp.cbh_km.astype(float)
     parts: dict[tuple[str, int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -138,7 +139,8 @@ def flight_residuals(
         idx = np.concatenate([i for _, i in pieces])
         if np.isin(camp.flight[idx], [camp.flight_names.index(key[2])]).any():
             raise RuntimeError(f"{key}: a held-out flight's label reached its own interval calibration")
-        out[key] = (np.concatenate([r for r, _ in pieces]), camp.flight[idx])
+        order = np.lexsort((np.asarray(camp.time_utc, float)[idx], camp.flight[idx]))  # by flight, in time
+        out[key] = (np.concatenate([r for r, _ in pieces])[order], camp.flight[idx][order])
     return out
 
 
@@ -341,9 +343,16 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
         )
         if method.startswith("aci"):
             share, chance = float(d["later_half_in_band"].mean()), float(d["in_band_chance"].median())
+            band = LATER_HALF_BAND + 1e-9
+            held = int(((d["worst_later_half"] >= nominal - band) & (d["best_later_half"] <= nominal + band)).sum())
+            if "gamma_min" in d and d["gamma_min"].notna().any():
+                lo, hi = d["gamma_min"].min(), d["gamma_max"].max()
+                line += f"; ACI step {lo:.3g}" + (f" to {hi:.3g}, chosen per fold by replaying the training flights" if
+                                                  method == "aci_centred" else "")  # fmt: skip
             line += (
                 f"; later-half coverage {d['worst_later_half'].min():.0%} to {d['best_later_half'].max():.0%} across "
-                f"models and flights (seed means); every flight's later half within {LATER_HALF_BAND * 100:.0f} "
+                f"models and flights (seed means), within {LATER_HALF_BAND * 100:.0f} points of nominal on every "
+                f"flight for {held} of {len(d)} models; every flight's later half within {LATER_HALF_BAND * 100:.0f} "
                 f"points of nominal in {share:.0%} of single runs (model x seed; a deterministic baseline repeats "
                 f"over seeds), against {chance:.0%} expected of an interval that covers each sample independently "
                 f"with probability {nominal:.0%} on flights of these sizes"

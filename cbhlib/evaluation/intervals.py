@@ -24,10 +24,11 @@ level ``1 - alpha``:
   (Gibbs and Candès 2021) starts from the flight-aware residuals, adds each new residual
   and moves its miscoverage level after each label, ``a <- a + gamma (alpha - miss)``;
   ``aci_budget`` gets only as many labels as ``first_k``, spread along the flight.
-* ``aci_centred``: the same, centred on the prediction plus the flight's bias learnt so far
-  (the mean residual of the labels before each sample, shrunk towards 0 by
-  :data:`PRIOR_LABELS` pseudo-labels): a flight whose level the model misses (a shifted
-  flight) is recentred instead of covered by ever wider intervals.
+* ``aci_centred``: ACI on the new flight's residuals recentred on its bias and rescaled to its
+  spread learnt so far (labels before each sample only), calibrated on the training flights'
+  out-of-flight residuals put through the same procedure, with the step chosen by replaying
+  the training flights as new ones (:func:`aci_centred`): a shifted flight is recentred
+  instead of covered by ever wider intervals, a calm one narrows.
 
 Each interval is computed before its sample's label is used; the online methods and
 ``first_k`` are scored on the same samples (those after the first k).
@@ -35,6 +36,7 @@ Each interval is computed before its sample's label is used; the online methods 
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -49,7 +51,7 @@ METHODS = {
     "first_k": "first k labels of the new flight",
     "aci": "online ACI (every label as it arrives)",
     "aci_budget": "online ACI (k labels, spread along the flight)",
-    "aci_centred": "online ACI recentred on the flight's bias so far (every label)",
+    "aci_centred": "online ACI recentred and rescaled to the flight so far (every label; step by replay)",
 }
 SHORT = {  # panel titles
     "validation": "validation residuals",
@@ -176,45 +178,135 @@ def aci(
     """
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     labelled = np.ones(len(y), bool) if labelled is None else np.asarray(labelled, bool)
-    known = list(np.abs(np.asarray(scores, float)))
+    known = sorted(np.abs(np.asarray(scores, float)).tolist())  # kept sorted: each step inserts one
     a = alpha
     hw, used = np.empty(len(y)), np.empty(len(y))
     for t in range(len(y)):
         used[t] = a
         if a >= 1:
             hw[t] = 0.0
-        else:
-            q = conformal_quantile(np.asarray(known), max(a, 0.0)) if known else float("inf")
-            hw[t] = q if np.isfinite(q) else (max(known) if known else float("inf"))
+        elif not known:
+            hw[t] = float("inf")
+        else:  # conformal_quantile at level max(a, 0); too few scores for the level: the largest
+            rank = math.ceil((len(known) + 1) * (1 - max(a, 0.0)))
+            hw[t] = known[min(rank, len(known)) - 1]
         if labelled[t]:
-            miss = float(abs(y[t] - pred[t]) > hw[t])
-            a += gamma * (alpha - miss)
-            known.append(abs(y[t] - pred[t]))
+            score = abs(y[t] - pred[t])
+            a += gamma * (alpha - float(score > hw[t]))
+            bisect.insort(known, score)
     return hw, used
 
 
 PRIOR_LABELS = 5  # pseudo-labels of zero bias: the first labels move the centre only part of the way
+SCALE_PRIOR_LABELS = 2  # pseudo-labels at the training flights' spread: a flight's own spread takes over fast
+GAMMAS = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)  # ACI steps the recentred method chooses among, by replay
 
 
-def running_bias(y: np.ndarray, pred: np.ndarray, prior: int = PRIOR_LABELS) -> np.ndarray:
+def running_bias(y: np.ndarray, pred: np.ndarray, prior: float = PRIOR_LABELS) -> np.ndarray:
     """(n,) the flight's bias known before each sample: the mean residual of the samples before
     it, shrunk towards 0 by ``prior`` pseudo-labels (0 at the first sample; never its own label)."""
     r = np.asarray(y, float) - np.asarray(pred, float)
     before = np.concatenate([[0.0], np.cumsum(r)[:-1]])
-    return before / (np.arange(len(r)) + prior)
+    return before / (np.arange(len(r)) + max(prior, 1e-9))
+
+
+def bias_prior(flights: list[np.ndarray]) -> float:
+    """Pseudo-labels for :func:`running_bias` under the random-effects model of ``flight_t``:
+    ``s_w^2 / s_b^2`` (mean within-flight variance over mean squared flight bias), so that after
+    t labels a flight's mean residual is shrunk by ``t / (t + s_w^2 / s_b^2)``, its best linear
+    predictor; inf where the training flights show no bias.
+
+    Args:
+        flights: each training flight's out-of-flight residuals (km).
+    """
+    s_b2 = float(np.mean([np.mean(r) ** 2 for r in flights]))
+    s_w2 = float(np.mean([np.var(r) for r in flights]))
+    return s_w2 / s_b2 if s_b2 > 0 else float("inf")
+
+
+def running_scale(centred: np.ndarray, scale0: float, prior: float = SCALE_PRIOR_LABELS) -> np.ndarray:
+    """(n,) the flight's spread known before each sample: root mean square of the centred
+    residuals before it, with ``prior`` pseudo-labels at ``scale0`` (``scale0`` at the first sample)."""
+    c = np.asarray(centred, float)
+    before = np.concatenate([[0.0], np.cumsum(c**2)[:-1]])
+    return np.sqrt((prior * scale0**2 + before) / (prior + np.arange(len(c))))
+
+
+def _standardise(r: np.ndarray, prior: float, scale0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signed standardised residuals, centre shifts, scales), each (n,), of one flight's residuals ``r``
+    (time order): ``(r - running_bias) / running_scale``, from earlier samples only."""
+    shift = running_bias(r, np.zeros_like(r), prior)
+    scale = running_scale(r - shift, scale0)
+    return (r - shift) / scale, shift, scale
+
+
+def _pool(flights: list[np.ndarray], prior: float) -> tuple[np.ndarray, float]:
+    """(standardised scores of the training flights replayed one by one, their spread ``scale0``)."""
+    scale0 = math.sqrt(float(np.mean([np.mean((r - running_bias(r, np.zeros_like(r), prior)) ** 2) for r in flights])))
+    scale0 = scale0 if scale0 > 0 else 1.0
+    return np.abs(np.concatenate([_standardise(r, prior, scale0)[0] for r in flights])), scale0
+
+
+def replay_gamma(flights: list[np.ndarray], prior: float, alpha: float, gammas: tuple[float, ...] = GAMMAS) -> float:
+    """The ACI step for a new flight, chosen on the training flights alone: each is replayed as if
+    new (calibrated on the others, its labels arriving one by one), and the step whose later-half
+    coverage lies nearest nominal on average over them wins (the smallest on ties; the first with
+    fewer than two flights)."""
+    if len(flights) < 2:
+        return gammas[0]
+    best, chosen = float("inf"), gammas[0]
+    for gamma in gammas:
+        miss = []
+        for i, r in enumerate(flights):
+            pool, scale0 = _pool(flights[:i] + flights[i + 1 :], prior)
+            z = _standardise(r, prior, scale0)[0]
+            hw, _ = aci(z, np.zeros_like(z), pool, alpha, gamma)
+            later = np.arange(len(r)) >= len(r) // 2
+            miss.append(abs(float(np.mean(np.abs(z[later]) <= hw[later])) - (1 - alpha)))
+        if np.mean(miss) < best - 1e-12:
+            best, chosen = float(np.mean(miss)), gamma
+    return chosen
+
+
+def by_flight(residuals: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
+    """Residuals split by flight (first-appearance order), each in the order given (time order)."""
+    r, g = np.asarray(residuals, float), np.asarray(groups)
+    return [r[g == k] for k in dict.fromkeys(g.tolist())]
 
 
 def aci_centred(
-    y: np.ndarray, pred: np.ndarray, scores: np.ndarray, alpha: float = 0.1, gamma: float = 0.05
-) -> tuple[np.ndarray, np.ndarray]:
-    """ACI around the prediction plus :func:`running_bias` (every label used as it arrives).
+    y: np.ndarray,
+    pred: np.ndarray,
+    residuals: np.ndarray,
+    groups: np.ndarray,
+    alpha: float = 0.1,
+    gammas: tuple[float, ...] = GAMMAS,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """ACI on the new flight's residuals recentred on its bias and rescaled to its spread so far.
+
+    Before each sample: the centre is the prediction plus :func:`running_bias` (shrunk by
+    :func:`bias_prior` of the training flights) and the scale is :func:`running_scale`; the
+    score is the standardised residual. The calibration pool is the training flights'
+    out-of-flight residuals put through the same procedure, flight by flight, so a new flight
+    exchangeable with them gets scores like theirs; the step is :func:`replay_gamma`'s. A flight
+    whose level the model misses (a shifted flight) is recentred instead of covered by ever
+    wider intervals, and a calm flight narrows instead of inheriting the others' spread.
+
+    Args:
+        y, pred: (n,) truth and prediction of the new flight, in time order.
+        residuals, groups: (m,) out-of-flight residuals of the training flights (in time order
+            within each flight) and their flights.
 
     Returns:
-        (half-widths (n,), centre shifts (n,) km): interval ``pred + shift +- half-width``.
+        (half-widths (n,) km, centre shifts (n,) km, the step): interval ``pred + shift +- half-width``.
     """
-    shift = running_bias(y, pred)
-    hw, _ = aci(y, np.asarray(pred, float) + shift, scores, alpha, gamma)
-    return hw, shift
+    flights = by_flight(residuals, groups)
+    prior = bias_prior(flights)
+    pool, scale0 = _pool(flights, prior)
+    gamma = replay_gamma(flights, prior, alpha, gammas)
+    z, shift, scale = _standardise(np.asarray(y, float) - np.asarray(pred, float), prior, scale0)
+    hw, _ = aci(z, np.zeros_like(z), pool, alpha, gamma)
+    return hw * scale, shift, gamma
 
 
 def _k_used(n: int, k: int, min_scored: int = 5) -> int:
@@ -235,11 +327,13 @@ def interval_table(
         pred: tidy LOFO predictions (model, seed, flight, time_utc, truth_km, pred_km).
         val: (model, seed, flight) -> validation residuals of the training flights.
         cal: (model, seed, flight) -> (out-of-flight residuals, their flights) of the
-            training flights (nested leave-one-flight-out); never the held-out flight's.
+            training flights (nested leave-one-flight-out, in time order within each flight);
+            never the held-out flight's.
 
     Returns:
         one row per (model, seed, flight, method): coverage, width_m, coverage of the later
-        half (online methods), n_scored, n_calibration.
+        half (online methods), n_scored, n_later_half, n_calibration, gamma (the ACI step of an
+        online method).
     """
     rows = []
     for (model, s, fl), d in pred.groupby(["model", "seed", "flight"], sort=False):
@@ -251,6 +345,7 @@ def interval_table(
         later = np.arange(n) >= n // 2  # the later half of the flight (online methods have adapted)
         found: list[tuple[str, np.ndarray | float, np.ndarray, int]] = []  # method, half-width, scored, n_cal
         shifts: dict[str, np.ndarray] = {}  # method -> centre shift (km) where it is not the prediction
+        steps = {"aci": gamma, "aci_budget": gamma}  # method -> ACI step
         if key in val and len(val[key]):
             found.append(("validation", conformal_quantile(val[key], alpha), everything, len(val[key])))
         if key in cal and len(cal[key][0]):
@@ -263,7 +358,7 @@ def interval_table(
             if ku:
                 budget[np.unique(np.linspace(0, n - 1, ku).round().astype(int))] = True
             found.append(("aci_budget", aci(y, p, res, alpha, gamma, labelled=budget)[0], after_k, len(res)))
-            hw_c, shifts["aci_centred"] = aci_centred(y, p, res, alpha, gamma)
+            hw_c, shifts["aci_centred"], steps["aci_centred"] = aci_centred(y, p, res, grp, alpha)
             found.append(("aci_centred", hw_c, after_k, len(res)))
         if ku:
             r = y[:ku] - p[:ku]
@@ -277,7 +372,7 @@ def interval_table(
             rows.append(
                 {"model": model, "seed": s, "flight": fl, "method": method, "coverage": cov, "width_m": 1000 * width,
                  "coverage_later_half": cov_late, "n_scored": int(scored.sum()), "n_later_half": int(later.sum()),
-                 "n_calibration": n_cal}
+                 "n_calibration": n_cal, "gamma": steps.get(method, float("nan"))}
             )  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -307,7 +402,8 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
     coverage, mean width, width relative to the ``validation`` method, the later half's lowest
     and highest coverage over flights (seeds averaged first); the share of single runs (seeds)
     whose later half is within :data:`LATER_HALF_BAND` of nominal on every flight, and the
-    chance of that for one run of a perfectly calibrated interval (:func:`band_chance`)."""
+    chance of that for one run of a perfectly calibrated interval (:func:`band_chance`); the
+    smallest and largest ACI step of an online method."""
     if table.empty:
         return table
     keys = ["model", "method"]
@@ -331,6 +427,9 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
         mean_width_m=("width_m", "mean"),
     ).reset_index()
     out = out.merge(runs.reset_index(), on=keys)
+    if "gamma" in table.columns:  # the ACI steps used (chosen per fold by the recentred method)
+        steps = table.groupby(keys, sort=False)["gamma"].agg(gamma_min="min", gamma_max="max")
+        out = out.merge(steps.reset_index(), on=keys)
     worst = per.loc[g["coverage"].idxmin().to_numpy(), [*keys, "flight"]]
     out = out.merge(worst.rename(columns={"flight": "worst_flight"}), on=keys)
     ref = out[out["method"] == "validation"].set_index("model")["mean_width_m"]
@@ -375,5 +474,5 @@ def bands(
         res, grp = cal[(model, int(s), fl)]
         out[names[0]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
         out[names[1]][fl] = aci(y, p, res, alpha, gamma)[0]
-        out[names[2]][fl], shifts[names[2]][fl] = aci_centred(y, p, res, alpha, gamma)
+        out[names[2]][fl], shifts[names[2]][fl], _ = aci_centred(y, p, res, grp, alpha)
     return out, shifts
