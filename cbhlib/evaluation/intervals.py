@@ -61,7 +61,7 @@ SHORT = {  # panel titles
     "first_k": "first k labels",
     "aci": "online ACI",
     "aci_budget": "online ACI, k labels",
-    "aci_centred": "online ACI, recentred",
+    "aci_centred": "online ACI, recentred + rescaled",
 }
 LABEL_FREE = ("validation", "flight", "flight_max", "flight_t")  # need no label of the new flight
 
