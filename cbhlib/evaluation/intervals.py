@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -207,61 +209,90 @@ def running_bias(y: np.ndarray, pred: np.ndarray, prior: float = PRIOR_LABELS) -
     it, shrunk towards 0 by ``prior`` pseudo-labels (0 at the first sample; never its own label)."""
     r = np.asarray(y, float) - np.asarray(pred, float)
     before = np.concatenate([[0.0], np.cumsum(r)[:-1]])
-    return before / (np.arange(len(r)) + max(prior, 1e-9))
+    return before / (np.arange(len(r)) + max(prior, 1e-9))  # prior 0: the plain mean (0 at the first sample)
 
 
 def bias_prior(flights: list[np.ndarray]) -> float:
     """Pseudo-labels for :func:`running_bias` under the random-effects model of ``flight_t``:
-    ``s_w^2 / s_b^2`` (mean within-flight variance over mean squared flight bias), so that after
-    t labels a flight's mean residual is shrunk by ``t / (t + s_w^2 / s_b^2)``, its best linear
-    predictor; inf where the training flights show no bias.
+    ``s_w^2 / s_b^2``, so that after t labels a flight's mean residual is shrunk by
+    ``t / (t + s_w^2 / s_b^2)`` (its best linear predictor, were the variances known).
+
+    ``s_w^2`` is the mean within-flight variance; ``s_b^2`` the mean squared flight bias less
+    the noise in each flight's mean (``s_g^2 / n_g``), at least 0. inf where the training
+    flights show no bias beyond that noise: the centre stays on the prediction.
 
     Args:
-        flights: each training flight's out-of-flight residuals (km).
+        flights: each training flight's out-of-flight residuals (km), finite.
     """
-    s_b2 = float(np.mean([np.mean(r) ** 2 for r in flights]))
-    s_w2 = float(np.mean([np.var(r) for r in flights]))
+    var = [float(np.var(r, ddof=1)) if len(r) > 1 else 0.0 for r in flights]
+    s_b2 = float(np.mean([np.mean(r) ** 2 - v / len(r) for r, v in zip(flights, var, strict=True)]))
+    s_w2 = float(np.mean(var))
     return s_w2 / s_b2 if s_b2 > 0 else float("inf")
 
 
 def running_scale(centred: np.ndarray, scale0: float, prior: float = SCALE_PRIOR_LABELS) -> np.ndarray:
     """(n,) the flight's spread known before each sample: root mean square of the centred
-    residuals before it, with ``prior`` pseudo-labels at ``scale0`` (``scale0`` at the first sample)."""
+    residuals (n,) before it, with ``prior`` pseudo-labels at ``scale0`` > 0 (``scale0`` at the
+    first sample)."""
     c = np.asarray(centred, float)
     before = np.concatenate([[0.0], np.cumsum(c**2)[:-1]])
     return np.sqrt((prior * scale0**2 + before) / (prior + np.arange(len(c))))
 
 
-def _standardise(r: np.ndarray, prior: float, scale0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signed standardised residuals, centre shifts, scales), each (n,), of one flight's residuals ``r``
-    (time order): ``(r - running_bias) / running_scale``, from earlier samples only."""
-    shift = running_bias(r, np.zeros_like(r), prior)
-    scale = running_scale(r - shift, scale0)
-    return (r - shift) / scale, shift, scale
+@dataclass(frozen=True)
+class Recentring:
+    """What the recentred online method learns from training flights (never from the new one).
+
+    Attributes:
+        prior: pseudo-labels of the running bias (:func:`bias_prior`).
+        scale0: the flights' spread around their running bias (km): the scale's starting point.
+        pool: (m,) |standardised residuals| of the flights put through :func:`standardise`.
+    """
+
+    prior: float
+    scale0: float
+    pool: np.ndarray
+
+    def standardise(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(standardised residuals, centre shifts, scales), each (n,), of one flight's residuals
+        ``r`` (n,) in time order: ``(r - running bias) / running scale``, each from earlier samples."""
+        r = np.asarray(r, float)
+        shift = running_bias(r, np.zeros_like(r), self.prior)
+        scale = running_scale(r - shift, self.scale0)
+        return (r - shift) / scale, shift, scale
 
 
-def _pool(flights: list[np.ndarray], prior: float) -> tuple[np.ndarray, float]:
-    """(standardised scores of the training flights replayed one by one, their spread ``scale0``)."""
-    scale0 = math.sqrt(float(np.mean([np.mean((r - running_bias(r, np.zeros_like(r), prior)) ** 2) for r in flights])))
-    scale0 = scale0 if scale0 > 0 else 1.0
-    return np.abs(np.concatenate([_standardise(r, prior, scale0)[0] for r in flights])), scale0
+def recentring(flights: list[np.ndarray]) -> Recentring:
+    """:class:`Recentring` of these training flights (each (n_g,) residuals in time order)."""
+    prior = bias_prior(flights)
+    centred = np.concatenate([r - running_bias(r, np.zeros_like(r), prior) for r in flights])
+    scale0 = math.sqrt(float(np.mean(centred**2))) or 1.0  # all residuals 0: any scale will do
+    first = Recentring(prior, scale0, np.empty(0))
+    return Recentring(prior, scale0, np.abs(np.concatenate([first.standardise(r)[0] for r in flights])))
 
 
-def replay_gamma(flights: list[np.ndarray], prior: float, alpha: float, gammas: tuple[float, ...] = GAMMAS) -> float:
-    """The ACI step for a new flight, chosen on the training flights alone: each is replayed as if
-    new (calibrated on the others, its labels arriving one by one), and the step whose later-half
-    coverage lies nearest nominal on average over them wins (the smallest on ties; the first with
-    fewer than two flights)."""
+def replay_gamma(flights: list[np.ndarray], alpha: float, gammas: tuple[float, ...] = GAMMAS) -> float:
+    """The ACI step for a new flight, chosen on the training flights alone.
+
+    Each training flight is replayed as if new: recentred with what the others teach
+    (:func:`recentring` of the others), its labels arriving one by one. The step whose
+    later-half coverage lies nearest nominal, averaged over the flights, wins (the smallest on
+    ties; the first step with fewer than two flights).
+
+    Args:
+        flights: each training flight's out-of-flight residuals (n_g,), in time order.
+    """
     if len(flights) < 2:
         return gammas[0]
+    replays = []  # (pool, standardised residuals, later half) per left-out flight
+    for i, r in enumerate(flights):
+        rc = recentring(flights[:i] + flights[i + 1 :])
+        replays.append((rc.pool, rc.standardise(r)[0], np.arange(len(r)) >= len(r) // 2))
     best, chosen = float("inf"), gammas[0]
     for gamma in gammas:
         miss = []
-        for i, r in enumerate(flights):
-            pool, scale0 = _pool(flights[:i] + flights[i + 1 :], prior)
-            z = _standardise(r, prior, scale0)[0]
+        for pool, z, later in replays:
             hw, _ = aci(z, np.zeros_like(z), pool, alpha, gamma)
-            later = np.arange(len(r)) >= len(r) // 2
             miss.append(abs(float(np.mean(np.abs(z[later]) <= hw[later])) - (1 - alpha)))
         if np.mean(miss) < best - 1e-12:
             best, chosen = float(np.mean(miss)), gamma
@@ -274,6 +305,15 @@ def by_flight(residuals: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
     return [r[g == k] for k in dict.fromkeys(g.tolist())]
 
 
+class Online(NamedTuple):
+    """An online method's intervals along one flight: ``pred + shift +- half_width``."""
+
+    half_width: np.ndarray  # (n,) km
+    shift: np.ndarray  # (n,) km: the centre's move from the prediction
+    gamma: float  # the ACI step
+    level: np.ndarray  # (n,) the miscoverage level a_t; <= 0: the widest interval the scores allow
+
+
 def aci_centred(
     y: np.ndarray,
     pred: np.ndarray,
@@ -281,7 +321,7 @@ def aci_centred(
     groups: np.ndarray,
     alpha: float = 0.1,
     gammas: tuple[float, ...] = GAMMAS,
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> Online:
     """ACI on the new flight's residuals recentred on its bias and rescaled to its spread so far.
 
     Before each sample: the centre is the prediction plus :func:`running_bias` (shrunk by
@@ -293,20 +333,26 @@ def aci_centred(
     wider intervals, and a calm flight narrows instead of inheriting the others' spread.
 
     Args:
-        y, pred: (n,) truth and prediction of the new flight, in time order.
+        y, pred: (n,) truth and prediction of the new flight, in time order (finite).
         residuals, groups: (m,) out-of-flight residuals of the training flights (in time order
-            within each flight) and their flights.
+            within each flight, finite) and their flights.
+
+    A large step holds coverage near nominal over a few dozen labels by swinging: after a
+    miss the level can drop below 0, and until enough covered samples lift it again the
+    interval is the widest the scores allow (``level <= 0``).
 
     Returns:
-        (half-widths (n,) km, centre shifts (n,) km, the step): interval ``pred + shift +- half-width``.
+        :class:`Online`; without training residuals, infinite half-widths, no shift, a NaN step.
     """
+    r = np.asarray(y, float) - np.asarray(pred, float)
+    if not len(residuals):
+        return Online(np.full(len(r), np.inf), np.zeros(len(r)), float("nan"), np.full(len(r), alpha))
     flights = by_flight(residuals, groups)
-    prior = bias_prior(flights)
-    pool, scale0 = _pool(flights, prior)
-    gamma = replay_gamma(flights, prior, alpha, gammas)
-    z, shift, scale = _standardise(np.asarray(y, float) - np.asarray(pred, float), prior, scale0)
-    hw, _ = aci(z, np.zeros_like(z), pool, alpha, gamma)
-    return hw * scale, shift, gamma
+    rc = recentring(flights)
+    gamma = replay_gamma(flights, alpha, gammas)
+    z, shift, scale = rc.standardise(r)
+    hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma)
+    return Online(hw * scale, shift, gamma, level)
 
 
 def _k_used(n: int, k: int, min_scored: int = 5) -> int:
@@ -329,11 +375,13 @@ def interval_table(
         cal: (model, seed, flight) -> (out-of-flight residuals, their flights) of the
             training flights (nested leave-one-flight-out, in time order within each flight);
             never the held-out flight's.
+        gamma: the step of plain ACI (``aci``, ``aci_budget``); ``aci_centred`` chooses its own.
 
     Returns:
         one row per (model, seed, flight, method): coverage, width_m, coverage of the later
-        half (online methods), n_scored, n_later_half, n_calibration, gamma (the ACI step of an
-        online method).
+        half (online methods), n_scored, n_later_half, n_calibration; for an online method its
+        ACI step (gamma) and the share of scored samples given the widest interval its scores
+        allow (widest_share: level a_t <= 0).
     """
     rows = []
     for (model, s, fl), d in pred.groupby(["model", "seed", "flight"], sort=False):
@@ -346,6 +394,7 @@ def interval_table(
         found: list[tuple[str, np.ndarray | float, np.ndarray, int]] = []  # method, half-width, scored, n_cal
         shifts: dict[str, np.ndarray] = {}  # method -> centre shift (km) where it is not the prediction
         steps = {"aci": gamma, "aci_budget": gamma}  # method -> ACI step
+        levels: dict[str, np.ndarray] = {}  # online method -> (n,) its miscoverage level a_t
         if key in val and len(val[key]):
             found.append(("validation", conformal_quantile(val[key], alpha), everything, len(val[key])))
         if key in cal and len(cal[key][0]):
@@ -353,13 +402,16 @@ def interval_table(
             found.append(("flight", flight_halfwidth(res, grp, alpha, "flight"), everything, len(res)))
             found.append(("flight_max", flight_halfwidth(res, grp, alpha, "flight_max"), everything, len(res)))
             found.append(("flight_t", random_effects_halfwidth(res, grp, alpha), everything, len(res)))
-            found.append(("aci", aci(y, p, res, alpha, gamma)[0], after_k, len(res)))
+            hw_a, levels["aci"] = aci(y, p, res, alpha, gamma)
+            found.append(("aci", hw_a, after_k, len(res)))
             budget = np.zeros(n, bool)
             if ku:
                 budget[np.unique(np.linspace(0, n - 1, ku).round().astype(int))] = True
-            found.append(("aci_budget", aci(y, p, res, alpha, gamma, labelled=budget)[0], after_k, len(res)))
-            hw_c, shifts["aci_centred"], steps["aci_centred"] = aci_centred(y, p, res, grp, alpha)
-            found.append(("aci_centred", hw_c, after_k, len(res)))
+            hw_b, levels["aci_budget"] = aci(y, p, res, alpha, gamma, labelled=budget)
+            found.append(("aci_budget", hw_b, after_k, len(res)))
+            on = aci_centred(y, p, res, grp, alpha)
+            shifts["aci_centred"], steps["aci_centred"], levels["aci_centred"] = on.shift, on.gamma, on.level
+            found.append(("aci_centred", on.half_width, after_k, len(res)))
         if ku:
             r = y[:ku] - p[:ku]
             q = conformal_quantile(r, alpha)
@@ -372,7 +424,8 @@ def interval_table(
             rows.append(
                 {"model": model, "seed": s, "flight": fl, "method": method, "coverage": cov, "width_m": 1000 * width,
                  "coverage_later_half": cov_late, "n_scored": int(scored.sum()), "n_later_half": int(later.sum()),
-                 "n_calibration": n_cal, "gamma": steps.get(method, float("nan"))}
+                 "n_calibration": n_cal, "gamma": steps.get(method, float("nan")),
+                 "widest_share": float(np.mean(levels[method][scored] <= 0)) if method in levels else float("nan")}
             )  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -403,7 +456,7 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
     and highest coverage over flights (seeds averaged first); the share of single runs (seeds)
     whose later half is within :data:`LATER_HALF_BAND` of nominal on every flight, and the
     chance of that for one run of a perfectly calibrated interval (:func:`band_chance`); the
-    smallest and largest ACI step of an online method."""
+    smallest and largest ACI step of an online method, and its mean share of widest intervals."""
     if table.empty:
         return table
     keys = ["model", "method"]
@@ -430,6 +483,8 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
     if "gamma" in table.columns:  # the ACI steps used (chosen per fold by the recentred method)
         steps = table.groupby(keys, sort=False)["gamma"].agg(gamma_min="min", gamma_max="max")
         out = out.merge(steps.reset_index(), on=keys)
+    if "widest_share" in table.columns:
+        out = out.merge(table.groupby(keys, sort=False)["widest_share"].mean().reset_index(), on=keys)
     worst = per.loc[g["coverage"].idxmin().to_numpy(), [*keys, "flight"]]
     out = out.merge(worst.rename(columns={"flight": "worst_flight"}), on=keys)
     ref = out[out["method"] == "validation"].set_index("model")["mean_width_m"]
@@ -461,18 +516,19 @@ def bands(
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
     """Half-widths along each flight (time order) of one model's first seed, for the figure:
     method label -> flight -> (n,) km; and, for a method not centred on the prediction, its
-    centre shifts in the same layout."""
+    centre shifts in the same layout (``gamma``: plain ACI's step, as :func:`interval_table`)."""
     d0 = pred[pred["seed"] == pred["seed"].min()]
     names = [METHODS[m] for m in ("flight", "aci", "aci_centred")]
     out: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
     shifts: dict[str, dict[str, np.ndarray]] = {names[2]: {}}
     for (model, s, fl), d in d0.groupby(["model", "seed", "flight"], sort=False):
-        if (model, int(s), fl) not in cal:
+        if (model, int(s), fl) not in cal or not len(cal[(model, int(s), fl)][0]):
             continue
         d = d.sort_values("time_utc")
         y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
         res, grp = cal[(model, int(s), fl)]
         out[names[0]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
         out[names[1]][fl] = aci(y, p, res, alpha, gamma)[0]
-        out[names[2]][fl], shifts[names[2]][fl], _ = aci_centred(y, p, res, grp, alpha)
+        on = aci_centred(y, p, res, grp, alpha)
+        out[names[2]][fl], shifts[names[2]][fl] = on.half_width, on.shift
     return out, shifts
