@@ -13,7 +13,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from cbhlib.config import load_config
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
-from cbhlib.evaluation import adapt, intervals
+from cbhlib.evaluation import adapt, intervals, online
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
 from cbhlib.evaluation.compare import baseline_names, comparisons, findings, interval_findings, run_baselines
 from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage
@@ -274,10 +274,10 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     assert summ.loc["flight_max", "width_vs_validation"] > 1  # wider: it carries the between-flight shift
     assert summ.loc["aci", "worst_later_half"] >= 0.8  # online: adapts to the new flight's offset
     assert {"coverage", "width_m", "n_calibration", "n_scored", "coverage_later_half"} <= set(table.columns)
-    online = table["method"].str.startswith("aci")
-    assert table.loc[online, "widest_share"].between(0, 1).all() and table.loc[~online, "widest_share"].isna().all()
-    assert table.loc[online, "gamma"].notna().all() and table.loc[~online, "gamma"].isna().all()
-    assert set(table.loc[table["method"] == "aci_centred", "gamma"]) <= set(intervals.GAMMAS)
+    live = table["method"].str.startswith("aci")  # the online methods
+    assert table.loc[live, "widest_share"].between(0, 1).all() and table.loc[~live, "widest_share"].isna().all()
+    assert table.loc[live, "gamma"].notna().all() and table.loc[~live, "gamma"].isna().all()
+    assert set(table.loc[table["method"] == "aci_centred", "gamma"]) <= set(online.GAMMAS)
     assert table.groupby("flight")["n_later_half"].first().to_dict() == {"F0": 60, "F1": 60, "F2": 30}
     late = table.groupby(["method", "flight"])["coverage_later_half"].mean()
     for method in ("aci", "validation"):  # the online check: lowest, highest, every flight within 5 points
@@ -349,14 +349,14 @@ def test_aci_never_uses_a_label_before_its_time() -> None:
     rng = np.random.default_rng(0)
     y, p = rng.normal(0, 1, 60), np.zeros(60)
     scores = rng.normal(0, 0.5, 50)
-    base, used = intervals.aci(y, p, scores, 0.1, 0.05)
+    base, used = online.aci(y, p, scores, 0.1, 0.05)
     assert used[0] == 0.1 and not np.all(used == 0.1)  # it adapts, starting at the nominal level
     assert base[0] == intervals.conformal_quantile(scores, 0.1)
     assert base[1] == intervals.conformal_quantile(np.append(scores, abs(y[0])), used[1])  # the first label joined
     for t in (5, 20, 40):
         y2 = y.copy()
         y2[t:] = 99.0  # later labels change: the intervals up to t must not
-        np.testing.assert_array_equal(intervals.aci(y2, p, scores, 0.1, 0.05)[0][: t + 1], base[: t + 1])
+        np.testing.assert_array_equal(online.aci(y2, p, scores, 0.1, 0.05)[0][: t + 1], base[: t + 1])
 
 
 def _training_flights(
@@ -375,18 +375,18 @@ def test_recentred_aci_learns_a_shifted_flights_bias_from_earlier_labels_only() 
     y = 0.6 + rng.normal(0, 0.05, n)
     p = np.zeros(n)
     res, grp = _training_flights(rng, (0.05, 0.05, 0.05, 0.05))
-    shift = intervals.running_bias(y, p)
+    shift = online.running_bias(y, p)
     assert shift[0] == 0.0 and shift[-1] == pytest.approx(0.6, abs=0.05)
-    hw_c, sh, gamma, _ = intervals.aci_centred(y, p, res, grp, 0.1)
-    assert gamma in intervals.GAMMAS
+    hw_c, sh, gamma, _ = online.aci_centred(y, p, res, grp, 0.1)
+    assert gamma in online.GAMMAS
     for t in (1, 10, 60):  # centre and width at t come from labels before t
         y2 = y.copy()
         y2[t:] = 99.0
-        np.testing.assert_array_equal(intervals.running_bias(y2, p)[: t + 1], shift[: t + 1])
-        hw2, sh2, _, _ = intervals.aci_centred(y2, p, res, grp, 0.1)
+        np.testing.assert_array_equal(online.running_bias(y2, p)[: t + 1], shift[: t + 1])
+        hw2, sh2, _, _ = online.aci_centred(y2, p, res, grp, 0.1)
         np.testing.assert_array_equal(hw2[: t + 1], hw_c[: t + 1])
         np.testing.assert_array_equal(sh2[: t + 1], sh[: t + 1])
-    hw, _ = intervals.aci(y, p, res, 0.1, 0.05)
+    hw, _ = online.aci(y, p, res, 0.1, 0.05)
     late = np.arange(n) >= n // 2
     cov_c = np.mean(np.abs(y - p - sh)[late] <= hw_c[late])
     cov = np.mean(np.abs(y - p)[late] <= hw[late])
@@ -403,7 +403,7 @@ def test_recentred_aci_narrows_on_a_calm_flight_and_holds_its_later_half_near_no
     for k in range(20):
         y = np.random.default_rng(100 + k).normal(0.1, 0.03, 200)
         p = np.zeros(200)
-        hw, sh, _, _ = intervals.aci_centred(y, p, res, grp, 0.1)
+        hw, sh, _, _ = online.aci_centred(y, p, res, grp, 0.1)
         late = np.arange(200) >= 100
         covs.append(np.mean(np.abs(y - p - sh)[late] <= hw[late]))
         widths.append(np.median(hw[late]))  # typical width (after a miss, ACI widens for a while)
@@ -421,10 +421,10 @@ def test_recentred_aci_calibrates_on_recentred_training_flights() -> None:
     res = np.concatenate([b + rng.normal(0, 0.05, 100) for b in (0.5, -0.5, 0.4, -0.4)])
     grp = np.repeat(np.arange(4), 100)
     y, p = 0.45 + rng.normal(0, 0.05, 150), np.zeros(150)
-    hw, sh, _, level = intervals.aci_centred(y, p, res, grp, 0.1)
+    hw, sh, _, level = online.aci_centred(y, p, res, grp, 0.1)
     late = np.arange(150) >= 75
     assert np.median(hw[late]) < 0.2 < intervals.flight_halfwidth(res, grp, 0.1)
-    rc = intervals.recentring(intervals.by_flight(res, grp))
+    rc = online.recentring(online.by_flight(res, grp))
     z, _, scale = rc.standardise(y - p)
     wide = np.flatnonzero(level <= 0)  # after misses: the largest score known then, at the flight's scale
     assert len(wide) and all(hw[t] == pytest.approx(max(rc.pool.max(), *np.abs(z[:t])) * scale[t]) for t in wide)
@@ -435,9 +435,9 @@ def test_each_replayed_training_flight_is_calibrated_without_itself(monkeypatch:
     rng = np.random.default_rng(2)
     flights = [rng.normal(b, 0.1, 30) for b in (0.2, -0.1, 0.0, 0.3)]
     calls: list[list[np.ndarray]] = []
-    real = intervals.recentring
-    monkeypatch.setattr(intervals, "recentring", lambda fl: calls.append(list(fl)) or real(fl))
-    intervals.replay_gamma(flights, 0.1)
+    real = online.recentring
+    monkeypatch.setattr(online, "recentring", lambda fl: calls.append(list(fl)) or real(fl))
+    online.replay_gamma(flights, 0.1)
     assert len(calls) == len(flights)
     for i, used in enumerate(calls):
         assert len(used) == len(flights) - 1 and not any(f is flights[i] for f in used)
@@ -448,15 +448,15 @@ def test_the_recentred_methods_settings_come_from_the_training_flights_alone() -
     each flight's mean), and the step is chosen by replaying the training flights: changing only
     the new flight's labels never changes the step."""
     flights = [np.array([0.1, 0.3]), np.array([-0.3, -0.1])]  # biases +-0.2, within-flight variance 0.02
-    assert intervals.bias_prior(flights) == pytest.approx(0.02 / (0.04 - 0.02 / 2))
-    assert intervals.bias_prior([np.array([0.1, -0.1]), np.array([0.2, -0.2])]) == float("inf")
-    assert intervals.running_bias(np.ones(3), np.zeros(3), float("inf")).tolist() == [0.0, 0.0, 0.0]
+    assert online.bias_prior(flights) == pytest.approx(0.02 / (0.04 - 0.02 / 2))
+    assert online.bias_prior([np.array([0.1, -0.1]), np.array([0.2, -0.2])]) == float("inf")
+    assert online.running_bias(np.ones(3), np.zeros(3), float("inf")).tolist() == [0.0, 0.0, 0.0]
     rng = np.random.default_rng(8)
     res, grp = _training_flights(rng, (0.1, 0.2, 0.15, 0.1), 60)
-    steps = {intervals.aci_centred(rng.normal(m, s, 80), np.zeros(80), res, grp)[2] for m, s in ((0, 0.1), (2, 1))}
+    steps = {online.aci_centred(rng.normal(m, s, 80), np.zeros(80), res, grp)[2] for m, s in ((0, 0.1), (2, 1))}
     assert len(steps) == 1
-    assert steps == {intervals.replay_gamma(intervals.by_flight(res, grp), 0.1)}
-    scale = intervals.running_scale(np.array([0.3, -0.3, 0.3]), 0.1, prior=2)
+    assert steps == {online.replay_gamma(online.by_flight(res, grp), 0.1)}
+    scale = online.running_scale(np.array([0.3, -0.3, 0.3]), 0.1, prior=2)
     assert scale[0] == pytest.approx(0.1) and scale[2] == pytest.approx(np.sqrt((2 * 0.01 + 2 * 0.09) / 4))
 
 
