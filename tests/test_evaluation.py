@@ -13,10 +13,10 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from cbhlib.config import load_config
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
-from cbhlib.evaluation import adapt, intervals, online
+from cbhlib.evaluation import adapt, intervals
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
 from cbhlib.evaluation.compare import baseline_names, comparisons, findings, interval_findings, run_baselines
-from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage
+from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage, online
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
 from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
 from cbhlib.evaluation.stats import (

@@ -4,7 +4,8 @@ Owns: the baselines on the models' folds (``baselines``), label-free flight adap
 (``flightnorm``), metrics and reports (``metrics``, ``reports``, ``results`` with the
 published numbers), paired evidence (``stats``) and verdicts under both headline metrics
 (``verdicts``), the comparison and its findings (``compare``), few-shot adaptation
-(``adapt``), prediction intervals (``intervals``), image statistics (``imagestats``), and
+(``adapt``), prediction intervals (``intervals``; those that adapt along a flight as its labels
+arrive in ``intervals.online``), image statistics (``imagestats``), and
 exploration tables with shift diagnostics (``explore``).
 
 May import: ``sources``, ``store``, ``data``, ``models`` and the layers below them; never

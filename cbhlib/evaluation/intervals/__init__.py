@@ -27,7 +27,7 @@ level ``1 - alpha``:
 * ``aci_centred``: ACI on the new flight's residuals recentred on its bias and rescaled to its
   spread learnt so far (labels before each sample only), calibrated on the training flights'
   out-of-flight residuals put through the same procedure, with the step chosen by replaying
-  the training flights as new ones (:mod:`cbhlib.evaluation.online`): a shifted flight is recentred
+  the training flights as new ones (:mod:`cbhlib.evaluation.intervals.online`): a shifted flight is recentred
   instead of covered by ever wider intervals, a calm one narrows.
 
 Each interval is computed before its sample's label is used; the online methods and
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cbhlib.evaluation.online import aci, aci_centred
+from cbhlib.evaluation.intervals.online import aci, aci_centred
 
 METHODS = {
     "validation": "training flights' validation residuals",
