@@ -127,7 +127,11 @@ class CompareConfig:
     conformal_alpha: float = opt(0.1, "1 - nominal coverage of split-conformal intervals", above=0, max=0.5)
     conformal_k: int = opt(20, "labelled samples of the held-out flight calibrating its intervals", min=1)
     aci_gamma: float = opt(
-        0.05, "online intervals (ACI): step of the miscoverage level after each label of the new flight", above=0, max=1
+        0.05,
+        "plain online intervals (ACI): step of the miscoverage level after each label of the new flight (the "
+        "recentred method chooses its own by replaying the training flights)",
+        above=0,
+        max=1,
     )
     drift_margin_m: float = opt(
         20.0,
