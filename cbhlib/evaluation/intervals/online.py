@@ -107,7 +107,7 @@ class Recentring:
     Attributes:
         prior: pseudo-labels of the running bias (:func:`bias_prior`).
         scale0: the flights' spread around their running bias (km): the scale's starting point.
-        pool: (m,) |standardised residuals| of the flights put through :func:`standardise`.
+        pool: (m,) |standardised residuals| of the flights, as :meth:`standardise` gives them.
     """
 
     prior: float
@@ -126,10 +126,9 @@ class Recentring:
 def recentring(flights: list[np.ndarray]) -> Recentring:
     """:class:`Recentring` of these training flights (each (n_g,) residuals in time order)."""
     prior = bias_prior(flights)
-    centred = np.concatenate([r - running_bias(r, np.zeros_like(r), prior) for r in flights])
-    scale0 = math.sqrt(float(np.mean(centred**2))) or 1.0  # all residuals 0: any scale will do
-    first = Recentring(prior, scale0, np.empty(0))
-    return Recentring(prior, scale0, np.abs(np.concatenate([first.standardise(r)[0] for r in flights])))
+    centred = [r - running_bias(r, np.zeros_like(r), prior) for r in flights]
+    scale0 = math.sqrt(float(np.mean(np.concatenate(centred) ** 2))) or 1.0  # all residuals 0: any scale will do
+    return Recentring(prior, scale0, np.abs(np.concatenate([c / running_scale(c, scale0) for c in centred])))
 
 
 def replay_gamma(flights: list[np.ndarray], alpha: float, gammas: tuple[float, ...] = GAMMAS) -> float:
@@ -193,14 +192,14 @@ def aci_centred(
     whose level the model misses (a shifted flight) is recentred instead of covered by ever
     wider intervals, and a calm flight narrows instead of inheriting the others' spread.
 
+    A large step holds coverage near nominal over a few dozen labels by swinging: after a
+    miss the level can drop below 0, and until enough covered samples lift it again the
+    interval is the widest the scores allow (``level <= 0``).
+
     Args:
         y, pred: (n,) truth and prediction of the new flight, in time order (finite).
         residuals, groups: (m,) out-of-flight residuals of the training flights (in time order
             within each flight, finite) and their flights.
-
-    A large step holds coverage near nominal over a few dozen labels by swinging: after a
-    miss the level can drop below 0, and until enough covered samples lift it again the
-    interval is the widest the scores allow (``level <= 0``).
 
     Returns:
         :class:`Online`; without training residuals, infinite half-widths, no shift, a NaN step.
