@@ -334,6 +334,29 @@ def test_the_online_check_counts_single_runs_and_lines_up_with_its_model() -> No
     assert "below that bar" in next(s for s in interval_findings(low) if "online ACI (every label" in s)
 
 
+def test_the_online_check_names_the_flights_out_of_band_and_those_too_short_for_a_band() -> None:
+    """Seed means out of the band are named with their coverage; a 10-sample later half has one
+    in-band count (9 covered) and a 5-sample one none, and the findings sentence says so."""
+    rows = []
+    for model, covs in {"a": (0.9, 0.9, 0.8), "b": (0.9, 0.95, 1.0)}.items():
+        for seed in (0, 1):
+            for flight, cov, n in zip(("F0", "F1", "F2"), covs, (40, 10, 5), strict=True):
+                c = cov + (0.05 if model == "a" and flight == "F0" and seed else 0.0)  # a: F0 92.5 % on seed means
+                rows.append({"model": model, "seed": seed, "flight": flight, "method": "aci", "coverage": c,
+                             "width_m": 1.0, "coverage_later_half": c, "n_scored": n, "n_later_half": n,
+                             "n_calibration": 10, "gamma": 0.05})  # fmt: skip
+    summ = intervals.interval_summary(pd.DataFrame(rows), 0.9).set_index("model")
+    assert summ.loc["a", "later_half_out"] == "F2 80%"
+    assert summ.loc["b", "later_half_out"] == "F2 100%"
+    assert summ.loc["a", "narrow_band"] == "F1 (10 samples: only 9 covered), F2 (5 samples: no count)"
+    line = interval_findings(summ.reset_index())[0]
+    assert "for 0 of 2 models (out of the band on seed means: a F2 80%; b F2 100%; where one count alone lies" in line
+    assert "F1 (10 samples: only 9 covered)" in line
+    calm = intervals.interval_summary(pd.DataFrame(rows).query("flight == 'F0'"), 0.9)
+    assert calm["later_half_out"].eq("").all() and calm["narrow_band"].eq("").all()
+    assert "for 2 of 2 models;" in interval_findings(calm)[0]
+
+
 def test_the_online_check_is_measured_against_what_a_calibrated_interval_would_score() -> None:
     """12 samples at 90 %: only 11 covered lands within 5 points (12 * 0.9^11 * 0.1); flights multiply."""
     one = 12 * 0.9**11 * 0.1

@@ -16,7 +16,7 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import make_folds
 from cbhlib.evaluation.baselines import ADAPTABLE, DESCRIPTIONS, SKLEARN_BASELINES, baseline_data, run_baseline
 from cbhlib.evaluation.flightnorm import LABELS, split_variant, variant
-from cbhlib.evaluation.intervals import LATER_HALF_BAND, METHODS
+from cbhlib.evaluation.intervals.findings import interval_findings
 from cbhlib.evaluation.reports import build_report, provenance, write_json
 from cbhlib.evaluation.verdicts import (
     CLIMATOLOGY,
@@ -319,56 +319,6 @@ def findings(
             f"flights cannot go below p = {2 / 2**n_flights:.3g}."
         )
     return {"shows": shows, "does_not_show": not_shows}
-
-
-def interval_findings(conf: pd.DataFrame) -> list[str]:
-    """Sentences about the intervals (:func:`cbhlib.evaluation.intervals.interval_summary`): the
-    earlier method's worst flight, and each other method's worst-flight coverage and width."""
-    out = []
-    nominal = float(conf["nominal"].iloc[0])
-    for method, text in METHODS.items():
-        d = conf[conf["method"] == method]
-        if d.empty:
-            continue
-        w = d.sort_values("worst_coverage").iloc[0]
-        rel = d["width_vs_validation"].dropna()
-        width = f"mean width {d['mean_width_m'].min():.0f}-{d['mean_width_m'].max():.0f} m" + (
-            f", {rel.min():.1f}-{rel.max():.1f}x the validation-residual width" if method != "validation" and len(rel)
-            else ""
-        )  # fmt: skip
-        line = (
-            f"{nominal:.0%} intervals, {text}: worst-flight coverage {d['worst_coverage'].min():.0%} to "
-            f"{d['worst_coverage'].max():.0%} across {len(d)} models (lowest: {w['model']} on {w['worst_flight']}); "
-            f"{width}"
-        )
-        if method.startswith("aci"):
-            share, chance = float(d["later_half_in_band"].mean()), float(d["in_band_chance"].median())
-            band = LATER_HALF_BAND + 1e-9
-            held = int(((d["worst_later_half"] >= nominal - band) & (d["best_later_half"] <= nominal + band)).sum())
-            if "gamma_min" in d and d["gamma_min"].notna().any():
-                lo, hi = d["gamma_min"].min(), d["gamma_max"].max()
-                line += f"; ACI step {lo:.3g}" + (f" to {hi:.3g}" if hi > lo else "") + (
-                    ", chosen per fold by replaying the training flights on the later-half criterion below"
-                    if method == "aci_centred" else ""
-                )  # fmt: skip
-            if "widest_share" in d and d["widest_share"].notna().any():
-                line += (
-                    f"; the widest interval its scores allow (ACI's level at or below 0 after misses) on "
-                    f"{d['widest_share'].mean():.0%} of scored samples"
-                )
-            pts = f"{LATER_HALF_BAND * 100:.0f} points of nominal"
-            line += (
-                f"; later-half coverage averaged over seeds {d['worst_later_half'].min():.0%} to "
-                f"{d['best_later_half'].max():.0%} across models and flights, within {pts} on every flight for "
-                f"{held} of {len(d)} models; in single runs (model x seed; a deterministic baseline repeats over "
-                f"seeds) every flight's later half within {pts} in {share:.0%}, against {chance:.0%} expected of "
-                f"an interval that covers each sample independently "
-                f"with probability {nominal:.0%} on flights of these sizes"
-                + (": below that bar" if share < chance else "")
-                + " (ACI's feedback steadies coverage, so that bar is lenient for ACI)"
-            )
-        out.append(line + ".")
-    return out
 
 
 def origin_sentence(source: str) -> str:

@@ -233,6 +233,11 @@ def interval_table(
 LATER_HALF_BAND = 0.05  # the online check: the later half of every flight within 5 points of nominal
 
 
+def _in_band_counts(n: int, nominal: float, band: float = LATER_HALF_BAND) -> range:
+    """Covered counts of an ``n``-sample later half that lie within ``band`` of ``nominal``."""
+    return range(math.ceil((nominal - band) * n - 1e-9), math.floor((nominal + band) * n + 1e-9) + 1)
+
+
 def band_chance(n_later: list[int], nominal: float, band: float = LATER_HALF_BAND) -> float:
     """Chance that one run of an interval covering each sample independently with probability
     ``nominal`` lands within ``band`` of nominal on every flight's later half (``n_later``
@@ -245,9 +250,38 @@ def band_chance(n_later: list[int], nominal: float, band: float = LATER_HALF_BAN
     """
     chance = 1.0
     for m in n_later:
-        lo, hi = math.ceil((nominal - band) * m - 1e-9), math.floor((nominal + band) * m + 1e-9)
-        chance *= float(stats.binom.cdf(hi, m, nominal) - stats.binom.cdf(lo - 1, m, nominal)) if m else 1.0
+        r = _in_band_counts(m, nominal, band)
+        hit = stats.binom.cdf(r.stop - 1, m, nominal) - stats.binom.cdf(r.start - 1, m, nominal)
+        chance *= float(hit) if m else 1.0
     return chance
+
+
+def _out_of_band(table: pd.DataFrame, per: pd.DataFrame, keys: list[str], nominal: float) -> pd.DataFrame:
+    """Per (model, method): ``later_half_out``, the flights whose seed-mean later half lies
+    outside the band ("18Feb25 98%", comma-separated; "" when none), and ``narrow_band``, the
+    flights on which a single run has at most one covered count in the band
+    ("18Feb25 (12 samples: only 11 covered)")."""
+    n = table.groupby("flight")["n_later_half"].max()
+    narrow = {f: r for f, m in n.items() if m and len(r := _in_band_counts(int(m), nominal)) <= 1}
+    out = per.assign(
+        off=(per["coverage_later_half"] - nominal).abs().gt(LATER_HALF_BAND + 1e-9) & per["coverage_later_half"].notna()
+    )
+    out["text"] = out["flight"].astype(str) + " " + out["coverage_later_half"].map(lambda c: f"{c:.0%}")
+    rows = []
+    for key, d in out.groupby(keys, sort=False):
+        flights = set(d["flight"])
+        rows.append(
+            dict(zip(keys, key, strict=True))
+            | {
+                "later_half_out": ", ".join(d.loc[d["off"], "text"]),
+                "narrow_band": ", ".join(
+                    f"{f} ({int(n[f])} samples: {f'only {r.start} covered' if len(r) else 'no count'})"
+                    for f, r in narrow.items()
+                    if f in flights
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*keys, "later_half_out", "narrow_band"])
 
 
 def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
@@ -256,7 +290,8 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
     and highest coverage over flights (seeds averaged first); the share of single runs (seeds)
     whose later half is within :data:`LATER_HALF_BAND` of nominal on every flight, and the
     chance of that for one run of a perfectly calibrated interval (:func:`band_chance`); the
-    smallest and largest ACI step of an online method, and its mean share of widest intervals."""
+    smallest and largest ACI step of an online method, and its mean share of widest intervals;
+    the flights out of the band on seed means, and those too short for a band wider than one count."""
     if table.empty:
         return table
     keys = ["model", "method"]
@@ -285,6 +320,7 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
         out = out.merge(steps.reset_index(), on=keys)
     if "widest_share" in table.columns:
         out = out.merge(table.groupby(keys, sort=False)["widest_share"].mean().reset_index(), on=keys)
+    out = out.merge(_out_of_band(table, per, keys, nominal), on=keys)
     worst = per.loc[g["coverage"].idxmin().to_numpy(), [*keys, "flight"]]
     out = out.merge(worst.rename(columns={"flight": "worst_flight"}), on=keys)
     ref = out[out["method"] == "validation"].set_index("model")["mean_width_m"]
