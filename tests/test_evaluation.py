@@ -335,10 +335,10 @@ def test_the_online_check_counts_single_runs_and_lines_up_with_its_model() -> No
 
 
 def test_the_online_check_names_the_flights_out_of_band_and_those_too_short_for_a_band() -> None:
-    """Seed means out of the band are named with their coverage; a 10-sample later half has one
+    """Seed means out of the band are named with their coverage, the farthest first; a 10-sample later half has one
     in-band count (9 covered) and a 5-sample one none, and the findings sentence says so."""
     rows = []
-    for model, covs in {"a": (0.9, 0.9, 0.8), "b": (0.9, 0.95, 1.0)}.items():
+    for model, covs in {"a": (0.9, 0.9, 0.83), "b": (0.9, 0.95, 1.0)}.items():
         for seed in (0, 1):
             for flight, cov, n in zip(("F0", "F1", "F2"), covs, (40, 10, 5), strict=True):
                 c = cov + (0.05 if model == "a" and flight == "F0" and seed else 0.0)  # a: F0 92.5 % on seed means
@@ -346,11 +346,11 @@ def test_the_online_check_names_the_flights_out_of_band_and_those_too_short_for_
                              "width_m": 1.0, "coverage_later_half": c, "n_scored": n, "n_later_half": n,
                              "n_calibration": 10, "gamma": 0.05})  # fmt: skip
     summ = intervals.interval_summary(pd.DataFrame(rows), 0.9).set_index("model")
-    assert summ.loc["a", "later_half_out"] == "F2 80%"
-    assert summ.loc["b", "later_half_out"] == "F2 100%"
+    assert summ.loc["a", "later_half_out"] == "F2 83.0%"
+    assert summ.loc["b", "later_half_out"] == "F2 100.0%"
     assert summ.loc["a", "narrow_band"] == "F1 (10 samples: only 9 covered), F2 (5 samples: no count)"
     line = interval_findings(summ.reset_index())[0]
-    assert "for 0 of 2 models (out of the band on seed means: a F2 80%; b F2 100%; where one count alone lies" in line
+    assert "for 0 of 2 models (out of the band on seed means: b F2 100.0%; a F2 83.0%; where one count alone" in line
     assert "F1 (10 samples: only 9 covered)" in line
     calm = intervals.interval_summary(pd.DataFrame(rows).query("flight == 'F0'"), 0.9)
     assert calm["later_half_out"].eq("").all() and calm["narrow_band"].eq("").all()

@@ -266,7 +266,7 @@ def _out_of_band(table: pd.DataFrame, per: pd.DataFrame, keys: list[str], nomina
     out = per.assign(
         off=(per["coverage_later_half"] - nominal).abs().gt(LATER_HALF_BAND + 1e-9) & per["coverage_later_half"].notna()
     )
-    out["text"] = out["flight"].astype(str) + " " + out["coverage_later_half"].map(lambda c: f"{c:.0%}")
+    out["text"] = out["flight"].astype(str) + " " + out["coverage_later_half"].map(lambda c: f"{c:.1%}")
     rows = []
     for key, d in out.groupby(keys, sort=False):
         flights = set(d["flight"])
