@@ -164,15 +164,27 @@ def test_two_processes_embedding_at_once_both_succeed(tiny_campaign: Path, encod
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_generate_never_replaces_a_real_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = write_campaign(tmp_path / "real.h5", small_data())
     before = real.read_bytes()
     assert main(["generate", "--preset", "tiny", "-o", str(real)]) == 2
     err = capsys.readouterr().err
     assert "--force" in err and str(real) in err and real.read_bytes() == before
     ours = tmp_path / "ours.h5"
-    assert main(["generate", "--preset", "tiny", "-o", str(ours)]) == 0  # our own synthetic file may be refreshed
-    assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 0
+    assert main(["generate", "--preset", "tiny", "-o", str(ours)]) == 0
+    made = ours.stat().st_mtime_ns
+    assert main(["generate", "--preset", "tiny", "-o", str(ours)]) == 0  # the same parameters: reused
+    assert ours.stat().st_mtime_ns == made
+    capsys.readouterr()
+    # another seed would replace a campaign that finished runs may rest on: refused without --force
+    assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(ours) in err and "synthetic(seed=0)" in err and "-o FILE" in err
+    assert ours.stat().st_mtime_ns == made
+    assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4", "--force"]) == 0
+    assert ours.stat().st_mtime_ns != made
 
 
 @pytest.mark.parametrize(

@@ -40,33 +40,42 @@ def config_from(layers: list[str] | None, sets: list[str] | None, **fixed: Any) 
     return load_config(*(layers or []), ("command line", extra), overrides=parse_sets(sets))
 
 
-def _is_synthetic(path: Path) -> bool:
-    """True for a campaign file this package generated (so regenerating it replaces no real data)."""
+def _synthetic_source(path: Path) -> tuple[str, str] | None:
+    """(source, parameter sha) of a campaign file this package generated (so regenerating it
+    replaces no real data), else None."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            src = f.attrs.get("source", "")
-            return (src.decode() if isinstance(src, bytes) else str(src)).startswith(
-                "synthetic("
-            ) and "synth_config_sha" in f.attrs
+            src, sha = (f.attrs.get(k, "") for k in ("source", "synth_config_sha"))
     except OSError:
-        return False
+        return None
+    src, sha = (v.decode() if isinstance(v, bytes) else str(v) for v in (src, sha))
+    return (src, sha) if src.startswith("synthetic(") and sha else None
 
 
 def ensure_synthetic(
-    preset: str, path: Path, overrides: dict[str, Any] | None = None, force: bool = False, source: object = "--set"
+    preset: str,
+    path: Path,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    source: object = "--set",
+    keep_other_synthetic: bool = False,
 ) -> bool:
     """Generate (or reuse) a synthetic campaign at ``path``; refuse to replace any other file.
 
-    ``overrides`` are type- and range-checked first (errors name ``source`` and the key).
+    ``overrides`` are type- and range-checked first (errors name ``source`` and the key). With
+    ``keep_other_synthetic`` (``cbh generate``), a synthetic campaign of other parameters is
+    not replaced either unless ``force``: finished runs may rest on it. A pipeline refreshes its
+    own campaign when its parameters (or the generator) change.
     """
     from cbhlib.sources import synth
     from cbhlib.sources.synth_config import checked_overrides
 
     overrides = checked_overrides(overrides or {}, source, synth.PRESETS.get(preset))
 
-    if path.exists() and not force and not _is_synthetic(path):
+    ours = _synthetic_source(path) if path.exists() else None
+    if path.exists() and not force and ours is None:
         raise CbhError(
             f"{path}: expected a synthetic campaign made by `cbh generate` (or a new path); found another "
             "file, which would be replaced: pass --force or choose another output"
@@ -75,6 +84,11 @@ def ensure_synthetic(
         cfg = synth.preset(preset, **(overrides or {}))
     except (KeyError, TypeError) as exc:
         raise CbhError(f"cbh generate: {str(exc).strip(chr(39))}") from None
+    if keep_other_synthetic and ours is not None and not force and ours[1] != cfg.sha():
+        raise CbhError(
+            f"{path}: expected a new path or a campaign of these parameters; found {ours[0]}, which finished runs "
+            "may rest on and would be replaced: write elsewhere with -o FILE, or pass --force"
+        )
     if force:
         synth.generate(cfg, path)
         return True

@@ -20,7 +20,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         overrides["seed"] = a.seed
     out = Path(a.output or (DEFAULT_CAMPAIGN if a.preset == "default" else f"data/synthetic_{a.preset}.h5"))
     t0 = time.perf_counter()
-    made = ensure_synthetic(a.preset, out, overrides, a.force)
+    made = ensure_synthetic(a.preset, out, overrides, a.force, keep_other_synthetic=True)
     verb = "generated" if made else "up to date (same parameters), reused"
     say(f"{out}: {verb} in {time.perf_counter() - t0:.1f} s, {out.stat().st_size / 2**20:.1f} MiB")
     return 0
@@ -124,7 +124,9 @@ def register(sub: Any) -> None:
         "--set", action="append", metavar="KEY=VALUE", help="override a generator field, e.g. shift_strength=2"
     )
     g.add_argument(
-        "--force", action="store_true", help="regenerate, and replace a file that is not a synthetic campaign"
+        "--force",
+        action="store_true",
+        help="regenerate, and replace any file (another campaign, or one of other parameters)",
     )
     g.set_defaults(func=cmd_generate)
 
