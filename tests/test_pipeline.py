@@ -294,12 +294,39 @@ def test_predict_reproduces_the_held_out_predictions(
     assert header[-3:] == ["lower_km", "upper_km", "interval"] and "flight_t 80%" in out_i.read_text()  # the default
     assert "the campaign the heads of concat_fn were trained on" in capsys.readouterr().err  # in-sample, and said
     for extra, said in (
-        (["--intervals", "--level", "90"], "--level: expected a nominal coverage between 0.5 and 1 (0.9 for 90 %)"),
+        (["--intervals", "--level", "0.5"], "--level: expected a nominal coverage above 0.5 and below 1 (0.9 for 90"),
         (["--level", "0.8"], "--level 0.8: expected with --intervals"),
     ):
         assert main([*args, "-o", str(tmp_path / "no.csv"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert said in err and len(err.splitlines()) == 1 and not (tmp_path / "no.csv").exists()
+    gone = ["predict", str(tmp_path / "nowhere"), *args[2:]]
+    assert main([*gone, "-o", str(tmp_path / "no.csv")]) == 2
+    assert (
+        "nowhere: expected a run folder (made by cbh run or cbh train); found no such folder" in capsys.readouterr().err
+    )
+    misplaced = ["predict", *args[2:], "-o", str(tmp_path / "no.csv"), "--intervals", str(run.root)]  # folder last
+    for argv, said in (
+        ([*args, "-o", str(tmp_path / "no.csv"), "--level", "abc"], "argument --level: invalid float value: 'abc'"),
+        (misplaced, "put the run folder before --intervals, or write --intervals=flight_t"),
+        (
+            [*args, "-o", str(tmp_path / "no.csv"), "--intervals", "aci"],
+            "expected flight_t, flight, flight_max; found 'aci'",
+        ),
+        (
+            [*args, "-o", str(tmp_path / "no.csv"), "--protocol", "blocks"],
+            "choose from 'lofo', 'random', 'within_flight'",
+        ),
+    ):  # argparse's own errors: one line too, no usage block
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert (
+            stop.value.code == 2
+            and said in err
+            and len(err.splitlines()) == 1
+            and err.startswith("cbh predict: error:")
+        )
     wrong = ["predict", str(run.root), "--model", "concatfn", "--campaign", str(root / "data" / "tiny.h5")]
     assert main([*wrong, "-o", str(tmp_path / "no.csv")]) == 2
     err = capsys.readouterr().err

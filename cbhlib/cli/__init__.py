@@ -12,18 +12,27 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from cbhlib.cli import data, model, run, runs
-from cbhlib.cli.common import fail
+from cbhlib.cli.common import clean, fail
 from cbhlib.errors import CbhError
 
 log = logging.getLogger("cbhlib.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: ``cbh <command>: <what>`` and exit 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {clean(message, newlines=False)} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cbhlib import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="cbh",
         description="Cloud base height from ER-2 thermal imagery fused with "
         "atmospheric context, evaluated across flights.",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from cbhlib.cli.common import config_from, num, say
+from cbhlib.constants import PROTOCOLS
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -68,18 +70,18 @@ def _refuse_run_file(output: str, run_dir: str, option: str) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cbhlib.atomic import atomic_write_text, refuse_overwrite
     from cbhlib.data.campaign import Campaign
     from cbhlib.errors import CbhError
     from cbhlib.training.predict import predict
 
+    if not Path(a.run_dir).is_dir():
+        raise CbhError(f"{a.run_dir}: expected a run folder (made by cbh run or cbh train); found no such folder")
     if a.level is not None and not a.intervals:
         raise CbhError(f"--level {a.level:g}: expected with --intervals (it sets their nominal coverage); found alone")
     level = 0.9 if a.level is None else a.level
     if not 0.5 < level < 1:
-        raise CbhError(f"--level: expected a nominal coverage between 0.5 and 1 (0.9 for 90 %); found {level:g}")
+        raise CbhError(f"--level: expected a nominal coverage above 0.5 and below 1 (0.9 for 90 %); found {level:g}")
     _refuse_run_file(a.output, a.run_dir, "-o")
     refuse_overwrite(a.output, [a.campaign], a.force, "predictions")
     if a.per_unit:
@@ -136,6 +138,21 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
     return 0
 
 
+INTERVAL_METHODS = ("flight_t", "flight", "flight_max")
+
+
+def _interval_method(value: str) -> str:
+    """--intervals' value, or a message that names what was found (a folder: the run folder misplaced)."""
+    if value in INTERVAL_METHODS:
+        return value
+    found = (
+        f"the folder {value!r}: put the run folder before --intervals, or write --intervals=flight_t"
+        if Path(value).is_dir()
+        else repr(value)
+    )
+    raise argparse.ArgumentTypeError(f"expected {', '.join(INTERVAL_METHODS)}; found {found}")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the ``cbh`` parser."""
     pt = sub.add_parser("pretrain", help="pretrain the MAE encoders a run needs")
@@ -158,7 +175,12 @@ def register(sub: Any) -> None:
     pr.add_argument("--campaign", required=True, help="campaign file to predict")
     pr.add_argument("-o", "--output", required=True, help="CSV: per sample, ensemble mean and sd over heads")
     pr.add_argument("--per-unit", help="CSV: one row per head and sample")
-    pr.add_argument("--protocol", default="lofo", help="whose heads (default lofo: one per held-out flight and seed)")
+    pr.add_argument(
+        "--protocol",
+        default="lofo",
+        choices=PROTOCOLS,
+        help="whose heads: lofo (the default: one per held-out flight and seed), random or within_flight",
+    )
     pr.add_argument("--force", action="store_true", help="replace existing output files (never the run's own)")
     pr.add_argument(
         "--allow-shift",
@@ -169,16 +191,19 @@ def register(sub: Any) -> None:
         "--intervals",
         nargs="?",
         const="flight_t",
-        choices=("flight_t", "flight", "flight_max"),
+        type=_interval_method,
         metavar="{flight_t,flight,flight_max}",
         help="add lower_km/upper_km from the run's out-of-flight residuals, label-free for the new campaign. "
-        "flight_t (the default): random effects over flights with Student t, usually the widest: it allows for a "
+        "flight_t (the default): random effects over flights with Student t, wide: it allows for a "
         "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "
         "flight shifted beyond them; flight_max: the largest training flight's quantile. The methods that need "
         "the new flight's lidar labels (first k, online ACI) are scored in the comparison report only",
     )
     pr.add_argument(
-        "--level", type=float, default=None, help="nominal coverage of --intervals, between 0.5 and 1 (default 0.9)"
+        "--level",
+        type=float,
+        default=None,
+        help="nominal coverage of --intervals, above 0.5 and below 1 (default 0.9)",
     )
     pr.set_defaults(func=cmd_predict)
 
