@@ -247,6 +247,7 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
     for model in ("image_only", "physical_only", "concat", "attention"):
         assert model in out
     assert "best_val_loss" in out and "explore ok" in out and "pretraining:" in out
+    assert " held out, epoch " in out and not re.search(r"fold \d{3,}", out)  # flights, not internal fold ids
 
 
 def test_predict_reproduces_the_held_out_predictions(

@@ -196,6 +196,7 @@ def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
         (["train", "--set", "train.epochs=fifty"], "train.epochs"),
         (["train", "--set", "val_fraction=0.999"], "val_fraction"),
         (["monitor", "nowhere"], "no such folder"),
+        (["params", "intervals"], "section 'intervals': expected one of encoder, pretrain, train, head"),
         (["checkpoint", "nowhere.pt"], "not found"),
     ],
 )

@@ -53,7 +53,9 @@ def test_runs_lists_name_date_campaign_models_and_headline(
     capsys.readouterr()
     assert main(["runs"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["name", "date", "campaign", "models", "headline"]
+    assert out[0].split() == ["name", "date", "campaign", "headline", "models"]
+    assert out[1].index("data/c.h5") == out[0].index("campaign")  # every column starts under its header
+    assert "physical_only" in out[1].split("pooled MAE)")[1]  # the models come last
     assert len(out) == 3 and out[1].split()[0] == "a" and "data/c.h5" in out[1] and "physical_only" in out[1]
     assert "m (lofo pooled MAE)" in out[1]
 
@@ -126,3 +128,21 @@ def test_thread_count_and_device_are_settings_of_the_run(tmp_path: Path) -> None
     run.step_config("compare").write_text(yaml.safe_dump(cfg.to_nested()))
     settings = run_settings(run)
     assert settings["threads"] == 1 and settings["device"] == "cpu"
+
+
+def test_a_setting_that_differs_between_steps_leads_with_the_value_set(tmp_path: Path) -> None:
+    """--set pretrain.epochs=2 reaches every step, but a notebook that does not take it keeps the
+    default in its config: the run's setting is 2, and the steps that kept 8 are named (or counted)."""
+    from cbhlib.pipeline.runlist import run_settings
+
+    run = RunDir(tmp_path / "runs" / "q")
+    (run.root / "config").mkdir(parents=True)
+    for step, epochs in {"explore": 8, "pretrain": 2, "concat": 2, "attention": 2}.items():
+        mode = {"train.mode": step} if step in ("concat", "attention") else {}
+        cfg = load_config({"pretrain.epochs": epochs, **mode})
+        run.step_config(step).write_text(yaml.safe_dump(cfg.to_nested()))
+    settings = run_settings(run)
+    assert settings["pretrain.epochs"] == "2 (explore: 8)" and "train.mode" not in settings
+    for step in ("a", "b", "c", "d"):
+        run.step_config(step).write_text(yaml.safe_dump(load_config({}).to_nested()))
+    assert run_settings(run)["pretrain.epochs"] == "2 (5 steps: 8)"  # the value set leads, even outnumbered

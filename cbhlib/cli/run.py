@@ -15,7 +15,12 @@ from cbhlib.errors import CbhError
 def cmd_params(a: argparse.Namespace) -> int:
     from cbhlib.config import describe
 
-    rows = [r for r in describe() if not a.sections or r["key"].split(".")[0] in a.sections or "." not in r["key"]]
+    every = describe()
+    known = list(dict.fromkeys(r["key"].split(".")[0] for r in every if "." in r["key"]))
+    unknown = [x for x in a.sections if x not in known]
+    if unknown:
+        raise CbhError(f"section {unknown[0]!r}: expected one of {', '.join(known)}; found no such section")
+    rows = [r for r in every if not a.sections or r["key"].split(".")[0] in a.sections or "." not in r["key"]]
     for r in rows:
         say(f"{r['key']:32s} {r['type']:10s} {r['default']!r:28s} {r['help']}")
     return 0
@@ -122,7 +127,7 @@ def register(sub: Any) -> None:
     """Add this module's commands to the ``cbh`` parser."""
     pa = sub.add_parser("params", help="list every setting: dotted key, type, default and help")
     pa.add_argument(
-        "sections", nargs="*", help="only these sections (encoder, pretrain, train, head, compare, explore)"
+        "sections", nargs="*", help="only these sections (e.g. encoder, pretrain, train, head, compare, figures)"
     )
     pa.set_defaults(func=cmd_params)
 

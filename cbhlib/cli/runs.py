@@ -18,7 +18,10 @@ def cmd_runs(a: argparse.Namespace) -> int:
     if table.empty:
         say("no finished runs (a run folder with summary.json)" if not a.names else "no such runs")
         return 0
-    say(table.to_string(index=False))
+    cols = ["name", "date", "campaign", "headline", "models"]  # the long list of models last: columns stay aligned
+    width = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in cols[:-1]}
+    for row in [dict(zip(cols, cols, strict=True)), *table[cols].to_dict("records")]:
+        say("  ".join(str(row[c]).ljust(width[c]) for c in cols[:-1]) + "  " + str(row["models"]))
     if a.mlflow:
         for name in table["name"]:
             run_id = log_to_mlflow(RunDir.named(name), a.mlflow)

@@ -34,7 +34,7 @@ def training_status(run: RunDir) -> pd.DataFrame:
                     "running": len(last) - min(done, n_units),
                     "pending": max(0, n_units - len(last)),
                     "units": n_units,
-                    "latest": f"fold {int(d['fold'].iloc[-1])} epoch {int(d['epoch'].iloc[-1])}/"
+                    "latest": f"{_held_out(d.iloc[-1])}, epoch {int(d['epoch'].iloc[-1])}/"
                     f"{int(d['max_epochs'].iloc[-1])}",
                     "best_val_loss": float(last["best_val_loss"].min()),
                     "elapsed_s": float(d["seconds"].sum()),
@@ -42,6 +42,13 @@ def training_status(run: RunDir) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _held_out(rec: pd.Series) -> str:
+    """What a log record's unit holds out, in words ("30Oct24 held out"); the fold number where
+    the log names no flight (a nested unit's fold number is internal)."""
+    flight = rec.get("test_flight")
+    return f"{flight} held out" if isinstance(flight, str) and flight else f"fold {int(rec['fold'])}"
 
 
 def duration(seconds: float) -> str:

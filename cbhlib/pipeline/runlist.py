@@ -23,8 +23,9 @@ from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-PER_STEP = ("train.mode", "run_dir", "progress")  # not settings of the run as a whole (threads and device are:
-# a thread count changes float sums, so `cbh compare` must show it)
+# not settings of the run as a whole (a step's model; threads and device are: a thread count
+# changes float sums, so `cbh compare` must show it)
+PER_STEP = ("train.mode", "train.flight_norm", "run_dir", "progress")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -60,19 +61,32 @@ def step_settings(run: RunDir) -> dict[str, dict[str, Any]]:
 
 def run_settings(run: RunDir, changed_only: bool = True) -> dict[str, Any]:
     """The run's settings shared by its steps (those that differ from the defaults, or all)."""
-    merged: dict[str, Any] = {}
+    seen: dict[str, list[tuple[Any, str]]] = {}  # key -> (value, step) per step
     defaults = {k: lf.default for k, lf in leaves().items()}
-    for values in step_settings(run).values():
+    for step, values in step_settings(run).items():
         for key, value in values.items():
-            if key in PER_STEP:
-                continue
-            if key in merged and merged[key] != value:
-                merged[key] = "(varies by step)"
-            else:
-                merged.setdefault(key, value)
+            if key not in PER_STEP:
+                seen.setdefault(key, []).append((value, step))
+    merged = {key: _shared_value(pairs, defaults.get(key)) for key, pairs in seen.items()}
     if changed_only:
         merged = {k: v for k, v in merged.items() if k == "campaign" or defaults.get(k, object()) != v}
     return dict(sorted(merged.items()))
+
+
+def _shared_value(pairs: list[tuple[Any, str]], default: Any = None) -> Any:
+    """One setting across a run's steps (``pairs``: (value, step) per step): the value itself where
+    every step ran with it; otherwise the value set away from the default (by most steps), then
+    in brackets what the other steps kept ("2 (explore: 8)"; a step whose notebook does not take
+    the setting keeps the default), never the steps of more than three."""
+    groups: dict[str, tuple[Any, list[str]]] = {}
+    for value, step in pairs:
+        groups.setdefault(repr(value), (value, []))[1].append(step)
+    if len(groups) == 1:
+        return pairs[0][0]
+    ranked = sorted(groups.values(), key=lambda g: (g[0] == default, -len(g[1])))
+    (lead, _), others = ranked[0], ranked[1:]
+    where = [", ".join(steps) if len(steps) <= 3 else f"{len(steps)} steps" for _, steps in others]
+    return f"{lead!r} ({'; '.join(f'{w}: {v!r}' for w, (v, _) in zip(where, others, strict=True))})"
 
 
 def _lofo_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
