@@ -267,14 +267,15 @@ if len(conf):
 
 # %% [markdown]
 # Along the track: the model with the lowest pooled MAE other than climatology, its
-# prediction, the lidar truth, and the flight-aware and online interval bands (plain, and
-# recentred and rescaled to the flight from the labels so far).
+# prediction, the lidar truth, the label-free random-effects interval that `cbh predict
+# --intervals` writes (grey band), and the online interval recentred and rescaled to the
+# flight from its labels so far (purple lines); the dotted line starts the later half that
+# the online check scores.
 
 # %%
 if len(cal) and len(learned):
     shown = learned.iloc[0]["model"]
-    bands, shifts = intervals.bands(lofo[lofo["model"] == shown], cal, cfg.compare.conformal_alpha,
-                                    cfg.compare.aci_gamma)
+    bands, shifts = intervals.bands(lofo[lofo["model"] == shown], cal, cfg.compare.conformal_alpha)
     plots.intervals_along_track(lofo, shown, bands, shifts, save_to=run.figure("compare_intervals_along_track"));
 
 # %% [markdown]

@@ -142,6 +142,21 @@ def test_predictions_along_the_track_draw_every_model_asked_for() -> None:
     assert "interval" not in fig._suptitle.get_text()
 
 
+def test_interval_bands_along_the_track_do_not_blend_and_mark_the_later_half() -> None:
+    """The first method is one grey band, the next drawn as coloured edges (centred with its
+    shifts), and a dotted line starts the later half the online check scores."""
+    hw = {fl: np.full(12, 0.3) for fl in FLIGHTS}
+    shift = {fl: np.full(12, 0.05) for fl in FLIGHTS}
+    fig = plots.intervals_along_track(_track(), "concat", {"label-free": hw, "online": hw}, {"online": shift})
+    ax = fig.axes[0]
+    assert len(ax.collections) == 1 and ax.collections[0].get_label() == "label-free"
+    edges = [ln for ln in ax.get_lines() if ln.get_color() == "#9467bd"]
+    pred = 0.8 + 0.1 * np.arange(12) / 12  # seed 0
+    assert len(edges) == 2 and np.allclose(edges[1].get_ydata(), pred + 0.05 + 0.3)
+    start = [ln for ln in ax.get_lines() if ln.get_label().startswith("later half")]
+    assert len(start) == 1 and start[0].get_xdata()[0] == 6.0  # minute 6 of 12 samples one minute apart
+
+
 def test_make_readme_copies_the_figures_of_the_run_it_reports(tmp_path: Path) -> None:
     from cbhlib.pipeline.readme import README_FIGURES, update
 

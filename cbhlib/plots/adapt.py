@@ -97,7 +97,7 @@ def coverage_dots(
 ) -> plt.Figure:
     """Coverage per model (rows, shared order) and held-out flight (markers), one panel per
     interval method (:mod:`cbhlib.evaluation.intervals`), mean over seeds; the worst flight of
-    each model is ringed. Dashed: nominal; dotted: the flight-level bound G/(G+1)."""
+    each model is ringed. Dashed: nominal; dotted: the flight-level bound (F-1)/F (``flight_level``)."""
     from cbhlib.evaluation.intervals import SHORT
 
     methods = methods or SHORT
@@ -110,6 +110,7 @@ def coverage_dots(
     shown = [m for m in methods if m in set(per["method"])]
     flights = list(dict.fromkeys(per["flight"]))
     ypos = {m: i for i, m in enumerate(models)}
+    offset = {fl: (j - (len(flights) - 1) / 2) * 0.12 for j, fl in enumerate(flights)}  # flights side by side
     ncols = min(4, len(shown))
     nrows = -(-len(shown) // ncols)
     fig, axes = plt.subplots(
@@ -125,15 +126,14 @@ def coverage_dots(
         dm = per[per["method"] == method]
         for j, fl in enumerate(flights):
             d = dm[dm["flight"] == fl]
-            off = (j - (len(flights) - 1) / 2) * 0.12
-            ax.scatter(d["coverage"], d["model"].map(ypos).to_numpy(float) + off, marker=flight_marker(j), s=26,
-                       color=flight_color(j), zorder=3)  # fmt: skip
-        worst = dm.loc[dm.groupby("model")["coverage"].idxmin()]
-        ax.scatter(worst["coverage"], worst["model"].map(ypos), s=150, facecolors="none", edgecolors="k", lw=1.0,
-                   zorder=4)  # fmt: skip
+            ax.scatter(d["coverage"], d["model"].map(ypos).to_numpy(float) + offset[fl], marker=flight_marker(j),
+                       s=26, color=flight_color(j), zorder=3)  # fmt: skip
+        worst = dm.loc[dm.groupby("model")["coverage"].idxmin()]  # ringed where its flight's marker sits
+        ax.scatter(worst["coverage"], worst["model"].map(ypos) + worst["flight"].map(offset), s=150,
+                   facecolors="none", edgecolors="k", lw=1.0, zorder=4)  # fmt: skip
         ax.axvline(nominal, color="k", ls="--", lw=1)
         if flight_level:
-            ax.axvline(flight_level, color="0.4", ls=":", lw=1.2)
+            ax.axvline(flight_level, color="C3", ls=":", lw=1.4)
         ax.set(xlim=(-0.03, 1.03), xlabel=f"coverage of {nominal:.0%} intervals")
         ax.set_title(label(methods[method]), fontsize=8.5)
         ax.set_yticks(np.arange(len(models)), [label(m) for m in models], fontsize=8)
@@ -150,7 +150,9 @@ def coverage_dots(
         Line2D([], [], color="k", ls="--", label=f"nominal {nominal:.0%}"),
     ]
     if flight_level:
-        handles.append(Line2D([], [], color="0.4", ls=":", label=f"flight-level bound G/(G+1) = {flight_level:.0%}"))
+        handles.append(
+            Line2D([], [], color="C3", ls=":", label=f"flight-level bound (F-1)/F = {flight_level:.0%} (F flights)")
+        )
     axes[0, -1].legend(handles=handles, fontsize=8, title="held-out flight", title_fontsize=8, loc="upper left",
                        bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # fmt: skip
     fig.suptitle(
@@ -186,7 +188,7 @@ def intervals_along_track(
     n = len(flights)
     rows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(rows, min(ncols, n), figsize=(5.2 * min(ncols, n), 3.3 * rows), squeeze=False)
-    shades = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+    lines = ["#9467bd", "#8c564b"]  # the methods after the first: edges only (no model colour), nothing blends
     for ax, fl in zip(axes.flat, flights, strict=False):
         for i, m in enumerate(models):
             d = d0[(d0["flight"] == fl) & (d0["model"] == m)].sort_values("time_utc")
@@ -194,13 +196,21 @@ def intervals_along_track(
             minutes = ((t - t.min()).dt.total_seconds() / 60.0).to_numpy()
             p = d["pred_km"].to_numpy(float)
             if i == 0:
-                for c, (method, per) in zip(shades, (half_widths or {}).items(), strict=False):
+                for k, (method, per) in enumerate((half_widths or {}).items()):
                     hw = per.get(fl)
-                    if hw is not None and len(hw) == len(p):
-                        ok = np.isfinite(hw)
-                        lo, hi = bounds(p + (shifts or {}).get(method, {}).get(fl, 0.0), hw)
-                        ax.fill_between(minutes[ok], lo[ok], hi[ok], color=c, alpha=0.18, lw=0,
-                                        label=method)  # fmt: skip
+                    if hw is None or len(hw) != len(p):
+                        continue
+                    ok = np.isfinite(hw)
+                    lo, hi = bounds(p + (shifts or {}).get(method, {}).get(fl, 0.0), hw)
+                    if k == 0:  # the first method as a grey band, the others as coloured edges over it
+                        ax.fill_between(minutes[ok], lo[ok], hi[ok], color="0.55", alpha=0.25, lw=0, label=method)
+                    else:
+                        c = lines[(k - 1) % len(lines)]
+                        ax.plot(minutes[ok], lo[ok], color=c, lw=1.0, label=method)
+                        ax.plot(minutes[ok], hi[ok], color=c, lw=1.0)
+                if half_widths and len(minutes) > 1:
+                    ax.axvline(minutes[len(minutes) // 2], color="0.3", ls=":", lw=0.8,
+                               label="later half starts (the online check)")  # fmt: skip
                 ax.plot(minutes, d["truth_km"], "k.", ms=3, label="lidar CBH")
                 ax.set_title(f"{label(fl)} (n = {len(d)})")
             ax.plot(minutes, p, ("-", "--", ":", "-.")[i % 4], color=line_color(m), lw=1.3,

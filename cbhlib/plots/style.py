@@ -330,9 +330,12 @@ CAPTIONS: dict[str, str] = {
     "compare_conformal_coverage": "Coverage of 90 % prediction intervals per model and held-out flight, one panel "
     "per method: the training flights' validation residuals, flight-aware residuals (nested leave-one-flight-out), "
     "the flight-level maximum, a random-effects interval (Student t over flights), the first k labels of the new "
-    "flight, and online ACI; ringed: the worst flight.",
-    "compare_intervals_along_track": "The headline model's prediction, the lidar truth and the interval bands along "
-    "each held-out flight (first seed).",
+    "flight, and three online ACI variants (every label, k labels, recentred and rescaled); ringed: the worst "
+    "flight; dotted: the most a flight-level method can promise, (F-1)/F of new flights with F flights.",
+    "compare_intervals_along_track": "The model with the lowest pooled MAE (other than climatology): its prediction, "
+    "the lidar truth, the label-free random-effects interval that cbh predict --intervals writes (grey band) and "
+    "the online interval recentred on the labels so far (purple lines) along each held-out flight (first seed); "
+    "dotted: where the later half scored by the online check starts.",
     "compare_shift_ks": "Each held-out flight against the other flights: KS distance per feature (n per flight in "
     "the tick labels).",
     "compare_pca": "Where each flight sits: PCA of the standardised, median-imputed physical features, and of image "

@@ -345,26 +345,26 @@ def guarantee_text(n_flights: int, alpha: float) -> str:
 
 
 def bands(
-    pred: pd.DataFrame,
-    cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]],
-    alpha: float,
-    gamma: float = 0.05,
+    pred: pd.DataFrame, cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]], alpha: float
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
     """Half-widths along each flight (time order) of one model's first seed, for the figure:
-    method label -> flight -> (n,) km; and, for a method not centred on the prediction, its
-    centre shifts in the same layout (``gamma``: plain ACI's step, as :func:`interval_table`)."""
+    method label -> flight -> (n,) km, the label-free interval ``cbh predict --intervals``
+    writes (``flight_t``) first, then the recentred online one; and the online one's centre
+    shifts in the same layout."""
     d0 = pred[pred["seed"] == pred["seed"].min()]
-    names = [METHODS[m] for m in ("flight", "aci", "aci_centred")]
+    names = [
+        f"{METHODS['flight_t']}: label-free, what cbh predict --intervals writes",
+        f"{METHODS['aci_centred']}: needs the flight's lidar labels",
+    ]
     out: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
-    shifts: dict[str, dict[str, np.ndarray]] = {names[2]: {}}
+    shifts: dict[str, dict[str, np.ndarray]] = {names[1]: {}}
     for (model, s, fl), d in d0.groupby(["model", "seed", "flight"], sort=False):
         if (model, int(s), fl) not in cal or not len(cal[(model, int(s), fl)][0]):
             continue
         d = d.sort_values("time_utc")
         y, p = d["truth_km"].to_numpy(float), d["pred_km"].to_numpy(float)
         res, grp = cal[(model, int(s), fl)]
-        out[names[0]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight"))
-        out[names[1]][fl] = aci(y, p, res, alpha, gamma)[0]
+        out[names[0]][fl] = np.full(len(d), flight_halfwidth(res, grp, alpha, "flight_t"))
         on = aci_centred(y, p, res, grp, alpha)
-        out[names[2]][fl], shifts[names[2]][fl] = on.half_width, on.shift
+        out[names[1]][fl], shifts[names[1]][fl] = on.half_width, on.shift
     return out, shifts
