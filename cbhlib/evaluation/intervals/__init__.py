@@ -353,8 +353,8 @@ def bands(
     shifts in the same layout."""
     d0 = pred[pred["seed"] == pred["seed"].min()]
     names = [
-        f"{METHODS['flight_t']}: label-free, what cbh predict --intervals writes",
-        f"{METHODS['aci_centred']}: needs the flight's lidar labels",
+        "label-free: random effects over flights, Student t (cbh predict --intervals)",
+        "online: ACI recentred and rescaled on the labels so far (needs lidar)",
     ]
     out: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
     shifts: dict[str, dict[str, np.ndarray]] = {names[1]: {}}
