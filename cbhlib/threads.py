@@ -17,6 +17,7 @@ import cbhlib first); a process that imported torch before cbhlib keeps libgomp'
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -61,6 +62,7 @@ def describe(environ: MutableMapping[str, str] | None = None) -> str:
 # --------------------------------------------------------------------------- fewer threads while others run
 
 OTHERS_FOR_ONE_LESS = 0.5  # cores held by other processes that cost one of our threads
+FIRST_LOOK = 0.15  # seconds after the governor starts before its first decision
 
 
 def _snapshot() -> tuple[float, float, float] | None:
@@ -92,9 +94,9 @@ class Governor:
         self.current = self.full
         self.changes: list[tuple[float, int]] = []
         self.last = _snapshot()
-        if self.last is not None and not fixed and self.full > 1:  # the machine now, before we load it
-            time.sleep(0.15)
-            self._decide(_snapshot())
+        # the first look comes soon (the first epoch of a busy machine should not wait `interval`),
+        # without blocking: this process's own CPU time is subtracted, so working meanwhile is fine
+        self.next_look = self.last[0] + FIRST_LOOK if self.last is not None else math.inf
 
     def _decide(self, snap: tuple[float, float, float] | None) -> None:
         if snap is None or self.last is None:
@@ -103,7 +105,7 @@ class Governor:
         if dt <= 0:
             return
         others = max(0.0, (snap[1] - self.last[1]) - (snap[2] - self.last[2])) / dt
-        self.last = snap
+        self.last, self.next_look = snap, snap[0] + self.interval
         free = (os.cpu_count() or 1) - others
         want = max(1, min(self.full, int(free + (1 - OTHERS_FOR_ONE_LESS))))
         if want != self.current:
@@ -115,10 +117,11 @@ class Governor:
             self.changes.append((snap[0], want))
 
     def tick(self) -> int:
-        """Re-decide at most every ``interval`` seconds; the thread count in force."""
+        """Re-decide at most every ``interval`` seconds (the first time ``FIRST_LOOK`` after the
+        start); the thread count in force."""
         if self.fixed or self.full <= 1 or self.last is None:
             return self.current
-        if time.monotonic() - self.last[0] >= self.interval:
+        if time.monotonic() >= self.next_look:
             self._decide(_snapshot())
         return self.current
 

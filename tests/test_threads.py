@@ -50,3 +50,24 @@ def test_the_governor_gives_up_a_thread_while_others_hold_cores_and_takes_it_bac
         assert fixed.tick() == 2  # the user's thread count is never changed
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_governor_starts_without_waiting_and_looks_first_after_a_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sleep when a training loop starts it (it cost every process 0.15 s); the first decision
+    comes FIRST_LOOK seconds in, the next ones every ``interval``."""
+    clock = {"t": 0.0, "busy": 0.0, "own": 0.0}
+    monkeypatch.setattr(threads, "_snapshot", lambda: (clock["t"], clock["busy"], clock["own"]))
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(threads.time, "sleep", lambda s: pytest.fail("the governor slept"))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        g = threads.Governor(2, interval=2.0)
+        clock.update(t=0.1, busy=0.3, own=0.2)  # others: 1 core, but too early to look
+        assert g.tick() == 2
+        clock.update(t=threads.FIRST_LOOK, busy=0.45, own=0.3)
+        assert g.tick() == 1 and g.next_look == pytest.approx(threads.FIRST_LOOK + 2.0)
+        clock.update(t=1.0, busy=0.45 + 0.85, own=0.3 + 0.85)  # others gone, but not yet time to look again
+        assert g.tick() == 1
+    finally:
+        torch.set_num_threads(before)

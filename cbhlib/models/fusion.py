@@ -327,6 +327,7 @@ class BatchedAdamW:
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
         self.t = torch.zeros(n_models, 1, device=self.flat.device)
+        self._views: dict[tuple[int, ...], tuple[list[torch.Tensor], ...]] = {}  # rows -> their row views
 
     def subset(self, rows: list[int], params: list[nn.Parameter]) -> BatchedAdamW:
         """The optimizer of the models ``rows`` (their moments and step counts), over ``params``."""
@@ -350,15 +351,22 @@ class BatchedAdamW:
         if not len(act):
             return
         if FUSED_ADAMW:
-            self.t[torch.as_tensor(act, device=self.t.device)] += 1
-            rows = act.tolist()
+            key = tuple(act.tolist())
+            if key not in self._views:  # a few row sets per epoch: the views are built once each
+                bufs = (self.flat, self.grad, self.m, self.v)
+                self._views[key] = (*([b[i] for i in key] for b in bufs), [self.t[i, 0] for i in key])
+            flat, grad, m, v, steps = self._views[key]
+            if len(key) == self.M:
+                self.t += 1
+            else:
+                self.t[torch.as_tensor(act, device=self.t.device)] += 1
             torch._fused_adamw_(
-                [self.flat[i] for i in rows],
-                [self.grad[i] for i in rows],
-                [self.m[i] for i in rows],
-                [self.v[i] for i in rows],
+                flat,
+                grad,
+                m,
+                v,
                 [],
-                [self.t[i, 0] for i in rows],
+                steps,
                 lr=lr,
                 beta1=self.b1,
                 beta2=self.b2,
