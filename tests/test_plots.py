@@ -91,12 +91,13 @@ def test_coverage_has_a_panel_per_method_rings_the_worst_flight_and_marks_the_fl
     flight_panel = fig.axes[1]
     rings = [c for c in flight_panel.collections if c.get_sizes()[0] > 100]  # the worst flight of each model
     assert rings and set(np.round(rings[0].get_offsets()[:, 0], 3)) == {0.6}
+    assert set(np.round(rings[0].get_offsets()[:, 1], 3)) == {-0.12, 0.88}  # on F0's markers (first of 3, 0.12 up)
     assert flight_panel.get_xlim()[0] < 0 and flight_panel.get_xlim()[1] > 1
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["climatology", "concat"]
     assert any(ln.get_xdata()[0] == 0.8 and ln.get_linestyle() == ":" for ln in flight_panel.get_lines())
     legends = [c for ax in fig.axes for c in ax.get_children() if isinstance(c, matplotlib.legend.Legend)]
     legend_text = " ".join(t.get_text() for leg in legends for t in leg.get_texts())
-    assert "worst flight" in legend_text and "G/(G+1)" in legend_text and "n = 100" in legend_text
+    assert "worst flight" in legend_text and "(F-1)/F = 80%" in legend_text and "n = 100" in legend_text
 
 
 def test_protocol_inflation_annotates_cut_bars_and_missing_protocols() -> None:
