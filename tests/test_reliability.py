@@ -165,7 +165,7 @@ def test_two_processes_embedding_at_once_both_succeed(tiny_campaign: Path, encod
 
 
 def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = write_campaign(tmp_path / "real.h5", small_data())
     before = real.read_bytes()
@@ -181,9 +181,16 @@ def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
     # another seed would replace a campaign that finished runs may rest on: refused without --force
     assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(ours) in err and "synthetic(seed=0)" in err and "-o FILE" in err
+    assert err.count("\n") == 1 and str(ours) in err and "other parameters (seed 0 -> 4)" in err and "-o FILE" in err
     assert ours.stat().st_mtime_ns == made
     assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4", "--force"]) == 0
+    assert ours.stat().st_mtime_ns != made
+    # the same parameters made by an older generator (another code hash): refreshed, not refused
+    from cbhlib.sources.synth_config import SynthConfig
+
+    made = ours.stat().st_mtime_ns
+    monkeypatch.setattr(SynthConfig, "sha", lambda self: "a-newer-generator")
+    assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 0
     assert ours.stat().st_mtime_ns != made
 
 

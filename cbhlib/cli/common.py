@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,30 @@ def config_from(layers: list[str] | None, sets: list[str] | None, **fixed: Any) 
     return load_config(*(layers or []), ("command line", extra), overrides=parse_sets(sets))
 
 
-def _synthetic_source(path: Path) -> tuple[str, str] | None:
-    """(source, parameter sha) of a campaign file this package generated (so regenerating it
-    replaces no real data), else None."""
+def _synthetic_params(path: Path) -> dict[str, Any] | None:
+    """The generator parameters of a campaign file this package generated (so regenerating it
+    replaces no real data; ``{}`` for one made before files recorded them), else None."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            src, sha = (f.attrs.get(k, "") for k in ("source", "synth_config_sha"))
+            src, sha, params = (f.attrs.get(k, "") for k in ("source", "synth_config_sha", "synth_config"))
     except OSError:
         return None
-    src, sha = (v.decode() if isinstance(v, bytes) else str(v) for v in (src, sha))
-    return (src, sha) if src.startswith("synthetic(") and sha else None
+    src, sha, params = (v.decode() if isinstance(v, bytes) else str(v) for v in (src, sha, params))
+    if not (src.startswith("synthetic(") and sha):
+        return None
+    try:
+        return dict(json.loads(params)) if params else {}
+    except (ValueError, TypeError):
+        return {}
+
+
+def _params_changed(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """``seed 0 -> 7, shift_strength 1.0 -> 2.0`` (a long value by its name alone); "" when equal."""
+    keys = [k for k in sorted(new.keys() | old.keys()) if old.get(k) != new.get(k)]
+    parts = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" if len(repr((old.get(k), new.get(k)))) < 40 else k for k in keys]
+    return ", ".join(parts[:most]) + (f" and {len(parts) - most} more" if len(parts) > most else "")
 
 
 def ensure_synthetic(
@@ -66,15 +80,16 @@ def ensure_synthetic(
 
     ``overrides`` are type- and range-checked first (errors name ``source`` and the key). With
     ``keep_other_synthetic`` (``cbh generate``), a synthetic campaign of other parameters is
-    not replaced either unless ``force``: finished runs may rest on it. A pipeline refreshes its
-    own campaign when its parameters (or the generator) change.
+    not replaced either unless ``force``: finished runs may rest on it (one of the same
+    parameters made by an older generator is refreshed). A pipeline refreshes its own campaign
+    when its parameters or the generator change.
     """
     from cbhlib.sources import synth
     from cbhlib.sources.synth_config import checked_overrides
 
     overrides = checked_overrides(overrides or {}, source, synth.PRESETS.get(preset))
 
-    ours = _synthetic_source(path) if path.exists() else None
+    ours = _synthetic_params(path) if path.exists() else None
     if path.exists() and not force and ours is None:
         raise CbhError(
             f"{path}: expected a synthetic campaign made by `cbh generate` (or a new path); found another "
@@ -84,10 +99,11 @@ def ensure_synthetic(
         cfg = synth.preset(preset, **(overrides or {}))
     except (KeyError, TypeError) as exc:
         raise CbhError(f"cbh generate: {str(exc).strip(chr(39))}") from None
-    if keep_other_synthetic and ours is not None and not force and ours[1] != cfg.sha():
+    changed = _params_changed(ours, json.loads(json.dumps(asdict(cfg)))) if ours else ""  # as the file stores them
+    if keep_other_synthetic and changed and not force:  # the same parameters from a changed generator: refreshed
         raise CbhError(
-            f"{path}: expected a new path or a campaign of these parameters; found {ours[0]}, which finished runs "
-            "may rest on and would be replaced: write elsewhere with -o FILE, or pass --force"
+            f"{path}: expected a new path or a campaign of these parameters; found one made with other parameters "
+            f"({changed}), which finished runs may rest on: write elsewhere with -o FILE, or pass --force"
         )
     if force:
         synth.generate(cfg, path)
