@@ -62,7 +62,8 @@ def describe(environ: MutableMapping[str, str] | None = None) -> str:
 # --------------------------------------------------------------------------- fewer threads while others run
 
 OTHERS_FOR_ONE_LESS = 0.5  # cores held by other processes that cost one of our threads
-FIRST_LOOK = 0.15  # seconds after the governor starts before its first decision
+FIRST_LOOK = 0.5  # seconds before the first decision: /proc/stat counts 1/100 s, so a shorter window
+# while this process works could misjudge its neighbours by a fifth of a core
 
 
 def _snapshot() -> tuple[float, float, float] | None:

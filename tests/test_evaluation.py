@@ -348,10 +348,12 @@ def test_the_online_check_names_the_flights_out_of_band_and_those_too_short_for_
     summ = intervals.interval_summary(pd.DataFrame(rows), 0.9).set_index("model")
     assert summ.loc["a", "later_half_out"] == "F2 83.0%"
     assert summ.loc["b", "later_half_out"] == "F2 100.0%"
-    assert summ.loc["a", "narrow_band"] == "F1 (10 samples: only 9 covered), F2 (5 samples: no count)"
+    assert summ.loc["a", "narrow_band"] == (
+        "F1 (later half of 10 samples: only 9 covered), F2 (later half of 5 samples: no count)"
+    )
     line = interval_findings(summ.reset_index())[0]
-    assert "for 0 of 2 models (out of the band on seed means: b F2 100.0%; a F2 83.0%; where one count alone" in line
-    assert "F1 (10 samples: only 9 covered)" in line
+    assert "for 0 of 2 models (out of the band on seed means: b F2 100.0%; a F2 83.0%; where at most one" in line
+    assert "covered count of the later half lies in the band: F1 (later half of 10 samples: only 9 covered)" in line
     calm = intervals.interval_summary(pd.DataFrame(rows).query("flight == 'F0'"), 0.9)
     assert calm["later_half_out"].eq("").all() and calm["narrow_band"].eq("").all()
     assert "for 2 of 2 models;" in interval_findings(calm)[0]

@@ -316,7 +316,7 @@ def test_predict_reproduces_the_held_out_predictions(
         ),
         (
             [*args, "-o", str(tmp_path / "no.csv"), "--protocol", "blocks"],
-            "choose from 'lofo', 'random', 'within_flight'",
+            "argument --protocol: invalid choice: 'blocks'",
         ),
     ):  # argparse's own errors: one line too, no usage block
         with pytest.raises(SystemExit) as stop:

@@ -68,3 +68,17 @@ def test_the_readme_quick_example_shrinks_every_step() -> None:
     default = load_config()
     assert cfg.pretrain.epochs < default.pretrain.epochs and cfg.train.epochs < default.train.epochs
     assert cfg.compare.bootstrap_reps < default.compare.bootstrap_reps and len(cfg.seeds) < len(default.seeds)
+
+
+def test_the_monitor_names_what_a_unit_is_tested_on() -> None:
+    """A LOFO unit by its held-out flight, a nested one as such, another protocol's by its test fold;
+    internal fold numbers (40003) only where the log names no test set."""
+    import pandas as pd
+
+    from cbhlib.pipeline.monitor import _held_out
+
+    rec = {"fold": 40003, "test_flight": "30Oct24", "protocol": "lofo"}
+    assert _held_out(pd.Series(rec)) == "30Oct24 held out"
+    assert _held_out(pd.Series({**rec, "protocol": "lofo_nested"})) == "30Oct24 held out, nested"
+    assert _held_out(pd.Series({**rec, "protocol": "random", "test_flight": "random-3"})) == "test fold random-3"
+    assert _held_out(pd.Series({"fold": 2, "protocol": "lofo"})) == "fold 2"

@@ -63,11 +63,12 @@ def test_the_governor_starts_without_waiting_and_looks_first_after_a_moment(monk
     before = torch.get_num_threads()
     try:
         g = threads.Governor(2, interval=2.0)
-        clock.update(t=0.1, busy=0.3, own=0.2)  # others: 1 core, but too early to look
+        first = threads.FIRST_LOOK
+        clock.update(t=first / 2, busy=first, own=first / 2)  # others: 1 core, but too early to look
         assert g.tick() == 2
-        clock.update(t=threads.FIRST_LOOK, busy=0.45, own=0.3)
-        assert g.tick() == 1 and g.next_look == pytest.approx(threads.FIRST_LOOK + 2.0)
-        clock.update(t=1.0, busy=0.45 + 0.85, own=0.3 + 0.85)  # others gone, but not yet time to look again
+        clock.update(t=first, busy=2 * first, own=first)
+        assert g.tick() == 1 and g.next_look == pytest.approx(first + 2.0)
+        clock.update(t=first + 1.0, busy=2 * first + 1.0, own=first + 1.0)  # others gone, not yet time to look
         assert g.tick() == 1
     finally:
         torch.set_num_threads(before)

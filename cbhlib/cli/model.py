@@ -76,7 +76,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cbhlib.training.predict import predict
 
     if not Path(a.run_dir).is_dir():
-        raise CbhError(f"{a.run_dir}: expected a run folder (made by cbh run or cbh train); found no such folder")
+        found = "a file" if Path(a.run_dir).exists() else "no such folder"
+        raise CbhError(f"{a.run_dir}: expected a run folder (made by cbh run or cbh train); found {found}")
     if a.level is not None and not a.intervals:
         raise CbhError(f"--level {a.level:g}: expected with --intervals (it sets their nominal coverage); found alone")
     level = 0.9 if a.level is None else a.level

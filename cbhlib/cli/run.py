@@ -17,7 +17,7 @@ def cmd_params(a: argparse.Namespace) -> int:
 
     every = describe()
     known = list(dict.fromkeys(r["key"].split(".")[0] for r in every if "." in r["key"]))
-    unknown = [x for x in a.sections if x not in known]
+    unknown = [x for x in a.sections if x not in known and x not in {r["key"] for r in every}]  # top-level keys too
     if unknown:
         raise CbhError(f"section {unknown[0]!r}: expected one of {', '.join(known)}; found no such section")
     rows = [r for r in every if not a.sections or r["key"].split(".")[0] in a.sections or "." not in r["key"]]

@@ -353,6 +353,8 @@ class BatchedAdamW:
         if FUSED_ADAMW:
             key = tuple(act.tolist())
             if key not in self._views:  # a few row sets per epoch: the views are built once each
+                if len(self._views) >= 64:
+                    self._views.clear()
                 bufs = (self.flat, self.grad, self.m, self.v)
                 self._views[key] = (*([b[i] for i in key] for b in bufs), [self.t[i, 0] for i in key])
             flat, grad, m, v, steps = self._views[key]

@@ -45,10 +45,15 @@ def training_status(run: RunDir) -> pd.DataFrame:
 
 
 def _held_out(rec: pd.Series) -> str:
-    """What a log record's unit holds out, in words ("30Oct24 held out"); the fold number where
-    the log names no flight (a nested unit's fold number is internal)."""
-    flight = rec.get("test_flight")
-    return f"{flight} held out" if isinstance(flight, str) and flight else f"fold {int(rec['fold'])}"
+    """What a log record's unit is tested on, in words: "30Oct24 held out" (LOFO), "30Oct24 held
+    out, nested" (a nested unit, which also leaves out one training flight), "test fold random-3"
+    (other protocols); the fold number where the log names no test set."""
+    test, proto = rec.get("test_flight"), str(rec.get("protocol", ""))
+    if not (isinstance(test, str) and test):
+        return f"fold {int(rec['fold'])}"
+    if proto == "lofo":
+        return f"{test} held out"
+    return f"{test} held out, nested" if proto.endswith("_nested") else f"test fold {test}"
 
 
 def duration(seconds: float) -> str:

@@ -23,9 +23,9 @@ from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-# not settings of the run as a whole (a step's model; threads and device are: a thread count
+# not settings of the run as a whole (a step's mode; threads and device are: a thread count
 # changes float sums, so `cbh compare` must show it)
-PER_STEP = ("train.mode", "train.flight_norm", "run_dir", "progress")
+PER_STEP = ("train.mode", "run_dir", "progress")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

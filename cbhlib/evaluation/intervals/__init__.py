@@ -258,9 +258,9 @@ def band_chance(n_later: list[int], nominal: float, band: float = LATER_HALF_BAN
 
 def _out_of_band(table: pd.DataFrame, per: pd.DataFrame, keys: list[str], nominal: float) -> pd.DataFrame:
     """Per (model, method): ``later_half_out``, the flights whose seed-mean later half lies
-    outside the band ("18Feb25 98%", comma-separated; "" when none), and ``narrow_band``, the
+    outside the band ("18Feb25 98.3%", comma-separated; "" when none), and ``narrow_band``, the
     flights on which a single run has at most one covered count in the band
-    ("18Feb25 (12 samples: only 11 covered)")."""
+    ("18Feb25 (later half of 12 samples: only 11 covered)")."""
     n = table.groupby("flight")["n_later_half"].max()
     narrow = {f: r for f, m in n.items() if m and len(r := _in_band_counts(int(m), nominal)) <= 1}
     out = per.assign(
@@ -275,7 +275,7 @@ def _out_of_band(table: pd.DataFrame, per: pd.DataFrame, keys: list[str], nomina
             | {
                 "later_half_out": ", ".join(d.loc[d["off"], "text"]),
                 "narrow_band": ", ".join(
-                    f"{f} ({int(n[f])} samples: {f'only {r.start} covered' if len(r) else 'no count'})"
+                    f"{f} (later half of {int(n[f])} samples: {f'only {r.start} covered' if len(r) else 'no count'})"
                     for f, r in narrow.items()
                     if f in flights
                 ),

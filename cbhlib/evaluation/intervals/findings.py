@@ -59,8 +59,8 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
 
 
 def _out_of_band(d: pd.DataFrame, most: int = 4) -> str:
-    """ " (out of the band on seed means: the farthest models first ...; where one count alone lies in the
-    band: ...)" for one method's rows."""
+    """ " (out of the band on seed means: the farthest models first ...; where at most one covered count
+    of the later half lies in the band: ...)" for one method's rows."""
     off = d[d.get("later_half_out", pd.Series("", index=d.index)).fillna("").ne("")]
     dev = pd.concat([d["nominal"] - off["worst_later_half"], off["best_later_half"] - d["nominal"]], axis=1).max(axis=1)
     off = off.loc[dev.reindex(off.index).sort_values(ascending=False, kind="stable").index]  # the farthest first
@@ -68,6 +68,6 @@ def _out_of_band(d: pd.DataFrame, most: int = 4) -> str:
     text = "; ".join(parts[:most]) + (f"; {len(parts) - most} more models" if len(parts) > most else "")
     narrow = str(d["narrow_band"].iloc[0]) if "narrow_band" in d and d["narrow_band"].notna().any() else ""
     notes = ([f"out of the band on seed means: {text}"] if parts else []) + (
-        [f"where one count alone lies in the band: {narrow}"] if narrow else []
+        [f"where at most one covered count of the later half lies in the band: {narrow}"] if narrow else []
     )
     return f" ({'; '.join(notes)})" if notes else ""
