@@ -9,7 +9,7 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-all lint format bench notebooks readme lab clean clean-runs
+.PHONY: run test test-all lint format bench campaigns notebooks readme lab clean clean-runs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,15 +55,26 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+## campaigns: the out-of-sample check: the whole pipeline on other draws of the synthetic campaign
+## (runs/campaign-seed7, -seed11; about 7 minutes each on two cores); `make readme` then tables the intervals across them
+CAMPAIGN_SEEDS ?= 7 11
+campaigns: $(VENV)/.notebooks
+	for s in $(CAMPAIGN_SEEDS); do \
+		$(VENV)/bin/cbh generate --seed $$s -o data/synthetic_seed$$s.h5 --quiet && \
+		$(VENV)/bin/cbh run --campaign data/synthetic_seed$$s.h5 --run-name campaign-seed$$s --no-html --quiet || exit 1; \
+	done
+
 ## notebooks: refresh parameters cells from the config and sync notebooks/*.py -> *.ipynb
 notebooks: $(VENV)/.notebooks
 	$(VENV)/bin/cbh notebooks
 
 ## readme: rewrite the README's results (runs/default) and performance (benchmarks/results/bench-*.json) sections
 BENCH_JSONS ?= $(sort $(wildcard benchmarks/results/bench-*.json))
+CAMPAIGN_RUNS ?= $(patsubst %/summary.json,%,$(sort $(wildcard runs/campaign-seed*/summary.json)))
 readme: $(VENV)/.notebooks
 	$(PY) -m cbhlib.pipeline.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS)) \
-		$(if $(wildcard runs/threads1/summary.json),--drift runs/threads1)
+		$(if $(wildcard runs/threads1/summary.json),--drift runs/threads1) \
+		$(if $(CAMPAIGN_RUNS),--campaigns $(CAMPAIGN_RUNS))
 
 ## lab: JupyterLab serving the project root (notebooks/ data/ params/ runs/ all reachable)
 lab: $(VENV)/.notebooks

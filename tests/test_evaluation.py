@@ -359,6 +359,29 @@ def test_the_online_check_names_the_flights_out_of_band_and_those_too_short_for_
     assert "for 2 of 2 models;" in interval_findings(calm)[0]
 
 
+def _campaign_summary(run: str, seed: int, label_free: dict[str, float], online: dict[str, tuple]) -> dict:
+    rows = [{"model": m, "method": "flight_t", "worst_coverage": c, "worst_flight": "F0", "nominal": 0.9}
+            for m, c in label_free.items()]  # fmt: skip
+    rows += [{"model": m, "method": "aci_centred", "worst_later_half": lo, "best_later_half": hi, "nominal": 0.9}
+             for m, (lo, hi) in online.items()]  # fmt: skip
+    return {"run": run, "campaign_info": {"source": f"synthetic(seed={seed})"}, "comparison": {"conformal": rows}}
+
+
+def test_intervals_across_campaigns_name_the_models_that_hold_in_every_run() -> None:
+    """The label-free worst flight per model and run, the online check per run, and the models at
+    80 % or more in every run; a model missing from a run is a dash and does not hold."""
+    from cbhlib.evaluation.intervals.campaigns import campaigns_table
+
+    a = _campaign_summary("default", 0, {"concat": 0.85, "concat_fn": 0.9, "gbdt": 0.5}, {"concat": (0.86, 0.93)})
+    b = _campaign_summary("seed7", 7, {"concat": 0.6, "concat_fn": 0.82}, {"concat": (0.86, 0.96)})
+    text = campaigns_table([a, b])
+    assert "| model | synthetic(seed=0) (run `default`) | synthetic(seed=7) (run `seed7`) |" in text
+    assert "| concat | 85.0% (F0); online held | 60.0% (F0); online not held |" in text  # 96 % is out of band
+    assert "| gbdt | 50.0% (F0); online not held | - |" in text
+    assert "in every run: concat_fn (1 of 3 models); below it in at least one run: concat, gbdt." in text
+    assert campaigns_table([{"run": "x"}]) == ""
+
+
 def test_the_online_check_is_measured_against_what_a_calibrated_interval_would_score() -> None:
     """12 samples at 90 %: only 11 covered lands within 5 points (12 * 0.9^11 * 0.1); flights multiply."""
     one = 12 * 0.9**11 * 0.1

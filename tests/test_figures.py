@@ -179,3 +179,15 @@ def test_make_readme_copies_the_figures_of_the_run_it_reports(tmp_path: Path) ->
         assert (tmp_path / "figures" / "readme" / f"{name}.png").read_bytes() == name.encode()
         assert f"(figures/readme/{name}.png)" in text
     assert not old.exists() and README_FIGURES[2] not in text  # only this run's figures
+    assert "Intervals across campaigns" not in text  # no other campaign given
+    other = tmp_path / "runs" / "seed7"
+    other.mkdir(parents=True)
+    conformal = [{"model": "gbdt", "method": "flight_t", "worst_coverage": 0.5, "worst_flight": "F1", "nominal": 0.9}]
+    for path, seed in ((run, 0), (other, 7)):
+        data = json.loads((path / "summary.json").read_text()) if path == run else {"run": "seed7"}
+        data |= {"campaign_info": {"source": f"synthetic(seed={seed})"}, "comparison": {"conformal": conformal}}
+        (path / "summary.json").write_text(json.dumps(data))
+    update(readme, run, campaigns=[other])
+    text = readme.read_text()
+    assert "| gbdt | 50.0% (F1); online not held | 50.0% (F1); online not held |" in text
+    assert text.index("Intervals across campaigns") < text.index("(figures/readme/")  # before the figures

@@ -17,6 +17,7 @@ from typing import Any
 
 from cbhlib.atomic import atomic_write_bytes, atomic_write_text
 from cbhlib.errors import CbhError
+from cbhlib.evaluation.intervals.campaigns import campaigns_table
 from cbhlib.plots.style import caption
 from cbhlib.store.rundir import RunDir
 
@@ -371,14 +372,18 @@ def update(
     calibration: Path | None = None,
     benchmarks: list[Path] | None = None,
     drift_run: Path | None = None,
+    campaigns: list[Path] | None = None,
 ) -> None:
     """Rewrite the results section (and, given benchmark JSONs, the performance section; given
-    another run of the same settings with another thread count, the measured drift)."""
+    another run of the same settings with another thread count, the measured drift; given runs
+    on other campaigns, the intervals across campaigns)."""
     summary = _summary(run_dir)
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
     drift = drift_line(summary, _summary(drift_run)) if drift_run else ""
+    across = campaigns_table([summary, *map(_summary, campaigns)]) + "\n\n" if campaigns else ""
     figures = copy_figures(run_dir, readme.parent / FOLDER)  # the README's pictures from the same run
-    text = _replace(readme.read_text(), START, END, section(summary, cal, drift) + figures_markdown(figures), readme)
+    body = section(summary, cal, drift) + across + figures_markdown(figures)
+    text = _replace(readme.read_text(), START, END, body, readme)
     if benchmarks is not None:
         text = _replace(text, PERF_START, PERF_END, performance_section(benchmarks), readme)
     atomic_write_text(readme, text)
@@ -393,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", default="benchmarks/results/calibration_default.json")
     ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
     ap.add_argument("--drift", help="a run folder of the same settings with another thread count")
+    ap.add_argument("--campaigns", nargs="*", default=[], help="run folders of the pipeline on other campaigns")
     a = ap.parse_args(argv)
     try:
         update(
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.calibration),
             [Path(b) for b in a.benchmarks] if a.benchmarks is not None else None,
             Path(a.drift) if a.drift else None,
+            [Path(c) for c in a.campaigns],
         )
     except CbhError as exc:
         sys.stderr.write(f"readme: {exc}\n")
