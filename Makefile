@@ -70,7 +70,7 @@ notebooks: $(VENV)/.notebooks
 
 ## readme: rewrite the README's results (runs/default) and performance (benchmarks/results/bench-*.json) sections
 BENCH_JSONS ?= $(sort $(wildcard benchmarks/results/bench-*.json))
-CAMPAIGN_RUNS ?= $(patsubst %/summary.json,%,$(sort $(wildcard runs/campaign-seed*/summary.json)))
+CAMPAIGN_RUNS ?= $(patsubst %/summary.json,%,$(foreach s,$(CAMPAIGN_SEEDS),$(wildcard runs/campaign-seed$(s)/summary.json)))
 readme: $(VENV)/.notebooks
 	$(PY) -m cbhlib.pipeline.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS)) \
 		$(if $(wildcard runs/threads1/summary.json),--drift runs/threads1) \

@@ -191,3 +191,4 @@ def test_make_readme_copies_the_figures_of_the_run_it_reports(tmp_path: Path) ->
     text = readme.read_text()
     assert "| gbdt | 50.0% (F1); online not held | 50.0% (F1); online not held |" in text
     assert text.index("Intervals across campaigns") < text.index("(figures/readme/")  # before the figures
+    assert "\n\nIntervals across campaigns" in text and "at least one run: gbdt.\n\n" in text  # its own paragraphs

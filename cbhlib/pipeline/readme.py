@@ -380,7 +380,7 @@ def update(
     summary = _summary(run_dir)
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
     drift = drift_line(summary, _summary(drift_run)) if drift_run else ""
-    across = campaigns_table([summary, *map(_summary, campaigns)]) + "\n\n" if campaigns else ""
+    across = "\n" + campaigns_table([summary, *map(_summary, campaigns)]) + "\n" if campaigns else ""
     figures = copy_figures(run_dir, readme.parent / FOLDER)  # the README's pictures from the same run
     body = section(summary, cal, drift) + across + figures_markdown(figures)
     text = _replace(readme.read_text(), START, END, body, readme)
