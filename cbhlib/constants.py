@@ -37,6 +37,9 @@ FLIGHT_NORMS = ("none", "flight", "running")
 FLIGHT_LEVELS = ("training", "inputs")
 FLIGHT_NORM_SUFFIXES = {"flight": "_fn", "running": "_fnrun"}
 
+# the label-free intervals `cbh predict --intervals` writes (cbhlib.evaluation.intervals); the first is the default
+INTERVAL_METHODS = ("flight_t", "flight", "flight_max")
+
 # heads trained without one training flight (nested leave-one-flight-out): their residuals calibrate intervals
 NESTED_PROTOCOL = "lofo_nested"
 NESTED_BASE = 10_000  # nested fold id = outer fold id * NESTED_BASE + the left-out training flight's index

@@ -479,6 +479,24 @@ def test_recentred_aci_calibrates_on_recentred_training_flights() -> None:
     assert 0.8 <= np.mean(np.abs(y - p - sh)[late] <= hw[late]) <= 1.0
 
 
+def test_the_table_fits_the_recentred_method_once_per_set_of_training_residuals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two seeds calibrated by the same residuals (a head's nested ones) share one fit, a third
+    with other residuals gets its own; the rows equal those of a fit made afresh every time."""
+    pred = pd.concat([_lofo_pred((40, 40, 30)).assign(seed=s) for s in (0, 1, 2)], ignore_index=True)
+    rng = np.random.default_rng(5)
+    shared = {f"F{k}": (rng.normal(0.1, 0.1, 60), np.repeat([j for j in range(3) if j != k], 30)) for k in range(3)}
+    cal = {("m", s, fl): (r + (0.05 if s == 2 else 0.0), g) for s in (0, 1, 2) for fl, (r, g) in shared.items()}
+    calls = []
+    real = online.fit_centred
+    monkeypatch.setattr(intervals, "fit_centred", lambda *a, **k: calls.append(1) or real(*a, **k))
+    table = intervals.interval_table(pred, {}, cal, 0.1, 5)
+    assert len(calls) == 6  # 3 flights x (seeds 0 and 1 together, seed 2 alone)
+    monkeypatch.setattr(intervals, "fit_centred", lambda *a, **k: None)  # aci_centred fits afresh itself
+    pd.testing.assert_frame_equal(table, intervals.interval_table(pred, {}, cal, 0.1, 5), check_exact=True)
+
+
 def test_each_replayed_training_flight_is_calibrated_without_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(2)
     flights = [rng.normal(b, 0.1, 30) for b in (0.2, -0.1, 0.0, 0.3)]

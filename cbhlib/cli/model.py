@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cbhlib.cli.common import config_from, num, say
-from cbhlib.constants import PROTOCOLS
+from cbhlib.constants import INTERVAL_METHODS, PROTOCOLS
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -139,9 +139,6 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
     return 0
 
 
-INTERVAL_METHODS = ("flight_t", "flight", "flight_max")
-
-
 def _interval_method(value: str) -> str:
     """--intervals' value, or a message that names what was found (a folder: the run folder misplaced)."""
     if value in INTERVAL_METHODS:
@@ -191,9 +188,9 @@ def register(sub: Any) -> None:
     pr.add_argument(
         "--intervals",
         nargs="?",
-        const="flight_t",
+        const=INTERVAL_METHODS[0],
         type=_interval_method,
-        metavar="{flight_t,flight,flight_max}",
+        metavar="{" + ",".join(INTERVAL_METHODS) + "}",
         help="add lower_km/upper_km from the run's out-of-flight residuals, label-free for the new campaign. "
         "flight_t (the default): random effects over flights with Student t, wide: it allows for a "
         "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cbhlib.constants import FLIGHT_NORMS, NESTED_BASE, NESTED_PROTOCOL
+from cbhlib.constants import FLIGHT_NORMS, INTERVAL_METHODS, NESTED_BASE, NESTED_PROTOCOL
 from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.evaluation import imagestats
@@ -38,9 +38,6 @@ from cbhlib.training.embed import Embeddings, embed_campaign
 from cbhlib.training.pretrain import load_encoder
 
 log = logging.getLogger(__name__)
-
-
-INTERVAL_METHODS = ("flight", "flight_max", "flight_t")
 
 
 @dataclass

@@ -165,6 +165,23 @@ def by_flight(residuals: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
     return [r[g == k] for k in dict.fromkeys(g.tolist())]
 
 
+class OnlineFit(NamedTuple):
+    """What :func:`aci_centred` learns from the training flights alone: recentring and ACI step."""
+
+    recentring: Recentring
+    gamma: float
+
+
+def fit_centred(
+    residuals: np.ndarray, groups: np.ndarray, alpha: float = 0.1, gammas: tuple[float, ...] = GAMMAS
+) -> OnlineFit:
+    """:class:`OnlineFit` of training flights' out-of-flight residuals (m,) and their flights (m,)
+    (in time order within each flight, finite, not empty). The same residuals give the same fit,
+    so a caller may reuse it for every seed and flight they calibrate."""
+    flights = by_flight(residuals, groups)
+    return OnlineFit(recentring(flights), replay_gamma(flights, alpha, gammas))
+
+
 class Online(NamedTuple):
     """An online method's intervals along one flight: ``pred + shift +- half_width``."""
 
@@ -181,6 +198,7 @@ def aci_centred(
     groups: np.ndarray,
     alpha: float = 0.1,
     gammas: tuple[float, ...] = GAMMAS,
+    fit: OnlineFit | None = None,
 ) -> Online:
     """ACI on the new flight's residuals recentred on its bias and rescaled to its spread so far.
 
@@ -200,6 +218,7 @@ def aci_centred(
         y, pred: (n,) truth and prediction of the new flight, in time order (finite).
         residuals, groups: (m,) out-of-flight residuals of the training flights (in time order
             within each flight, finite) and their flights.
+        fit: :func:`fit_centred` of exactly these residuals, when the caller has it already.
 
     Returns:
         :class:`Online`; without training residuals, infinite half-widths, no shift, a NaN step.
@@ -207,9 +226,7 @@ def aci_centred(
     r = np.asarray(y, float) - np.asarray(pred, float)
     if not len(residuals):
         return Online(np.full(len(r), np.inf), np.zeros(len(r)), float("nan"), np.full(len(r), alpha))
-    flights = by_flight(residuals, groups)
-    rc = recentring(flights)
-    gamma = replay_gamma(flights, alpha, gammas)
+    rc, gamma = fit or fit_centred(residuals, groups, alpha, gammas)
     z, shift, scale = rc.standardise(r)
     hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma)
     return Online(hw * scale, shift, gamma, level)
