@@ -50,7 +50,9 @@ def _metrics(run_dir: Path) -> dict:
 def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tiny_campaign: Path, tmp_path: Path) -> None:
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
     cfg = tmp_path / "params.yaml"
-    cfg.write_text(yaml.safe_dump(_settings(tiny_campaign, run_dir)))
+    # one pinned thread: the load governor would otherwise adapt the in-process runs to the killed
+    # subprocess's load, and another thread count moves float sums (the rerun must match bit for bit)
+    cfg.write_text(yaml.safe_dump(_settings(tiny_campaign, run_dir, threads=1)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "cbhlib.cli", "train", str(cfg)],
         stdout=subprocess.DEVNULL,
@@ -74,7 +76,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tiny_campaign
     lines_before = log.read_text().count('"protocol": "lofo"')
     assert main(["train", str(cfg)]) == 0  # resume
     assert log.read_text().count('"protocol": "lofo"') == lines_before  # finished LOFO units reused, not retrained
-    run_mode(load_config(("ref", _settings(tiny_campaign, ref_dir))))  # uninterrupted, same seeds
+    run_mode(load_config(("ref", _settings(tiny_campaign, ref_dir, threads=1))))  # uninterrupted, same seeds
     assert _metrics(run_dir) == _metrics(ref_dir)
 
 
