@@ -86,8 +86,8 @@ def test_no_held_out_sample_reaches_training_validation_or_fitting(
     for m, (f, r) in enumerate(zip(folds, res, strict=True)):
         held = set(f.test_idx.tolist())
         np.testing.assert_array_equal(np.isnan(fitted_rows[m]), np.isnan(X[f.train_idx]))  # scaler on training rows
-        steps = [g[m] for g in trained if g.shape[1] == 32]  # training batches (evaluation gathers are larger)
-        used = set(np.concatenate(steps).tolist())
+        steps = [g[:, m] for g in trained if g.ndim == 3]  # training batches [steps, M, B] (evaluation: [M, E])
+        used = set(np.concatenate(steps).ravel().tolist())
         assert used <= set(f.train_idx.tolist()) | {0}  # 0 pads partial batches with weight 0
         assert not (held & (used - {0})) and not (held & set(f.val_idx.tolist()))
         assert r.test_idx == f.test_idx.tolist() and set(r.val_idx).isdisjoint(held)
@@ -141,6 +141,27 @@ def test_same_seed_same_metrics_and_resume_gives_the_same_result(
         assert ra.r2 == pytest.approx(rc.r2, abs=1e-6) and ra.epoch_trained == rc.epoch_trained
     train_units(inputs, units, "attention", cfg, HeadConfig(), store_b, progress=False)
     assert sizes == [2]  # nothing left to do
+
+
+@pytest.mark.parametrize("mode", ["attention", "physical_only"])
+def test_inputs_gathered_per_chunk_of_steps_give_the_same_heads(
+    encoded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    camp, inputs = encoded
+    units = _units(mode, lofo_folds(camp), seeds=(0, 1))
+    cfg = TrainConfig(epochs=3, patience=3)
+    shapes: list[tuple[int, ...]] = []
+    real_gather = train_mod._gather
+    monkeypatch.setattr(train_mod, "_gather", lambda t, idx: shapes.append(tuple(idx.shape)) or real_gather(t, idx))
+    whole = train_units(inputs, units, mode, cfg, HeadConfig(), UnitStore(RunDir(tmp_path / "a")), progress=False)
+    chunked = [s for s in shapes if len(s) == 3]
+    assert chunked and all(s[0] > 1 for s in chunked)  # an epoch's steps in one call
+    shapes.clear()
+    monkeypatch.setattr(train_mod, "GATHER_BYTES", 1)  # one step per chunk
+    single = train_units(inputs, units, mode, cfg, HeadConfig(), UnitStore(RunDir(tmp_path / "b")), progress=False)
+    assert {s[0] for s in shapes if len(s) == 3} == {1} and len(shapes) > len(chunked)
+    for a, b in zip(whole, single, strict=True):
+        assert a.pred == b.pred and a.val_pred == b.val_pred
 
 
 def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> None:

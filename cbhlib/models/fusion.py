@@ -154,8 +154,8 @@ class ModelDropout(nn.Module):
         masks = torch.ones(total, len(gens), batch, self.dim)
         if self.p > 0:
             for m, (g, n) in enumerate(zip(gens, n_steps, strict=True)):
-                if n:
-                    masks[:n, m] = (torch.rand(n, batch, self.dim, generator=g) >= self.p).float() / (1 - self.p)
+                if n:  # in place: (u >= p) / (1 - p), without a boolean and a float temporary
+                    masks[:n, m] = torch.rand(n, batch, self.dim, generator=g).ge_(self.p).div_(1 - self.p)
         self.masks = masks if device is None else masks.to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,19 +218,23 @@ class FusionHeads(nn.Module):
             self.out = BLinear(M, d, d, g)
             d_in = 2 * d
         self.head = _mlp(M, [d_in, *cfg.hidden, 1], cfg.dropout, g, last_act=False)
+        self._drop: list[ModelDropout] | None = None
+
+    def _dropouts(self) -> list[ModelDropout]:
+        if self._drop is None:  # found once: set_step runs every training step
+            self._drop = [mod for mod in self.modules() if isinstance(mod, ModelDropout)]
+        return self._drop
 
     def begin_epoch(self, n_steps: list[int], batch: int) -> None:
         """Draw this epoch's dropout masks; ``n_steps[m]`` steps for model m (0 = idle)."""
         dev = next(self.parameters()).device
-        for mod in self.modules():
-            if isinstance(mod, ModelDropout):
-                mod.draw(self.gens, n_steps, batch, dev)
+        for mod in self._dropouts():
+            mod.draw(self.gens, n_steps, batch, dev)
 
     def set_step(self, step: int) -> None:
         """Select the dropout masks of training step ``step`` of the epoch."""
-        for mod in self.modules():
-            if isinstance(mod, ModelDropout):
-                mod.step = step
+        for mod in self._dropouts():
+            mod.step = step
 
     def forward(
         self, img: torch.Tensor | None = None, regions: torch.Tensor | None = None, phys: torch.Tensor | None = None

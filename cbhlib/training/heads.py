@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -80,14 +81,37 @@ def train_units(
     return [results[i] for i in range(len(units))]
 
 
+GATHER_BYTES = 64 << 20  # inputs of an epoch's steps are gathered in chunks of at most this size
+
+
 def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Inputs for sample indices idx [M, B]."""
-    ar = torch.arange(idx.shape[0], device=idx.device)[:, None]
+    """Inputs for sample indices idx [..., M, B] (a leading axis gathers several steps at once)."""
+    ar = torch.arange(idx.shape[-2], device=idx.device)[:, None]
     return {
         "img": t["img"][ar, idx] if "img" in t else None,
         "phys": t["phys"][ar, idx] if "phys" in t else None,
         "regions": t["regions"][t["emb"][:, None], idx] if "regions" in t else None,
     }
+
+
+Batch = dict[str, torch.Tensor | None]  # model inputs by name (None where the mode takes none)
+
+
+def _step_inputs(t: dict[str, Any], idx_s: torch.Tensor) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Per training step s: the inputs and targets [M, B] of batch idx_s[s] (idx_s [S, M, B]).
+
+    Gathered a chunk of steps at a time (one indexing call per input per chunk, not per
+    step; the chunks hold at most ``GATHER_BYTES``), so each step gets contiguous views.
+    """
+    S, M, B = idx_s.shape
+    width = 1 + sum(t[k][0, 0].numel() for k in ("img", "phys", "regions") if k in t)  # floats per sample
+    chunk = max(1, GATHER_BYTES // (4 * M * B * width))
+    ar = torch.arange(M, device=idx_s.device)[:, None]
+    for c in range(0, S, chunk):
+        idx_c = idx_s[c : c + chunk]
+        x, y = _gather(t, idx_c), t["y"][ar, idx_c]
+        for j in range(len(idx_c)):
+            yield {k: (v[j] if v is not None else None) for k, v in x.items()}, y[j]
 
 
 def _predict(
@@ -206,13 +230,14 @@ def _fit(
             ids_t = torch.from_numpy(ids).to(dev)
             ar = torch.arange(L, device=dev)[:, None]
             lt, lmodel = live.t, live.model
+            delta_e, n_e = delta[ids_t], w_s.sum(2).clamp_min(1.0)  # [L, 1]; samples per step [S, L]
             lmodel.train()
             lmodel.begin_epoch(n_steps[ids].tolist(), B)
-            for s in range(S):
-                idx_t, w_t = idx_s[s], w_s[s]
+            for s, (x_t, y_t) in enumerate(_step_inputs(lt, idx_s)):
+                w_t = w_s[s]
                 lmodel.set_step(s)
-                pred, _ = lmodel(**_gather(lt, idx_t))
-                per = (huber(pred - lt["y"][ar, idx_t], delta[ids_t]) * w_t).sum(1) / w_t.sum(1).clamp_min(1.0)
+                pred, _ = lmodel(**x_t)
+                per = (huber(pred - y_t, delta_e) * w_t).sum(1) / n_e[s]
                 live.opt.zero_grad()
                 per.sum().backward()
                 live.opt.step(act_s[s], lr_e)
