@@ -316,8 +316,20 @@ def check_config(cfg: Config, sources: Mapping[str, object] | None = None) -> No
 
 
 def config_from_namespace(ns: Mapping[str, Any], source: str = "notebook parameters") -> Config:
-    """A notebook's parameters (flat names found in its namespace) merged onto the defaults."""
-    return load_config((source, {name: ns[name] for name in by_name() if name in ns}))
+    """A notebook's parameters (flat names found in its namespace) merged onto the defaults.
+
+    Raises:
+        ParamsError: naming the parameter as the notebook (and papermill's ``-p``) spells it,
+            with its setting's dotted key beside it.
+    """
+    try:
+        return load_config((source, {name: ns[name] for name in by_name() if name in ns}))
+    except ParamsError as exc:
+        leaf = leaves().get(exc.key.split("[")[0])
+        if exc.source != source or leaf is None or leaf.name == leaf.key:
+            raise
+        name = leaf.name + exc.key[len(leaf.key) :]
+        raise ParamsError(exc.source, name, exc.expected, exc.found, setting=exc.key) from None
 
 
 def notebook_values(cfg: Config, declared: set[str], only_changed: bool = True) -> dict[str, Any]:

@@ -25,9 +25,11 @@ class CampaignFormatError(CbhError):
 class ParamsError(CbhError):
     """A run's parameters (YAML or notebook) are invalid."""
 
-    def __init__(self, source: object, key: str, expected: str, found: str) -> None:
+    def __init__(self, source: object, key: str, expected: str, found: str, setting: str = "") -> None:
+        """``setting``: the dotted key, where ``key`` is a notebook's flat name for it."""
         self.source, self.key, self.expected, self.found = str(source), key, expected, found
-        super().__init__(f"{self.source}: parameter '{key}': expected {expected}; found {found}")
+        also = f" (setting {setting})" if setting else ""
+        super().__init__(f"{self.source}: parameter '{key}'{also}: expected {expected}; found {found}")
 
 
 class CheckpointError(CbhError):

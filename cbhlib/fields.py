@@ -105,7 +105,12 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):  # `seeds=3` is not `seeds=[3]`: say how to write one value
-            one = f"; for one value write {key}=[{value}]" if isinstance(value, (str, int, float)) else ""
+            if isinstance(value, str) and value.strip().startswith("["):  # papermill's -p passes text
+                one = f"; a list written as text: with papermill pass it as YAML, -y '{key.split('.')[-1]}: {value}'"
+            elif isinstance(value, (str, int, float)):
+                one = f"; for one value write {key}=[{value}]"
+            else:
+                one = ""
             raise ParamsError(source, key, f"a list of {type_name(inner)} in brackets{one}", _found(value))
         return [coerce(source, f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
     if origin is dict:

@@ -13,6 +13,7 @@ from cbhlib.cli import main
 from cbhlib.config import (
     SECTIONS,
     by_name,
+    config_from_namespace,
     leaves,
     load_config,
     notebook_values,
@@ -196,3 +197,38 @@ def test_a_single_value_for_a_list_setting_is_refused_with_how_to_write_it(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "write seeds=[3]" in err
     assert not (ROOT / "runs" / "never-made").exists()
+
+
+def test_notebook_parameter_errors_use_the_notebooks_names_and_papermill_spelling() -> None:
+    with pytest.raises(ParamsError) as info:  # papermill's -p passes '[0]' as text
+        config_from_namespace({"seeds": "[0]"})
+    assert "-y 'seeds: [0]'" in str(info.value) and "seeds=[[0]]" not in str(info.value)
+    with pytest.raises(ParamsError) as info:
+        config_from_namespace({"explore_images_per_flight": -2})
+    msg = str(info.value)
+    assert "parameter 'explore_images_per_flight' (setting explore.images_per_flight): expected" in msg, msg
+    with pytest.raises(ParamsError, match=r"parameter 'seeds\[1\]': expected an integer"):
+        config_from_namespace({"seeds": [0, "x"]})  # a top-level setting keeps its one name
+    with pytest.raises(ParamsError, match=r"^x\.yaml: parameter 'explore\.images_per_flight': "):
+        load_config(("x.yaml", {"explore": {"images_per_flight": -2}}))  # YAML keeps the dotted key
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["predcit"], "invalid choice: 'predcit'"),
+        (["predict", "x", "--modle", "concat", "--campaign", "x.h5", "-o", "y.csv"], "unknown option --modle"),
+        (["run", "--sett", "seeds=[0]"], "unrecognized arguments: --sett"),
+        (["run", "--zzzz"], "unrecognized arguments: --zzzz"),
+    ],
+)
+def test_a_mistyped_command_or_option_gets_its_closest_spelling_in_one_line(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and said in err and len(err.splitlines()) == 1, err
+    close = {"predcit": "mean 'predict'?", "--modle": "(did you mean --model?)", "--sett": "did you mean --set?"}
+    hint = next((h for k, h in close.items() if k in argv), None)
+    assert (hint in err) if hint else "did you mean" not in err, err

@@ -9,8 +9,10 @@ assembles the parser and turns errors into one line.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
 from typing import NoReturn
 
@@ -24,9 +26,39 @@ log = logging.getLogger("cbhlib.cli")
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's one-line errors: ``cbh <command>: <what>`` and exit 2, no usage block."""
 
+    _argv: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        self._argv = list(sys.argv[1:] if args is None else args)  # what error() can point at
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {clean(message, newlines=False)} (see {self.prog} --help)\n")
+        sys.stderr.write(
+            f"{self.prog}: error: {clean(message + self._hint(message), newlines=False)} (see {self.prog} --help)\n"
+        )
         raise SystemExit(2)
+
+    def _hint(self, message: str) -> str:
+        """The closest spelling of a mistyped choice, or the unknown options behind a missing one."""
+        known = [o for a in self._actions for o in a.option_strings]
+        bad = re.search(r"invalid choice: '([^']*)'", message)
+        if bad:
+            choices = [str(c) for a in self._actions if a.choices for c in a.choices]
+            close = difflib.get_close_matches(bad.group(1), choices, n=1)
+            return f"; did you mean '{close[0]}'?" if close else ""
+        extra = re.search(r"unrecognized arguments: (--[^ =]+)", message)
+        if extra:  # the top parser reports a command's leftovers: look among that command's options
+            subs = next((a.choices for a in self._actions if isinstance(a.choices, dict)), {})
+            cmd = next((subs[t] for t in self._argv if t in subs), None)  # the first word naming a command
+            opts = known + [o for a in getattr(cmd, "_actions", []) for o in a.option_strings]
+            close = difflib.get_close_matches(extra.group(1), opts, n=1)
+            return f"; did you mean {close[0]}?" if close else ""
+        if "arguments are required" in message:
+            unknown = [t.split("=")[0] for t in self._argv if t.startswith("--") and t.split("=")[0] not in known]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], known, n=1)
+                return f"; unknown option {unknown[0]}" + (f" (did you mean {close[0]}?)" if close else "")
+        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from cbhlib.errors import CampaignFormatError
 FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
 REQUIRED_SAMPLES = ("flight", "time_utc")
+POSIX_SECONDS_MAX = 1e11  # year 5138: larger "seconds" are milliseconds, microseconds or nanoseconds
 OPTIONAL_SAMPLES = ("cbh_km", "sza_deg", "saa_deg", "lat", "lon")
 CBH_RANGE_KM = (0.0, 20.0)
 IMAGE_DTYPES = (np.dtype("float32"), np.dtype("uint16"))
@@ -253,6 +254,7 @@ def _check_samples(path: Path, s: dict[str, np.ndarray], flight_names: list[str]
         i = int(np.flatnonzero((sza < 0) | (sza > 180))[0])
         raise _fail(path, "samples/sza_deg", "solar zenith within 0-180 deg", f"{sza[i]:g} at sample {i}")
     t = s["time_utc"]
+    _check_posix(path, "samples/time_utc", t)
     for k in range(n_flights):
         idx = np.flatnonzero(fl == k)
         dt = np.diff(t[idx])
@@ -368,4 +370,19 @@ def _read_unlabelled(
         t = read_bounded(t_ds, path, "unlabelled/time_utc").astype(np.float64)
         if not np.isfinite(t).all():
             raise _fail(path, "unlabelled/time_utc", "finite values", "non-finite times")
+        _check_posix(path, "unlabelled/time_utc", t)
     return fl, t
+
+
+def _check_posix(path: Path, key: str, t: np.ndarray) -> None:
+    """Times are POSIX seconds: not before 1970, not past POSIX_SECONDS_MAX (milliseconds and finer are refused)."""
+    bad = (t < 0) | (t > POSIX_SECONDS_MAX)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        unit = {12: "milliseconds", 15: "microseconds", 18: "nanoseconds"}.get(3 * int(np.log10(abs(t[i])) // 3))
+        raise _fail(
+            path,
+            key,
+            "POSIX seconds since 1970 (about 1.7e9 in 2025)",
+            f"{t[i]:.6g} at index {i}" + (f", which looks like {unit}" if t[i] > 0 and unit else ""),
+        )

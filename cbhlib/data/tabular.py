@@ -27,13 +27,12 @@ import numpy as np
 import pandas as pd
 
 from cbhlib.data.campaign import CampaignData
-from cbhlib.data.contract import FeatureGroup
+from cbhlib.data.contract import POSIX_SECONDS_MAX, FeatureGroup
 from cbhlib.data.solar import solar_angles
 from cbhlib.errors import CbhError
 
 log = logging.getLogger(__name__)
 
-POSIX_SECONDS_MAX = 1e11  # year 5138: larger "seconds" are milliseconds, microseconds or nanoseconds
 LABEL_LIKE = re.compile(r"cbh|cloud.?base|label|target|truth|lidar", re.I)
 
 

@@ -219,9 +219,14 @@ def check_image_format(
     images = (prof or {}).get("images") or {}
     want = tuple(geometry) if geometry is not None else tuple(images.get("shape") or ()) or None
     if want is not None and found != want:
+        fix = (  # the same sizes in another order: stored channels-last, not another resolution
+            "store them channels first (N, C, H, W), e.g. np.moveaxis(images, -1, 1)"
+            if sorted(found) == sorted(want)
+            else "resample them first (predict never crops or pads)"
+        )
         raise CbhError(
             f"{camp.path}: images: expected {'x'.join(map(str, want))} (channels x height x width, as {what} was "
-            f"trained on); found {'x'.join(map(str, found))}: resample them first (predict never crops or pads)"
+            f"trained on); found {'x'.join(map(str, found))}: {fix}"
         )
     dtype, got = images.get("dtype"), str(np.dtype(camp.image_dtype))
     if dtype and dtype != got:
