@@ -15,7 +15,14 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
 from cbhlib.evaluation import adapt, intervals
 from cbhlib.evaluation.baselines import SKLEARN_BASELINES, BaselineData, espy_lcl_km, run_baseline
-from cbhlib.evaluation.compare import baseline_names, comparisons, findings, interval_findings, run_baselines
+from cbhlib.evaluation.compare import (
+    baseline_names,
+    comparisons,
+    findings,
+    interval_findings,
+    neural_verdict,
+    run_baselines,
+)
 from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage, online
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
 from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
@@ -570,3 +577,60 @@ def test_random_effects_interval_follows_its_formula_and_widens_with_fewer_fligh
     # a new flight drawn from a random-effects model like the twelve is covered near the nominal level
     new = rng.normal(0, 0.2, 4000)[:, None] + rng.normal(0, 0.03, (4000, 10))
     assert 0.85 <= float(np.mean(np.abs(new) <= many)) <= 0.97
+
+
+def test_the_first_finding_counts_the_neural_models_won_lost_and_open() -> None:
+    head = pd.DataFrame(
+        {
+            "protocol": "lofo",
+            "model": ["climatology", "gbdt", "a", "b", "c"],
+            "kind": ["baseline", "baseline", "model", "model", "model"],
+            "pooled_mae_m": [300.0, 250.0, 240.0, 260.0, 280.0],
+        }
+    )
+
+    def row(model: str, ref: str, status: str, diff: float) -> dict:
+        return {"protocol": "lofo", "model": model, "reference": ref, "status": status, "pooled_diff_m": diff}
+
+    table = pd.DataFrame(
+        [
+            row("a", "climatology", "resolved", -60.0),
+            row("b", "climatology", "one metric", -40.0),
+            row("c", "climatology", "resolved", 30.0),
+            row("gbdt", "climatology", "resolved", -50.0),  # a baseline: not counted
+            row("a", "gbdt", "not resolved", -10.0),
+            row("b", "gbdt", "metrics disagree", 10.0),
+            row("c", "gbdt", "not resolved", 30.0),
+        ]
+    )
+    line = neural_verdict(head, table)
+    assert "against climatology: 1 of 3 better (a), 1 worse (c), 1 not resolved" in line, line
+    assert "against the strongest simple baseline, gbdt: 0 of 3 better, 0 worse, 3 not resolved" in line, line
+    assert (
+        findings(
+            head.assign(n_seeds=1, n=10, flight_mae_m=1.0, r2_pooled=0.0, pooled_mae_m_sd=0.0, flight_mae_m_sd=0.0),
+            table.assign(
+                verdict="v",
+                n_flights=3,
+                holds_at_2x_block=True,
+                pooled_lo_m=0.0,
+                pooled_hi_m=0.0,
+                flight_lo_m=0.0,
+                flight_hi_m=0.0,
+                flight_diff_m=0.0,
+                flights_better=1,
+                sign_flip_p=0.5,
+                sign_flip_p_min=0.25,
+                block=3,
+                pooled_mae_m=1.0,
+                flight_mae_m=1.0,
+                pooled_reference_m=1.0,
+                flight_reference_m=1.0,
+            ),
+        )["shows"][0]
+        == line
+    )  # the answer comes first
+    assert neural_verdict(head[head["kind"] == "baseline"], table) is None  # no neural model: no sentence
+    assert "(leave-one-flight-out; n = 40 held-out samples x 3 seeds;" in neural_verdict(
+        head, table.assign(n_samples=40, n_seeds=3)
+    )

@@ -228,7 +228,7 @@ def findings(
         table: verdict rows (:func:`comparisons`).
         source: the campaign's ``source`` attribute (``synthetic(...)`` or an import).
     """
-    shows: list[str] = []
+    shows: list[str] = [line] if (line := neural_verdict(headline, table)) else []
     not_shows: list[str] = []
     lofo = headline[headline["protocol"] == "lofo"]
     if len(lofo):
@@ -319,6 +319,42 @@ def findings(
             f"flights cannot go below p = {2 / 2**n_flights:.3g}."
         )
     return {"shows": shows, "does_not_show": not_shows}
+
+
+def neural_verdict(headline: pd.DataFrame, table: pd.DataFrame) -> str | None:
+    """The run's answer in one sentence: how many neural models beat climatology and the strongest
+    simple baseline on a new flight (resolved under both headline metrics), how many lose, how many are open."""
+    heads = set(headline.loc[(headline["kind"] == "model") & (headline["protocol"] == "lofo"), "model"])
+    if not heads or not len(table):
+        return None
+    best = strongest_simple(headline)
+    parts = []
+    for ref, label in ((CLIMATOLOGY, CLIMATOLOGY), (best, f"the strongest simple baseline, {best}")):
+        rows = table[(table["reference"] == ref) & table["model"].isin(heads) & (table["protocol"] == "lofo")]
+        if not len(rows):
+            continue
+        resolved = rows["status"] == "resolved"
+        won, lost = rows[resolved & (rows["pooled_diff_m"] < 0)], rows[resolved & (rows["pooled_diff_m"] > 0)]
+        parts.append(
+            f"against {label}: {len(won)} of {len(rows)} better{_named(won, len(rows))}, "
+            f"{len(lost)} worse{_named(lost, len(rows))}, {len(rows) - len(won) - len(lost)} not resolved"
+        )
+    if not parts:
+        return None
+    n = (
+        f"; n = {int(table['n_samples'].max())} held-out samples x {int(table['n_seeds'].max())} seeds"
+        if {"n_samples", "n_seeds"} <= set(table.columns)
+        else ""
+    )
+    return (
+        f"In one line, the neural models on flights they never saw (leave-one-flight-out{n}; better or worse only "
+        "where the paired 95 % intervals of pooled and per-flight MAE both clear zero): " + "; ".join(parts) + "."
+    )
+
+
+def _named(rows: pd.DataFrame, of: int) -> str:
+    """`` (a, b)`` naming some of ``of`` models; nothing when none or all."""
+    return f" ({', '.join(rows['model'])})" if 0 < len(rows) < of else ""
 
 
 def origin_sentence(source: str) -> str:
