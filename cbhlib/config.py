@@ -329,7 +329,8 @@ def config_from_namespace(ns: Mapping[str, Any], source: str = "notebook paramet
         if exc.source != source or leaf is None or leaf.name == leaf.key:
             raise
         name = leaf.name + exc.key[len(leaf.key) :]
-        raise ParamsError(exc.source, name, exc.expected, exc.found, setting=exc.key) from None
+        expected = exc.expected.replace(f"write {exc.key}=", f"write {name}=")
+        raise ParamsError(exc.source, name, expected, exc.found, setting=exc.key) from None
 
 
 def notebook_values(cfg: Config, declared: set[str], only_changed: bool = True) -> dict[str, Any]:

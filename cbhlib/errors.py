@@ -27,7 +27,7 @@ class ParamsError(CbhError):
 
     def __init__(self, source: object, key: str, expected: str, found: str, setting: str = "") -> None:
         """``setting``: the dotted key, where ``key`` is a notebook's flat name for it."""
-        self.source, self.key, self.expected, self.found = str(source), key, expected, found
+        self.source, self.key, self.expected, self.found, self.setting = str(source), key, expected, found, setting
         also = f" (setting {setting})" if setting else ""
         super().__init__(f"{self.source}: parameter '{key}'{also}: expected {expected}; found {found}")
 

@@ -106,7 +106,8 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):  # `seeds=3` is not `seeds=[3]`: say how to write one value
             if isinstance(value, str) and value.strip().startswith("["):  # papermill's -p passes text
-                one = f"; a list written as text: with papermill pass it as YAML, -y '{key.split('.')[-1]}: {value}'"
+                name = key.split("[")[0].replace(".", "_")  # the notebook's (and papermill's) name
+                one = f"; a list written as text: with papermill pass it as YAML, -y '{name}: {value}'"
             elif isinstance(value, (str, int, float)):
                 one = f"; for one value write {key}=[{value}]"
             else:

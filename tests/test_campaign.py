@@ -125,6 +125,10 @@ def _break(case: str, small_file: Path, tmp: Path) -> Path:
         "duplicated_sample": lambda f: f["samples/time_utc"].__setitem__(1, f["samples/time_utc"][0]),
         "time_float32": _replace("samples/time_utc", np.arange(n, dtype=np.float32)),
         "time_milliseconds": lambda f: f["samples/time_utc"].__setitem__(slice(None), f["samples/time_utc"][:] * 1000),
+        "time_milliseconds_1990": lambda f: f["samples/time_utc"].__setitem__(
+            slice(None), (6.3e8 + np.arange(n) * 10.0) * 1000
+        ),
+        "time_negative": lambda f: f["samples/time_utc"].__setitem__(slice(None), -1e9 + np.arange(n) * 10.0),
         "flight_without_samples": _replace("flights/name", np.array([b"F0", b"F1", b"F2", b"F3"])),
         "flight_with_one_sample": _replace("samples/flight", np.r_[np.zeros(6), np.ones(8), 2].astype(np.int32)),
         "all_nan_feature": lambda f: f["features/era5/values"].__setitem__((slice(None), 1), np.nan),
@@ -207,6 +211,8 @@ CASES = {
     "duplicated_sample": ("samples/time_utc", "duplicated"),
     "time_float32": ("samples/time_utc", "float32"),
     "time_milliseconds": ("samples/time_utc", "looks like milliseconds"),
+    "time_milliseconds_1990": ("samples/time_utc", "6.3e+11 at index 0, which looks like milliseconds"),
+    "time_negative": ("samples/time_utc", "found -1e+09 at index 0"),
     "flight_without_samples": ("samples/flight", "0 for flight 'F3'"),
     "flight_with_one_sample": ("samples/flight", "1 for flight 'F2'"),
     "all_nan_feature": ("features/era5/values", "'x1' is NaN for every sample"),
@@ -286,6 +292,11 @@ POOL_CASES = {
     ),
     "nan pixels": (lambda f: f["unlabelled/images"].__setitem__((7, 0, 1, 1), np.nan), "unlabelled/images", "frame 7"),
     "no labelled images": (lambda f: f.__delitem__("images"), "unlabelled", "no 'images'"),
+    "times in milliseconds": (
+        lambda f: f.create_dataset("unlabelled/time_utc", data=(1.7e9 + np.arange(30.0)) * 1000),
+        "unlabelled/time_utc",
+        "which looks like milliseconds",
+    ),
 }
 
 

@@ -207,6 +207,11 @@ def test_notebook_parameter_errors_use_the_notebooks_names_and_papermill_spellin
         config_from_namespace({"explore_images_per_flight": -2})
     msg = str(info.value)
     assert "parameter 'explore_images_per_flight' (setting explore.images_per_flight): expected" in msg, msg
+    with pytest.raises(ParamsError) as info:  # a nested setting: the hints use the notebook's name
+        config_from_namespace({"head_hidden": "[64, 32]"})
+    assert "-y 'head_hidden: [64, 32]'" in str(info.value) and info.value.setting == "head.hidden"
+    with pytest.raises(ParamsError, match=r"for one value write head_hidden=\[64\]"):
+        config_from_namespace({"head_hidden": 64})
     with pytest.raises(ParamsError, match=r"parameter 'seeds\[1\]': expected an integer"):
         config_from_namespace({"seeds": [0, "x"]})  # a top-level setting keeps its one name
     with pytest.raises(ParamsError, match=r"^x\.yaml: parameter 'explore\.images_per_flight': "):
@@ -220,6 +225,8 @@ def test_notebook_parameter_errors_use_the_notebooks_names_and_papermill_spellin
         (["predict", "x", "--modle", "concat", "--campaign", "x.h5", "-o", "y.csv"], "unknown option --modle"),
         (["run", "--sett", "seeds=[0]"], "unrecognized arguments: --sett"),
         (["run", "--zzzz"], "unrecognized arguments: --zzzz"),
+        (["predict", "x", "--camp", "x.h5", "--mod", "concat"], "required: -o/--output"),  # prefixes argparse accepts
+        (["predict", "--", "--mdl"], "required: --model"),  # after --: positionals, not options
     ],
 )
 def test_a_mistyped_command_or_option_gets_its_closest_spelling_in_one_line(

@@ -604,8 +604,8 @@ def test_the_first_finding_counts_the_neural_models_won_lost_and_open() -> None:
         ]
     )
     line = neural_verdict(head, table)
-    assert "against climatology: 1 of 3 better (a), 1 worse (c), 1 not resolved" in line, line
-    assert "against the strongest simple baseline, gbdt: 0 of 3 better, 0 worse, 3 not resolved" in line, line
+    assert "Against climatology: 1 of 3 better (a), 1 worse (c), 1 not resolved. " in line, line
+    assert "Against the strongest simple baseline (gbdt): 0 of 3 better, 0 worse, 3 not resolved." in line, line
     assert (
         findings(
             head.assign(n_seeds=1, n=10, flight_mae_m=1.0, r2_pooled=0.0, pooled_mae_m_sd=0.0, flight_mae_m_sd=0.0),

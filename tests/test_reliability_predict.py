@@ -261,6 +261,7 @@ def _resize(pixels: np.ndarray) -> np.ndarray:
             "images: expected 1x32x32 (channels x height x width, as concat was trained on); found 1x64x64: resample",
         ),
         (lambda p: np.ascontiguousarray(np.moveaxis(p, 1, -1)), "concat", "found 32x32x1: store them channels first"),
+        (lambda p: np.ascontiguousarray(p.reshape(len(p), 32, 1, 32)), "concat", "found 32x1x32: the same sizes"),
         (lambda p: p[:, :, :31, :31].copy(), "concat", "found 1x31x31"),
         (lambda p: np.concatenate([p, p], axis=1), "concat", "found 2x32x32"),
         (_resize, "image_stats_mlp", "expected 1x32x32"),

@@ -149,19 +149,28 @@ def test_inputs_gathered_per_chunk_of_steps_give_the_same_heads(
 ) -> None:
     camp, inputs = encoded
     units = _units(mode, lofo_folds(camp), seeds=(0, 1))
-    cfg = TrainConfig(epochs=3, patience=3)
+    cfg = TrainConfig(epochs=8, patience=1)  # units stop at different epochs: the batch is compacted mid-run
     shapes: list[tuple[int, ...]] = []
     real_gather = train_mod._gather
     monkeypatch.setattr(train_mod, "_gather", lambda t, idx: shapes.append(tuple(idx.shape)) or real_gather(t, idx))
-    whole = train_units(inputs, units, mode, cfg, HeadConfig(), UnitStore(RunDir(tmp_path / "a")), progress=False)
-    chunked = [s for s in shapes if len(s) == 3]
-    assert chunked and all(s[0] > 1 for s in chunked)  # an epoch's steps in one call
-    shapes.clear()
-    monkeypatch.setattr(train_mod, "GATHER_BYTES", 1)  # one step per chunk
-    single = train_units(inputs, units, mode, cfg, HeadConfig(), UnitStore(RunDir(tmp_path / "b")), progress=False)
-    assert {s[0] for s in shapes if len(s) == 3} == {1} and len(shapes) > len(chunked)
-    for a, b in zip(whole, single, strict=True):
-        assert a.pred == b.pred and a.val_pred == b.val_pred
+
+    def train(name: str) -> tuple[list, list[tuple[int, ...]]]:
+        shapes.clear()
+        res = train_units(inputs, units, mode, cfg, HeadConfig(), UnitStore(RunDir(tmp_path / name)), progress=False)
+        return res, [s for s in shapes if len(s) == 3]  # training gathers [steps, M, B] (evaluation: [M, E])
+
+    whole, chunks = train("whole")
+    S = chunks[0][0]  # the first epoch's steps, in one call (every epoch: one call)
+    assert S > 2 and len(chunks) > 2 and min(c[1] for c in chunks) < len(units)  # every epoch in one call; compacted
+    monkeypatch.setattr(train_mod, "_chunk_steps", lambda t, M, B: S - 1)  # a chunk, then a remainder of one step
+    uneven, chunks = train("uneven")
+    assert {S - 1, 1} <= {c[0] for c in chunks}
+    monkeypatch.setattr(train_mod, "_chunk_steps", lambda t, M, B: 1)
+    single, chunks = train("single")
+    assert {c[0] for c in chunks} == {1}
+    for a, b, c in zip(whole, uneven, single, strict=True):
+        assert a.pred == b.pred == c.pred and a.val_pred == b.val_pred == c.val_pred
+        assert a.epoch_trained == b.epoch_trained == c.epoch_trained
 
 
 def test_divergence_stops_with_mode_fold_and_epoch(encoded, tmp_path: Path) -> None:

@@ -54,7 +54,12 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(extra.group(1), opts, n=1)
             return f"; did you mean {close[0]}?" if close else ""
         if "arguments are required" in message:
-            unknown = [t.split("=")[0] for t in self._argv if t.startswith("--") and t.split("=")[0] not in known]
+            words = self._argv[: self._argv.index("--")] if "--" in self._argv else self._argv  # after --: positionals
+            unknown = [  # argparse accepts an unambiguous prefix (--camp for --campaign): that is known
+                w.split("=")[0]
+                for w in words
+                if w.startswith("--") and not any(o.startswith(w.split("=")[0]) for o in known)
+            ]
             if unknown:
                 close = difflib.get_close_matches(unknown[0], known, n=1)
                 return f"; unknown option {unknown[0]}" + (f" (did you mean {close[0]}?)" if close else "")

@@ -36,6 +36,8 @@ FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
 REQUIRED_SAMPLES = ("flight", "time_utc")
 POSIX_SECONDS_MAX = 1e11  # year 5138: larger "seconds" are milliseconds, microseconds or nanoseconds
+PLAUSIBLE_POSIX_S = 1e10  # year 2286: a too-large time divided into this range names its unit
+UNITS = ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 OPTIONAL_SAMPLES = ("cbh_km", "sza_deg", "saa_deg", "lat", "lon")
 CBH_RANGE_KM = (0.0, 20.0)
 IMAGE_DTYPES = (np.dtype("float32"), np.dtype("uint16"))
@@ -379,7 +381,7 @@ def _check_posix(path: Path, key: str, t: np.ndarray) -> None:
     bad = (t < 0) | (t > POSIX_SECONDS_MAX)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        unit = {12: "milliseconds", 15: "microseconds", 18: "nanoseconds"}.get(3 * int(np.log10(abs(t[i])) // 3))
+        unit = next((u for d, u in UNITS if t[i] > 0 and t[i] / d <= PLAUSIBLE_POSIX_S), None)
         raise _fail(
             path,
             key,

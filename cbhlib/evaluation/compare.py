@@ -329,7 +329,7 @@ def neural_verdict(headline: pd.DataFrame, table: pd.DataFrame) -> str | None:
         return None
     best = strongest_simple(headline)
     parts = []
-    for ref, label in ((CLIMATOLOGY, CLIMATOLOGY), (best, f"the strongest simple baseline, {best}")):
+    for ref, label in ((CLIMATOLOGY, CLIMATOLOGY), (best, f"the strongest simple baseline ({best})")):
         rows = table[(table["reference"] == ref) & table["model"].isin(heads) & (table["protocol"] == "lofo")]
         if not len(rows):
             continue
@@ -341,14 +341,16 @@ def neural_verdict(headline: pd.DataFrame, table: pd.DataFrame) -> str | None:
         )
     if not parts:
         return None
+    counted = table[table["model"].isin(heads) & (table["protocol"] == "lofo")]
     n = (
-        f"; n = {int(table['n_samples'].max())} held-out samples x {int(table['n_seeds'].max())} seeds"
+        f"; n = {int(counted['n_samples'].max())} held-out samples x {int(counted['n_seeds'].max())} seeds"
         if {"n_samples", "n_seeds"} <= set(table.columns)
         else ""
     )
     return (
-        f"In one line, the neural models on flights they never saw (leave-one-flight-out{n}; better or worse only "
-        "where the paired 95 % intervals of pooled and per-flight MAE both clear zero): " + "; ".join(parts) + "."
+        f"The neural models on flights they never saw, in one line (leave-one-flight-out{n}; better or worse only "
+        "where the verdict is resolved: the paired 95 % intervals of pooled and per-flight MAE both clear zero, by "
+        "the drift margin, on the same side). " + ". ".join(p[0].upper() + p[1:] for p in parts) + "."
     )
 
 

@@ -97,6 +97,12 @@ def _gather(t: dict[str, Any], idx: torch.Tensor) -> dict[str, torch.Tensor | No
 Batch = dict[str, torch.Tensor | None]  # model inputs by name (None where the mode takes none)
 
 
+def _chunk_steps(t: dict[str, Any], M: int, B: int) -> int:
+    """Steps per gathered chunk: as many as fit in ``GATHER_BYTES`` (at least one)."""
+    width = 1 + sum(t[k][0, 0].numel() for k in ("img", "phys", "regions") if k in t)  # floats per sample
+    return max(1, GATHER_BYTES // (4 * M * B * width))
+
+
 def _step_inputs(t: dict[str, Any], idx_s: torch.Tensor) -> Iterator[tuple[Batch, torch.Tensor]]:
     """Per training step s: the inputs and targets [M, B] of batch idx_s[s] (idx_s [S, M, B]).
 
@@ -104,8 +110,7 @@ def _step_inputs(t: dict[str, Any], idx_s: torch.Tensor) -> Iterator[tuple[Batch
     step; the chunks hold at most ``GATHER_BYTES``), so each step gets contiguous views.
     """
     S, M, B = idx_s.shape
-    width = 1 + sum(t[k][0, 0].numel() for k in ("img", "phys", "regions") if k in t)  # floats per sample
-    chunk = max(1, GATHER_BYTES // (4 * M * B * width))
+    chunk = _chunk_steps(t, M, B)
     ar = torch.arange(M, device=idx_s.device)[:, None]
     for c in range(0, S, chunk):
         idx_c = idx_s[c : c + chunk]

@@ -219,11 +219,12 @@ def check_image_format(
     images = (prof or {}).get("images") or {}
     want = tuple(geometry) if geometry is not None else tuple(images.get("shape") or ()) or None
     if want is not None and found != want:
-        fix = (  # the same sizes in another order: stored channels-last, not another resolution
-            "store them channels first (N, C, H, W), e.g. np.moveaxis(images, -1, 1)"
-            if sorted(found) == sorted(want)
-            else "resample them first (predict never crops or pads)"
-        )
+        if found == (*want[1:], want[0]):  # stored channels-last, not another resolution
+            fix = "store them channels first (N, C, H, W), e.g. np.moveaxis(images, -1, 1)"
+        elif sorted(found) == sorted(want):
+            fix = "the same sizes with the axes in another order: store them as channels x height x width"
+        else:
+            fix = "resample them first (predict never crops or pads)"
         raise CbhError(
             f"{camp.path}: images: expected {'x'.join(map(str, want))} (channels x height x width, as {what} was "
             f"trained on); found {'x'.join(map(str, found))}: {fix}"
