@@ -381,10 +381,15 @@ def _check_posix(path: Path, key: str, t: np.ndarray) -> None:
     bad = (t < 0) | (t > POSIX_SECONDS_MAX)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        unit = next((u for d, u in UNITS if t[i] > 0 and t[i] / d <= PLAUSIBLE_POSIX_S), None)
+        unit = time_unit(t[i])
         raise _fail(
             path,
             key,
             "POSIX seconds since 1970 (about 1.7e9 in 2025)",
-            f"{t[i]:.6g} at index {i}" + (f", which looks like {unit}" if t[i] > 0 and unit else ""),
+            f"{t[i]:.6g} at index {i}" + (f", which looks like {unit}" if unit else ""),
         )
+
+
+def time_unit(t: float) -> str | None:
+    """The unit a too-large POSIX time was likely written in (milliseconds... nanoseconds), or None."""
+    return next((u for d, u in UNITS if t > 0 and t / d <= PLAUSIBLE_POSIX_S), None)

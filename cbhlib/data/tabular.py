@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cbhlib.data.campaign import CampaignData
-from cbhlib.data.contract import POSIX_SECONDS_MAX, FeatureGroup
+from cbhlib.data.contract import POSIX_SECONDS_MAX, FeatureGroup, time_unit
 from cbhlib.data.solar import solar_angles
 from cbhlib.errors import CbhError
 
@@ -45,9 +45,7 @@ def _posix_seconds(col: pd.Series, name: str) -> np.ndarray:
         t = col.to_numpy(np.float64)
         big = np.abs(t[np.isfinite(t)])
         if big.size and np.median(big) > POSIX_SECONDS_MAX:
-            unit = {12: "milliseconds", 15: "microseconds", 18: "nanoseconds"}.get(
-                3 * int(np.log10(np.median(big)) // 3), "not seconds"
-            )
+            unit = time_unit(float(np.median(big))) or "not seconds"
             raise CbhError(
                 f"dataframe column '{name}': expected POSIX seconds (about 1.7e9 in 2025) or datetime64; found values "
                 f"like {np.median(big):.4g}, which look like {unit}: convert them, e.g. "

@@ -328,9 +328,10 @@ def neural_verdict(headline: pd.DataFrame, table: pd.DataFrame) -> str | None:
     if not heads or not len(table):
         return None
     best = strongest_simple(headline)
+    counted = table[table["model"].isin(heads) & (table["protocol"] == "lofo")]
     parts = []
     for ref, label in ((CLIMATOLOGY, CLIMATOLOGY), (best, f"the strongest simple baseline ({best})")):
-        rows = table[(table["reference"] == ref) & table["model"].isin(heads) & (table["protocol"] == "lofo")]
+        rows = counted[counted["reference"] == ref]
         if not len(rows):
             continue
         resolved = rows["status"] == "resolved"
@@ -341,7 +342,6 @@ def neural_verdict(headline: pd.DataFrame, table: pd.DataFrame) -> str | None:
         )
     if not parts:
         return None
-    counted = table[table["model"].isin(heads) & (table["protocol"] == "lofo")]
     n = (
         f"; n = {int(counted['n_samples'].max())} held-out samples x {int(counted['n_seeds'].max())} seeds"
         if {"n_samples", "n_seeds"} <= set(table.columns)
