@@ -757,3 +757,37 @@ def test_the_readme_states_the_drift_measured_between_two_thread_counts(pipeline
     other["settings"]["seeds"] = [9]  # another result-changing setting: not a drift measurement
     with pytest.raises(CbhError, match="expected the settings of run"):
         drift_line(summary, other)
+
+
+def test_a_run_with_only_some_steps_keeps_the_other_steps_in_its_index(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cbhlib.pipeline.execute import StepResult, with_earlier_steps
+    from cbhlib.store.rundir import RunDir
+
+    run = RunDir(Path("runs") / "r")
+    (tmp_path / run.pipeline_log).parent.mkdir(parents=True)
+    (tmp_path / run.root / "notebooks").mkdir()
+    for name in ("explore", "pretrain"):  # their notebooks are still there; image_only's is gone
+        (tmp_path / run.notebook(name)).write_text("{}")
+    log = [
+        ("explore", "running", 0.0, "explore"),
+        ("explore", "ok", 12.0, "explore"),
+        ("pretrain", "failed", 3.0, "pretrain"),
+        ("image_only", "ok", 9.0, "image_only"),
+        ("compare", "ok", 40.0, "compare"),
+    ]
+    (tmp_path / run.pipeline_log).write_text(
+        "".join(
+            json.dumps({"name": n, "status": s, "seconds": t, "notebook": str(run.notebook(nb)), "error": ""}) + "\n"
+            for n, s, t, nb in log
+        )
+    )
+    pipe = SimpleNamespace(steps=[SimpleNamespace(name=n) for n in ("explore", "pretrain", "image_only", "compare")])
+    now = StepResult("compare", "ok", 41.0, str(run.notebook("compare")))
+    shown = with_earlier_steps(tmp_path, run, pipe, {"compare": now})
+    assert [(s.name, s.status, s.seconds) for s in shown] == [
+        ("explore", "ok", 12.0),
+        ("pretrain", "failed", 3.0),
+        ("compare", "ok", 41.0),  # this call's result, not the log's older one
+    ]

@@ -27,6 +27,7 @@ from cbhlib.fields import check_plain
 from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
 from cbhlib.store.rundir import RunDir
+from cbhlib.training.loops import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +260,29 @@ def run_pipeline(
                 results[res.name] = res
                 _log_step(root / run.root, res)
                 say(_line(res))
-        done = [results[s.name] for s in steps]
+        shown = with_earlier_steps(root, run, pipe, results)  # after --only: the other steps' notebooks stay listed
         if html:
-            write_index(root / run.root, pipe, done, root)  # writes summary.json too
+            write_index(root / run.root, pipe, shown, root)  # writes summary.json too
         else:
-            write_summary(root / run.root, root / pipe.campaign, done)
+            write_summary(root / run.root, root / pipe.campaign, shown)
     return [results[s.name] for s in steps]
+
+
+def with_earlier_steps(root: Path, run: RunDir, pipe: Pipeline, results: dict[str, StepResult]) -> list[StepResult]:
+    """Every step of the run folder, in pipeline order: this call's results, and for the steps an
+    earlier call ran (``cbh run --only`` runs some), their last finished record in the pipeline log,
+    where their notebook is still there."""
+    last = {r["name"]: r for r in read_jsonl(root / run.pipeline_log) if r.get("status") != "running"}
+    out = []
+    for step in pipe.steps:
+        rec = last.get(step.name)
+        if step.name in results:
+            out.append(results[step.name])
+        elif rec is not None and (root / str(rec.get("notebook", ""))).is_file():
+            out.append(
+                StepResult(step.name, rec["status"], float(rec["seconds"]), rec["notebook"], rec.get("error", ""))
+            )
+    return out
 
 
 def _skip_reason(step: Step, done: dict[str, StepResult], has_images: bool) -> StepResult | None:
