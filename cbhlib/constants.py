@@ -37,8 +37,9 @@ FLIGHT_NORMS = ("none", "flight", "running")
 FLIGHT_LEVELS = ("training", "inputs")
 FLIGHT_NORM_SUFFIXES = {"flight": "_fn", "running": "_fnrun"}
 
-# the label-free intervals `cbh predict --intervals` writes (cbhlib.evaluation.intervals); the first is the default
-INTERVAL_METHODS = ("flight_t", "flight", "flight_max")
+# the intervals `cbh predict --intervals` writes (cbhlib.evaluation.intervals.newflight): label-free ones, the
+# first the default, then the online one, which learns from the new flight's lidar labels as they arrive
+INTERVAL_METHODS = ("flight_t", "flight", "flight_max", "online")
 
 # heads trained without one training flight (nested leave-one-flight-out): their residuals calibrate intervals
 NESTED_PROTOCOL = "lofo_nested"

@@ -622,3 +622,35 @@ def test_the_first_finding_counts_the_neural_models_won_lost_and_open() -> None:
     assert "(leave-one-flight-out; n = 40 held-out samples x 3 seeds;" in neural_verdict(
         head, table.assign(n_samples=40, n_seeds=3)
     )
+
+
+def test_online_intervals_learn_only_from_the_labels_that_have_arrived() -> None:
+    """Labels arrive for some samples only: a sample without one is never read (NaN or any value
+    gives the same intervals), a label moves only the samples after it, every label present is the
+    method as scored in the report, and the centre still learns a shifted flight's bias."""
+    rng = np.random.default_rng(4)
+    res, grp = _training_flights(rng, (0.2, 0.25, 0.3, 0.2), 100)
+    n = 150
+    y, p = 0.4 + rng.normal(0, 0.1, n), np.zeros(n)
+    known = rng.random(n) < 0.4
+    base = online.aci_centred(y, p, res, grp, 0.1, labelled=known)
+    for filler in (np.nan, 100.0):
+        other = online.aci_centred(np.where(known, y, filler), p, res, grp, 0.1, labelled=known)
+        for a, b in zip(base[:2] + base[3:], other[:2] + other[3:], strict=True):
+            np.testing.assert_array_equal(a, b)
+    t = int(np.flatnonzero(known)[10])
+    moved = online.aci_centred(np.where(np.arange(n) == t, y + 1.0, y), p, res, grp, 0.1, labelled=known)
+    np.testing.assert_array_equal(moved.shift[: t + 1], base.shift[: t + 1])
+    np.testing.assert_array_equal(moved.half_width[: t + 1], base.half_width[: t + 1])
+    assert not np.array_equal(moved.shift[t + 1 :], base.shift[t + 1 :])
+    full = online.aci_centred(y, p, res, grp, 0.1)
+    every = online.aci_centred(y, p, res, grp, 0.1, labelled=np.ones(n, bool))
+    for a, b in zip(full, every, strict=True):
+        np.testing.assert_array_equal(a, b)
+    prior = online.fit_centred(res, grp).recentring.prior  # the centre: shrunk mean of the labels before
+    r = np.where(known, y - p, 0.0)
+    want = np.concatenate([[0], np.cumsum(r)[:-1]]) / (np.concatenate([[0], np.cumsum(known)[:-1]]) + prior)
+    np.testing.assert_allclose(base.shift, want, rtol=1e-12)
+    assert 0 < base.shift[20] < base.shift[-1] < 0.4  # towards the flight's bias as labels arrive
+    none = online.aci_centred(np.full(n, np.nan), p, res, grp, 0.1, labelled=np.zeros(n, bool))
+    assert (none.shift == 0).all() and np.unique(none.half_width).size == 1 and np.isfinite(none.half_width).all()

@@ -312,7 +312,7 @@ def test_predict_reproduces_the_held_out_predictions(
         (misplaced, "put the run folder before --intervals, or write --intervals=flight_t"),
         (
             [*args, "-o", str(tmp_path / "no.csv"), "--intervals", "aci"],
-            "expected flight_t, flight, flight_max; found 'aci'",
+            "expected flight_t, flight, flight_max, online; found 'aci'",
         ),
         (
             [*args, "-o", str(tmp_path / "no.csv"), "--protocol", "blocks"],
@@ -360,6 +360,67 @@ def test_predict_reproduces_the_held_out_predictions(
         )
         == 2
     )  # never over its input
+
+
+def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_their_own(
+    pipeline_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cbh predict --intervals online --labels`` as lidar labels arrive: each sample's interval
+    learns from its flight's labels before it only, a table of some samples' labels stands for the
+    campaign's, and the bad table or the wrong method is one line naming what was expected."""
+    from cbhlib.data.campaign import Campaign
+    from cbhlib.training.predict import predict
+
+    root, name = pipeline_run
+    run, data = root / "runs" / name, root / "data" / "tiny.h5"
+    camp = Campaign(data)
+    y = camp.cbh_km.astype(float)
+    some = np.where(np.arange(camp.n_samples) % 3 == 0, y, np.nan)  # a third of the labels have arrived
+    per_unit, ens = predict(run, "concat_fn", camp, intervals="online", labels=some)
+    assert (ens["interval"] == "online 90%").all() and {"lower_km", "upper_km"} <= set(per_unit.columns)
+    assert (ens["lower_km"] <= ens["upper_km"]).all() and (ens["lower_km"] >= 0).all()
+    first = ens.groupby("flight").head(1)
+    assert (first["labels_before"] == 0).all()
+    for _, d in ens.groupby("flight"):
+        got = d["labels_before"].to_numpy()
+        own = np.isfinite(some[d["sample"]])
+        np.testing.assert_array_equal(got, np.concatenate([[0], np.cumsum(own)[:-1]]))
+    fl0 = ens["flight"] == ens["flight"].iloc[0]
+    t = int(np.flatnonzero(np.isfinite(some) & fl0.to_numpy())[2])  # a labelled sample of the first flight
+    moved = some.copy()
+    moved[t] += 0.7
+    _, ens2 = predict(run, "concat_fn", camp, intervals="online", labels=moved)
+    for col in ("lower_km", "upper_km"):
+        same = (ens["sample"] <= t) | ~fl0  # its own interval, earlier ones and other flights: untouched
+        np.testing.assert_array_equal(ens2.loc[same, col], ens.loc[same, col])
+        assert not np.array_equal(ens2.loc[~same, col], ens.loc[~same, col])  # later ones learn from it
+    table = tmp_path / "arrived.csv"
+    arrived = np.flatnonzero(np.isfinite(some))
+    pd.DataFrame({"sample": arrived, "cbh_km": some[arrived]}).to_csv(table, index=False)
+    args = ["predict", str(run), "--model", "concat_fn", "--campaign", str(data)]
+    assert main([*args, "-o", str(tmp_path / "on.csv"), "--intervals", "online", "--labels", str(table)]) == 0
+    said = capsys.readouterr()
+    assert f"learnt from {int(np.isfinite(some).sum())} labels" in said.out
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "on.csv")[["lower_km", "upper_km"]], ens[["lower_km", "upper_km"]], rtol=1e-12
+    )
+    _, whole = predict(run, "concat_fn", camp, intervals="online")  # no table: the campaign's own labels
+    assert (whole.groupby("flight")["labels_before"].max() + 1 == whole.groupby("flight").size()).all()
+    capsys.readouterr()  # its in-sample warning
+    bad = tmp_path / "bad.csv"
+    for text, expect in (
+        ("sample,cbh\n0,1.0\n", "bad.csv: expected columns sample, cbh_km; found ['sample', 'cbh']"),
+        (f"sample,cbh_km\n{camp.n_samples},1.0\n", "column 'sample': expected row numbers of the campaign, 0 to"),
+        ("sample,cbh_km\n0,1.0\n0,1.1\n", "column 'sample': expected each sample once; found 0 twice"),
+        ("sample,cbh_km\n0,-1\n", "column 'cbh_km': expected a cloud base in km, 0 to 20"),
+    ):
+        bad.write_text(text)
+        assert main([*args, "-o", str(tmp_path / "no.csv"), "--intervals", "online", "--labels", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expect in err and len(err.splitlines()) == 1 and not (tmp_path / "no.csv").exists()
+    assert main([*args, "-o", str(tmp_path / "no.csv"), "--intervals", "flight_t", "--labels", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "expected with --intervals online (it learns from them); found --intervals flight_t" in err
 
 
 def test_a_failing_notebook_is_reported_and_its_dependants_skipped(

@@ -80,6 +80,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
         raise CbhError(f"{a.run_dir}: expected a run folder (made by cbh run or cbh train); found {found}")
     if a.level is not None and not a.intervals:
         raise CbhError(f"--level {a.level:g}: expected with --intervals (it sets their nominal coverage); found alone")
+    if a.labels and a.intervals != "online":
+        raise CbhError(
+            f"--labels {a.labels}: expected with --intervals online (it learns from them); found "
+            + (f"--intervals {a.intervals}, which reads no label" if a.intervals else "no --intervals")
+        )
     level = 0.9 if a.level is None else a.level
     if not 0.5 < level < 1:
         raise CbhError(f"--level: expected a nominal coverage above 0.5 and below 1 (0.9 for 90 %); found {level:g}")
@@ -90,19 +95,31 @@ def cmd_predict(a: argparse.Namespace) -> int:
             raise CbhError(f"{a.per_unit}: --per-unit: expected a file other than -o; found the same path")
         _refuse_run_file(a.per_unit, a.run_dir, "--per-unit")
         refuse_overwrite(a.per_unit, [a.campaign], a.force, "per-unit predictions")
+    camp = Campaign(a.campaign)
+    labels = None
+    if a.labels:
+        from cbhlib.data.tabular import labels_from_csv
+
+        labels = labels_from_csv(a.labels, camp.n_samples)
     per_unit, ens = predict(
         a.run_dir,
         a.model,
-        Campaign(a.campaign),
+        camp,
         a.protocol,
         allow_shift=a.allow_shift,
         intervals=a.intervals,
         alpha=1 - level,
+        labels=labels,
     )
     atomic_write_text(a.output, ens.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
     if a.per_unit:
         atomic_write_text(a.per_unit, per_unit.to_csv(index=False))
     extra = f"; {ens['interval'].iloc[0]} intervals in lower_km, upper_km" if a.intervals else ""
+    if a.intervals == "online":
+        import numpy as np
+
+        known = int(np.isfinite(labels if labels is not None else camp.cbh_km).sum())
+        extra += f", learnt from {known} labels (each for the samples after it)"
     n = int(ens["n_units"].iloc[0])
     say(f"{a.output}: {len(ens)} samples, mean of {n} heads of {a.model} ({a.protocol}){extra}")
     return 0
@@ -191,11 +208,18 @@ def register(sub: Any) -> None:
         const=INTERVAL_METHODS[0],
         type=_interval_method,
         metavar="{" + ",".join(INTERVAL_METHODS) + "}",
-        help="add lower_km/upper_km from the run's out-of-flight residuals, label-free for the new campaign. "
-        "flight_t (the default): random effects over flights with Student t, wide: it allows for a "
+        help="add lower_km/upper_km from the run's out-of-flight residuals; all but online are label-free for the "
+        "new campaign. flight_t (the default): random effects over flights with Student t, wide: it allows for a "
         "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "
-        "flight shifted beyond them; flight_max: the largest training flight's quantile. The methods that need "
-        "the new flight's lidar labels (first k, online ACI) are scored in the comparison report only",
+        "flight shifted beyond them; flight_max: the largest training flight's quantile. online: learns from the new "
+        "flight's lidar labels as they arrive (the campaign's own, or --labels), each sample's interval from the "
+        "labels before it in time (ACI recentred and rescaled, as scored in the comparison report)",
+    )
+    pr.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="with --intervals online: the lidar labels that have arrived, columns sample (the row number -o writes) "
+        "and cbh_km; a sample left out has no label yet",
     )
     pr.add_argument(
         "--level",

@@ -22,6 +22,7 @@ import difflib
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,39 @@ def campaign_from_dataframe(
         row_order=order.astype(np.int64),
         **angles,
     )
+
+
+def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
+    """(n_samples,) lidar labels (km) from a CSV with columns ``sample`` (the row number ``cbh
+    predict`` writes, 0 to n_samples - 1) and ``cbh_km``; NaN for a sample the table leaves out
+    (no label has arrived for it). Anything else: one line naming the file, column and row."""
+    try:
+        d = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line
+        raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {why}") from None
+    missing = [c for c in ("sample", "cbh_km") if c not in d.columns]
+    if missing:
+        raise CbhError(f"{path}: expected columns sample, cbh_km; found {list(d.columns)} (missing {missing})")
+    s = pd.to_numeric(d["sample"], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(d["cbh_km"], errors="coerce").to_numpy(float)
+    bad = ~(np.isfinite(s) & (s == np.round(s)) & (s >= 0) & (s < n_samples))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CbhError(
+            f"{path}: column 'sample': expected row numbers of the campaign, 0 to {n_samples - 1}; "
+            f"found {d['sample'].iloc[i]!r} at row {i + 2}"
+        )
+    dup = pd.Series(s).duplicated().to_numpy()
+    if dup.any():
+        raise CbhError(f"{path}: column 'sample': expected each sample once; found {int(s[dup][0])} twice")
+    bad = ~(np.isfinite(y) & (y >= 0) & (y <= 20))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CbhError(
+            f"{path}: column 'cbh_km': expected a cloud base in km, 0 to 20 (leave out a sample without a label); "
+            f"found {d['cbh_km'].iloc[i]!r} at row {i + 2}"
+        )
+    out = np.full(n_samples, np.nan)
+    out[s.astype(int)] = y
+    return out

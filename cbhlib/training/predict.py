@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cbhlib.constants import FLIGHT_NORMS, INTERVAL_METHODS, NESTED_BASE, NESTED_PROTOCOL
+from cbhlib.constants import FLIGHT_NORMS, INTERVAL_METHODS
 from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.evaluation import imagestats
 from cbhlib.evaluation.flightnorm import normalise
-from cbhlib.evaluation.intervals import bounds, flight_halfwidth
+from cbhlib.evaluation.intervals.newflight import ONLINE, Intervals, calibration_residuals
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
 from cbhlib.store.checkpoints import load_checkpoint
 from cbhlib.store.rundir import RunDir
@@ -274,37 +274,6 @@ class _Encoders:
         return self.done[key]
 
 
-def calibration_residuals(run: RunDir, model: str) -> pd.DataFrame:
-    """Out-of-flight residuals of a run's nested heads (each trained without the flight it is scored
-    on, and without its outer held-out flight): fold (outer), seed, flight (the left-out one), residual_km."""
-    rows = [
-        pd.DataFrame(
-            {
-                "fold": u.fold_id // NESTED_BASE,
-                "seed": u.seed,
-                "flight": u.fold_id % NESTED_BASE,
-                "residual_km": np.asarray(u.true, float) - np.asarray(u.pred, float),
-            }
-        )  # fmt: skip
-        for u in UnitStore(run).read_all(model, NESTED_PROTOCOL)
-    ]
-    if not rows:
-        raise CbhError(
-            f"{run.root}: intervals: expected the nested heads of {model} (train.nested, under leave-one-flight-out); "
-            "found none: rerun the model's step, or predict without --intervals"
-        )
-    return pd.concat(rows, ignore_index=True)
-
-
-def _halfwidth(res: pd.DataFrame, alpha: float, method: str) -> float:
-    """One half-width from residual rows; each (outer fold, left-out flight) pair is one group,
-    except for ``flight_t``, whose degrees of freedom count distinct flights."""
-    groups = res["flight"].to_numpy()
-    if method != "flight_t":
-        groups = res["fold"].to_numpy() * NESTED_BASE + groups
-    return flight_halfwidth(res["residual_km"].to_numpy(), groups, alpha, method)
-
-
 @torch.no_grad()
 def predict(
     run_dir: str | Path,
@@ -314,15 +283,20 @@ def predict(
     allow_shift: bool = False,
     intervals: str | None = None,
     alpha: float = 0.1,
+    labels: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions of every head of ``model`` on ``camp``, optionally with prediction intervals.
 
     Args:
         allow_shift: predict (with a warning) where the campaign's feature or pixel statistics are far
             from the training campaign's; shapes, dtypes and units are always refused.
-        intervals: ``flight``, ``flight_max`` or ``flight_t`` (:mod:`cbhlib.evaluation.intervals`): ``1 - alpha``
-            intervals from the out-of-flight residuals of the run's nested heads (label-free for
-            ``camp``); the tables gain ``lower_km`` and ``upper_km``. None: no intervals.
+        intervals: ``flight_t``, ``flight``, ``flight_max`` (label-free for ``camp``) or ``online``
+            (:mod:`cbhlib.evaluation.intervals.newflight`): ``1 - alpha`` intervals from the
+            out-of-flight residuals of the run's nested heads; the tables gain ``lower_km`` and
+            ``upper_km`` (``online``: and ``labels_before``). None: no intervals.
+        labels: ``online`` only: (n,) lidar labels of ``camp``'s samples (km), NaN where none has
+            arrived; None: the campaign's own labels. Each sample's interval learns from the labels
+            of its flight before it in time, never from its own or a later one.
 
     Returns:
         (per unit: model, fold, seed, test_flight, sample, pred_km; per sample: flight,
@@ -337,7 +311,11 @@ def predict(
         raise CbhError(f"intervals: expected one of {', '.join(INTERVAL_METHODS)}; found {intervals!r}")
     if intervals is not None and not 0 < alpha < 0.5:
         raise CbhError(f"alpha: expected a miscoverage level between 0 and 0.5; found {alpha!r}")
-    res = calibration_residuals(run, model) if intervals else None
+    if labels is not None and intervals != ONLINE:
+        raise CbhError(f"labels: expected with the {ONLINE} intervals (they learn from them); found {intervals!r}")
+    if intervals == ONLINE:
+        labels = _online_labels(camp, labels)
+    cal = Intervals(calibration_residuals(run, model), alpha, intervals, labels) if intervals else None
     if any(h.profile is None for h in heads):
         log.warning(
             "%s: the heads of %s record no training-campaign profile (trained before they were recorded): "
@@ -388,10 +366,8 @@ def predict(
                 }
             )
         )
-        if res is not None:
-            own = res[(res["fold"] == h.fold_id) & (res["seed"] == h.seed)]
-            q = _halfwidth(own if len(own) else res, alpha, intervals)  # type: ignore[arg-type]
-            lo, hi = bounds(pred_km, q)
+        if cal is not None:  # the residuals of the head's own outer fold (all where it has none)
+            lo, hi = cal.bounds(pred_km, camp.flight, (h.fold_id,))
             rows[-1] = rows[-1].assign(lower_km=lo, upper_km=hi)
     per_unit = pd.concat(rows, ignore_index=True)
     g = per_unit.groupby("sample")["pred_km"]
@@ -407,8 +383,24 @@ def predict(
             "n_units": len(heads),
         }
     )
-    if res is not None:
-        q = _halfwidth(res, alpha, intervals)  # type: ignore[arg-type]
-        lo, hi = bounds(ens["pred_km"].to_numpy(float), q)
+    if cal is not None:
+        lo, hi = cal.bounds(ens["pred_km"].to_numpy(float), camp.flight)
         ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {100 * (1 - alpha):.4g}%")
+        if intervals == ONLINE:
+            ens["labels_before"] = cal.labels_before(camp.flight)
     return per_unit, ens
+
+
+def _online_labels(camp: Campaign, labels: np.ndarray | None) -> np.ndarray:
+    """(n,) the labels the online intervals learn from: ``labels`` or the campaign's own."""
+    if labels is None:
+        if not camp.has_labels:
+            raise CbhError(
+                f"{camp.path}: online intervals: expected the new flights' lidar labels as they arrived (samples/"
+                "cbh_km, or cbh predict --labels FILE); found an inputs-only campaign: use --intervals flight_t"
+            )
+        return camp.cbh_km.astype(float)
+    labels = np.asarray(labels, float)
+    if labels.shape != (camp.n_samples,):
+        raise CbhError(f"labels: expected one value per sample of {camp.path} ({camp.n_samples}); found {labels.shape}")
+    return labels

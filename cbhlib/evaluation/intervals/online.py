@@ -65,12 +65,21 @@ SCALE_PRIOR_LABELS = 2  # pseudo-labels at the training flights' spread: a fligh
 GAMMAS = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)  # ACI steps the recentred method chooses among, by replay
 
 
-def running_bias(y: np.ndarray, pred: np.ndarray, prior: float = PRIOR_LABELS) -> np.ndarray:
-    """(n,) the flight's bias known before each sample: the mean residual of the samples before
-    it, shrunk towards 0 by ``prior`` pseudo-labels (0 at the first sample; never its own label)."""
+def running_bias(
+    y: np.ndarray, pred: np.ndarray, prior: float = PRIOR_LABELS, labelled: np.ndarray | None = None
+) -> np.ndarray:
+    """(n,) the flight's bias known before each sample: the mean residual of the labelled samples
+    before it (``labelled`` (n,), default all), shrunk towards 0 by ``prior`` pseudo-labels (0 at
+    the first sample; never its own label, never an unlabelled sample's value)."""
     r = np.asarray(y, float) - np.asarray(pred, float)
-    before = np.concatenate([[0.0], np.cumsum(r)[:-1]])
-    return before / (np.arange(len(r)) + max(prior, 1e-9))  # prior 0: the plain mean (0 at the first sample)
+    known = _known(labelled, len(r))
+    before = np.concatenate([[0.0], np.cumsum(np.where(known, r, 0.0))[:-1]])
+    count = np.concatenate([[0], np.cumsum(known)[:-1]])
+    return before / (count + max(prior, 1e-9))  # prior 0: the plain mean (0 at the first sample)
+
+
+def _known(labelled: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones(n, bool) if labelled is None else np.asarray(labelled, bool)
 
 
 def bias_prior(flights: list[np.ndarray]) -> float:
@@ -91,13 +100,17 @@ def bias_prior(flights: list[np.ndarray]) -> float:
     return s_w2 / s_b2 if s_b2 > 0 else float("inf")
 
 
-def running_scale(centred: np.ndarray, scale0: float, prior: float = SCALE_PRIOR_LABELS) -> np.ndarray:
+def running_scale(
+    centred: np.ndarray, scale0: float, prior: float = SCALE_PRIOR_LABELS, labelled: np.ndarray | None = None
+) -> np.ndarray:
     """(n,) the flight's spread known before each sample: root mean square of the centred
-    residuals (n,) before it, with ``prior`` pseudo-labels at ``scale0`` > 0 (``scale0`` at the
-    first sample)."""
+    residuals (n,) of the labelled samples before it (default all), with ``prior`` pseudo-labels
+    at ``scale0`` > 0 (``scale0`` at the first sample)."""
     c = np.asarray(centred, float)
-    before = np.concatenate([[0.0], np.cumsum(c**2)[:-1]])
-    return np.sqrt((prior * scale0**2 + before) / (prior + np.arange(len(c))))
+    known = _known(labelled, len(c))
+    before = np.concatenate([[0.0], np.cumsum(np.where(known, c**2, 0.0))[:-1]])
+    count = np.concatenate([[0], np.cumsum(known)[:-1]])
+    return np.sqrt((prior * scale0**2 + before) / (prior + count))
 
 
 @dataclass(frozen=True)
@@ -114,12 +127,15 @@ class Recentring:
     scale0: float
     pool: np.ndarray
 
-    def standardise(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def standardise(
+        self, r: np.ndarray, labelled: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(standardised residuals, centre shifts, scales), each (n,), of one flight's residuals
-        ``r`` (n,) in time order: ``(r - running bias) / running scale``, each from earlier samples."""
+        ``r`` (n,) in time order: ``(r - running bias) / running scale``, each from the earlier
+        labelled samples (``labelled`` (n,), default all; an unlabelled residual may be NaN)."""
         r = np.asarray(r, float)
-        shift = running_bias(r, np.zeros_like(r), self.prior)
-        scale = running_scale(r - shift, self.scale0)
+        shift = running_bias(r, np.zeros_like(r), self.prior, labelled)
+        scale = running_scale(r - shift, self.scale0, labelled=labelled)
         return (r - shift) / scale, shift, scale
 
 
@@ -199,6 +215,7 @@ def aci_centred(
     alpha: float = 0.1,
     gammas: tuple[float, ...] = GAMMAS,
     fit: OnlineFit | None = None,
+    labelled: np.ndarray | None = None,
 ) -> Online:
     """ACI on the new flight's residuals recentred on its bias and rescaled to its spread so far.
 
@@ -219,6 +236,8 @@ def aci_centred(
         residuals, groups: (m,) out-of-flight residuals of the training flights (in time order
             within each flight, finite) and their flights.
         fit: :func:`fit_centred` of exactly these residuals, when the caller has it already.
+        labelled: (n,) which samples' labels have arrived (default all): only they move the
+            centre, the scale and the level, each for later samples; ``y`` may be NaN elsewhere.
 
     Returns:
         :class:`Online`; without training residuals, infinite half-widths, no shift, a NaN step.
@@ -227,6 +246,6 @@ def aci_centred(
     if not len(residuals):
         return Online(np.full(len(r), np.inf), np.zeros(len(r)), float("nan"), np.full(len(r), alpha))
     rc, gamma = fit or fit_centred(residuals, groups, alpha, gammas)
-    z, shift, scale = rc.standardise(r)
-    hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma)
+    z, shift, scale = rc.standardise(r, labelled)
+    hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma, labelled)
     return Online(hw * scale, shift, gamma, level)

@@ -1,0 +1,110 @@
+"""Intervals on a campaign that ``cbh predict`` applies a run's heads to.
+
+Every method calibrates on the run's nested heads: each was trained without one training flight
+(and without its outer held-out flight) and scored on that flight, so its residuals carry the
+shift between flights. The label-free methods (``flight_t``, ``flight``, ``flight_max``) read no
+label of the new campaign. ``online`` reads the new flight's lidar labels as they arrive: each
+sample's interval comes from the labels before it in time (:func:`online.aci_centred`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cbhlib.constants import NESTED_BASE, NESTED_PROTOCOL
+from cbhlib.errors import CbhError
+from cbhlib.evaluation.intervals import bounds, flight_halfwidth
+from cbhlib.evaluation.intervals.online import OnlineFit, aci_centred, fit_centred
+from cbhlib.store.rundir import RunDir
+from cbhlib.store.units import UnitStore
+
+ONLINE = "online"  # the method that needs the new flight's labels, as they arrive
+
+
+def calibration_residuals(run: RunDir, model: str) -> pd.DataFrame:
+    """Out-of-flight residuals of a run's nested heads (each trained without the flight it is scored
+    on, and without its outer held-out flight): fold (outer), seed, flight (the left-out one),
+    residual_km; in time order within each (fold, seed, flight)."""
+    rows = [
+        pd.DataFrame(
+            {
+                "fold": u.fold_id // NESTED_BASE,
+                "seed": u.seed,
+                "flight": u.fold_id % NESTED_BASE,
+                "residual_km": np.asarray(u.true, float) - np.asarray(u.pred, float),
+            }
+        )  # fmt: skip
+        for u in UnitStore(run).read_all(model, NESTED_PROTOCOL)
+    ]
+    if not rows:
+        raise CbhError(
+            f"{run.root}: intervals: expected the nested heads of {model} (train.nested, under leave-one-flight-out); "
+            "found none: rerun the model's step, or predict without --intervals"
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _groups(res: pd.DataFrame, method: str) -> np.ndarray:
+    """``flight_t`` counts distinct flights (its degrees of freedom); the other label-free methods
+    take each (outer fold, left-out flight) as one group; ``online`` replays each (seed, outer fold,
+    left-out flight) as one flight, its residuals in time order."""
+    if method == "flight_t":
+        return res["flight"].to_numpy()
+    if method == ONLINE:
+        return res.groupby(["seed", "fold", "flight"], sort=False).ngroup().to_numpy()
+    return res["fold"].to_numpy() * NESTED_BASE + res["flight"].to_numpy()
+
+
+def halfwidth(res: pd.DataFrame, alpha: float, method: str) -> float:
+    """One label-free half-width (km) from :func:`calibration_residuals` rows."""
+    return flight_halfwidth(res["residual_km"].to_numpy(), _groups(res, method), alpha, method)
+
+
+class Intervals:
+    """``1 - alpha`` intervals of one method, calibrated on one run's nested residuals.
+
+    Args:
+        res: :func:`calibration_residuals` of the run's model.
+        method: ``flight_t``, ``flight``, ``flight_max`` or ``online``.
+        labels: (n,) the new campaign's lidar labels (km), NaN where none has arrived; ``online`` only.
+    """
+
+    def __init__(self, res: pd.DataFrame, alpha: float, method: str, labels: np.ndarray | None = None) -> None:
+        if (method == ONLINE) != (labels is not None):
+            raise ValueError("labels: expected with the online method, and only with it")
+        self.res, self.alpha, self.method, self.labels = res, alpha, method, labels
+        self._fits: dict[tuple[int, ...], OnlineFit] = {}  # the replay is the costly part: once per set of folds
+
+    def bounds(
+        self, pred: np.ndarray, flights: np.ndarray, folds: tuple[int, ...] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) (n,) km around predictions ``pred`` (n,) of the samples of ``flights`` (n,)
+        (the campaign's samples, in its order: time order within each flight), from the residuals
+        of the outer ``folds`` (default all; a fold without nested residuals: all)."""
+        res = self.res if folds is None else self.res[self.res["fold"].isin(folds)]
+        if not len(res):
+            res, folds = self.res, None
+        if self.method != ONLINE:
+            return bounds(pred, halfwidth(res, self.alpha, self.method))
+        key = tuple(sorted(set(res["fold"].tolist())))
+        if key not in self._fits:
+            self._fits[key] = fit_centred(res["residual_km"].to_numpy(), _groups(res, ONLINE), self.alpha)
+        lo, hi = np.empty(len(pred)), np.empty(len(pred))
+        y = np.asarray(self.labels, float)
+        for fl in dict.fromkeys(np.asarray(flights).tolist()):
+            at = np.flatnonzero(np.asarray(flights) == fl)
+            on = aci_centred(
+                y[at], pred[at], res["residual_km"].to_numpy(), _groups(res, ONLINE), self.alpha,
+                fit=self._fits[key], labelled=np.isfinite(y[at]),
+            )  # fmt: skip
+            lo[at], hi[at] = bounds(pred[at] + on.shift, on.half_width)
+        return lo, hi
+
+    def labels_before(self, flights: np.ndarray) -> np.ndarray:
+        """(n,) how many of its flight's labels each sample's online interval learnt from."""
+        known, out = np.isfinite(np.asarray(self.labels, float)), np.zeros(len(flights), int)
+        for fl in dict.fromkeys(np.asarray(flights).tolist()):
+            at = np.flatnonzero(np.asarray(flights) == fl)
+            out[at] = np.concatenate([[0], np.cumsum(known[at])[:-1]])
+        return out
