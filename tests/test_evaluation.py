@@ -654,3 +654,34 @@ def test_online_intervals_learn_only_from_the_labels_that_have_arrived() -> None
     assert 0 < base.shift[20] < base.shift[-1] < 0.4  # towards the flight's bias as labels arrive
     none = online.aci_centred(np.full(n, np.nan), p, res, grp, 0.1, labelled=np.zeros(n, bool))
     assert (none.shift == 0).all() and np.unique(none.half_width).size == 1 and np.isfinite(none.half_width).all()
+
+
+def test_predict_states_the_intervals_held_out_record_from_the_comparison(tmp_path: Path) -> None:
+    """The line beside cbh predict's intervals: the comparison's worst flight, coverage and width
+    for that model and method (the online one as aci_centred), the flight-level promise, the
+    level it was scored at, and what to run where nothing is scored yet."""
+    from cbhlib.evaluation.intervals.newflight import held_out_record
+    from cbhlib.store.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    assert "no held-out record of these intervals (the compare step scores them" in held_out_record(
+        run, "concat", "flight_t", 0.9
+    )
+    run.tables.mkdir(parents=True)
+    cov = {m: {"A": c0, "B": c0 - 0.2, "C": c0 - 0.05} for m, c0 in (("flight_t", 0.95), ("aci_centred", 0.9))}
+    rows = [
+        {"model": "concat", "method": m, "seed": s, "flight": f, "coverage": c, "coverage_later_half": c}
+        for m in cov
+        for s in (0, 1)
+        for f, c in cov[m].items()
+    ]
+    rows = [dict(r, width_m=900.0) for r in rows]
+    pd.DataFrame(rows).to_csv(run.table("comparison_intervals"), index=False)
+    summary = intervals.interval_summary(pd.DataFrame(rows).assign(n_later_half=10), 0.9)
+    summary.to_csv(run.table("comparison_intervals_summary"), index=False)
+    text = held_out_record(run, "concat", "flight_t", 0.9)
+    assert "3 flights x 2 seeds, nominal 90%): worst flight B covered 75.0%, mean width 900 m" in text
+    assert "promises at most 2/3 of new flights" in text and "asked" not in text
+    assert "later halves 70.0% to 90.0%" in held_out_record(run, "concat", "online", 0.9)
+    assert "(scored at 90%, not the 80% asked)" in held_out_record(run, "concat", "flight_t", 0.8)
+    assert "no held-out record of attention's flight_t" in held_out_record(run, "attention", "flight_t", 0.9)

@@ -401,6 +401,7 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
     assert main([*args, "-o", str(tmp_path / "on.csv"), "--intervals", "online", "--labels", str(table)]) == 0
     said = capsys.readouterr()
     assert f"learnt from {int(np.isfinite(some).sum())} labels" in said.out
+    assert "held-out record (" in said.out and "later halves" in said.out  # as the comparison scored it
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "on.csv")[["lower_km", "upper_km"]], ens[["lower_km", "upper_km"]], rtol=1e-12
     )

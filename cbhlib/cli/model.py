@@ -122,6 +122,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
         extra += f", learnt from {known} labels (each for the samples after it)"
     n = int(ens["n_units"].iloc[0])
     say(f"{a.output}: {len(ens)} samples, mean of {n} heads of {a.model} ({a.protocol}){extra}")
+    if a.intervals and a.protocol == "lofo":
+        from cbhlib.evaluation.intervals.newflight import held_out_record
+        from cbhlib.store.rundir import RunDir
+
+        say(held_out_record(RunDir(a.run_dir), a.model, a.intervals, level))
     return 0
 
 

@@ -108,3 +108,36 @@ class Intervals:
             at = np.flatnonzero(np.asarray(flights) == fl)
             out[at] = np.concatenate([[0], np.cumsum(known[at])[:-1]])
         return out
+
+
+SCORED_AS = {"flight_t": "flight_t", "flight": "flight", "flight_max": "flight_max", ONLINE: "aci_centred"}
+
+
+def held_out_record(run: RunDir, model: str, method: str, level: float) -> str:
+    """One line: how ``model``'s ``method`` intervals held on the run's held-out flights, as the
+    comparison scored them (worst flight and mean width over seed means; the online one's later
+    halves), or what to run to score them."""
+    path, per_flight = run.table("comparison_intervals_summary"), run.table("comparison_intervals")
+    if not (path.exists() and per_flight.exists()):
+        return (
+            f"{run.root}: no held-out record of these intervals (the compare step scores them: cbh run --only compare)"
+        )
+    s = pd.read_csv(path)
+    s = s[(s["model"] == model) & (s["method"] == SCORED_AS[method])]
+    if s.empty:
+        return f"{path}: no held-out record of {model}'s {method} intervals (scored by an older compare step?)"
+    r, t = s.iloc[0], pd.read_csv(per_flight)
+    t = t[(t["model"] == model) & (t["method"] == SCORED_AS[method])]
+    F = t["flight"].nunique()
+    text = (
+        f"held-out record ({path}: leave-one-flight-out, {F} flights x {t['seed'].nunique()} seeds, "
+        f"nominal {r['nominal']:.0%}): worst flight {r['worst_flight']} covered {r['worst_coverage']:.1%}, "
+        f"mean width {r['mean_width_m']:.0f} m"
+    )
+    if method == ONLINE:
+        text += f"; later halves {r['worst_later_half']:.1%} to {r['best_later_half']:.1%}"
+    else:
+        text += f"; a flight-level method promises at most {F - 1}/{F} of new flights"
+    if abs(level - r["nominal"]) > 1e-9:
+        text += f" (scored at {r['nominal']:.0%}, not the {100 * level:.4g}% asked)"
+    return text
