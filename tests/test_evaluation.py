@@ -658,8 +658,9 @@ def test_online_intervals_learn_only_from_the_labels_that_have_arrived() -> None
 
 def test_predict_states_the_intervals_held_out_record_from_the_comparison(tmp_path: Path) -> None:
     """The line beside cbh predict's intervals: the comparison's worst flight, coverage and width
-    for that model and method (the online one as aci_centred), the flight-level promise, the
-    level it was scored at, and what to run where nothing is scored yet."""
+    for that model and method (the online one as aci_centred, scored after the first k labels, and
+    its later halves), the flight-level promise, the level it was scored at, and what to run where
+    nothing is scored yet."""
     from cbhlib.evaluation.intervals.newflight import held_out_record
     from cbhlib.store.rundir import RunDir
 
@@ -668,20 +669,39 @@ def test_predict_states_the_intervals_held_out_record_from_the_comparison(tmp_pa
         run, "concat", "flight_t", 0.9
     )
     run.tables.mkdir(parents=True)
-    cov = {m: {"A": c0, "B": c0 - 0.2, "C": c0 - 0.05} for m, c0 in (("flight_t", 0.95), ("aci_centred", 0.9))}
+    cov = {"A": 0.95, "B": 0.75, "C": 0.9}
     rows = [
-        {"model": "concat", "method": m, "seed": s, "flight": f, "coverage": c, "coverage_later_half": c}
-        for m in cov
+        {"model": "concat", "method": m, "seed": s, "flight": f, "coverage": c - d, "coverage_later_half": c - 2 * d}
+        for m, d in (("flight_t", 0.0), ("aci_centred", 0.05), ("first_k", 0.1))
         for s in (0, 1)
-        for f, c in cov[m].items()
+        for f, c in cov.items()
     ]
-    rows = [dict(r, width_m=900.0) for r in rows]
+    rows = [dict(r, width_m=800.0 + 100 * r["seed"], n_scored=30, n_later_half=25, n_calibration=20) for r in rows]
     pd.DataFrame(rows).to_csv(run.table("comparison_intervals"), index=False)
-    summary = intervals.interval_summary(pd.DataFrame(rows).assign(n_later_half=10), 0.9)
+    summary = intervals.interval_summary(pd.DataFrame(rows), 0.9)
     summary.to_csv(run.table("comparison_intervals_summary"), index=False)
     text = held_out_record(run, "concat", "flight_t", 0.9)
-    assert "3 flights x 2 seeds, nominal 90%): worst flight B covered 75.0%, mean width 900 m" in text
+    assert "3 flights x 2 seeds, nominal 90%): worst flight B covered 75.0%, mean width 850 m" in text
     assert "promises at most 2/3 of new flights" in text and "asked" not in text
-    assert "later halves 70.0% to 90.0%" in held_out_record(run, "concat", "online", 0.9)
+    text = held_out_record(run, "concat", "online", 0.9)
+    assert "arriving, nominal 90%): worst flight B covered 70.0% of its 30 samples after the first 20" in text
+    assert "later halves 65.0% to 85.0%" in text and "promises" not in text
     assert "(scored at 90%, not the 80% asked)" in held_out_record(run, "concat", "flight_t", 0.8)
     assert "no held-out record of attention's flight_t" in held_out_record(run, "attention", "flight_t", 0.9)
+
+
+def test_after_the_last_label_the_online_level_is_back_at_nominal() -> None:
+    """No feedback after a flight's last label: ACI's level returns to alpha (the conformal
+    quantile of every score known by then) instead of holding its last swing; before that, and
+    with every label present, ACI runs as before."""
+    rng = np.random.default_rng(6)
+    scores = np.abs(rng.normal(0, 0.3, 200))
+    y, p = rng.normal(0.2, 0.4, 60), np.zeros(60)
+    lab = np.arange(60) < 25
+    hw, used = online.aci(y, p, scores, 0.1, 0.2, lab)
+    full_hw, full_used = online.aci(y, p, scores, 0.1, 0.2)
+    np.testing.assert_array_equal(used[:25], full_used[:25])
+    assert not np.allclose(full_used[25:], 0.1)  # with feedback the level swings
+    assert (used[25:] == 0.1).all()
+    known = np.concatenate([scores, np.abs(y - p)[:25]])
+    assert (hw[25:] == intervals.conformal_quantile(known, 0.1)).all()

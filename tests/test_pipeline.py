@@ -363,37 +363,59 @@ def test_predict_reproduces_the_held_out_predictions(
 
 
 def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_their_own(
-    pipeline_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pipeline_run, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """``cbh predict --intervals online --labels`` as lidar labels arrive: each sample's interval
-    learns from its flight's labels before it only, a table of some samples' labels stands for the
-    campaign's, and the bad table or the wrong method is one line naming what was expected."""
+    learns from its flight's labels before it only (ensemble and every head, on its own outer
+    fold's residuals), a flight or a start without labels gets the label-free flight_t interval, a
+    table of some samples' labels stands for the campaign's, and the bad table or the wrong method
+    is one line naming what was expected."""
     from cbhlib.data.campaign import Campaign
+    from cbhlib.evaluation.intervals.newflight import Intervals, calibration_residuals
+    from cbhlib.store.rundir import RunDir
     from cbhlib.training.predict import predict
 
     root, name = pipeline_run
     run, data = root / "runs" / name, root / "data" / "tiny.h5"
     camp = Campaign(data)
-    y = camp.cbh_km.astype(float)
-    some = np.where(np.arange(camp.n_samples) % 3 == 0, y, np.nan)  # a third of the labels have arrived
+    y, fl = camp.cbh_km.astype(float), np.asarray(camp.flight)
+    some = np.where(np.arange(camp.n_samples) % 3 == 1, y, np.nan)  # a third of the labels have arrived
+    some[fl == fl.max()] = np.nan  # none yet for the last flight
     per_unit, ens = predict(run, "concat_fn", camp, intervals="online", labels=some)
+    assert f"no label has arrived for {camp.flight_names[fl.max()]}:" in caplog.text
     assert (ens["interval"] == "online 90%").all() and {"lower_km", "upper_km"} <= set(per_unit.columns)
     assert (ens["lower_km"] <= ens["upper_km"]).all() and (ens["lower_km"] >= 0).all()
-    first = ens.groupby("flight").head(1)
-    assert (first["labels_before"] == 0).all()
-    for _, d in ens.groupby("flight"):
-        got = d["labels_before"].to_numpy()
-        own = np.isfinite(some[d["sample"]])
-        np.testing.assert_array_equal(got, np.concatenate([[0], np.cumsum(own)[:-1]]))
-    fl0 = ens["flight"] == ens["flight"].iloc[0]
-    t = int(np.flatnonzero(np.isfinite(some) & fl0.to_numpy())[2])  # a labelled sample of the first flight
+    for k in np.unique(fl):
+        own, at = np.isfinite(some[fl == k]), np.arange((fl == k).sum())
+        d = ens[fl == k]
+        np.testing.assert_array_equal(d["labels_before"], np.cumsum(own) - own)
+        latest = [max([j for j in range(i) if own[j]], default=None) for i in at]
+        want = [pd.NA if j is None else i - j for i, j in zip(at, latest, strict=True)]
+        assert d["samples_since_label"].tolist() == want
+    _, free = predict(run, "concat_fn", camp, intervals="flight_t")
+    none = ens["labels_before"] == 0  # the start of each flight, and the whole of the last one
+    assert none.sum() > (fl == fl.max()).sum()
+    for col in ("lower_km", "upper_km"):
+        np.testing.assert_allclose(ens.loc[none, col], free.loc[none, col], rtol=1e-12)
+        assert not np.allclose(ens.loc[~none, col], free.loc[~none, col])  # learnt from the labels
+    res = calibration_residuals(RunDir(run), "concat_fn")
+    for (fold, _), u in per_unit.groupby(["fold", "seed"]):  # each head: its own outer fold's residuals
+        lo, hi = Intervals(res, 0.1, "online", some).bounds(u["pred_km"].to_numpy(), fl, (fold,))
+        np.testing.assert_allclose(u["lower_km"], lo, rtol=1e-12)
+        np.testing.assert_allclose(u["upper_km"], hi, rtol=1e-12)
+    f0 = fl == fl[0]
+    t = int(np.flatnonzero(np.isfinite(some) & f0)[2])  # a labelled sample of the first flight
     moved = some.copy()
     moved[t] += 0.7
-    _, ens2 = predict(run, "concat_fn", camp, intervals="online", labels=moved)
+    per_unit2, ens2 = predict(run, "concat_fn", camp, intervals="online", labels=moved)
+    same = (np.arange(camp.n_samples) <= t) | ~f0  # its own interval, earlier ones and other flights: untouched
     for col in ("lower_km", "upper_km"):
-        same = (ens["sample"] <= t) | ~fl0  # its own interval, earlier ones and other flights: untouched
         np.testing.assert_array_equal(ens2.loc[same, col], ens.loc[same, col])
         assert not np.array_equal(ens2.loc[~same, col], ens.loc[~same, col])  # later ones learn from it
+        heads = per_unit["sample"].isin(np.flatnonzero(same))
+        np.testing.assert_array_equal(per_unit2.loc[heads, col], per_unit.loc[heads, col])
+        assert not np.array_equal(per_unit2.loc[~heads, col], per_unit.loc[~heads, col])
+    capsys.readouterr()
     table = tmp_path / "arrived.csv"
     arrived = np.flatnonzero(np.isfinite(some))
     pd.DataFrame({"sample": arrived, "cbh_km": some[arrived]}).to_csv(table, index=False)
@@ -401,7 +423,7 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
     assert main([*args, "-o", str(tmp_path / "on.csv"), "--intervals", "online", "--labels", str(table)]) == 0
     said = capsys.readouterr()
     assert f"learnt from {int(np.isfinite(some).sum())} labels" in said.out
-    assert "held-out record (" in said.out and "later halves" in said.out  # as the comparison scored it
+    assert "held-out record of single heads (" in said.out and "later halves" in said.out  # as the comparison scored it
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "on.csv")[["lower_km", "upper_km"]], ens[["lower_km", "upper_km"]], rtol=1e-12
     )
@@ -414,6 +436,9 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
         (f"sample,cbh_km\n{camp.n_samples},1.0\n", "column 'sample': expected row numbers of the campaign, 0 to"),
         ("sample,cbh_km\n0,1.0\n0,1.1\n", "column 'sample': expected each sample once; found 0 twice"),
         ("sample,cbh_km\n0,-1\n", "column 'cbh_km': expected a cloud base in km, 0 to 20"),
+        ("sample,cbh_km\n0,1.0,\n", "found a row with more fields than the header (a trailing comma?)"),
+        ("sample,cbh_km\n0.5,1.0\n", "column 'sample': expected row numbers of the campaign, 0 to"),
+        ("", "bad.csv: expected a CSV table with columns sample, cbh_km; found EmptyDataError"),
     ):
         bad.write_text(text)
         assert main([*args, "-o", str(tmp_path / "no.csv"), "--intervals", "online", "--labels", str(bad)]) == 2

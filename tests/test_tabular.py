@@ -111,3 +111,25 @@ def test_solar_angles_are_computed_when_absent_and_optional_without_a_position(t
     assert bare.sza_deg is None and bare.saa_deg is None
     camp = Campaign(write_campaign(tmp_path / "bare.h5", bare))
     assert not camp.has_solar_angles and np.isnan(camp.sza_deg).all() and "sza" not in camp.to_xarray()
+
+
+def test_a_labels_table_reads_blanks_as_no_label_yet_and_names_metres(tmp_path: Path) -> None:
+    """The online intervals' labels: a blank cbh_km is a label not yet arrived, a sample left out
+    too; metres, a folder or a missing file are one line saying what to do."""
+    from cbhlib.data.tabular import labels_from_csv
+
+    table = tmp_path / "arrived.csv"
+    table.write_text("sample, cbh_km ,note\n3,0.8,x\n1,,late\n0,1.25,\n")
+    y = labels_from_csv(table, 5)
+    np.testing.assert_array_equal(np.isfinite(y), [True, False, False, True, False])
+    assert y[0] == 1.25 and y[3] == 0.8
+    table.write_text("sample,cbh_km\n0,1250\n1,800\n")
+    with pytest.raises(CbhError, match=r"found '1250' in data row 1: metres\? divide by 1000$"):
+        labels_from_csv(table, 5)
+    table.write_text("sample,cbh_m\n0,1250\n")
+    with pytest.raises(CbhError, match=r"cbh_km \(cbh_m: convert to km, divide by 1000\)"):
+        labels_from_csv(table, 5)
+    with pytest.raises(CbhError, match="found a folder$"):
+        labels_from_csv(tmp_path, 5)
+    with pytest.raises(CbhError, match="found no such file$"):
+        labels_from_csv(tmp_path / "nowhere.csv", 5)

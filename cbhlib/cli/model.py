@@ -217,14 +217,15 @@ def register(sub: Any) -> None:
         "new campaign. flight_t (the default): random effects over flights with Student t, wide: it allows for a "
         "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "
         "flight shifted beyond them; flight_max: the largest training flight's quantile. online: learns from the new "
-        "flight's lidar labels as they arrive (the campaign's own, or --labels), each sample's interval from the "
-        "labels before it in time (ACI recentred and rescaled, as scored in the comparison report)",
+        "flight's lidar labels as they arrive (the campaign's own, all of them in time order, or --labels), each "
+        "sample's interval from the labels before it in time (ACI recentred and rescaled, as scored in the comparison "
+        "report); flight_t before a flight's first label; after its last one, no guarantee",
     )
     pr.add_argument(
         "--labels",
         metavar="CSV",
         help="with --intervals online: the lidar labels that have arrived, columns sample (the row number -o writes) "
-        "and cbh_km; a sample left out has no label yet",
+        "and cbh_km (km); a sample left out, or a blank cbh_km, has no label yet",
     )
     pr.add_argument(
         "--level",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -202,34 +203,50 @@ def campaign_from_dataframe(
 def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
     """(n_samples,) lidar labels (km) from a CSV with columns ``sample`` (the row number ``cbh
     predict`` writes, 0 to n_samples - 1) and ``cbh_km``; NaN for a sample the table leaves out
-    (no label has arrived for it). Anything else: one line naming the file, column and row."""
+    or leaves blank (no label has arrived for it). Anything else: one line naming the file, the
+    column and the data row (1 = the first row under the header)."""
+    if not Path(path).is_file():
+        found = "a folder" if Path(path).exists() else "no such file"
+        raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {found}")
     try:
-        d = pd.read_csv(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header: refused
+            d = pd.read_csv(path, index_col=False, dtype=str, keep_default_na=False)
+    except pd.errors.ParserWarning:
+        raise CbhError(
+            f"{path}: expected a CSV table with columns sample, cbh_km; found a row with more fields than the header "
+            "(a trailing comma?)"
+        ) from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line
         raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {why}") from None
+    d.columns = [str(c).strip() for c in d.columns]
     missing = [c for c in ("sample", "cbh_km") if c not in d.columns]
     if missing:
-        raise CbhError(f"{path}: expected columns sample, cbh_km; found {list(d.columns)} (missing {missing})")
-    s = pd.to_numeric(d["sample"], errors="coerce").to_numpy(float)
-    y = pd.to_numeric(d["cbh_km"], errors="coerce").to_numpy(float)
+        hint = " (cbh_m: convert to km, divide by 1000)" if "cbh_m" in d.columns else ""
+        raise CbhError(f"{path}: expected columns sample, cbh_km{hint}; found {list(d.columns)} (missing {missing})")
+    raw_s, raw_y = d["sample"].str.strip(), d["cbh_km"].str.strip()
+    s = pd.to_numeric(raw_s, errors="coerce").to_numpy(float)
     bad = ~(np.isfinite(s) & (s == np.round(s)) & (s >= 0) & (s < n_samples))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CbhError(
             f"{path}: column 'sample': expected row numbers of the campaign, 0 to {n_samples - 1}; "
-            f"found {d['sample'].iloc[i]!r} at row {i + 2}"
+            f"found {raw_s.iloc[i]!r} in data row {i + 1}"
         )
     dup = pd.Series(s).duplicated().to_numpy()
     if dup.any():
         raise CbhError(f"{path}: column 'sample': expected each sample once; found {int(s[dup][0])} twice")
-    bad = ~(np.isfinite(y) & (y >= 0) & (y <= 20))
+    blank = raw_y.isin(["", "nan", "NaN", "NA"]).to_numpy()  # no label yet
+    y = pd.to_numeric(raw_y.where(~blank), errors="coerce").to_numpy(float)
+    bad = ~blank & ~(np.isfinite(y) & (y >= 0) & (y <= 20))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        metres = np.nanmedian(np.where(blank, np.nan, y)) > 20 and np.isfinite(y[i]) and 20 < y[i] <= 20_000
         raise CbhError(
-            f"{path}: column 'cbh_km': expected a cloud base in km, 0 to 20 (leave out a sample without a label); "
-            f"found {d['cbh_km'].iloc[i]!r} at row {i + 2}"
+            f"{path}: column 'cbh_km': expected a cloud base in km, 0 to 20 (blank: no label yet); "
+            f"found {raw_y.iloc[i]!r} in data row {i + 1}" + (": metres? divide by 1000" if metres else "")
         )
     out = np.full(n_samples, np.nan)
-    out[s.astype(int)] = y
+    out[s[~blank].astype(int)] = y[~blank]
     return out

@@ -387,7 +387,10 @@ def predict(
         lo, hi = cal.bounds(ens["pred_km"].to_numpy(float), camp.flight)
         ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {100 * (1 - alpha):.4g}%")
         if intervals == ONLINE:
-            ens["labels_before"] = cal.labels_before(camp.flight)
+            ens = pd.concat([ens, cal.arrival(camp.flight)], axis=1)
+            if unlabelled := sorted(set(ens["flight"]) - set(ens.loc[np.isfinite(labels), "flight"])):
+                log.warning("no label has arrived for %s: their online intervals are the label-free flight_t ones",
+                            ", ".join(unlabelled))  # fmt: skip
     return per_unit, ens
 
 

@@ -30,6 +30,8 @@ def aci(
     The half-width at each sample is the ``1 - a_t`` conformal quantile of the scores known
     so far (``scores``, then the residual of every labelled sample before it); after a
     labelled sample, ``a_t += gamma * (alpha - miss)``. Nothing uses a label before its time.
+    After the last labelled sample no feedback steers the level any more, so it returns to
+    ``alpha`` (kept where it was, it would hold one moment's swing for the rest of the flight).
 
     Args:
         y, pred: (n,) truth and predictions in time order.
@@ -42,9 +44,11 @@ def aci(
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     labelled = np.ones(len(y), bool) if labelled is None else np.asarray(labelled, bool)
     known = sorted(np.abs(np.asarray(scores, float)).tolist())  # kept sorted: each step inserts one
-    a = alpha
+    a, last = alpha, int(np.flatnonzero(labelled)[-1]) if labelled.any() else -1
     hw, used = np.empty(len(y)), np.empty(len(y))
     for t in range(len(y)):
+        if t > last:
+            a = alpha
         used[t] = a
         if a >= 1:
             hw[t] = 0.0
@@ -73,8 +77,8 @@ def running_bias(
     the first sample; never its own label, never an unlabelled sample's value)."""
     r = np.asarray(y, float) - np.asarray(pred, float)
     known = _known(labelled, len(r))
-    before = np.concatenate([[0.0], np.cumsum(np.where(known, r, 0.0))[:-1]])
-    count = np.concatenate([[0], np.cumsum(known)[:-1]])
+    before = np.concatenate([[0.0], np.cumsum(np.where(known, r, 0.0))])[: len(r)]
+    count = np.concatenate([[0], np.cumsum(known)])[: len(r)]
     return before / (count + max(prior, 1e-9))  # prior 0: the plain mean (0 at the first sample)
 
 
@@ -108,8 +112,8 @@ def running_scale(
     at ``scale0`` > 0 (``scale0`` at the first sample)."""
     c = np.asarray(centred, float)
     known = _known(labelled, len(c))
-    before = np.concatenate([[0.0], np.cumsum(np.where(known, c**2, 0.0))[:-1]])
-    count = np.concatenate([[0], np.cumsum(known)[:-1]])
+    before = np.concatenate([[0.0], np.cumsum(np.where(known, c**2, 0.0))])[: len(c)]
+    count = np.concatenate([[0], np.cumsum(known)])[: len(c)]
     return np.sqrt((prior * scale0**2 + before) / (prior + count))
 
 
