@@ -690,18 +690,28 @@ def test_predict_states_the_intervals_held_out_record_from_the_comparison(tmp_pa
     assert "no held-out record of attention's flight_t" in held_out_record(run, "attention", "flight_t", 0.9)
 
 
-def test_after_the_last_label_the_online_level_is_back_at_nominal() -> None:
-    """No feedback after a flight's last label: ACI's level returns to alpha (the conformal
-    quantile of every score known by then) instead of holding its last swing; before that, and
-    with every label present, ACI runs as before."""
+def test_between_labels_the_online_level_is_nominal_and_only_earlier_arrivals_count() -> None:
+    """With ``reset``, a sample whose previous sample brought no label gets the nominal level (the
+    conformal quantile of every score known by then) instead of holding ACI's last swing; right
+    after a label ACI runs as published, a label arriving never changes an earlier interval, and
+    with every label present nothing changes."""
     rng = np.random.default_rng(6)
     scores = np.abs(rng.normal(0, 0.3, 200))
     y, p = rng.normal(0.2, 0.4, 60), np.zeros(60)
-    lab = np.arange(60) < 25
-    hw, used = online.aci(y, p, scores, 0.1, 0.2, lab)
-    full_hw, full_used = online.aci(y, p, scores, 0.1, 0.2)
-    np.testing.assert_array_equal(used[:25], full_used[:25])
-    assert not np.allclose(full_used[25:], 0.1)  # with feedback the level swings
-    assert (used[25:] == 0.1).all()
+    every = online.aci(y, p, scores, 0.1, 0.2)
+    for a, b in zip(every, online.aci(y, p, scores, 0.1, 0.2, reset=True), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lab = (np.arange(60) < 25) | (np.arange(60) % 7 == 0)
+    hw, used = online.aci(y, p, scores, 0.1, 0.2, lab, reset=True)
+    _, held = online.aci(y, p, scores, 0.1, 0.2, lab)
+    after_gap = np.flatnonzero(~np.concatenate([[True], lab[:-1]]))  # the previous sample brought no label
+    assert (used[after_gap] == 0.1).all() and not np.allclose(held[after_gap], 0.1)
+    np.testing.assert_array_equal(used[:26], every[1][:26])  # labels one after another: ACI as published
     known = np.concatenate([scores, np.abs(y - p)[:25]])
-    assert (hw[25:] == intervals.conformal_quantile(known, 0.1)).all()
+    assert hw[30] == intervals.conformal_quantile(known, 0.1)
+    for j in (40, 45, 50):  # one more label arrives at j: nothing at or before j moves
+        more = lab.copy()
+        more[j] = True
+        hw2, used2 = online.aci(y, p, scores, 0.1, 0.2, more, reset=True)
+        np.testing.assert_array_equal(hw2[: j + 1], hw[: j + 1])
+        np.testing.assert_array_equal(used2[: j + 1], used[: j + 1])

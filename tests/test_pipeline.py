@@ -382,7 +382,7 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
     some = np.where(np.arange(camp.n_samples) % 3 == 1, y, np.nan)  # a third of the labels have arrived
     some[fl == fl.max()] = np.nan  # none yet for the last flight
     per_unit, ens = predict(run, "concat_fn", camp, intervals="online", labels=some)
-    assert f"no label has arrived for {camp.flight_names[fl.max()]}:" in caplog.text
+    assert f"no label has arrived before any sample of {camp.flight_names[fl.max()]}:" in caplog.text
     assert (ens["interval"] == "online 90%").all() and {"lower_km", "upper_km"} <= set(per_unit.columns)
     assert (ens["lower_km"] <= ens["upper_km"]).all() and (ens["lower_km"] >= 0).all()
     for k in np.unique(fl):
@@ -404,6 +404,12 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
         np.testing.assert_allclose(u["lower_km"], lo, rtol=1e-12)
         np.testing.assert_allclose(u["upper_km"], hi, rtol=1e-12)
     f0 = fl == fl[0]
+    later = some.copy()  # one more label arrives, in a gap: nothing at or before it moves
+    j = int(np.flatnonzero(~np.isfinite(some) & f0)[-3])
+    later[j] = y[j]
+    _, ens_j = predict(run, "concat_fn", camp, intervals="online", labels=later)
+    np.testing.assert_array_equal(ens_j.loc[:j, "upper_km"], ens.loc[:j, "upper_km"])
+    assert not np.array_equal(ens_j.loc[j + 1 :, "upper_km"], ens.loc[j + 1 :, "upper_km"])
     t = int(np.flatnonzero(np.isfinite(some) & f0)[2])  # a labelled sample of the first flight
     moved = some.copy()
     moved[t] += 0.7

@@ -203,7 +203,7 @@ def campaign_from_dataframe(
 def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
     """(n_samples,) lidar labels (km) from a CSV with columns ``sample`` (the row number ``cbh
     predict`` writes, 0 to n_samples - 1) and ``cbh_km``; NaN for a sample the table leaves out
-    or leaves blank (no label has arrived for it). Anything else: one line naming the file, the
+    or whose cbh_km is blank or missing (no label has arrived for it). Anything else: one line naming the file, the
     column and the data row (1 = the first row under the header)."""
     if not Path(path).is_file():
         found = "a folder" if Path(path).exists() else "no such file"
@@ -221,6 +221,9 @@ def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
         why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line
         raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {why}") from None
     d.columns = [str(c).strip() for c in d.columns]
+    twice = [c for c in ("sample", "cbh_km") if list(d.columns).count(c) > 1 or f"{c}.1" in d.columns]
+    if twice:
+        raise CbhError(f"{path}: expected the columns sample, cbh_km once each; found {twice[0]!r} twice")
     missing = [c for c in ("sample", "cbh_km") if c not in d.columns]
     if missing:
         hint = " (cbh_m: convert to km, divide by 1000)" if "cbh_m" in d.columns else ""
@@ -242,7 +245,8 @@ def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
     bad = ~blank & ~(np.isfinite(y) & (y >= 0) & (y <= 20))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        metres = np.nanmedian(np.where(blank, np.nan, y)) > 20 and np.isfinite(y[i]) and 20 < y[i] <= 20_000
+        given = y[~blank & np.isfinite(y)]
+        metres = len(given) > 0 and np.median(given) > 20 and np.isfinite(y[i]) and 20 < y[i] <= 20_000
         raise CbhError(
             f"{path}: column 'cbh_km': expected a cloud base in km, 0 to 20 (blank: no label yet); "
             f"found {raw_y.iloc[i]!r} in data row {i + 1}" + (": metres? divide by 1000" if metres else "")

@@ -388,9 +388,9 @@ def predict(
         ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {100 * (1 - alpha):.4g}%")
         if intervals == ONLINE:
             ens = pd.concat([ens, cal.arrival(camp.flight)], axis=1)
-            if unlabelled := sorted(set(ens["flight"]) - set(ens.loc[np.isfinite(labels), "flight"])):
-                log.warning("no label has arrived for %s: their online intervals are the label-free flight_t ones",
-                            ", ".join(unlabelled))  # fmt: skip
+            if unlabelled := sorted(set(ens["flight"]) - set(ens.loc[ens["labels_before"] > 0, "flight"])):
+                log.warning("no label has arrived before any sample of %s: their online intervals are the label-free "
+                            "flight_t ones", ", ".join(unlabelled))  # fmt: skip
     return per_unit, ens
 
 

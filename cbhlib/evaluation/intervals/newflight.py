@@ -65,10 +65,12 @@ class Intervals:
     """``1 - alpha`` intervals of one method, calibrated on one run's nested residuals.
 
     ``online`` follows :func:`online.aci_centred` along each flight, with two changes for labels
-    that arrive part of the way: before its flight's first label a sample gets the label-free
-    ``flight_t`` interval (the recentred one would start from the training flights' pooled
-    spread, which a shifted flight's first samples escape), and after the flight's last label the
-    level is back at nominal (:func:`online.aci`).
+    that arrive part of the way, both from earlier arrivals only: before its flight's first label a
+    sample gets the label-free ``flight_t`` interval (the recentred one would start from the
+    training flights' pooled spread, which a shifted flight's first samples escape), and a sample
+    whose previous sample brought no label gets the nominal level (``reset``: ACI's swings act
+    while labels come one after another, not across gaps). With every label present it is the
+    method the comparison scores.
 
     Args:
         res: :func:`calibration_residuals` of the run's model.
@@ -103,7 +105,7 @@ class Intervals:
             at = np.flatnonzero(np.asarray(flights) == fl)
             on = aci_centred(
                 y[at], pred[at], res["residual_km"].to_numpy(), _groups(res, ONLINE), self.alpha,
-                fit=self._fits[key], labelled=np.isfinite(y[at]),
+                fit=self._fits[key], labelled=np.isfinite(y[at]), reset=True,
             )  # fmt: skip
             none = before[at] == 0
             lo[at], hi[at] = bounds(pred[at] + on.shift, np.where(none, free, on.half_width))

@@ -24,14 +24,17 @@ def aci(
     alpha: float = 0.1,
     gamma: float = 0.05,
     labelled: np.ndarray | None = None,
+    reset: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Adaptive conformal inference along one flight, samples in time order.
 
     The half-width at each sample is the ``1 - a_t`` conformal quantile of the scores known
     so far (``scores``, then the residual of every labelled sample before it); after a
     labelled sample, ``a_t += gamma * (alpha - miss)``. Nothing uses a label before its time.
-    After the last labelled sample no feedback steers the level any more, so it returns to
-    ``alpha`` (kept where it was, it would hold one moment's swing for the rest of the flight).
+    With ``reset``, a sample whose previous sample brought no label gets ``alpha``: between
+    labels no feedback steers the level, so it does not hold one moment's swing across a gap
+    (only earlier arrivals count: a later label never changes an earlier interval). With every
+    label present nothing changes.
 
     Args:
         y, pred: (n,) truth and predictions in time order.
@@ -44,23 +47,22 @@ def aci(
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     labelled = np.ones(len(y), bool) if labelled is None else np.asarray(labelled, bool)
     known = sorted(np.abs(np.asarray(scores, float)).tolist())  # kept sorted: each step inserts one
-    a, last = alpha, int(np.flatnonzero(labelled)[-1]) if labelled.any() else -1
+    a, latest = alpha, None  # the level after the latest label so far, and that label's index
     hw, used = np.empty(len(y)), np.empty(len(y))
     for t in range(len(y)):
-        if t > last:
-            a = alpha
-        used[t] = a
-        if a >= 1:
+        used[t] = alpha if reset and latest is not None and t - latest > 1 else a
+        if used[t] >= 1:
             hw[t] = 0.0
         elif not known:
             hw[t] = float("inf")
-        else:  # conformal_quantile at level max(a, 0); too few scores for the level: the largest
-            rank = math.ceil((len(known) + 1) * (1 - max(a, 0.0)))
+        else:  # conformal_quantile at level max(a_t, 0); too few scores for the level: the largest
+            rank = math.ceil((len(known) + 1) * (1 - max(used[t], 0.0)))
             hw[t] = known[min(rank, len(known)) - 1]
         if labelled[t]:
             score = abs(y[t] - pred[t])
-            a += gamma * (alpha - float(score > hw[t]))
+            a = used[t] + gamma * (alpha - float(score > hw[t]))
             bisect.insort(known, score)
+            latest = t
     return hw, used
 
 
@@ -220,6 +222,7 @@ def aci_centred(
     gammas: tuple[float, ...] = GAMMAS,
     fit: OnlineFit | None = None,
     labelled: np.ndarray | None = None,
+    reset: bool = False,
 ) -> Online:
     """ACI on the new flight's residuals recentred on its bias and rescaled to its spread so far.
 
@@ -242,6 +245,7 @@ def aci_centred(
         fit: :func:`fit_centred` of exactly these residuals, when the caller has it already.
         labelled: (n,) which samples' labels have arrived (default all): only they move the
             centre, the scale and the level, each for later samples; ``y`` may be NaN elsewhere.
+        reset: the level is ``alpha`` wherever the previous sample brought no label (:func:`aci`).
 
     Returns:
         :class:`Online`; without training residuals, infinite half-widths, no shift, a NaN step.
@@ -251,5 +255,5 @@ def aci_centred(
         return Online(np.full(len(r), np.inf), np.zeros(len(r)), float("nan"), np.full(len(r), alpha))
     rc, gamma = fit or fit_centred(residuals, groups, alpha, gammas)
     z, shift, scale = rc.standardise(r, labelled)
-    hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma, labelled)
+    hw, level = aci(z, np.zeros_like(z), rc.pool, alpha, gamma, labelled, reset)
     return Online(hw * scale, shift, gamma, level)
