@@ -126,6 +126,11 @@ def test_a_labels_table_reads_blanks_as_no_label_yet_and_names_metres(tmp_path: 
     table.write_text("sample,cbh_km\n0,1250\n1,800\n")
     with pytest.raises(CbhError, match=r"found '1250' in data row 1: metres\? divide by 1000$"):
         labels_from_csv(table, 5)
+    table.write_text("sample,cbh_km, cbh_km\n0,1.2,1.3\n")
+    with pytest.raises(CbhError, match=r"expected the columns sample, cbh_km once each; found 'cbh_km' twice$"):
+        labels_from_csv(table, 5)
+    table.write_text("sample,cbh_km\n0\n2,\n4,0.5\n")  # a missing or blank cbh_km: no label yet
+    np.testing.assert_array_equal(np.isfinite(labels_from_csv(table, 5)), [False, False, False, False, True])
     table.write_text("sample,cbh_m\n0,1250\n")
     with pytest.raises(CbhError, match=r"cbh_km \(cbh_m: convert to km, divide by 1000\)"):
         labels_from_csv(table, 5)
