@@ -692,9 +692,9 @@ def test_predict_states_the_intervals_held_out_record_from_the_comparison(tmp_pa
 
 def test_between_labels_the_online_level_is_nominal_and_only_earlier_arrivals_count() -> None:
     """With ``reset``, a sample whose previous sample brought no label gets the nominal level (the
-    conformal quantile of every score known by then) instead of holding ACI's last swing; right
-    after a label ACI runs as published, a label arriving never changes an earlier interval, and
-    with every label present nothing changes."""
+    conformal quantile of every score known by then) instead of holding ACI's last swing; while
+    labels come one after another ACI runs as published, a label arriving never changes an
+    earlier interval, and with every label present nothing changes."""
     rng = np.random.default_rng(6)
     scores = np.abs(rng.normal(0, 0.3, 200))
     y, p = rng.normal(0.2, 0.4, 60), np.zeros(60)
@@ -706,7 +706,7 @@ def test_between_labels_the_online_level_is_nominal_and_only_earlier_arrivals_co
     _, held = online.aci(y, p, scores, 0.1, 0.2, lab)
     after_gap = np.flatnonzero(~np.concatenate([[True], lab[:-1]]))  # the previous sample brought no label
     assert (used[after_gap] == 0.1).all() and not np.allclose(held[after_gap], 0.1)
-    np.testing.assert_array_equal(used[:26], every[1][:26])  # labels one after another: ACI as published
+    np.testing.assert_array_equal(used[:26], every[1][:26])  # labels one after another: published ACI
     known = np.concatenate([scores, np.abs(y - p)[:25]])
     assert hw[30] == intervals.conformal_quantile(known, 0.1)
     for j in (40, 45, 50):  # one more label arrives at j: nothing at or before j moves

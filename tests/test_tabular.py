@@ -136,5 +136,7 @@ def test_a_labels_table_reads_blanks_as_no_label_yet_and_names_metres(tmp_path: 
         labels_from_csv(table, 5)
     with pytest.raises(CbhError, match="found a folder$"):
         labels_from_csv(tmp_path, 5)
+    with pytest.raises(CbhError, match="found an empty file name$"):
+        labels_from_csv("", 5)
     with pytest.raises(CbhError, match="found no such file$"):
         labels_from_csv(tmp_path / "nowhere.csv", 5)

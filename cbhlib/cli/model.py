@@ -80,7 +80,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         raise CbhError(f"{a.run_dir}: expected a run folder (made by cbh run or cbh train); found {found}")
     if a.level is not None and not a.intervals:
         raise CbhError(f"--level {a.level:g}: expected with --intervals (it sets their nominal coverage); found alone")
-    if a.labels and a.intervals != "online":
+    if a.labels is not None and a.intervals != "online":
         raise CbhError(
             f"--labels {a.labels}: expected with --intervals online (it learns from them); found "
             + (f"--intervals {a.intervals}, which reads no label" if a.intervals else "no --intervals")
@@ -97,7 +97,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         refuse_overwrite(a.per_unit, [a.campaign], a.force, "per-unit predictions")
     camp = Campaign(a.campaign)
     labels = None
-    if a.labels:
+    if a.labels is not None:  # --labels "" too: a file is named, so it must be there
         from cbhlib.data.tabular import labels_from_csv
 
         labels = labels_from_csv(a.labels, camp.n_samples)
@@ -218,8 +218,9 @@ def register(sub: Any) -> None:
         "new flight's own bias, drawn like the training flights'; flight: their pooled residuals, narrower, short on a "
         "flight shifted beyond them; flight_max: the largest training flight's quantile. online: learns from the new "
         "flight's lidar labels as they arrive (the campaign's own, all of them in time order, or --labels), each "
-        "sample's interval from the labels before it in time (ACI recentred and rescaled, as scored in the comparison "
-        "report); flight_t before a flight's first label; after its last one, no guarantee",
+        "sample's interval from the labels before it in time (ACI recentred and rescaled: with every label arriving, "
+        "the method the comparison report scores; after a sample without a label, the nominal level); flight_t "
+        "before a flight's first label; after its last one, no guarantee",
     )
     pr.add_argument(
         "--labels",

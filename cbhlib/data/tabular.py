@@ -205,6 +205,8 @@ def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
     predict`` writes, 0 to n_samples - 1) and ``cbh_km``; NaN for a sample the table leaves out
     or whose cbh_km is blank or missing (no label has arrived for it). Anything else: one line naming the file, the
     column and the data row (1 = the first row under the header)."""
+    if not str(path).strip():
+        raise CbhError("labels: expected a CSV table with columns sample, cbh_km; found an empty file name")
     if not Path(path).is_file():
         found = "a folder" if Path(path).exists() else "no such file"
         raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {found}")
@@ -221,7 +223,8 @@ def labels_from_csv(path: str | Path, n_samples: int) -> np.ndarray:
         why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line
         raise CbhError(f"{path}: expected a CSV table with columns sample, cbh_km; found {why}") from None
     d.columns = [str(c).strip() for c in d.columns]
-    twice = [c for c in ("sample", "cbh_km") if list(d.columns).count(c) > 1 or f"{c}.1" in d.columns]
+    cols = list(d.columns)
+    twice = [c for c in ("sample", "cbh_km") if cols.count(c) > 1 or (c in cols and f"{c}.1" in cols)]
     if twice:
         raise CbhError(f"{path}: expected the columns sample, cbh_km once each; found {twice[0]!r} twice")
     missing = [c for c in ("sample", "cbh_km") if c not in d.columns]

@@ -293,7 +293,7 @@ def predict(
         intervals: ``flight_t``, ``flight``, ``flight_max`` (label-free for ``camp``) or ``online``
             (:mod:`cbhlib.evaluation.intervals.newflight`): ``1 - alpha`` intervals from the
             out-of-flight residuals of the run's nested heads; the tables gain ``lower_km`` and
-            ``upper_km`` (``online``: and ``labels_before``). None: no intervals.
+            ``upper_km`` (``online``: and ``labels_before``, ``samples_since_label``). None: no intervals.
         labels: ``online`` only: (n,) lidar labels of ``camp``'s samples (km), NaN where none has
             arrived; None: the campaign's own labels. Each sample's interval learns from the labels
             of its flight before it in time, never from its own or a later one.

@@ -70,7 +70,7 @@ class Intervals:
     training flights' pooled spread, which a shifted flight's first samples escape), and a sample
     whose previous sample brought no label gets the nominal level (``reset``: ACI's swings act
     while labels come one after another, not across gaps). With every label present it is the
-    method the comparison scores.
+    method the comparison scores; with gaps it was not scored there.
 
     Args:
         res: :func:`calibration_residuals` of the run's model.

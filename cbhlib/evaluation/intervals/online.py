@@ -33,8 +33,9 @@ def aci(
     labelled sample, ``a_t += gamma * (alpha - miss)``. Nothing uses a label before its time.
     With ``reset``, a sample whose previous sample brought no label gets ``alpha``: between
     labels no feedback steers the level, so it does not hold one moment's swing across a gap
-    (only earlier arrivals count: a later label never changes an earlier interval). With every
-    label present nothing changes.
+    (only earlier arrivals count: a later label never changes an earlier interval). The label
+    that ends a gap updates the level it was given (``alpha``), so the level builds up again only
+    while labels come one after another. With every label present nothing changes.
 
     Args:
         y, pred: (n,) truth and predictions in time order.
