@@ -95,18 +95,17 @@ class Intervals:
             res = self.res
         if self.method != ONLINE:
             return bounds(pred, halfwidth(res, self.alpha, self.method))
-        key = tuple(sorted(set(res["fold"].tolist())))
+        key, r, g = tuple(sorted(set(res["fold"].tolist()))), res["residual_km"].to_numpy(), _groups(res, ONLINE)
         if key not in self._fits:
-            self._fits[key] = fit_centred(res["residual_km"].to_numpy(), _groups(res, ONLINE), self.alpha)
+            self._fits[key] = fit_centred(r, g, self.alpha)
         free = halfwidth(res, self.alpha, "flight_t")  # before a flight's first label
         lo, hi = np.empty(len(pred)), np.empty(len(pred))
         y, before = np.asarray(self.labels, float), self.arrival(flights)["labels_before"].to_numpy()
         for fl in dict.fromkeys(np.asarray(flights).tolist()):
             at = np.flatnonzero(np.asarray(flights) == fl)
             on = aci_centred(
-                y[at], pred[at], res["residual_km"].to_numpy(), _groups(res, ONLINE), self.alpha,
-                fit=self._fits[key], labelled=np.isfinite(y[at]), reset=True,
-            )  # fmt: skip
+                y[at], pred[at], r, g, self.alpha, fit=self._fits[key], labelled=np.isfinite(y[at]), reset=True
+            )
             none = before[at] == 0
             lo[at], hi[at] = bounds(pred[at] + on.shift, np.where(none, free, on.half_width))
         return lo, hi

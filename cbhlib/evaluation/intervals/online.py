@@ -78,15 +78,16 @@ def running_bias(
     """(n,) the flight's bias known before each sample: the mean residual of the labelled samples
     before it (``labelled`` (n,), default all), shrunk towards 0 by ``prior`` pseudo-labels (0 at
     the first sample; never its own label, never an unlabelled sample's value)."""
-    r = np.asarray(y, float) - np.asarray(pred, float)
-    known = _known(labelled, len(r))
-    before = np.concatenate([[0.0], np.cumsum(np.where(known, r, 0.0))])[: len(r)]
-    count = np.concatenate([[0], np.cumsum(known)])[: len(r)]
+    before, count = sums_before(np.asarray(y, float) - np.asarray(pred, float), labelled)
     return before / (count + max(prior, 1e-9))  # prior 0: the plain mean (0 at the first sample)
 
 
-def _known(labelled: np.ndarray | None, n: int) -> np.ndarray:
-    return np.ones(n, bool) if labelled is None else np.asarray(labelled, bool)
+def sums_before(values: np.ndarray, labelled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sum, count) (n,) of the labelled ``values`` (n,) strictly before each sample (default all
+    labelled); an unlabelled value is never read."""
+    known = np.ones(len(values), bool) if labelled is None else np.asarray(labelled, bool)
+    total = np.concatenate([[0.0], np.cumsum(np.where(known, values, 0.0))])[: len(values)]
+    return total, np.concatenate([[0], np.cumsum(known)])[: len(values)]
 
 
 def bias_prior(flights: list[np.ndarray]) -> float:
@@ -113,10 +114,7 @@ def running_scale(
     """(n,) the flight's spread known before each sample: root mean square of the centred
     residuals (n,) of the labelled samples before it (default all), with ``prior`` pseudo-labels
     at ``scale0`` > 0 (``scale0`` at the first sample)."""
-    c = np.asarray(centred, float)
-    known = _known(labelled, len(c))
-    before = np.concatenate([[0.0], np.cumsum(np.where(known, c**2, 0.0))])[: len(c)]
-    count = np.concatenate([[0], np.cumsum(known)])[: len(c)]
+    before, count = sums_before(np.asarray(centred, float) ** 2, labelled)
     return np.sqrt((prior * scale0**2 + before) / (prior + count))
 
 
