@@ -179,3 +179,35 @@ def test_a_rerun_gives_the_same_numbers_bit_for_bit(tiny_campaign: Path, tmp_pat
     pd.testing.assert_frame_equal(p0, p1, check_exact=True)
     pd.testing.assert_frame_equal(t0, t1, check_exact=True)
     pd.testing.assert_frame_equal(c0, c1, check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["gbdt", "ridge"])
+def test_nested_intervals_of_a_baseline_are_mapies_cross_conformal_with_flights_as_groups(
+    tiny_campaign: Path, name: str
+) -> None:
+    """The flight-aware residuals (each training sample predicted by a model fitted without its
+    flight) and the conformal quantile reproduce MAPIE's jackknife intervals (``method='base'``)
+    with leave-one-flight-out groups: the reference library pins the nested code."""
+    from mapie.regression import CrossConformalRegressor
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    from cbhlib.evaluation.baselines import out_of_flight, sklearn_estimator
+    from cbhlib.evaluation.intervals import conformal_quantile
+
+    camp = Campaign(tiny_campaign)
+    X, names = camp.feature_matrix()
+    y = camp.cbh_km.astype(float)
+    d = BaselineData(y, X, names, key="k", flight=camp.flight, time=camp.time_utc)
+    predict = make_predictor(name, d)
+    for f in lofo_folds(camp)[:2]:
+        pred = predict(f.fit_idx)[f.test_idx]
+        q = conformal_quantile(y[f.fit_idx] - out_of_flight(predict, f.fit_idx, camp.flight), 0.1)
+        ref = CrossConformalRegressor(
+            sklearn_estimator(name), confidence_level=0.9, method="base", cv=LeaveOneGroupOut()
+        )
+        ref.fit_conformalize(X[f.fit_idx], y[f.fit_idx], groups=camp.flight[f.fit_idx])
+        point, iv = ref.predict_interval(X[f.test_idx])
+        np.testing.assert_allclose(point, pred, atol=1e-5)
+        np.testing.assert_allclose(iv[:, 0, 0], pred - q, atol=1e-5)
+        np.testing.assert_allclose(iv[:, 1, 0], pred + q, atol=1e-5)
+        assert q > 0.05  # a real spread of out-of-flight residuals, not a degenerate zero

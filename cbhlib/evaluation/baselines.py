@@ -103,6 +103,13 @@ def _ridge() -> Pipeline:
     )
 
 
+def sklearn_estimator(name: str) -> HistGradientBoostingRegressor | Pipeline:
+    """The unfitted scikit-learn estimator of a plain sklearn baseline (``gbdt``, ``ridge_all``, ...)."""
+    if name not in ADAPTABLE:
+        raise ValueError(f"'{name}' is not a scikit-learn baseline; choose from {', '.join(ADAPTABLE)}")
+    return _ridge() if name.startswith("ridge") else _gbdt()
+
+
 def _inputs(name: str, d: BaselineData) -> np.ndarray:
     """The feature matrix a baseline reads. Raises ValueError naming what the campaign lacks."""
     needs_stats = name in ("image_stats_gbdt", "gbdt_all", "ridge_all")
@@ -148,7 +155,7 @@ def make_predictor(
     if name not in SKLEARN_BASELINES:
         raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(SKLEARN_BASELINES)}")
     X = _inputs(name, d)
-    factory = _ridge if name.startswith("ridge") else _gbdt
+    factory = lambda: sklearn_estimator(name)
     if how == "none":
 
         def plain(fit: np.ndarray) -> np.ndarray:
