@@ -106,8 +106,12 @@ camp
 # %%
 scored = compare.run_baselines(cfg, camp, run)
 pred = results.load_predictions(run, camp)
-write_predictions(pred, run.predictions_csv, run.predictions_parquet)
-print(f"{len(pred):,} held-out predictions of {pred['model'].nunique()} models under {sorted(pred['protocol'].unique())}")
+models = sorted(pred.loc[pred["protocol"] == "lofo", "model"].unique())
+cal = compare.flight_residuals(run, camp, models)  # out-of-flight residuals: the label-free intervals' calibration
+write_predictions(intervals.with_bounds(pred, cal, cfg.compare.conformal_alpha), run.predictions_csv,
+                  run.predictions_parquet)
+print(f"{len(pred):,} held-out predictions of {pred['model'].nunique()} models under {sorted(pred['protocol'].unique())}"
+      f" ({run.predictions_csv.name}: with the label-free interval cbh predict --intervals writes, held-out rows)")
 
 # %% [markdown]
 # ## Models x protocols
@@ -248,9 +252,7 @@ plots.few_shot_plot(curve, cfg.compare.few_shot_draw, save_to=run.figure("compar
 # flight; these are scored on the samples after the first k.
 
 # %%
-models = sorted(lofo["model"].unique())
 val = compare.validation_residuals(run, camp, models)
-cal = compare.flight_residuals(run, camp, models)
 conf = intervals.interval_table(lofo, val, cal, cfg.compare.conformal_alpha, cfg.compare.conformal_k,
                                 cfg.compare.aci_gamma)
 conf.to_csv(run.table("comparison_intervals"), index=False)

@@ -297,6 +297,39 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     assert firstk.groupby("flight")["n_scored"].nunique().eq(1).all()  # the same scored samples at the same budget
 
 
+def test_the_tidy_predictions_carry_the_label_free_interval_the_report_scores() -> None:
+    """predictions.csv's lower/upper on held-out rows: the ``flight_t`` interval from the unit's
+    own out-of-flight residuals (its coverage is the report's), never from the held-out labels;
+    random-split rows and units without nested residuals get none."""
+    lofo = _lofo_pred((120, 120, 60)).assign(protocol="lofo")
+    rand = lofo.assign(protocol="random")
+    pred = pd.concat([rand, lofo], ignore_index=True)
+    cal = {
+        ("m", 0, f"F{k}"): (
+            np.concatenate([np.random.default_rng(k + j).normal(0.2 * j, 0.03, 80) for j in range(3) if j != k]),
+            np.repeat([j for j in range(3) if j != k], 80),
+        )
+        for k in (0, 1)  # F2 has no nested residuals
+    }
+    out = intervals.with_bounds(pred, cal, 0.1)
+    assert list(out.index) == list(pred.index) and out["pred_km"].equals(pred["pred_km"])
+    held = (out["protocol"] == "lofo") & (out["flight"] != "F2")
+    assert (
+        out.loc[held, ["lower_km", "upper_km"]].notna().all().all()
+        and (out.loc[held, "interval"] == "flight_t 90%").all()
+    )
+    assert out.loc[~held, ["lower_km", "upper_km"]].isna().all().all() and (out.loc[~held, "interval"] == "").all()
+    assert (out.loc[held, "lower_km"] <= out.loc[held, "pred_km"]).all() and (out["lower_km"].dropna() >= 0).all()
+    table = intervals.interval_table(lofo, {}, cal, 0.1, 20).query("method == 'flight_t'").set_index("flight")
+    for fl, d in out[held].groupby("flight"):
+        covered = ((d["truth_km"] >= d["lower_km"]) & (d["truth_km"] <= d["upper_km"])).mean()
+        assert covered == pytest.approx(table.loc[fl, "coverage"])
+        assert 1000 * (d["upper_km"] - d["lower_km"]).mean() == pytest.approx(table.loc[fl, "width_m"])
+    moved = intervals.with_bounds(pred.assign(truth_km=pred["truth_km"] + 5.0), cal, 0.1)  # other held-out labels
+    np.testing.assert_array_equal(moved["lower_km"], out["lower_km"])
+    np.testing.assert_array_equal(moved["upper_km"], out["upper_km"])
+
+
 def test_the_online_check_counts_single_runs_and_lines_up_with_its_model() -> None:
     """Two models with different flight sizes, two seeds each: the in-band share is over seeds (a
     seed-averaged coverage would hide a seed's miss), each model gets its own flights' chance,

@@ -150,6 +150,15 @@ def test_reports_units_and_tidy_predictions(pipeline_run) -> None:
         "pred_km",
     } <= set(pred.columns)
     assert pred["time_utc"].str.endswith("Z").all() and pred["lat"].notna().all()
+    # held-out rows carry the label-free interval cbh predict writes; its coverage is the report's flight_t row
+    conf = pd.read_csv(run / "tables" / "comparison_intervals.csv").query("method == 'flight_t'")
+    held = pred[pred["interval"].fillna("").ne("")]
+    assert len(conf) and set(held["protocol"]) == {"lofo"} and held[["lower_km", "upper_km"]].notna().all().all()
+    for (model, seed, flight), d in held.groupby(["model", "seed", "flight"]):
+        row = conf[(conf["model"] == model) & (conf["seed"] == seed) & (conf["flight"] == flight)]
+        covered = ((d["truth_km"] >= d["lower_km"]) & (d["truth_km"] <= d["upper_km"])).mean()
+        assert len(row) == 1 and covered == pytest.approx(float(row["coverage"].iloc[0]))
+    assert len(held.groupby(["model", "seed", "flight"])) == len(conf)
 
 
 def test_summary_has_seed_spread_for_every_model_and_baseline(pipeline_run) -> None:

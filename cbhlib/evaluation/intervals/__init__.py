@@ -373,3 +373,27 @@ def bands(
         on = aci_centred(y, p, res, grp, alpha)
         out[names[1]][fl], shifts[names[1]][fl] = on.half_width, on.shift
     return out, shifts
+
+
+def with_bounds(
+    pred: pd.DataFrame, cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]], alpha: float
+) -> pd.DataFrame:
+    """The tidy predictions with the label-free interval ``cbh predict --intervals`` writes
+    (``flight_t``, from the unit's own out-of-flight residuals: never its held-out flight's
+    labels) on every held-out row that has them: ``lower_km``, ``upper_km`` and ``interval``
+    (e.g. ``flight_t 90%``); NaN and an empty ``interval`` elsewhere (random splits, no
+    nested residuals). Rows keep their order."""
+    out = pred.copy()
+    lower, upper = np.full(len(out), np.nan), np.full(len(out), np.nan)
+    label = np.full(len(out), "", dtype=object)
+    for (protocol, model, s, fl), idx in out.groupby(
+        ["protocol", "model", "seed", "flight"], sort=False
+    ).indices.items():
+        rows, key = idx, (model, int(s), fl)
+        if protocol != "lofo" or key not in cal or not len(cal[key][0]):
+            continue
+        hw = random_effects_halfwidth(*cal[key], alpha)
+        lower[rows], upper[rows] = bounds(out["pred_km"].to_numpy(float)[rows], hw)
+        label[rows] = f"flight_t {1 - alpha:.0%}"
+    out["lower_km"], out["upper_km"], out["interval"] = lower, upper, label
+    return out
