@@ -298,18 +298,22 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
 
 
 def test_the_tidy_predictions_carry_the_label_free_interval_the_report_scores() -> None:
-    """predictions.csv's lower/upper on held-out rows: the ``flight_t`` interval from the unit's
-    own out-of-flight residuals (its coverage is the report's), never from the held-out labels;
-    random-split rows and units without nested residuals get none."""
-    lofo = _lofo_pred((120, 120, 60)).assign(protocol="lofo")
-    rand = lofo.assign(protocol="random")
-    pred = pd.concat([rand, lofo], ignore_index=True)
+    """predictions.csv's lower/upper on leave-one-flight-out rows: the ``flight_t`` interval from
+    each unit's (model, seed, flight) out-of-flight residuals (its coverage and width are the
+    report's), never from the held-out labels; random-split rows and units without nested
+    residuals get none; rows keep their order whatever the index."""
+    lofo = pd.concat([_lofo_pred((120, 120, 60)), _lofo_pred((120, 120, 60), seed=1).assign(seed=1)])
+    lofo = lofo.assign(protocol="lofo")
+    pred = pd.concat([lofo.assign(protocol="random"), lofo]).sample(frac=1.0, random_state=0)  # shuffled index
     cal = {
-        ("m", 0, f"F{k}"): (
-            np.concatenate([np.random.default_rng(k + j).normal(0.2 * j, 0.03, 80) for j in range(3) if j != k]),
+        ("m", s, f"F{k}"): (
+            np.concatenate(
+                [np.random.default_rng(k + j + 7 * s).normal(0.2 * j, 0.03 + 0.1 * s, 80) for j in range(3) if j != k]
+            ),
             np.repeat([j for j in range(3) if j != k], 80),
         )
         for k in (0, 1)  # F2 has no nested residuals
+        for s in (0, 1)  # seed 1's residuals are wider: each unit uses its own
     }
     out = intervals.with_bounds(pred, cal, 0.1)
     assert list(out.index) == list(pred.index) and out["pred_km"].equals(pred["pred_km"])
@@ -318,13 +322,17 @@ def test_the_tidy_predictions_carry_the_label_free_interval_the_report_scores() 
         out.loc[held, ["lower_km", "upper_km"]].notna().all().all()
         and (out.loc[held, "interval"] == "flight_t 90%").all()
     )
-    assert out.loc[~held, ["lower_km", "upper_km"]].isna().all().all() and (out.loc[~held, "interval"] == "").all()
+    assert out.loc[~held, ["lower_km", "upper_km", "interval"]].isna().all().all()
     assert (out.loc[held, "lower_km"] <= out.loc[held, "pred_km"]).all() and (out["lower_km"].dropna() >= 0).all()
-    table = intervals.interval_table(lofo, {}, cal, 0.1, 20).query("method == 'flight_t'").set_index("flight")
-    for fl, d in out[held].groupby("flight"):
+    table = intervals.interval_table(lofo, {}, cal, 0.1, 20).query("method == 'flight_t'").set_index(["seed", "flight"])
+    widths = []
+    for (s, fl), d in out[held].groupby(["seed", "flight"]):
         covered = ((d["truth_km"] >= d["lower_km"]) & (d["truth_km"] <= d["upper_km"])).mean()
-        assert covered == pytest.approx(table.loc[fl, "coverage"])
-        assert 1000 * (d["upper_km"] - d["lower_km"]).mean() == pytest.approx(table.loc[fl, "width_m"])
+        assert covered == pytest.approx(table.loc[(s, fl), "coverage"])
+        widths.append(1000 * (d["upper_km"] - d["lower_km"]).mean())
+        assert widths[-1] == pytest.approx(table.loc[(s, fl), "width_m"])
+    assert len(widths) == 4 and len({round(w) for w in widths}) == 4
+    assert intervals.with_bounds(pred, cal, 0.125).loc[held, "interval"].eq("flight_t 87.5%").all()
     moved = intervals.with_bounds(pred.assign(truth_km=pred["truth_km"] + 5.0), cal, 0.1)  # other held-out labels
     np.testing.assert_array_equal(moved["lower_km"], out["lower_km"])
     np.testing.assert_array_equal(moved["upper_km"], out["upper_km"])

@@ -186,8 +186,8 @@ def test_nested_intervals_of_a_baseline_are_mapies_cross_conformal_with_flights_
     tiny_campaign: Path, name: str
 ) -> None:
     """The flight-aware residuals (each training sample predicted by a model fitted without its
-    flight) and the conformal quantile reproduce MAPIE's jackknife intervals (``method='base'``)
-    with leave-one-flight-out groups: the reference library pins the nested code."""
+    flight) and the conformal quantile reproduce MAPIE's cross-conformal intervals
+    (``method='base'``, leave-one-group-out CV over flights): the reference library pins the nested refits."""
     from mapie.regression import CrossConformalRegressor
     from sklearn.model_selection import LeaveOneGroupOut
 

@@ -158,6 +158,7 @@ def test_reports_units_and_tidy_predictions(pipeline_run) -> None:
         row = conf[(conf["model"] == model) & (conf["seed"] == seed) & (conf["flight"] == flight)]
         covered = ((d["truth_km"] >= d["lower_km"]) & (d["truth_km"] <= d["upper_km"])).mean()
         assert len(row) == 1 and covered == pytest.approx(float(row["coverage"].iloc[0]))
+        assert 1000 * (d["upper_km"] - d["lower_km"]).mean() == pytest.approx(float(row["width_m"].iloc[0]))
     assert len(held.groupby(["model", "seed", "flight"])) == len(conf)
 
 

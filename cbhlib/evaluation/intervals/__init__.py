@@ -379,21 +379,22 @@ def with_bounds(
     pred: pd.DataFrame, cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]], alpha: float
 ) -> pd.DataFrame:
     """The tidy predictions with the label-free interval ``cbh predict --intervals`` writes
-    (``flight_t``, from the unit's own out-of-flight residuals: never its held-out flight's
-    labels) on every held-out row that has them: ``lower_km``, ``upper_km`` and ``interval``
-    (e.g. ``flight_t 90%``); NaN and an empty ``interval`` elsewhere (random splits, no
-    nested residuals). Rows keep their order."""
+    (``flight_t``) on every leave-one-flight-out row whose unit has out-of-flight residuals in
+    ``cal`` (the report's calibration of that unit: a head's seeds share the first seed's
+    nested residuals; never a label of the held-out flight): ``lower_km``, ``upper_km`` and
+    ``interval`` (e.g. ``flight_t 90%``, as ``cbh predict`` labels it); missing elsewhere
+    (random splits, no nested residuals). Rows keep their order and index."""
     out = pred.copy()
     lower, upper = np.full(len(out), np.nan), np.full(len(out), np.nan)
-    label = np.full(len(out), "", dtype=object)
-    for (protocol, model, s, fl), idx in out.groupby(
+    label = np.full(len(out), None, dtype=object)
+    p = out["pred_km"].to_numpy(float)
+    for (protocol, model, s, fl), rows in out.groupby(
         ["protocol", "model", "seed", "flight"], sort=False
     ).indices.items():
-        rows, key = idx, (model, int(s), fl)
+        key = (model, int(s), fl)  # rows: positions, whatever the index
         if protocol != "lofo" or key not in cal or not len(cal[key][0]):
             continue
-        hw = random_effects_halfwidth(*cal[key], alpha)
-        lower[rows], upper[rows] = bounds(out["pred_km"].to_numpy(float)[rows], hw)
-        label[rows] = f"flight_t {1 - alpha:.0%}"
+        lower[rows], upper[rows] = bounds(p[rows], random_effects_halfwidth(*cal[key], alpha))
+        label[rows] = f"flight_t {100 * (1 - alpha):.4g}%"
     out["lower_km"], out["upper_km"], out["interval"] = lower, upper, label
     return out
