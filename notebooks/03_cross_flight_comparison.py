@@ -111,7 +111,8 @@ cal = compare.flight_residuals(run, camp, models)  # out-of-flight residuals: th
 write_predictions(intervals.with_bounds(pred, cal, cfg.compare.conformal_alpha), run.predictions_csv,
                   run.predictions_parquet)
 print(f"{len(pred):,} held-out predictions of {pred['model'].nunique()} models under {sorted(pred['protocol'].unique())}"
-      f" ({run.predictions_csv.name}: with the label-free interval cbh predict --intervals writes, held-out rows)")
+      f"; in {run.predictions_csv.name} the leave-one-flight-out rows also carry the label-free interval "
+      "cbh predict --intervals writes (lower_km, upper_km)")
 
 # %% [markdown]
 # ## Models x protocols
