@@ -122,7 +122,39 @@ def bench_preset(preset: str, device: str, workdir: Path, epochs: int) -> dict:
         out[f"heads_{mode}_5folds_{epochs}ep_s"] = time.perf_counter() - t0
         total += out[f"heads_{mode}_5folds_{epochs}ep_s"]
     out[f"heads_all_modes_5folds_{epochs}ep_s"] = total
+    if device == "cpu":  # what the same training cannot go below: its matmuls, optimizer steps and masks alone
+        out.update(_heads_floor(inputs, camp, workdir, epochs))
     out["peak_rss_mb"] = _rss_mb()
+    return out
+
+
+def _heads_floor(inputs, camp, workdir: Path, epochs: int) -> dict:
+    """The heads row's matmuls, optimizer steps and dropout-mask draws, recorded and replayed alone
+    (``heads_floor.py``): seconds per kind, their sum, and how many calls of each kind."""
+    from collections import Counter
+
+    from heads_floor import calls_per_kind, record, replay
+
+    from cbhlib.config import HeadConfig, TrainConfig
+    from cbhlib.data.folds import lofo_folds
+    from cbhlib.models.fusion import MODES
+    from cbhlib.store.rundir import RunDir
+    from cbhlib.store.units import Unit, UnitStore
+    from cbhlib.training.heads import train_units
+
+    calls: Counter = Counter()
+    for mode in MODES:
+        units = [Unit(mode, "lofo", f, 0) for f in lofo_folds(camp)]
+
+        def run(e: int, mode: str = mode, units: list = units) -> None:
+            store = UnitStore(RunDir(workdir / f"floor_{mode}_{e}ep"))
+            train_units(inputs, units, mode, TrainConfig(epochs=e, patience=e), HeadConfig(), store, progress=False)
+
+        calls += record(run, epochs)
+    seconds = replay(calls)
+    out = {f"heads_floor_{kind}_s": s for kind, s in seconds.items()}
+    out["heads_floor_s"] = sum(seconds.values())
+    out.update({f"heads_floor_{kind}_calls": n for kind, n in calls_per_kind(calls).items()})
     return out
 
 

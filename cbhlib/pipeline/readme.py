@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
-LABELS = [  # (key prefix or exact key, label); first match wins
+LABELS: list[tuple[str, str | None]] = [  # (key prefix or exact key, label or None: not shown); first match wins
     ("generate_s", "generate the campaign (s)"),
     ("file_mib", "campaign file (MiB)"),
     ("samples", "labelled samples"),
@@ -40,6 +40,11 @@ LABELS = [  # (key prefix or exact key, label); first match wins
     ("pretrain_streamed_images_per_s", "pretraining, frames streamed from HDF5 (images/s)"),
     ("embed_images_per_s", "embedding with the frozen encoder (images/s)"),
     ("heads_all_modes_", "heads: 4 modes x 5 folds x {ep} epochs (s)"),
+    ("heads_floor_matmul_s", "heads, the same 4 modes: their matmuls alone, replayed (s)"),
+    ("heads_floor_optimizer_s", "heads, the same 4 modes: their optimizer steps alone, replayed (s)"),
+    ("heads_floor_masks_s", "heads, the same 4 modes: their dropout-mask draws alone, replayed (s)"),
+    ("heads_floor_s", "heads, the same 4 modes: floor, the three above (s)"),
+    ("heads_floor_", None),  # call counts: in the JSON, not the table
     ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
     ("peak_rss_mb", "peak memory of the process (MB)"),
 ]
@@ -48,6 +53,8 @@ LABELS = [  # (key prefix or exact key, label); first match wins
 def _label(key: str) -> str | None:
     for prefix, label in LABELS:
         if key == prefix or (prefix.endswith("_") and key.startswith(prefix)):
+            if label is None:
+                return None
             m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
             return label.format(mode=m.group(1) if m else "", ep=m.group(2) if m else "")
     return None

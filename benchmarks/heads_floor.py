@@ -1,0 +1,111 @@
+"""The floor under head training: its matmuls, optimizer steps and dropout-mask draws, replayed alone.
+
+:func:`record` runs :func:`cbhlib.training.heads.train_units` under a dispatch mode that
+notes every ATen call of these three kinds (forward, backward and validation alike) with
+its argument shapes and strides. :func:`replay` then times the same calls, as many of
+each, on fresh tensors of the same layout, back to back: no autograd graph, no Python
+loop, no elementwise work between them. Head training's wall time minus this floor is
+what everything else costs (dispatch, autograd, activations, the loss); the floor itself
+is what no restructuring of the loop removes, in float32, on the machine it is measured on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+KINDS: dict[str, tuple[Any, ...]] = {
+    "matmul": (aten.bmm.default, aten.baddbmm.default, aten.mm.default, aten.addmm.default),
+    "optimizer": (aten._fused_adamw_.default,),
+    "masks": (aten.rand.generator,),  # ModelDropout.draw: one [steps, B, width] draw per model and layer
+}
+KIND_OF = {op: kind for kind, ops in KINDS.items() for op in ops}
+
+Layout = tuple[tuple[int, ...], tuple[int, ...], torch.dtype]  # a tensor's size, stride and dtype
+
+
+def _layout(x: Any) -> Any:
+    """A hashable stand-in for an argument: tensors by layout, lists element-wise, a generator by kind."""
+    if isinstance(x, torch.Tensor):
+        return ("T", tuple(x.shape), tuple(x.stride()), x.dtype)
+    if isinstance(x, list | tuple):
+        return tuple(_layout(v) for v in x)
+    if isinstance(x, torch.Generator):
+        return ("G",)
+    return x
+
+
+class Recorder(TorchDispatchMode):
+    """Counts ``(op, argument layouts)`` of the calls in :data:`KINDS` while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[tuple[Any, Any, Any]] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in KIND_OF and not (KIND_OF[func] == "masks" and len(args[0]) != 3):  # 2-D: initial weights
+            self.calls[(func, _layout(args), _layout(sorted(kwargs.items())))] += 1
+        return func(*args, **kwargs)
+
+
+def record(run: Callable[[int], None], epochs: int) -> Counter[tuple[Any, Any, Any]]:
+    """The calls of ``run(epochs)``, from runs of 1 and 2 epochs (every later epoch repeats the second's).
+
+    ``run(e)`` must train for exactly ``e`` epochs (no early stopping) in a fresh place each call.
+    """
+    counts = []
+    for e in (1, 2):
+        with Recorder() as rec:
+            run(e)
+        counts.append(rec.calls)
+    one, two = counts
+    per_epoch = two.copy()
+    per_epoch.subtract(one)
+    total = Counter({k: one[k] + (epochs - 1) * per_epoch[k] for k in set(one) | set(per_epoch)})
+    return +total  # drops zero counts
+
+
+def _tensor(layout: Layout) -> torch.Tensor:
+    """A tensor of this size, stride and dtype (positive values: Adam's second moment takes a root)."""
+    size, stride, dtype = layout
+    extent = 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if all(size) else 0
+    return torch.empty(max(extent, 1), dtype=dtype).uniform_(0.5, 1.0).as_strided(size, stride)
+
+
+def _materialise(x: Any) -> Any:
+    if isinstance(x, tuple) and x[:1] == ("T",):
+        return _tensor(x[1:])
+    if x == ("G",):
+        return torch.Generator().manual_seed(0)
+    if isinstance(x, tuple):
+        return [_materialise(v) for v in x]
+    return x
+
+
+def replay(calls: Counter[tuple[Any, Any, Any]]) -> dict[str, float]:
+    """Seconds each kind of call takes alone: every recorded call, as often as recorded, on fresh tensors."""
+    seconds = dict.fromkeys(KINDS, 0.0)
+    for (func, args, kwargs), n in calls.items():
+        a = [_materialise(v) for v in args]
+        kw = {k: _materialise(v) for k, v in kwargs}
+        func(*a, **kw)  # warm: first-call allocations and kernel selection
+        t0 = time.perf_counter()
+        for _ in range(n):
+            func(*a, **kw)
+        seconds[KIND_OF[func]] += time.perf_counter() - t0
+    return seconds
+
+
+def calls_per_kind(calls: Counter[tuple[Any, Any, Any]]) -> dict[str, int]:
+    """How many calls of each kind were recorded."""
+    out = dict.fromkeys(KINDS, 0)
+    for (func, _, _), n in calls.items():
+        out[KIND_OF[func]] += n
+    return out

@@ -1,0 +1,76 @@
+"""The benchmark's heads floor (``benchmarks/heads_floor.py``): it must see every matmul, optimizer
+step and dropout-mask draw of head training, backward included, and extrapolate epochs exactly."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+from cbhlib.config import HeadConfig, TrainConfig
+from cbhlib.data.campaign import Campaign
+from cbhlib.data.folds import lofo_folds
+from cbhlib.pipeline.readme import performance_section
+from cbhlib.store.rundir import RunDir
+from cbhlib.store.units import Unit, UnitStore
+from cbhlib.training.heads import TrainInputs, train_units
+from cbhlib.training.inputs import effective_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from heads_floor import Recorder, calls_per_kind, record, replay
+
+
+def _shapes(calls: Counter) -> Counter:
+    """Calls by op and argument layouts (the learning rate, a keyword, differs between schedules)."""
+    out: Counter = Counter()
+    for (func, args, _), n in calls.items():
+        out[(func, args)] += n
+    return out
+
+
+def test_the_heads_floor_records_forward_backward_and_every_epoch(tiny_campaign: Path, tmp_path: Path) -> None:
+    camp = Campaign(tiny_campaign)
+    X, names = camp.feature_matrix()
+    inputs = TrainInputs(camp.cbh_km.astype(float), X, names, key="floor")
+    units = [Unit("physical_only", "lofo", f, 0) for f in lofo_folds(camp)]
+    runs = iter(range(100))
+
+    def run(e: int) -> None:  # a fresh store each time: nothing is skipped as finished
+        store = UnitStore(RunDir(tmp_path / f"r{next(runs)}"))
+        cfg = TrainConfig(epochs=e, patience=e)
+        train_units(inputs, units, "physical_only", cfg, HeadConfig(), store, progress=False)
+
+    epochs = 4
+    extrapolated = record(run, epochs)
+    with Recorder() as rec:
+        run(epochs)
+    assert _shapes(extrapolated) == _shapes(rec.calls)
+
+    B = effective_batch(TrainConfig().batch_size, units)
+    steps = epochs * max(math.ceil(len(u.fold.train_idx) / B) for u in units)  # every unit steps in lockstep
+    by_op = Counter()
+    for (func, _, _), n in extrapolated.items():
+        by_op[str(func)] += n
+    # physical_only: 2 + 3 layers; backward: 5 weight gradients and 4 input gradients (the features need none)
+    assert by_op["aten.bmm.default"] == 9 * steps
+    assert by_op["aten._fused_adamw_.default"] == steps
+    assert by_op["aten.rand.generator"] == epochs * 4 * len(units)  # 4 dropout layers per model, per epoch
+    kinds = calls_per_kind(extrapolated)
+    assert kinds["matmul"] > 9 * steps  # the forward baddbmm's, training and validation
+    seconds = replay(extrapolated)
+    assert set(seconds) == {"matmul", "optimizer", "masks"} and all(s > 0 for s in seconds.values())
+
+
+def test_the_performance_section_shows_the_floor_and_not_the_call_counts(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.json"
+    bench.write_text(
+        '{"machine": {"cpus": 2, "torch": "2.13.0"}, "date": "2026-12-07 19:00", "command": "python benchmarks/run.py",'
+        ' "presets": [{"preset": "default", "heads_all_modes_5folds_50ep_s": 12.0, "heads_floor_matmul_s": 2.5,'
+        ' "heads_floor_optimizer_s": 0.5, "heads_floor_masks_s": 0.8, "heads_floor_s": 3.8,'
+        ' "heads_floor_matmul_calls": 74865}], "scaling": {}}'
+    )
+    text = performance_section([bench])
+    assert "| heads, the same 4 modes: their matmuls alone, replayed (s) | 2.50 |" in text
+    assert "| heads, the same 4 modes: floor, the three above (s) | 3.80 |" in text
+    assert "74865" not in text and "74,865" not in text
