@@ -2,11 +2,12 @@
 
 :func:`record` runs :func:`cbhlib.training.heads.train_units` under a dispatch mode that
 notes every ATen call of these three kinds (forward, backward and validation alike) with
-its argument shapes and strides. :func:`replay` then times the same calls, as many of
-each, on fresh tensors of the same layout, back to back: no autograd graph, no Python
-loop, no elementwise work between them. Head training's wall time minus this floor is
-what everything else costs (dispatch, autograd, activations, the loss); the floor itself
-is what no restructuring of the loop removes, in float32, on the machine it is measured on.
+its argument shapes, strides and dtypes. :func:`replay` then times the same calls, as
+many of each, back to back on one set of fresh tensors per distinct call (warm caches:
+an optimistic floor): no autograd graph, no training loop, no elementwise work between
+them. Head training's wall time minus this floor is what everything else costs (dispatch,
+autograd, activations, the loss, batching, writing results); the floor itself is what no
+restructuring of the loop removes, in float32, on the machine it is measured on.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def _layout(x: Any) -> Any:
     return x
 
 
+def _is_mask_draw(args: tuple, kwargs: dict) -> bool:
+    """``ModelDropout.draw`` draws [steps, B, width]; ``BLinear`` draws its initial weights 2-D
+    (``cbhlib.models.fusion``), and the attention tokens' initial weights come from ``randn``."""
+    size = args[0] if args else kwargs.get("size", ())
+    return len(size) == 3
+
+
 class Recorder(TorchDispatchMode):
     """Counts ``(op, argument layouts)`` of the calls in :data:`KINDS` while active."""
 
@@ -50,7 +58,7 @@ class Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in KIND_OF and not (KIND_OF[func] == "masks" and len(args[0]) != 3):  # 2-D: initial weights
+        if func in KIND_OF and not (KIND_OF[func] == "masks" and not _is_mask_draw(args, kwargs)):
             self.calls[(func, _layout(args), _layout(sorted(kwargs.items())))] += 1
         return func(*args, **kwargs)
 
@@ -68,6 +76,8 @@ def record(run: Callable[[int], None], epochs: int) -> Counter[tuple[Any, Any, A
     one, two = counts
     per_epoch = two.copy()
     per_epoch.subtract(one)
+    if min(per_epoch.values(), default=0) < 0:  # a first epoch that depends on the epoch count
+        raise ValueError("the 2-epoch run made fewer calls of some kind than the 1-epoch run: cannot extrapolate")
     total = Counter({k: one[k] + (epochs - 1) * per_epoch[k] for k in set(one) | set(per_epoch)})
     return +total  # drops zero counts
 
@@ -80,6 +90,7 @@ def _tensor(layout: Layout) -> torch.Tensor:
 
 
 def _materialise(x: Any) -> Any:
+    """The argument a recorded layout stands for: a fresh tensor, generator or list of them."""
     if isinstance(x, tuple) and x[:1] == ("T",):
         return _tensor(x[1:])
     if x == ("G",):

@@ -8,6 +8,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from cbhlib.config import HeadConfig, TrainConfig
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
@@ -56,10 +58,43 @@ def test_the_heads_floor_records_forward_backward_and_every_epoch(tiny_campaign:
     assert by_op["aten.bmm.default"] == 9 * steps
     assert by_op["aten._fused_adamw_.default"] == steps
     assert by_op["aten.rand.generator"] == epochs * 4 * len(units)  # 4 dropout layers per model, per epoch
-    kinds = calls_per_kind(extrapolated)
-    assert kinds["matmul"] > 9 * steps  # the forward baddbmm's, training and validation
-    seconds = replay(extrapolated)
+    # forward: 5 layers per training step, per epoch's validation pass and per unit's final scoring
+    assert by_op["aten.baddbmm.default"] == 5 * (steps + epochs + len(units))
+    assert calls_per_kind(extrapolated) == {
+        "matmul": 14 * steps + 5 * (epochs + len(units)),
+        **{"optimizer": steps, "masks": epochs * 4 * len(units)},
+    }
+    with Recorder() as replayed:  # the replay makes every recorded call as often (+1: its warm-up)
+        seconds = replay(extrapolated)
+    assert replayed.calls == Counter({k: n + 1 for k, n in extrapolated.items()})
     assert set(seconds) == {"matmul", "optimizer", "masks"} and all(s > 0 for s in seconds.values())
+
+
+def test_the_heads_floor_sees_the_attention_modes_einsums(tiny_campaign: Path, tmp_path: Path) -> None:
+    camp = Campaign(tiny_campaign)
+    X, names = camp.feature_matrix()
+    rng = np.random.default_rng(0)
+    n = camp.n_samples
+    pooled, regions = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(n, 4, 8)).astype(np.float32)
+    inputs = TrainInputs(camp.cbh_km.astype(float), X, names, [pooled], [regions], key="floor-att")
+    units = [Unit("attention", "lofo", f, 0) for f in lofo_folds(camp)]
+    runs = iter(range(100))
+
+    def run(e: int) -> None:
+        store = UnitStore(RunDir(tmp_path / f"r{next(runs)}"))
+        train_units(inputs, units, "attention", TrainConfig(epochs=e, patience=e), HeadConfig(), store, progress=False)
+
+    extrapolated = record(run, 3)
+    with Recorder() as rec:
+        run(3)
+    assert _shapes(extrapolated) == _shapes(rec.calls)
+    B = effective_batch(TrainConfig().batch_size, units)
+    steps = 3 * max(math.ceil(len(u.fold.train_idx) / B) for u in units)
+    bmm = sum(n for (func, _, _), n in extrapolated.items() if str(func) == "aten.bmm.default")
+    # the 4 einsums are bmm's: 4 forward and 8 backward per step (today 22 bmm per step in all, with the
+    # linear layers' 10 weight and input gradients); without the einsums the count would fall below this
+    assert bmm >= (4 + 8) * steps
+    assert calls_per_kind(extrapolated)["optimizer"] == steps
 
 
 def test_the_performance_section_shows_the_floor_and_not_the_call_counts(tmp_path: Path) -> None:
