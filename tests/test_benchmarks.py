@@ -13,7 +13,7 @@ import numpy as np
 from cbhlib.config import HeadConfig, TrainConfig
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
-from cbhlib.pipeline.performance import performance_section
+from cbhlib.pipeline.readme import performance_section
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import Unit, UnitStore
 from cbhlib.training.heads import TrainInputs, train_units

@@ -101,7 +101,7 @@ def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFix
 
 
 def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: Path) -> None:
-    from cbhlib.pipeline.performance import performance_section
+    from cbhlib.pipeline.readme import performance_section
 
     old = {
         "machine": {"cpus": 2},
