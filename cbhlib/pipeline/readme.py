@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
-LABELS: list[tuple[str, str | None]] = [  # (key prefix or exact key, label or None: not shown); first match wins
+LABELS = [  # (exact key, or key prefix ending in _ for heads_<mode>_5folds_<n>ep_s keys, label); first match wins
     ("generate_s", "generate the campaign (s)"),
     ("file_mib", "campaign file (MiB)"),
     ("samples", "labelled samples"),
@@ -44,18 +44,16 @@ LABELS: list[tuple[str, str | None]] = [  # (key prefix or exact key, label or N
     ("heads_floor_optimizer_s", "heads, the same 4 modes: their optimizer steps alone, replayed (s)"),
     ("heads_floor_masks_s", "heads, the same 4 modes: their dropout-mask draws alone, replayed (s)"),
     ("heads_floor_s", "heads, the same 4 modes: floor, the three above (s)"),
-    ("heads_floor_", None),  # call counts: in the JSON, not the table
     ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
     ("peak_rss_mb", "peak memory of the process (MB)"),
 ]
 
 
 def _label(key: str) -> str | None:
+    """The table label of a preset key, or None: not shown (the floor's call counts, for one)."""
+    m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
     for prefix, label in LABELS:
-        if key == prefix or (prefix.endswith("_") and key.startswith(prefix)):
-            if label is None:
-                return None
-            m = re.match(r"heads_(\w+?)_5folds_(\d+)ep_s", key)
+        if key == prefix or (prefix.endswith("_") and key.startswith(prefix) and m):
             return label.format(mode=m.group(1) if m else "", ep=m.group(2) if m else "")
     return None
 
@@ -77,12 +75,10 @@ def _scaling_label(key: str) -> str:
         return f"one encoder, busy / quiet time, {policies[m.group(1)]}"
     if m := re.fullmatch(r"pipeline_(.+)-busy_w(\d+)_s", key):
         return f"whole `cbh run` on {m.group(1)}, serial, beside one CPU-bound process per core: wall time (s)"
-    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_s", key):
+    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_(s|peak_process_rss_mb)", key):
         how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
-        return f"whole `cbh run` on {m.group(1)}, {how}: wall time (s)"
-    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_peak_process_rss_mb", key):
-        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
-        return f"whole `cbh run` on {m.group(1)}, {how}: largest process, peak resident (MB)"
+        what = "wall time (s)" if m.group(3) == "s" else "largest process, peak resident (MB)"
+        return f"whole `cbh run` on {m.group(1)}, {how}: {what}"
     return ""
 
 
@@ -284,8 +280,7 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None, 
             "verdict rechecked at twice that block. A ranking is stated only where both intervals clear 0 on the "
             f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: float sums differ between CPU "
             "instruction sets and thread counts). Flight level: on how many held-out flights the model has the "
-            "lower MAE, and the exact "
-            "two-sided sign-flip p over flights (it cannot go below 2/2^F)."
+            "lower MAE, and the exact two-sided sign-flip p over flights (it cannot go below 2/2^F)."
         )
         best = comp.get("strongest_simple_baseline")
         groups = [
@@ -361,8 +356,7 @@ def figures_markdown(names: list[str], folder: str | Path = FOLDER) -> str:
         return ""
     lines = ["", f"Figures of this run (`{Path(folder).as_posix()}/`, copied by `make readme`):", ""]
     for name in names:
-        text = caption(name)
-        lines += [f"![{name}]({(Path(folder) / f'{name}.png').as_posix()})", "", f"*{text}*", ""]
+        lines += [f"![{name}]({(Path(folder) / f'{name}.png').as_posix()})", "", f"*{caption(name)}*", ""]
     return "\n".join(lines)
 
 
