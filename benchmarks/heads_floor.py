@@ -58,7 +58,7 @@ class Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in KIND_OF and not (KIND_OF[func] == "masks" and not _is_mask_draw(args, kwargs)):
+        if func in KIND_OF and (KIND_OF[func] != "masks" or _is_mask_draw(args, kwargs)):
             self.calls[(func, _layout(args), _layout(sorted(kwargs.items())))] += 1
         return func(*args, **kwargs)
 

@@ -155,12 +155,11 @@ def make_predictor(
     if name not in SKLEARN_BASELINES:
         raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(SKLEARN_BASELINES)}")
     X = _inputs(name, d)
-    factory = lambda: sklearn_estimator(name)
     if how == "none":
 
         def plain(fit: np.ndarray) -> np.ndarray:
             with threads.openmp_limits():  # fewer OpenMP threads while other processes hold cores
-                return factory().fit(X[fit], d.y[fit]).predict(X)
+                return sklearn_estimator(name).fit(X[fit], d.y[fit]).predict(X)
 
         return plain
     if d.flight is None:
@@ -170,7 +169,7 @@ def make_predictor(
     def adapted(fit: np.ndarray) -> np.ndarray:
         lv = levels(d.y, d.flight, fit, X, level)  # type: ignore[arg-type]
         with threads.openmp_limits():
-            return lv + factory().fit(Xn[fit], d.y[fit] - lv[fit]).predict(Xn)
+            return lv + sklearn_estimator(name).fit(Xn[fit], d.y[fit] - lv[fit]).predict(Xn)
 
     return adapted
 

@@ -28,6 +28,7 @@ from cbhlib.data.campaign import Campaign
 from cbhlib.errors import CbhError, CheckpointError
 from cbhlib.evaluation import imagestats
 from cbhlib.evaluation.flightnorm import normalise
+from cbhlib.evaluation.intervals import interval_label
 from cbhlib.evaluation.intervals.newflight import ONLINE, Intervals, calibration_residuals
 from cbhlib.models.fusion import IMAGE_MODES, PHYSICAL_MODES, FusionHeads, HeadConfig
 from cbhlib.store.checkpoints import load_checkpoint
@@ -385,7 +386,7 @@ def predict(
     )
     if cal is not None:
         lo, hi = cal.bounds(ens["pred_km"].to_numpy(float), camp.flight)
-        ens = ens.assign(lower_km=lo, upper_km=hi, interval=f"{intervals} {100 * (1 - alpha):.4g}%")
+        ens = ens.assign(lower_km=lo, upper_km=hi, interval=interval_label(intervals, alpha))
         if intervals == ONLINE:
             ens = pd.concat([ens, cal.arrival(camp.flight)], axis=1)
             if unlabelled := sorted(set(ens["flight"]) - set(ens.loc[ens["labels_before"] > 0, "flight"])):

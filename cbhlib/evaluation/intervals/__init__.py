@@ -375,6 +375,11 @@ def bands(
     return out, shifts
 
 
+def interval_label(method: str, alpha: float) -> str:
+    """An interval's name in the tables: its method and nominal coverage (``flight_t 87.5%``)."""
+    return f"{method} {100 * (1 - alpha):.4g}%"
+
+
 def with_bounds(
     pred: pd.DataFrame, cal: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]], alpha: float
 ) -> pd.DataFrame:
@@ -395,6 +400,6 @@ def with_bounds(
         if protocol != "lofo" or key not in cal or not len(cal[key][0]):
             continue
         lower[rows], upper[rows] = bounds(p[rows], random_effects_halfwidth(*cal[key], alpha))
-        label[rows] = f"flight_t {100 * (1 - alpha):.4g}%"
+        label[rows] = interval_label("flight_t", alpha)
     out["lower_km"], out["upper_km"], out["interval"] = lower, upper, label
     return out
