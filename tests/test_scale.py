@@ -116,6 +116,19 @@ def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: P
     assert text.index("10:00") < text.index("12:00")  # oldest first
 
 
+def test_a_busy_runs_rows_both_say_it_ran_beside_neighbours() -> None:
+    from cbhlib.pipeline.readme import _scaling_label
+
+    wall, peak = (
+        _scaling_label("pipeline_default-busy_w0_s"),
+        _scaling_label("pipeline_default-busy_w0_peak_process_rss_mb"),
+    )
+    for label in (wall, peak):
+        assert label.startswith("whole `cbh run` on default, serial, beside one CPU-bound process per core: "), label
+    assert wall.endswith("wall time (s)") and peak.endswith("peak resident (MB)")
+    assert _scaling_label("pipeline_default_w2_s") == "whole `cbh run` on default, `--workers 2`: wall time (s)"
+
+
 def _worker_env() -> dict[str, str | None]:
     import os
 

@@ -68,16 +68,15 @@ def _scaling_label(key: str) -> str:
         "cbhlib_all_threads": "every core's thread, short spin, thread governor",
         "libgomp_default": "libgomp's defaults (fixed threads)",
     }
+    busy = ", beside one CPU-bound process per core"
     if m := re.fullmatch(r"encoder_(cbhlib|cbhlib_all_threads|libgomp_default)_(quiet|busy)_s", key):
-        how = "beside one CPU-bound process per core" if m.group(2) == "busy" else "quiet machine"
+        how = busy[2:] if m.group(2) == "busy" else "quiet machine"
         return f"one default-recipe encoder, {how}, {policies[m.group(1)]}: median seconds"
     if m := re.fullmatch(r"encoder_(cbhlib|cbhlib_all_threads|libgomp_default)_busy_over_quiet", key):
         return f"one encoder, busy / quiet time, {policies[m.group(1)]}"
-    if m := re.fullmatch(r"pipeline_(.+)-busy_w(\d+)_s", key):
-        return f"whole `cbh run` on {m.group(1)}, serial, beside one CPU-bound process per core: wall time (s)"
-    if m := re.fullmatch(r"pipeline_(.+)_w(\d+)_(s|peak_process_rss_mb)", key):
-        how = "serial" if m.group(2) == "0" else f"`--workers {m.group(2)}`"
-        what = "wall time (s)" if m.group(3) == "s" else "largest process, peak resident (MB)"
+    if m := re.fullmatch(r"pipeline_(.+?)(-busy)?_w(\d+)_(s|peak_process_rss_mb)", key):
+        how = ("serial" if m.group(3) == "0" else f"`--workers {m.group(3)}`") + (busy if m.group(2) else "")
+        what = "wall time (s)" if m.group(4) == "s" else "largest process, peak resident (MB)"
         return f"whole `cbh run` on {m.group(1)}, {how}: {what}"
     return ""
 
