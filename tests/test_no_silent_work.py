@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "params", tmp_path / "params")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -52,6 +53,29 @@ def test_same_settings_pass_and_force_replaces(project: Path, caplog: pytest.Log
     assert plan_steps(pipe, ["explore"], {"seeds": [0, 1]}, force=True)
     assert "--force: replacing results made with other settings: seeds ([0] -> [0, 1])" in caplog.text
     assert settings_changes(Path("runs/never-ran"), {}) == []
+
+
+def test_the_same_command_again_passes_where_the_notebook_kept_defaults_it_does_not_take(project: Path) -> None:
+    """explore's notebook does not take train.epochs: its record of the run (written by the notebook's
+    setup) keeps the default there, and `cbh run --set train.epochs=10` again must not be refused."""
+    _ran(project, "mine", seeds=[0])  # as the notebook records it: train.epochs at its default, 50
+    pipe = load_pipeline("params/pipeline.yaml")
+    pipe.run_name, pipe.campaign = "mine", "data/mine.h5"
+    assert plan_steps(pipe, ["explore"], {"seeds": [0], "train.epochs": 10})
+    with pytest.raises(CbhError, match=r"seeds \(\[0\] -> \[1\]\)"):  # a setting it takes is still held
+        plan_steps(pipe, ["explore"], {"seeds": [1], "train.epochs": 10})
+    path = project / "runs" / "mine" / "config" / "physical_only.yaml"
+    path.write_text((project / "runs" / "mine" / "config" / "explore.yaml").read_text())
+    with pytest.raises(CbhError, match=r"train\.epochs \(50 -> 10\)"):  # a training step takes it
+        plan_steps(pipe, ["explore", "physical_only"], {"seeds": [0], "train.epochs": 10})
+
+
+def test_a_step_whose_notebook_is_missing_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "notebooks" / "01_explore_campaign.ipynb").unlink()
+    assert main(["run", "--run-name", "mine", "--campaign", "data/mine.h5", "--only", "explore"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "pipeline.yaml" in err and "steps (explore).notebook" in err and "01_explore_campaign.ipynb" in err
 
 
 def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:

@@ -21,8 +21,8 @@ from typing import Any, TextIO
 import yaml
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.config import Config, notebook_values
-from cbhlib.errors import CbhError
+from cbhlib.config import Config, by_name, notebook_values
+from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import check_plain
 from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
@@ -173,8 +173,13 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def settings_changes(run_root: Path, configs: dict[str, Config]) -> list[str]:
-    """``key (old -> new)`` for every setting that differs from the one a step of this run folder last ran with."""
+def settings_changes(run_root: Path, configs: dict[str, Config], taken: dict[str, set[str]] | None = None) -> list[str]:
+    """``key (old -> new)`` for every setting that differs from the one a step of this run folder last ran with.
+
+    Args:
+        taken: per step, the dotted keys its notebook declares; a setting a notebook does not take
+            cannot change its results (its own record of the run keeps the default there). Default: all.
+    """
     run, changes = RunDir(run_root), {}
     for name, cfg in configs.items():
         path = run.step_config(name)
@@ -183,10 +188,20 @@ def settings_changes(run_root: Path, configs: dict[str, Config]) -> list[str]:
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
         new = _flat(cfg.to_nested())
-        for key in sorted(old.keys() & new.keys()):
+        keys = old.keys() & new.keys() & (taken[name] if taken and name in taken else new.keys())
+        for key in sorted(keys):
             if key not in RESULT_NEUTRAL and old[key] != new[key]:
                 changes.setdefault(key, f"{key} ({old[key]!r} -> {new[key]!r})")
     return list(changes.values())
+
+
+def taken_keys(pipe: Pipeline, step: Step, root: Path) -> set[str]:
+    """Dotted keys of the settings the step's notebook declares (a missing notebook: one line)."""
+    path = root / step.notebook
+    if not path.is_file():
+        raise ParamsError(pipe.source, f"steps ({step.name}).notebook", "an existing notebook", f"no file {path}")
+    names = by_name()
+    return {names[n].key for n in declared(path) if n in names}
 
 
 def plan_steps(
@@ -200,8 +215,10 @@ def plan_steps(
     """Every selected step's checked config; a run folder made with other settings is refused unless ``force``."""
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
-    configs = {s.name: step_config(pipe, s, run, sets) for s in select(pipe, only)}  # every error before a notebook
-    changes = settings_changes(root / run.root, configs)
+    steps = select(pipe, only)
+    configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
+    taken = {s.name: taken_keys(pipe, s, root) for s in steps}
+    changes = settings_changes(root / run.root, configs, taken)
     if changes and not force:
         more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
         raise CbhError(
