@@ -61,9 +61,10 @@ def test_handle_is_lazy_and_per_process(small_file: Path) -> None:
 def test_writer_is_atomic(tmp_path: Path) -> None:
     data = small_data()
     data.cbh_km[0] = np.nan  # invalid: the writer validates before renaming
-    with pytest.raises(CampaignFormatError):
+    with pytest.raises(CampaignFormatError) as err:
         write_campaign(tmp_path / "bad.h5", data)
     assert list(tmp_path.iterdir()) == []
+    assert str(err.value).startswith(f"{tmp_path / 'bad.h5'}: samples/cbh_km: "), err.value  # the output, not .tmp
 
 
 # ---------------------------------------------------------------- broken inputs, one per case

@@ -106,7 +106,10 @@ def write_campaign(
                 if data.unlabelled_flight is None:
                     raise ValueError("unlabelled frames need data.unlabelled_flight")
                 _write_images(f, "unlabelled/images", len(data.unlabelled_flight), unlabelled, image_shape, image_dtype)
-        Campaign(tmp)  # every contract rule but the pixel scan, before the rename
+        try:
+            Campaign(tmp)  # every contract rule but the pixel scan, before the rename
+        except CampaignFormatError as exc:  # name the output, not its temporary file (removed on the way out)
+            raise CampaignFormatError(path, exc.where, exc.expected, exc.found) from None
     return path
 
 
