@@ -198,7 +198,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = checked_yaml(path.read_text(), path, "(file)")
     except yaml.YAMLError as exc:
-        raise ParamsError(path, "(file)", "valid YAML", str(exc).splitlines()[0]) from None
+        raise ParamsError(path, "(file)", "valid YAML", yaml_problem(exc)) from None
     except UnicodeDecodeError:
         raise ParamsError(path, "(file)", "a UTF-8 text file", "undecodable bytes") from None
     if data is None:
@@ -206,6 +206,14 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParamsError(path, "(top level)", "a mapping of settings", type(data).__name__)
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint and where (``expected ',' or ']' ... at line 3, column 1``), in one line."""
+    mark, what = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if mark is None or not what:
+        return str(exc).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def parse_value(text: str, source: object, key: str) -> Any:

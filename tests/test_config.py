@@ -18,6 +18,7 @@ from cbhlib.config import (
     load_config,
     notebook_values,
     parse_sets,
+    read_yaml,
     resolve_key,
     section_leaves,
 )
@@ -96,6 +97,20 @@ def test_set_values_are_yaml_and_binary_tags_are_refused() -> None:
         parse_sets([f"seeds=!!binary {payload}"])
     with pytest.raises(ParamsError, match="YAML value"):
         parse_sets(["seeds=!!python/object:os.system [id]"])
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("train:\n  epochs: [50\n", "expected ',' or ']', but got '<stream end>' at line 3, column 1"),
+        ("train:\n  epochs: 50: 60\n", "mapping values are not allowed here at line 2, column 13"),
+    ],
+)
+def test_a_yaml_syntax_error_says_where(tmp_path: Path, text: str, where: str) -> None:
+    (tmp_path / "train.yaml").write_text(text)
+    with pytest.raises(ParamsError) as err:
+        read_yaml(tmp_path / "train.yaml")
+    assert str(err.value) == f"{tmp_path / 'train.yaml'}: parameter '(file)': expected valid YAML; found {where}"
 
 
 def test_safe_translator_writes_values_that_read_back_identically() -> None:
