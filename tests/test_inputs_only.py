@@ -95,3 +95,18 @@ def test_training_and_the_pipeline_refuse_it_with_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "inputs-only campaign; predict it with `cbh predict" in err, err
     assert not (ROOT / "runs" / "never-made").exists()
+
+
+def test_generate_writes_a_new_flight_without_lidar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's stand-in for a flight of one's own: the synthetic campaign without samples/cbh_km."""
+    out = tmp_path / "my_flight.h5"
+    args = ["generate", "--preset", "tiny", "--seed", "11", "--set", "unlabelled_factor=0", "-o", str(out)]
+    assert main([*args, "--set", "labels=false"]) == 0
+    camp = Campaign(out)
+    assert not camp.has_labels and camp.n_samples > 0 and camp.n_unlabelled == 0
+    assert main([*args[:-1], str(tmp_path / "labelled.h5")]) == 0
+    labelled = Campaign(tmp_path / "labelled.h5")  # the same draw with labels: only the labels differ
+    np.testing.assert_array_equal(camp.images([0, 5]), labelled.images([0, 5]))
+    assert labelled.has_labels and labelled.n_samples == camp.n_samples
+    assert main(["validate", str(out)]) == 0
+    assert "no labels: inputs only, for cbh predict" in capsys.readouterr().out

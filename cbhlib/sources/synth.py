@@ -275,6 +275,8 @@ def build_tables(cfg: SynthConfig) -> tuple[CampaignData, list[_FlightState]]:
 def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True) -> Path:
     """Generate the campaign (and its unlabelled pool) into ``path``, written atomically."""
     data, states = build_tables(cfg)
+    if not cfg.labels:
+        data.cbh_km = None
     images = unlabelled = None
     if with_images:
         images = image_blocks(cfg, [s.frames() for s in states], 4)

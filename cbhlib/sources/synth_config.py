@@ -92,6 +92,7 @@ class SynthConfig:
     bl_smoothing: int = 31  # samples: the boundary layer's (coarser) effective resolution
     wp1_pixel_scale_m: float = 7.0  # the shadow detector's m/pixel (WP1 attr)
     image_dtype: str = "float32"  # float32 or uint16 (centikelvin)
+    labels: bool = True  # false: no samples/cbh_km, a new flight without lidar (inputs only, for cbh predict)
     block: int = 64  # images generated and written per block
 
     def sha(self) -> str:
