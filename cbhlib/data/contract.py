@@ -23,6 +23,7 @@ Each violation raises one :class:`CampaignFormatError` (file, path, expected, fo
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,10 @@ def _dataset(f: h5py.File, path: Path, key: str, required: bool = True) -> h5py.
         if required:
             parent = key.rsplit("/", 1)[0] if "/" in key else "/"
             what = "missing" if parent == "/" or parent in f else f"missing (no group '{parent}')"
+            group = f[parent] if parent in f and isinstance(f[parent], h5py.Group) else None
+            close = difflib.get_close_matches(key.rsplit("/", 1)[-1], list(group.keys()), n=1) if group else []
+            if close:  # a renamed field: say what the file has instead
+                what += f"; the file has '{parent.strip('/') + '/' if parent != '/' else ''}{close[0]}' (rename it)"
             raise _fail(path, key, "a dataset", what)
         return None
     obj = f[key]
