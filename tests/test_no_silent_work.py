@@ -70,14 +70,6 @@ def test_the_same_command_again_passes_where_the_notebook_kept_defaults_it_does_
         plan_steps(pipe, ["explore", "physical_only"], {"seeds": [0], "train.epochs": 10})
 
 
-def test_a_step_whose_notebook_is_missing_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (project / "notebooks" / "01_explore_campaign.ipynb").unlink()
-    assert main(["run", "--run-name", "mine", "--campaign", "data/mine.h5", "--only", "explore"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert "pipeline.yaml" in err and "steps (explore).notebook" in err and "01_explore_campaign.ipynb" in err
-
-
 def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError

@@ -22,7 +22,7 @@ import yaml
 
 from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config, by_name, notebook_values
-from cbhlib.errors import CbhError, ParamsError
+from cbhlib.errors import CbhError
 from cbhlib.fields import check_plain
 from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
@@ -195,13 +195,13 @@ def settings_changes(run_root: Path, configs: dict[str, Config], taken: dict[str
     return list(changes.values())
 
 
-def taken_keys(pipe: Pipeline, step: Step, root: Path) -> set[str]:
-    """Dotted keys of the settings the step's notebook declares (a missing notebook: one line)."""
-    path = root / step.notebook
-    if not path.is_file():
-        raise ParamsError(pipe.source, f"steps ({step.name}).notebook", "an existing notebook", f"no file {path}")
+def taken_keys(step: Step, root: Path) -> set[str] | None:
+    """Dotted keys of the settings the step's notebook declares (None where it cannot be read: all)."""
     names = by_name()
-    return {names[n].key for n in declared(path) if n in names}
+    try:
+        return {names[n].key for n in declared(root / step.notebook) if n in names}
+    except (OSError, ValueError):  # missing or not a notebook: the step fails when it runs, as before
+        return None
 
 
 def plan_steps(
@@ -217,7 +217,8 @@ def plan_steps(
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
-    taken = {s.name: taken_keys(pipe, s, root) for s in steps}
+    ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
+    taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
     changes = settings_changes(root / run.root, configs, taken)
     if changes and not force:
         more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
