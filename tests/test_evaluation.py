@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from cbhlib.evaluation.stats import (
     paired_mae_difference,
     sign_flip_p,
 )
-from cbhlib.evaluation.verdicts import combine
+from cbhlib.evaluation.verdicts import combine, evidence_text
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
@@ -157,6 +158,37 @@ def test_verdicts_carry_both_metrics_the_block_and_the_flight_level_evidence(bas
     assert r["block"] >= 1 and isinstance(r["holds_at_2x_block"], (bool, np.bool_))
     assert r["n_flights"] == camp.n_flights and 0 <= r["flights_better"] <= camp.n_flights
     assert r["sign_flip_p_min"] == pytest.approx(2 / 2**camp.n_flights) and r["sign_flip_p"] >= r["sign_flip_p_min"]
+
+
+def test_a_pair_is_stated_once_and_its_flight_count_names_the_model_it_counts(baseline_run) -> None:
+    """The flight count belongs to the row's model ('concat better on 2 of 5' under 'gbdt_all_fn beats concat'
+    read as the winner's), and a pair compared in two tables (A vs B, B vs A) was stated twice with two counts."""
+    camp, run, cfg = baseline_run
+    pred = load_predictions(run, camp)
+    comp = comparisons(pred, cfg, pairs=[("gbdt", "gbdt_all"), ("gbdt_all", "gbdt")])
+    assert len(comp) == 2
+    found = findings(headline_table(pred), comp, source=camp.source, n_flights=camp.n_flights)
+    said = [s for s in found["shows"] + found["does_not_show"] if "gbdt vs gbdt_all" in s or "gbdt_all vs gbdt" in s]
+    assert len(said) == 1, said
+    r = comp.iloc[0]
+    assert f"); {r['model']} better on {int(r['flights_better'])} of {camp.n_flights} flights" in evidence_text(r)
+
+
+def test_an_interval_within_the_drift_margin_says_so_in_the_verdict(baseline_run) -> None:
+    camp, run, cfg = baseline_run
+    pred = load_predictions(run, camp)
+    r = comparisons(pred, cfg, pairs=[("lcl", "climatology")]).iloc[0]
+    assert r["pooled_lo_m"] > 0, "the fixture's lcl must be worse than climatology for this test"
+    assert "drift margin" not in r["verdict"]
+    wide = copy.deepcopy(cfg)  # the fixture's config is shared
+    wide.compare.drift_margin_m = r["pooled_lo_m"] + 1  # the interval still excludes 0, but not by the margin
+    r = comparisons(pred, wide, pairs=[("lcl", "climatology")]).iloc[0]
+    assert r["status"] != "resolved" and r["pooled_lo_m"] > 0
+    verb = "clear" if "pooled MAE and per-flight MAE clear" in r["verdict"] else "clears"
+    assert (
+        "pooled MAE" in r["verdict"]
+        and f"{verb} 0 by less than the {wide.compare.drift_margin_m:g} m drift margin" in r["verdict"]
+    ), r["verdict"]
 
 
 def test_metrics_that_disagree_are_never_a_ranking() -> None:

@@ -269,7 +269,11 @@ def findings(
             )
     best = strongest_simple(headline)
     others = table[~table["reference"].isin([CLIMATOLOGY])] if len(table) else table
+    stated: set[frozenset[str]] = set()  # a pair compared in two tables (as A vs B and B vs A) is said once
     for _, r in others.iterrows():
+        if (pair := frozenset((r["model"], r["reference"]))) in stated:
+            continue
+        stated.add(pair)
         what = f"{r['model']} vs {r['reference']}" + (
             " (the strongest simple baseline)" if r["reference"] == best else ""
         )

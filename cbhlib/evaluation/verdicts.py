@@ -76,6 +76,7 @@ def compare_pair(pred: pd.DataFrame, a: str, b: str, cfg: Config, protocol: str 
     block = c.bootstrap_block or choose_block(np.abs(pa - ya).mean(0) - np.abs(pb - ya).mean(0), ga)
     row: dict[str, object] = {"protocol": protocol, "model": a, "reference": b, "block": block}
     signs: dict[int, dict[str, int]] = {}
+    near: list[str] = []  # metrics whose interval excludes 0 but not by the drift margin
     for blk in (block, 2 * block):
         signs[blk] = {}
         for metric in ("pooled", "flight"):
@@ -83,6 +84,8 @@ def compare_pair(pred: pd.DataFrame, a: str, b: str, cfg: Config, protocol: str 
             d.margin = c.drift_margin_m / 1000.0
             signs[blk][metric] = d.sign
             if blk == block:
+                if d.sign == 0 and (d.lo > 0 or d.hi < 0):
+                    near.append(METRIC_LABELS[metric])
                 row.update(
                     {
                         f"{metric}_mae_m": 1000 * d.mae_a,
@@ -94,6 +97,11 @@ def compare_pair(pred: pd.DataFrame, a: str, b: str, cfg: Config, protocol: str 
                     }
                 )
     status, verdict = combine(signs[block]["pooled"], signs[block]["flight"], a, b)
+    if near:  # say why an interval that excludes 0 is no ranking
+        note = (
+            f"{' and '.join(near)} clear{'s' * (len(near) == 1)} 0 by less than the {c.drift_margin_m:g} m drift margin"
+        )
+        verdict = f"{verdict[:-1]}; {note})" if verdict.endswith(")") else f"{verdict} ({note})"
     status2, _ = combine(signs[2 * block]["pooled"], signs[2 * block]["flight"], a, b)
     fe = flight_evidence(ya, pa, pb, ga)
     row.update(
@@ -146,7 +154,7 @@ def evidence_text(r: pd.Series | dict[str, object]) -> str:
     return (
         f"{METRIC_LABELS['pooled']} {interval_text(r, 'pooled')}, {METRIC_LABELS['flight']} "
         f"{interval_text(r, 'flight')} (95 % paired block bootstrap, blocks of {int(r['block'])} samples"
-        f"{'' if r['holds_at_2x_block'] else '; changes at twice that block'}); better on "
+        f"{'' if r['holds_at_2x_block'] else '; changes at twice that block'}); {r['model']} better on "
         f"{int(r['flights_better'])} of {int(r['n_flights'])} flights, sign-flip p = {p:.3g} "
         f"(smallest attainable with {int(r['n_flights'])} flights: {pmin:.3g})"
     )
