@@ -797,6 +797,7 @@ def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
     pipeline_run,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from cbhlib.pipeline.readme import main as readme_main
 
@@ -825,7 +826,11 @@ def test_readme_sections_are_generated_from_the_run_and_the_benchmarks(
             }
         )
     )
-    assert readme_main([str(root / "runs" / name), str(readme), "--benchmarks", str(bench)]) == 0
+    with caplog.at_level("WARNING", logger="cbhlib.pipeline.readme"):
+        args = [str(root / "runs" / name), str(readme), "--benchmarks", str(bench)]
+        assert readme_main([*args, "--calibration", str(tmp_path / "none.json")]) == 0
+    left = "left out: the calibration table (needs benchmarks/calibrate_synth.py --json); the thread drift (needs "
+    assert left in caplog.text and "the intervals across campaigns (needs make campaigns)" in caplog.text
     text = readme.read_text()
     summary = json.loads((root / "runs" / name / "summary.json").read_text())
     gbdt = next(r for r in summary["headline"] if r["model"] == "gbdt" and r["protocol"] == "lofo")

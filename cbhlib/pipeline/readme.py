@@ -228,8 +228,7 @@ def drift_line(summary: dict[str, Any], other: dict[str, Any]) -> str:
     end_move = max((abs(va[k][e] - vb[k][e]) for k in both for e in ends), default=0.0)
     changed = sum(va[k]["verdict"] != vb[k]["verdict"] or va[k]["status_at_2x_block"] != vb[k]["status_at_2x_block"]
                   for k in both)  # fmt: skip
-    t_mine = (summary.get("settings") or {}).get("threads", 0)
-    t_theirs = (other.get("settings") or {}).get("threads", 0)
+    t_mine, t_theirs = ((d.get("settings") or {}).get("threads", 0) for d in (summary, other))
     return (
         f"Drift between thread counts, measured: run `{other.get('run')}` (threads {t_theirs or 'default'}) against "
         f"this run (threads {t_mine or 'default'}), same settings otherwise: the largest move of a LOFO row is "
@@ -374,13 +373,15 @@ def update(
     drift_run: Path | None = None,
     campaigns: list[Path] | None = None,
 ) -> None:
-    """Rewrite the results section (and, given benchmark JSONs, the performance section; given
-    another run of the same settings with another thread count, the measured drift; given runs
-    on other campaigns, the intervals across campaigns)."""
+    """Rewrite the generated sections; one whose input is missing is left out, with a warning."""
     summary = _summary(run_dir)
     cal = json.loads(calibration.read_text()) if calibration and calibration.exists() else None
     drift = drift_line(summary, _summary(drift_run)) if drift_run else ""
     across = "\n" + campaigns_table([summary, *map(_summary, campaigns)]) + "\n" if campaigns else ""
+    needs = (("calibration table", cal, "benchmarks/calibrate_synth.py --json"), ("thread drift", drift, "--drift RUN"),
+             ("intervals across campaigns", across, "make campaigns"))  # fmt: skip
+    if left := [f"the {what} (needs {how})" for what, have, how in needs if not have]:
+        log.warning("%s: left out: %s", readme, "; ".join(left))
     figures = copy_figures(run_dir, readme.parent / FOLDER)  # the README's pictures from the same run
     body = section(summary, cal, drift) + across + figures_markdown(figures)
     text = _replace(readme.read_text(), START, END, body, readme)
