@@ -252,7 +252,7 @@ def test_few_shot_draws_the_headline_draw_only() -> None:
             "r2_sd": 1.0,
             "n_seeds": 3,
         }
-        for m in ("climatology", "gbdt", "concat")
+        for m in ("climatology", "gbdt", "concat", "concat_fn")
         for d in ("first", "random")
         for meth in ("offset", "linear")
         for k in (0, 5, 10)
@@ -261,6 +261,11 @@ def test_few_shot_draws_the_headline_draw_only() -> None:
     assert len(fig.axes) == 4  # methods x (baselines, fusion modes)
     baselines = fig.axes[0]
     assert len(baselines.get_lines()) == 2 + 1  # two baselines, one faint reference of the other draw
+    lines = {ln.get_label(): ln for ln in fig.axes[1].get_lines()}  # a model and its flight-normalised variant
+    plain, fn = (lines[style.label(name)] for name in ("concat", "concat_fn"))
+    assert plain.get_color() == fn.get_color()  # one colour per model ...
+    assert (plain.get_linestyle(), fn.get_linestyle()) == ("-", "--")  # ... told apart by the line and the fill
+    assert plain.get_markerfacecolor() != fn.get_markerfacecolor()
 
 
 def _verdict(model: str, ref: str, pooled: tuple[float, float, float], flight: tuple[float, float, float]) -> dict:

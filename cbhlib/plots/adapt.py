@@ -14,6 +14,7 @@ from cbhlib.evaluation.intervals import bounds
 from cbhlib.plots.style import (
     flight_color,
     flight_marker,
+    is_adapted,
     is_baseline,
     label,
     line_color,
@@ -57,8 +58,10 @@ def few_shot_plot(curve: pd.DataFrame, draw: str = "first", save_to: str | Path 
                     marker=model_marker(m),
                     ms=5,
                     lw=1.4,
+                    ls="--" if is_adapted(m) else "-",  # a flight-normalised variant: dashed, hollow
+                    mfc="white" if is_adapted(m) else model_color(m),
                     mec="k" if is_baseline(m) else model_color(m),
-                    mew=0.5,
+                    mew=0.5 if is_baseline(m) or not is_adapted(m) else 1.2,
                     label=label(m),
                 )
             if other is not None:

@@ -333,7 +333,7 @@ CAPTIONS: dict[str, str] = {
     "flight, and three online ACI variants (every label, k labels, recentred and rescaled); ringed: the worst "
     "flight; dotted: the most a flight-level method can promise, (F-1)/F of new flights with F flights.",
     "compare_intervals_along_track": "The model with the lowest pooled MAE (other than climatology): its prediction, "
-    "the lidar truth, the label-free random-effects interval that cbh predict --intervals writes (grey band) and "
+    "the lidar truth, the label-free random-effects interval (grey band; the method of cbh predict --intervals) and "
     "the online interval recentred on the labels so far (purple lines) along each held-out flight (first seed); "
     "dotted: where the later half scored by the online check starts.",
     "compare_shift_ks": "Each held-out flight against the other flights: KS distance per feature (n per flight in "
