@@ -170,6 +170,8 @@ def test_a_pair_is_stated_once_and_its_flight_count_names_the_model_it_counts(ba
     found = findings(headline_table(pred), comp, source=camp.source, n_flights=camp.n_flights)
     said = [s for s in found["shows"] + found["does_not_show"] if "gbdt vs gbdt_all" in s or "gbdt_all vs gbdt" in s]
     assert len(said) == 1, said
+    lowest = [s for s in found["shows"] if s.startswith("Lowest leave-one-flight-out")]
+    assert len(lowest) == 2 and all("a point estimate: whether it beats the next model is for" in s for s in lowest)
     r = comp.iloc[0]
     assert f"); {r['model']} better on {int(r['flights_better'])} of {camp.n_flights} flights" in evidence_text(r)
 

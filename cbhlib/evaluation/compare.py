@@ -236,7 +236,8 @@ def findings(
             best = lofo.sort_values(col).iloc[0]
             shows.append(
                 f"Lowest leave-one-flight-out {label}: {best['model']} {best[col]:.0f} ± {best[col + '_sd']:.0f} m "
-                f"(mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])} held-out samples)."
+                f"(mean ± sd over {int(best['n_seeds'])} seeds, n = {int(best['n'])} held-out samples; a point "
+                "estimate: whether it beats the next model is for the paired verdicts)."
             )
         n_flights = n_flights or int(table["n_flights"].max()) if len(table) else n_flights
     clim = _vs(table, CLIMATOLOGY)
@@ -311,7 +312,8 @@ def findings(
             shows.append(
                 f"Offset recalibration on the first 10 samples in time lowers the mean per-flight MAE (scored on "
                 f"the same samples at every k) for {len(better)} of {len(common)} models"
-                + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> {k10[better[0]]:.0f} m)." if better else ".")
+                + (f" (e.g. {better[0]}: {k0[better[0]]:.0f} -> {k10[better[0]]:.0f} m)" if better else "")
+                + "; point estimates (means over seeds), without a paired interval."
             )
     if conf is not None and len(conf):
         shows.extend(interval_findings(conf))
