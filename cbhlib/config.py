@@ -194,7 +194,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML mapping read with ``yaml.safe_load``; every problem names the file."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(path, "(file)", "an existing YAML file", "no such file")
+        raise ParamsError(path, "(file)", "an existing YAML file", "a folder" if path.is_dir() else "no such file")
     try:
         data = checked_yaml(path.read_text(), path, "(file)")
     except yaml.YAMLError as exc:

@@ -9,6 +9,7 @@ or dicts of those): nothing that could become code in a notebook.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from typing import Any
@@ -174,7 +175,9 @@ def parse_dataclass(cls: type, raw: Any, source: object, prefix: str = "") -> An
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            raise ParamsError(source, f"{prefix}{key}", f"one of {', '.join(names)}", "an unknown key")
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ParamsError(source, f"{prefix}{key}", f"one of {', '.join(names)}{hint}", "an unknown key")
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"

@@ -22,7 +22,7 @@ from cbhlib.config import (
     resolve_key,
     section_leaves,
 )
-from cbhlib.errors import ParamsError
+from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import type_name
 from cbhlib.pipeline.execute import safe_translator
 from cbhlib.pipeline.nbtools import cells_of, expected_parameters, parameters_cell_of
@@ -111,6 +111,16 @@ def test_a_yaml_syntax_error_says_where(tmp_path: Path, text: str, where: str) -
     with pytest.raises(ParamsError) as err:
         read_yaml(tmp_path / "train.yaml")
     assert str(err.value) == f"{tmp_path / 'train.yaml'}: parameter '(file)': expected valid YAML; found {where}"
+
+
+def test_a_folder_for_a_yaml_file_and_a_near_miss_key_say_so(tmp_path: Path) -> None:
+    from cbhlib.sources.er2_config import load_import_config
+
+    with pytest.raises(ParamsError, match="expected an existing YAML file; found a folder"):
+        read_yaml(tmp_path)
+    (tmp_path / "import.yaml").write_text("flight:\n  - {name: a}\n")
+    with pytest.raises(CbhError, match=r"parameter 'flight': expected one of flights, .* \(did you mean 'flights'\?\)"):
+        load_import_config(tmp_path / "import.yaml")
 
 
 def test_safe_translator_writes_values_that_read_back_identically() -> None:

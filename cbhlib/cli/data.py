@@ -141,7 +141,10 @@ def register(sub: Any) -> None:
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("import-er2", help="import raw ER-2 files into a campaign file")
-    e.add_argument("config", help="campaign import YAML")
+    e.add_argument(
+        "config",
+        help='campaign import YAML (flights: name, camera, lidar, navigation; every key: README, "Use your own data")',
+    )
     e.add_argument("-o", "--output", required=True, help="campaign file to write (never one of the inputs)")
     e.add_argument("--force", action="store_true", help="replace an existing output file")
     e.set_defaults(func=cmd_import_er2)
