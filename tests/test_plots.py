@@ -287,6 +287,7 @@ def test_differences_show_both_metrics_and_take_the_winners_colour() -> None:
         [
             _verdict("physical_only", "gbdt_all", (140.0, 80.0, 220.0), (90.0, 40.0, 150.0)),
             _verdict("concat", "physical_only", (-40.0, -90.0, 5.0), (-30.0, -60.0, -5.0)),
+            _verdict("attention", "physical_only", (100.0, 50.0, 600.0), (20.0, -10.0, 50.0)),  # a long whisker
         ]
     )
     fig = plots.differences(comp, reps=1000)
@@ -299,6 +300,8 @@ def test_differences_show_both_metrics_and_take_the_winners_colour() -> None:
     assert flight_lines[1].get_markerfacecolor() != "white"  # per-flight excludes 0: filled
     text = " ".join(_texts(fig))
     assert "gbdt_all beats physical_only" in text and "one metric" in text  # no ranking from one metric
+    assert "+600" in text and "[+50, +600]" not in text  # a whisker cut at the axis shows its end's value
+    assert "first better on 1/5 flights" in text  # whose flights the count is
     assert "bootstrap" in fig._suptitle.get_text()
 
 

@@ -123,6 +123,9 @@ def differences(
                             arrowprops={"arrowstyle": "->", "lw": 0.8})  # fmt: skip
                 continue
             resolved = r.get(f"{metric}_verdict", "not resolved") != "not resolved" if margin else not lo <= 0 <= hi
+            for end in (e for e in (lo, hi) if abs(e) > lim):  # a cut whisker: its end's value at the edge
+                ax.annotate(f"{end:+.0f}", (np.sign(end) * lim, i), xytext=(-np.sign(end) * 2, 4),
+                            textcoords="offset points", ha="right" if end > 0 else "left", fontsize=6.5)  # fmt: skip
             d, lo, hi = d, max(lo, -lim), min(hi, lim)
             err = [[d - lo], [hi - d]]
             if not resolved:
@@ -139,7 +142,9 @@ def differences(
     for i, r in enumerate(comp.to_dict("records")):
         resolved = r["status"] == "resolved"
         note = r["verdict"] if resolved else r["status"]
-        note += f"; {int(r['flights_better'])}/{int(r['n_flights'])} flights, p = {r['sign_flip_p']:.3g}"
+        note += (
+            f"; first better on {int(r['flights_better'])}/{int(r['n_flights'])} flights, p = {r['sign_flip_p']:.3g}"
+        )
         note += "" if r["holds_at_2x_block"] else "; changes at 2x block"
         axes[1].text(1.02, i, label(note), transform=axes[1].get_yaxis_transform(), va="center", fontsize=7.5,
                      color="k" if resolved else "0.4")  # fmt: skip
