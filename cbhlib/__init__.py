@@ -44,6 +44,7 @@ _EXPORTS = {
     "load_predictions": "cbhlib.evaluation.results",
     "headline_table": "cbhlib.evaluation.results",
     "per_flight_table": "cbhlib.evaluation.results",
+    "write_summary": "cbhlib.pipeline.summary",
     "load_heads": "cbhlib.training.predict",
     "predict": "cbhlib.training.predict",
     "CbhError": "cbhlib.errors",

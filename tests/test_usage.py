@@ -62,6 +62,10 @@ def test_the_readme_snippet_runs(
     assert ds.sizes["sample"] == 120 and ds["cbh"].attrs["units"] == "km" and ds["era5_t2m"].attrs["units"] == "K"
     assert np.issubdtype(ds["time"].dtype, np.datetime64) and "flight" in ds.coords
     assert float(ds["sza"].min()) > 0 and float(ds["saa"].max()) <= 360  # computed: the CSV has no solar angles
+    from cbhlib.pipeline.runlist import compare_runs, list_runs
+
+    assert list(list_runs(tmp_path)["name"]) == ["mine"]  # the summary makes it a run cbh runs and cbh compare read
+    assert "physical_only" in str(compare_runs("mine", "mine", tmp_path, reps=50).headline)
 
 
 def test_dataframes_with_datetime64_times_become_campaigns(tmp_path: Path) -> None:

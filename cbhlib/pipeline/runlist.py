@@ -43,7 +43,10 @@ def read_summary(run: RunDir) -> dict[str, Any]:
     try:
         return json.loads(run.summary.read_text())
     except FileNotFoundError:
-        raise CbhError(f"{run.summary}: expected a finished run's summary.json; found no such file") from None
+        raise CbhError(
+            f"{run.summary}: expected a finished run's summary.json; found no such file (cbh run writes it; "
+            "after run_mode from Python: cbhlib.write_summary(run_dir, campaign))"
+        ) from None
     except (OSError, ValueError) as exc:
         raise CbhError(f"{run.summary}: expected JSON; found {str(exc).splitlines()[0]}") from None
 
