@@ -146,3 +146,25 @@ def test_a_setting_that_differs_between_steps_leads_with_the_value_set(tmp_path:
     for step in ("a", "b", "c", "d"):
         run.step_config(step).write_text(yaml.safe_dump(load_config({}).to_nested()))
     assert run_settings(run)["pretrain.epochs"] == "2 (5 steps: 8)"  # the value set leads, even outnumbered
+
+
+def test_a_training_notebook_s_second_config_is_not_counted_as_a_step(tmp_path: Path) -> None:
+    """A training notebook records its settings again as train_<model>.yaml: with the pipeline's steps
+    known (summary.json), the run's settings count each step once (the index said 15 steps for 9)."""
+    import json
+
+    from cbhlib.pipeline.runlist import run_settings
+
+    run = RunDir(tmp_path / "runs" / "n")
+    (run.root / "config").mkdir(parents=True)
+    steps = {"explore": {}, "concat": {"train.mode": "concat"}, "concat_fn": {"train.flight_norm": "flight"}}
+    for step, values in steps.items():
+        text = yaml.safe_dump(load_config(values).to_nested())
+        run.step_config(step).write_text(text)
+        if step != "explore":
+            run.step_config(f"train_{step}").write_text(text)
+    assert run_settings(run)["train.flight_norm"] == "'flight' (concat, explore, train_concat: 'none')"  # every file
+    detail = [{"name": s, "status": "ok", "seconds": 1.0, "error": None} for s in steps]
+    run.summary.write_text(json.dumps({"steps": {"detail": detail}}))
+    assert run_settings(run)["train.flight_norm"] == "'flight' (explore, concat: 'none')"
+    assert run_settings(run, steps=["concat_fn", "train_concat_fn"])["train.flight_norm"] == "flight"

@@ -51,10 +51,16 @@ def read_summary(run: RunDir) -> dict[str, Any]:
         raise CbhError(f"{run.summary}: expected JSON; found {str(exc).splitlines()[0]}") from None
 
 
-def step_settings(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Each step's resolved settings by dotted key (``config/<step>.yaml``)."""
+def step_settings(run: RunDir, steps: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each step's resolved settings by dotted key (``config/<step>.yaml``).
+
+    Args:
+        steps: the pipeline's step names (their configs alone: a training notebook records its
+            settings a second time as ``train_<model>.yaml``); None: every config file.
+    """
     out = {}
-    for path in run.step_configs():
+    named = [run.step_config(s) for s in steps or [] if run.step_config(s).is_file()]
+    for path in named or run.step_configs():
         try:
             out[path.stem] = _flat(yaml.safe_load(path.read_text()))
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -62,11 +68,14 @@ def step_settings(run: RunDir) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_settings(run: RunDir, changed_only: bool = True) -> dict[str, Any]:
-    """The run's settings shared by its steps (those that differ from the defaults, or all)."""
+def run_settings(run: RunDir, changed_only: bool = True, steps: list[str] | None = None) -> dict[str, Any]:
+    """The run's settings shared by its steps (those that differ from the defaults, or all).
+
+    ``steps``: the pipeline's step names; None: those its ``summary.json`` lists, if any.
+    """
     seen: dict[str, list[tuple[Any, str]]] = {}  # key -> (value, step) per step
     defaults = {k: lf.default for k, lf in leaves().items()}
-    for step, values in step_settings(run).items():
+    for step, values in step_settings(run, _pipeline_steps(run) if steps is None else steps).items():
         for key, value in values.items():
             if key not in PER_STEP:
                 seen.setdefault(key, []).append((value, step))
@@ -74,6 +83,15 @@ def run_settings(run: RunDir, changed_only: bool = True) -> dict[str, Any]:
     if changed_only:
         merged = {k: v for k, v in merged.items() if k == "campaign" or defaults.get(k, object()) != v}
     return dict(sorted(merged.items()))
+
+
+def _pipeline_steps(run: RunDir) -> list[str]:
+    """The step names a run's ``summary.json`` lists (none: not written by ``cbh run``, or unreadable)."""
+    try:
+        detail = json.loads(run.summary.read_text())["steps"]["detail"] if run.summary.is_file() else []
+        return [str(d["name"]) for d in detail]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _shared_value(pairs: list[tuple[Any, str]], default: Any = None) -> Any:

@@ -47,11 +47,11 @@ def _headline(run: RunDir, campaign: Path) -> list[dict[str, Any]]:
     return headline_table(load_predictions(run, camp)).to_dict("records")
 
 
-def _settings(run: RunDir) -> dict[str, Any]:
+def _settings(run: RunDir, steps: list[str]) -> dict[str, Any]:
     """The run's settings that differ from the defaults (from its steps' config files)."""
     from cbhlib.pipeline.runlist import run_settings
 
-    return run_settings(run)
+    return run_settings(run, steps=steps)
 
 
 def campaign_info(camp: Any) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
                 {"name": s.name, "status": s.status, "seconds": round(s.seconds, 1), "error": s.error} for s in steps
             ],
         },
-        "settings": _settings(run),
+        "settings": _settings(run, [s.name for s in steps]),
         "headline": _headline(run, Path(campaign)),
         "pretraining": _maybe(run.pretrain_summary),
         "comparison": _maybe(run.comparison_summary),
