@@ -140,3 +140,51 @@ def test_a_labels_table_reads_blanks_as_no_label_yet_and_names_metres(tmp_path: 
         labels_from_csv("", 5)
     with pytest.raises(CbhError, match="found no such file$"):
         labels_from_csv(tmp_path / "nowhere.csv", 5)
+
+
+def test_images_of_a_shuffled_table_stay_beside_their_rows(tmp_path: Path) -> None:
+    """campaign_from_dataframe sorts rows by flight and time; write_campaign takes the images in the
+    table's order and writes each beside its own row (they were paired with other rows' labels)."""
+    df = _table().sample(frac=1.0, random_state=3).reset_index(drop=True)
+    images = np.broadcast_to(df["cbh_km"].to_numpy(np.float32)[:, None, None, None], (len(df), 1, 4, 4)).copy()
+    data = campaign_from_dataframe(df, features={"era5": ["t2m"]})
+    assert not np.array_equal(data.row_order, np.arange(len(df)))  # the shuffle did reorder
+    camp = Campaign(write_campaign(tmp_path / "c.h5", data, images=images))
+    np.testing.assert_array_equal(camp.images(np.arange(camp.n_samples))[:, 0, 0, 0], camp.cbh_km)
+    with pytest.raises(CampaignFormatError, match=r"images: expected an \(N, C, H, W\) array in the table's row order"):
+        write_campaign(tmp_path / "d.h5", data, images=iter([(0, images)]), image_shape=(1, 4, 4))
+    assert not (tmp_path / "d.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("blocks", "found"),
+    [
+        ([(0, 10)], r"found \(10, 1, 4, 4\)"),  # an array of too few images (read back as zeros before)
+        ([(0, 20)], r"found \(20, 1, 4, 4\)"),  # too many (a broadcasting TypeError before)
+        ([(0, 5), (10, 6)], r"an image for each of the 16 samples; found 11 \(first without one: sample 5\)"),
+        ([(0, 9), (8, 8)], "each sample's image once; found sample 8 written twice"),
+        ([(0, 8), (8, 9)], "blocks within samples 0 to 15; found samples 8 to 16"),
+    ],
+)
+def test_images_must_cover_every_sample_once(tmp_path: Path, blocks: list[tuple[int, int]], found: str) -> None:
+    data = campaign_from_dataframe(_table(), features={"era5": ["t2m"]})
+    if len(blocks) == 1:
+        images: object = np.ones((blocks[0][1], 1, 4, 4), np.float32)
+    else:
+        images = iter([(s, np.ones((n, 1, 4, 4), np.float32)) for s, n in blocks])
+    with pytest.raises(CampaignFormatError, match=found):
+        write_campaign(tmp_path / "c.h5", data, images=images, image_shape=(1, 4, 4))
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_an_existing_campaign_file_is_replaced_only_when_asked(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path / "c.h5", campaign_from_dataframe(_table(), features={"era5": ["t2m"]}))
+    other = campaign_from_dataframe(_table(n=5), features={"era5": ["t2m"]})
+    with pytest.raises(
+        CbhError, match=r"c.h5: expected a new campaign file name; found an existing file .*overwrite=True"
+    ):
+        write_campaign(path, other)
+    assert Campaign(path).n_samples == 16
+    assert Campaign(write_campaign(path, other, overwrite=True)).n_samples == 10
+    with pytest.raises(CbhError, match="found an existing folder"):
+        write_campaign(tmp_path, other, overwrite=True)

@@ -51,11 +51,15 @@ def test_the_readme_snippet_runs(
     section = text.split("## Use cbhlib from your own notebook", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    _samples_csv(tmp_path / "my_samples.csv")
+    df = pd.read_csv(_samples_csv(tmp_path / "my_samples.csv"))
+    marks = df["cbh_km"].to_numpy(np.float32)[:, None, None, None]  # each image carries its row's label
+    np.save(tmp_path / "my_images.npy", np.broadcast_to(marks, (len(df), 1, 8, 8)).copy())
     (tmp_path / "data").mkdir()
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
+    camp = Campaign(tmp_path / "data" / "my_campaign.h5")
+    np.testing.assert_array_equal(camp.images(np.arange(camp.n_samples))[:, 0, 0, 0], camp.cbh_km)  # beside its row
     assert "physical_only" in out and "lofo" in out and "climatology" in out
     assert (tmp_path / "runs" / "mine" / "reports" / "physical_only__lofo.json").exists()
     ds = namespace["ds"]

@@ -106,7 +106,7 @@ def ensure_synthetic(
             f"({changed}), which finished runs may rest on: write elsewhere with -o FILE, or pass --force"
         )
     if force:
-        synth.generate(cfg, path)
+        synth.generate(cfg, path, overwrite=True)
         return True
     return synth.ensure_campaign(cfg, path)[1]
 

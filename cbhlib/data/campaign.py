@@ -20,15 +20,14 @@ import numpy as np
 from cbhlib.atomic import atomic_path
 from cbhlib.data.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables
 from cbhlib.data.h5safe import open_h5
+from cbhlib.data.imagewrite import ImageSource, write_images
 from cbhlib.data.pixels import scan_pixels
-from cbhlib.errors import CampaignFormatError
+from cbhlib.errors import CampaignFormatError, CbhError
 
 if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["Campaign", "CampaignData", "FeatureGroup", "write_campaign", "validate_campaign", "iter_image_batches"]
-
-ImageSource = np.ndarray | Iterable[tuple[int, np.ndarray]]
 
 
 @dataclass
@@ -74,14 +73,19 @@ def write_campaign(
     image_shape: tuple[int, int, int] | None = None,
     image_dtype: str = "float32",
     unlabelled: ImageSource | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a campaign file atomically (unique temporary file, validated, then renamed).
 
     Args:
-        path: destination ``.h5``.
+        path: destination ``.h5``; an existing file is replaced only with ``overwrite``
+            (it may be an input that finished runs rest on).
         data: labels, metadata and features (and ``unlabelled_flight`` with ``unlabelled``).
         images: None, an (N, C, H, W) array, or an iterable of ``(start, block)`` with
-            blocks of shape (n, C, H, W), for streaming large image sets.
+            blocks of shape (n, C, H, W), for streaming large image sets. For a campaign
+            built from a table (:func:`cbhlib.data.tabular.campaign_from_dataframe`), the
+            array is in the table's row order: each image is written beside its row's
+            sample (``data.row_order``).
         image_shape: (C, H, W); required when ``images`` is an iterable.
         image_dtype: ``float32`` or ``uint16``.
         unlabelled: camera frames without labels, (M, C, H, W) or ``(start, block)`` blocks.
@@ -90,6 +94,11 @@ def write_campaign(
         The path written.
     """
     path = Path(path)
+    if path.is_dir() or (path.exists() and not overwrite):
+        raise CbhError(
+            f"{path}: expected a new campaign file name; found an existing {'folder' if path.is_dir() else 'file'}"
+            + ("" if path.is_dir() else " (finished runs may rest on it: pass overwrite=True to replace it)")
+        )
     for group in data.features:
         if not isinstance(group, str) or not group.strip() or "/" in group:
             raise CampaignFormatError(
@@ -101,11 +110,14 @@ def write_campaign(
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             _write_tables(f, data)
             if images is not None:
-                image_shape = _write_images(f, "images", data.n_samples, images, image_shape, image_dtype)
+                image_shape = write_images(
+                    f, "images", data.n_samples, images, image_shape, image_dtype, path, data.row_order
+                )
             if unlabelled is not None:
                 if data.unlabelled_flight is None:
                     raise ValueError("unlabelled frames need data.unlabelled_flight")
-                _write_images(f, "unlabelled/images", len(data.unlabelled_flight), unlabelled, image_shape, image_dtype)
+                n_pool = len(data.unlabelled_flight)
+                write_images(f, "unlabelled/images", n_pool, unlabelled, image_shape, image_dtype, path)
         try:
             Campaign(tmp)  # every contract rule but the pixel scan, before the rename
         except CampaignFormatError as exc:  # name the output, not its temporary file (removed on the way out)
@@ -147,22 +159,6 @@ def _write_tables(f: h5py.File, d: CampaignData) -> None:
         grp = f.require_group("truth")
         for key, value in d.truth_attrs.items():
             grp.attrs[key] = value
-
-
-def _write_images(
-    f: h5py.File, key: str, n: int, images: ImageSource, image_shape: tuple[int, int, int] | None, image_dtype: str
-) -> tuple[int, int, int]:
-    if isinstance(images, np.ndarray):
-        image_shape = tuple(int(s) for s in images.shape[1:])  # type: ignore[assignment]
-        blocks: Iterable[tuple[int, np.ndarray]] = [(0, images)]
-    else:
-        if image_shape is None:
-            raise ValueError("image_shape is required when images are streamed")
-        blocks = images
-    ds = f.create_dataset(key, shape=(n, *image_shape), dtype=image_dtype, chunks=(1, *image_shape))
-    for start, block in blocks:
-        ds[start : start + len(block)] = block.astype(image_dtype, copy=False)
-    return image_shape  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- reading

@@ -145,7 +145,8 @@ def campaign_from_dataframe(
     """A campaign table from one row per sample (the columns: this module's docstring).
 
     Rows are ordered by flight (first appearance) then time; ``data.row_order`` gives
-    each sample's source row, so images in the table's order are ``images[data.row_order]``.
+    each sample's source row: :func:`cbhlib.data.campaign.write_campaign` takes images in the
+    table's order and writes each beside its own row (sample i gets ``images[data.row_order[i]]``).
 
     Args:
         cbh: the label column (km); None for an inputs-only campaign (``cbh predict`` only).

@@ -216,6 +216,7 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
             image_shape=shape,
             image_dtype=dtype,
             unlabelled=stream(pools) if n_pool else None,
+            overwrite=force,  # refused above unless forced
         )
     except CampaignFormatError as exc:
         raise ER2ImportError(

@@ -272,8 +272,9 @@ def build_tables(cfg: SynthConfig) -> tuple[CampaignData, list[_FlightState]]:
     return data, states
 
 
-def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True) -> Path:
-    """Generate the campaign (and its unlabelled pool) into ``path``, written atomically."""
+def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True, overwrite: bool = False) -> Path:
+    """Generate the campaign (and its unlabelled pool) into ``path``, written atomically
+    (an existing file is replaced only with ``overwrite``)."""
     data, states = build_tables(cfg)
     if not cfg.labels:
         data.cbh_km = None
@@ -287,7 +288,13 @@ def generate(cfg: SynthConfig, path: str | Path, with_images: bool = True) -> Pa
         data.unlabelled_flight = data.unlabelled_time_utc = None
     shape = (cfg.image_channels, cfg.image_height, cfg.image_width)
     return write_campaign(
-        path, data, images=images, image_shape=shape, image_dtype=cfg.image_dtype, unlabelled=unlabelled
+        path,
+        data,
+        images=images,
+        image_shape=shape,
+        image_dtype=cfg.image_dtype,
+        unlabelled=unlabelled,
+        overwrite=overwrite,
     )
 
 
@@ -309,6 +316,6 @@ def ensure_campaign(cfg: SynthConfig, path: str | Path) -> tuple[Path, bool]:
         except OSError:
             pass  # unreadable cache: regenerate
     t0 = _time.perf_counter()
-    generate(cfg, path)
+    generate(cfg, path, overwrite=True)  # a cache of other parameters (callers refuse to replace other files)
     log.info("generated %s in %.1f s", path, _time.perf_counter() - t0)
     return path, True

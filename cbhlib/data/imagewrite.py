@@ -1,0 +1,92 @@
+"""Images into a campaign file being written: one image per sample, in the campaign's order.
+
+An array is written in slices (reordered on the way when the campaign's rows were sorted from
+a table's); streamed ``(start, block)`` pairs must cover every sample exactly once. Anything
+else is one line naming the output, the dataset, what was expected and what was found (an
+image left out would otherwise read back as zeros, and a reordered table would pair each
+image with another sample's label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cbhlib.errors import CampaignFormatError
+
+ImageSource = np.ndarray | Iterable[tuple[int, np.ndarray]]
+SLICE_BYTES = 64 << 20  # an array is copied (and reordered) this many bytes at a time
+
+
+def write_images(
+    f: h5py.File,
+    key: str,
+    n: int,
+    images: ImageSource,
+    image_shape: tuple[int, int, int] | None,
+    image_dtype: str,
+    path: Path,
+    order: np.ndarray | None = None,
+) -> tuple[int, int, int]:
+    """Write ``n`` images (C, H, W) to dataset ``key``; return (C, H, W).
+
+    Args:
+        images: an (n, C, H, W) array, or ``(start, block)`` pairs with blocks (b, C, H, W).
+        order: (n,) the source row of each sample (``CampaignData.row_order``): the array is
+            in the source's order and sample i is written from ``images[order[i]]``.
+    """
+    if isinstance(images, np.ndarray):
+        return _write_array(f, key, n, images, image_dtype, path, order)
+    if order is not None and not np.array_equal(order, np.arange(n)):
+        raise CampaignFormatError(
+            path,
+            key,
+            "an (N, C, H, W) array in the table's row order (its rows were sorted by flight and time)",
+            "streamed (start, block) pairs, which cannot be reordered: pass an array, or sort the table first",
+        )
+    if image_shape is None:
+        raise ValueError("image_shape is required when images are streamed")
+    shape = tuple(int(s) for s in image_shape)
+    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape))
+    written = np.zeros(n, bool)
+    for start, block in images:
+        block = np.asarray(block)
+        if block.ndim != 4 or tuple(block.shape[1:]) != shape:
+            raise CampaignFormatError(path, key, f"blocks of shape (b, {', '.join(map(str, shape))})", str(block.shape))
+        stop = int(start) + len(block)
+        if not 0 <= int(start) <= stop <= n:
+            raise CampaignFormatError(
+                path, key, f"blocks within samples 0 to {n - 1}", f"samples {start} to {stop - 1}"
+            )
+        if written[int(start) : stop].any():
+            raise CampaignFormatError(path, key, "each sample's image once", f"sample {start} written twice")
+        ds[int(start) : stop] = block.astype(image_dtype, copy=False)
+        written[int(start) : stop] = True
+    if not written.all():
+        raise CampaignFormatError(
+            path,
+            key,
+            f"an image for each of the {n} samples",
+            f"{int(written.sum())} (first without one: sample {int(np.argmin(written))})",
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _write_array(
+    f: h5py.File, key: str, n: int, images: np.ndarray, image_dtype: str, path: Path, order: np.ndarray | None
+) -> tuple[int, int, int]:
+    if images.ndim != 4 or len(images) != n:
+        raise CampaignFormatError(
+            path, key, f"an (N, C, H, W) array with N = {n} (one image per sample)", str(images.shape)
+        )
+    shape = tuple(int(s) for s in images.shape[1:])
+    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape))
+    step = max(1, SLICE_BYTES // max(1, images[0].nbytes))
+    for s in range(0, n, step):
+        rows = slice(s, min(n, s + step))
+        block = images[rows] if order is None else images[np.asarray(order[rows])]
+        ds[rows] = block.astype(image_dtype, copy=False)
+    return shape  # type: ignore[return-value]
