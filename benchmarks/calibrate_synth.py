@@ -185,7 +185,7 @@ def calibration_table(
     """Generate the campaign into ``workdir`` and measure every calibration quantity."""
     timings = {}
     t0 = time.perf_counter()
-    path = synth.generate(cfg, workdir / "campaign.h5")
+    path = synth.generate(cfg, workdir / "campaign.h5", overwrite=True)  # the scratch file of an earlier --workdir run
     timings["generate_s"] = time.perf_counter() - t0
     camp = Campaign(path)
     rows = []
