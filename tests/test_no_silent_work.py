@@ -70,6 +70,29 @@ def test_the_same_command_again_passes_where_the_notebook_kept_defaults_it_does_
         plan_steps(pipe, ["explore", "physical_only"], {"seeds": [0], "train.epochs": 10})
 
 
+def test_a_rerun_on_a_campaign_file_changed_since_is_refused(
+    project: Path, tiny_campaign: Path, tiny_easy_campaign: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rewriting data/mine.h5 with other data and rerunning the same command replaced the run's results
+    without a word: the summary records the file's sha256, and a rerun on changed bytes is refused."""
+    from cbhlib.pipeline.summary import write_summary
+
+    _ran(project, "mine", seeds=[0])
+    (project / "data").mkdir()
+    shutil.copy(tiny_campaign, project / "data" / "mine.h5")
+    write_summary(project / "runs" / "mine", project / "data" / "mine.h5")
+    pipe = load_pipeline("params/pipeline.yaml")
+    pipe.run_name, pipe.campaign = "mine", "data/mine.h5"
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]})
+    shutil.copy(tiny_campaign, project / "data" / "mine.h5")  # the same bytes again (a newer time): passes
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]})
+    shutil.copy(tiny_easy_campaign, project / "data" / "mine.h5")
+    with pytest.raises(CbhError, match=r"found the campaign file data/mine.h5 changed since \(sha256 \w{12}\.\.\. -> "):
+        plan_steps(pipe, ["explore"], {"seeds": [0]})
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]}, force=True)
+    assert "--force: replacing results made with other settings: the campaign file data/mine.h5" in caplog.text
+
+
 def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError

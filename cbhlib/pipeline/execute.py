@@ -195,6 +195,24 @@ def settings_changes(run_root: Path, configs: dict[str, Config], taken: dict[str
     return list(changes.values())
 
 
+def campaign_change(run_root: Path, campaign: Path) -> list[str]:
+    """``campaign file <path> (sha256 old -> new)`` where the file differs from the one the run folder's
+    summary recorded (its size and time first: the file is hashed only when they moved); else []."""
+    from cbhlib.pipeline.summary import campaign_file
+
+    try:
+        old = json.loads(RunDir(run_root).summary.read_text()).get("campaign_file") or {}
+        st = campaign.stat()
+    except (OSError, ValueError, AttributeError):  # no summary, an older one, or no campaign (refused later)
+        return []
+    if not old.get("sha256") or (old.get("bytes"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+        return []
+    new = campaign_file(campaign).get("sha256")
+    if not new or new == old["sha256"]:
+        return []
+    return [f"the campaign file {campaign} changed since (sha256 {old['sha256'][:12]}... -> {new[:12]}...)"]
+
+
 def taken_keys(step: Step, root: Path) -> set[str] | None:
     """Dotted keys of the settings the step's notebook declares (None where it cannot be read: all)."""
     names = by_name()
@@ -220,6 +238,8 @@ def plan_steps(
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
     taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
     changes = settings_changes(root / run.root, configs, taken)
+    if ran:
+        changes += campaign_change(root / run.root, root / pipe.campaign)
     if changes and not force:
         more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
         raise CbhError(

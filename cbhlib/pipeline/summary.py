@@ -100,6 +100,19 @@ def _campaign_info(campaign: Path) -> dict[str, Any]:
         return {}
 
 
+def campaign_file(campaign: Path) -> dict[str, Any]:
+    """The campaign file's identity (sha256, size, modification time): a rerun of the run folder
+    refuses a file that changed since (:func:`cbhlib.pipeline.execute.plan_steps`)."""
+    from cbhlib.data.campaign import Campaign
+
+    try:
+        st = campaign.stat()
+        return {"sha256": Campaign(campaign).fingerprint(), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except Exception as exc:  # the summary must not fail because the campaign moved
+        log.warning("summary: cannot read %s (%s); its identity is not recorded", campaign, exc)
+        return {}
+
+
 def _maybe(path: Path) -> Any:
     try:
         return read_json(path) if path.exists() else None
@@ -118,6 +131,7 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
         "run": run.name,
         "campaign": str(campaign),
         "campaign_info": _campaign_info(Path(campaign)),
+        "campaign_file": campaign_file(Path(campaign)),
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": {
             **counts,
