@@ -93,6 +93,19 @@ def test_a_rerun_on_a_campaign_file_changed_since_is_refused(
     assert "--force: replacing results made with other settings: the campaign file data/mine.h5" in caplog.text
 
 
+def test_a_misspelled_notebook_is_one_line_before_any_step(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipeline naming notebooks/01_explore_campain.ipynb ended in 'unexpected error: FileNotFoundError'."""
+    (project / "params" / "p.yaml").write_text(
+        "campaign: data/mine.h5\nsteps:\n  - {name: explore, notebook: notebooks/01_explore_campain.ipynb}\n"
+    )
+    code = main(["run", "--pipeline", "params/p.yaml", "--run-name", "typo"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "parameter 'steps (explore).notebook': expected an existing notebook" in err
+    assert "no such file (did you mean 'notebooks/01_explore_campaign.ipynb'?)" in err
+    assert not (project / "runs" / "typo").exists()
+
+
 def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError

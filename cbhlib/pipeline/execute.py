@@ -9,6 +9,7 @@ executed copy (papermill marks the failing cell) and the steps that need it are 
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ import yaml
 
 from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config, by_name, notebook_values
-from cbhlib.errors import CbhError
+from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import check_plain
-from cbhlib.pipeline.spec import Pipeline, Step, check_overrides, select, step_config
+from cbhlib.pipeline.spec import NOTEBOOKS, Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
 from cbhlib.store.rundir import RunDir
 from cbhlib.training.loops import read_jsonl
@@ -195,6 +196,20 @@ def settings_changes(run_root: Path, configs: dict[str, Config], taken: dict[str
     return list(changes.values())
 
 
+def check_exists(pipe: Pipeline, step: Step, root: Path) -> None:
+    """Refuse a step whose notebook is not there, naming the closest one (before any step runs)."""
+    if (root / step.notebook).is_file():
+        return
+    known = sorted(p.relative_to(root).as_posix() for p in (root / NOTEBOOKS).glob("*.ipynb"))
+    close = difflib.get_close_matches(step.notebook, known, n=1)
+    raise ParamsError(
+        pipe.source,
+        f"steps ({step.name}).notebook",
+        "an existing notebook",
+        f"'{step.notebook}': no such file" + (f" (did you mean '{close[0]}'?)" if close else ""),
+    )
+
+
 def campaign_change(run_root: Path, campaign: Path) -> list[str]:
     """``campaign file <path> (sha256 old -> new)`` where the file differs from the one the run folder's
     summary recorded (its size and time first: the file is hashed only when they moved); else []."""
@@ -234,6 +249,8 @@ def plan_steps(
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
+    for s in steps:
+        check_exists(pipe, s, root)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
     taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
