@@ -305,6 +305,19 @@ def test_differences_show_both_metrics_and_take_the_winners_colour() -> None:
     assert "bootstrap" in fig._suptitle.get_text()
 
 
+def test_differences_keep_a_far_winner_on_the_axis() -> None:
+    """On a campaign with small errors the best models sat beyond the axis, drawn as edge arrows only:
+    every point estimate is on the axis, and only a far whisker is cut."""
+    rows = [_verdict(f"m{i}", "climatology", (5.0 + i, -10.0, 20.0), (3.0, -12.0, 18.0)) for i in range(8)]
+    rows.append(_verdict("ridge", "climatology", (-60.0, -70.0, -50.0), (-55.0, -66.0, -44.0)))
+    fig = plots.differences(pd.DataFrame(rows), reps=1000)
+    for ax in fig.axes[:2]:
+        lo, hi = ax.get_xlim()
+        marked = [ln for ln in ax.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
+        assert len(marked) == 9 and all(lo < ln.get_xdata()[0] < hi for ln in marked)
+        assert mcolors.to_hex(marked[-1].get_color()) == style.model_color("ridge")
+
+
 def test_every_pipeline_figure_has_its_own_caption_and_pipeline_order() -> None:
     names = [
         "compare_pca",
