@@ -329,8 +329,9 @@ CAPTIONS: dict[str, str] = {
     "MAE against k, by method and model group; faint: the optimistic random draw.",
     "compare_conformal_coverage": "Coverage of 90 % prediction intervals per model and held-out flight, one panel "
     "per method: the training flights' validation residuals, flight-aware residuals (nested leave-one-flight-out), "
-    "the flight-level maximum, a random-effects interval (Student t over flights), the first k labels of the new "
-    "flight, and three online ACI variants (every label, k labels, recentred and rescaled); ringed: the worst "
+    "the flight-level maximum, a random-effects interval (Student t over flights; what cbh predict --intervals "
+    "writes), the first k labels of the new flight, and three online ACI variants (every label, k labels, "
+    "recentred and rescaled: what --intervals online writes); ringed: the worst "
     "flight; dotted: the most a flight-level method can promise, (F-1)/F of new flights with F flights.",
     "compare_intervals_along_track": "The model with the lowest pooled MAE (other than climatology): its prediction, "
     "the lidar truth, the label-free random-effects interval (grey band; the method of cbh predict --intervals) and "

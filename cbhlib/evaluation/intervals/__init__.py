@@ -58,11 +58,11 @@ SHORT = {  # panel titles
     "validation": "validation residuals",
     "flight": "flight-aware",
     "flight_max": "flight level (max)",
-    "flight_t": "random effects (t)",
+    "flight_t": "random effects (t):\ncbh predict --intervals",
     "first_k": "first k labels",
     "aci": "online ACI",
     "aci_budget": "online ACI, k labels",
-    "aci_centred": "online ACI, recentred + rescaled",
+    "aci_centred": "online ACI, recentred + rescaled:\ncbh predict --intervals online",
 }
 LABEL_FREE = ("validation", "flight", "flight_max", "flight_t")  # need no label of the new flight
 
