@@ -110,3 +110,5 @@ def test_generate_writes_a_new_flight_without_lidar(tmp_path: Path, capsys: pyte
     assert labelled.has_labels and labelled.n_samples == camp.n_samples
     assert main(["validate", str(out)]) == 0
     assert "no labels: inputs only, for cbh predict" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "typo.h5"), "--set", "label=false"]) == 2
+    assert "found an unknown key (did you mean 'labels'?)" in capsys.readouterr().err

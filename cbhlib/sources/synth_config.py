@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import typing
@@ -181,7 +182,9 @@ def checked_overrides(overrides: Mapping[str, Any], source: object, base: SynthC
     out = {}
     for key, value in overrides.items():
         if key not in known:
-            raise ParamsError(source, str(key), f"a generator setting ({', '.join(known)})", "an unknown key")
+            close = difflib.get_close_matches(str(key), known, n=1)
+            found = f"an unknown key (did you mean '{close[0]}'?)" if close else "an unknown key"
+            raise ParamsError(source, str(key), f"a generator setting ({', '.join(known)})", found)
         value = coerce(source, key, value, hints[key])
         meta = LIMITS.get(key, {"min": 0, "max": 1e6} if hints[key] in (int, float) else {})
         check_constraints(source, key, value, meta)
