@@ -17,6 +17,7 @@ from cbhlib.data.campaign import write_campaign
 from cbhlib.data.tabular import campaign_from_dataframe
 from cbhlib.pipeline.summary import write_index, write_summary
 from cbhlib.store.rundir import RunDir
+from tests.conftest import ROOT
 from tests.test_inputs_only import _table
 
 
@@ -168,3 +169,21 @@ def test_a_training_notebook_s_second_config_is_not_counted_as_a_step(tmp_path: 
     run.summary.write_text(json.dumps({"steps": {"detail": detail}}))
     assert run_settings(run)["train.flight_norm"] == "'flight' (explore, concat: 'none')"
     assert run_settings(run, steps=["concat_fn", "train_concat_fn"])["train.flight_norm"] == "flight"
+
+
+def test_the_summary_counts_a_setting_only_where_the_step_s_notebook_takes_it(tmp_path: Path) -> None:
+    """--set train.epochs=10 read as '10 (compare, explore, pretrain: 50)' in the index, as if the
+    override missed three steps: those notebooks do not take it and keep the default in their record."""
+    import shutil
+
+    from cbhlib.pipeline.summary import _settings
+
+    run = RunDir(tmp_path / "runs" / "e")
+    (run.root / "config").mkdir(parents=True)
+    run.notebooks.mkdir()
+    for step, notebook, epochs in (("explore", "01_explore_campaign", 50), ("concat", "02_train_fusion", 10)):
+        run.step_config(step).write_text(yaml.safe_dump(load_config({"train.epochs": epochs}).to_nested()))
+        shutil.copy(ROOT / "notebooks" / f"{notebook}.ipynb", run.notebook(step))
+    assert _settings(run, ["explore", "concat"])["train.epochs"] == 10
+    run.notebook("explore").unlink()  # a notebook that cannot be read: its record counts again
+    assert _settings(run, ["explore", "concat"])["train.epochs"] == "10 (explore: 50)"

@@ -68,16 +68,23 @@ def step_settings(run: RunDir, steps: list[str] | None = None) -> dict[str, dict
     return out
 
 
-def run_settings(run: RunDir, changed_only: bool = True, steps: list[str] | None = None) -> dict[str, Any]:
+def run_settings(
+    run: RunDir,
+    changed_only: bool = True,
+    steps: list[str] | None = None,
+    taken: dict[str, set[str]] | None = None,
+) -> dict[str, Any]:
     """The run's settings shared by its steps (those that differ from the defaults, or all).
 
     ``steps``: the pipeline's step names; None: those its ``summary.json`` lists, if any.
+    ``taken``: per step, the keys its notebook takes (the others keep their defaults there and
+    are not counted); a step not in it counts every key.
     """
     seen: dict[str, list[tuple[Any, str]]] = {}  # key -> (value, step) per step
     defaults = {k: lf.default for k, lf in leaves().items()}
     for step, values in step_settings(run, _pipeline_steps(run) if steps is None else steps).items():
         for key, value in values.items():
-            if key not in PER_STEP:
+            if key not in PER_STEP and (taken is None or step not in taken or key in taken[step]):
                 seen.setdefault(key, []).append((value, step))
     merged = {key: _shared_value(pairs, defaults.get(key)) for key, pairs in seen.items()}
     if changed_only:
