@@ -25,6 +25,7 @@ from cbhlib.atomic import atomic_write_text
 from cbhlib.config import Config, by_name, notebook_values
 from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import check_plain
+from cbhlib.pipeline.nbtools import declared
 from cbhlib.pipeline.spec import NOTEBOOKS, Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
 from cbhlib.store.rundir import RunDir
@@ -97,13 +98,6 @@ def register_safe_translator() -> None:
     from papermill.translators import papermill_translators
 
     papermill_translators.register("python", safe_translator())
-
-
-def declared(notebook: str | Path) -> set[str]:
-    """Names declared in a notebook's parameters cell."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)).keys())
 
 
 def _error_line(exc: Exception) -> str:

@@ -80,3 +80,10 @@ def sync(folder: str | Path = "notebooks") -> list[str]:
         nbformat.write(new, ipynb)
         out.append(f"{ipynb}: written from {py.name}")
     return out
+
+
+def declared(notebook: str | Path) -> set[str]:
+    """Names declared in a notebook's parameters cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)).keys())

@@ -58,7 +58,7 @@ def _settings(run: RunDir, steps: list[str]) -> dict[str, Any]:
 def taken_by_step(run: RunDir, steps: list[str]) -> dict[str, set[str]]:
     """Per step, the dotted keys its executed notebook declares (a step whose notebook cannot be read: left out)."""
     from cbhlib.config import by_name
-    from cbhlib.pipeline.execute import declared
+    from cbhlib.pipeline.nbtools import declared
 
     names, out = by_name(), {}
     for step in steps:
