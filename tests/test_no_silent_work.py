@@ -93,8 +93,12 @@ def test_a_rerun_on_a_campaign_file_changed_since_is_refused(
     assert "--force: replacing results made with other settings: the campaign file data/mine.h5" in caplog.text
 
 
-def test_a_misspelled_notebook_is_one_line_before_any_step(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_misspelled_notebook_is_one_line_before_any_step(
+    project: Path, tiny_campaign: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A pipeline naming notebooks/01_explore_campain.ipynb ended in 'unexpected error: FileNotFoundError'."""
+    (project / "data").mkdir()
+    shutil.copy(tiny_campaign, project / "data" / "mine.h5")
     (project / "params" / "p.yaml").write_text(
         "campaign: data/mine.h5\nsteps:\n  - {name: explore, notebook: notebooks/01_explore_campain.ipynb}\n"
     )

@@ -243,8 +243,6 @@ def plan_steps(
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
-    for s in steps:
-        check_exists(pipe, s, root)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
     taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
@@ -288,6 +286,8 @@ def run_pipeline(
     run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
     configs = plan_steps(pipe, only, overrides, force, root)
+    for s in steps:
+        check_exists(pipe, s, root)  # a misspelled notebook: one line before any step runs
 
     def say(msg: str) -> None:
         """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""
