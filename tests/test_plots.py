@@ -310,12 +310,15 @@ def test_differences_keep_a_far_winner_on_the_axis() -> None:
     every point estimate is on the axis, and only a far whisker is cut."""
     rows = [_verdict(f"m{i}", "climatology", (5.0 + i, -10.0, 20.0), (3.0, -12.0, 18.0)) for i in range(8)]
     rows.append(_verdict("ridge", "climatology", (-60.0, -70.0, -50.0), (-55.0, -66.0, -44.0)))
+    rows.append(_verdict("lcl", "climatology", (630.0, 520.0, 730.0), (450.0, 380.0, 530.0)))  # far, and worse
     fig = plots.differences(pd.DataFrame(rows), reps=1000)
     for ax in fig.axes[:2]:
         lo, hi = ax.get_xlim()
         marked = [ln for ln in ax.get_lines() if ln.get_marker() not in ("None", "", None, "|", "_")]
         assert len(marked) == 9 and all(lo < ln.get_xdata()[0] < hi for ln in marked)
         assert mcolors.to_hex(marked[-1].get_color()) == style.model_color("ridge")
+        assert hi < 200  # the far worse row does not squash the others: an arrow with its values
+    assert "+630 [+520, +730]" in " ".join(_texts(fig))
 
 
 def test_every_pipeline_figure_has_its_own_caption_and_pipeline_order() -> None:

@@ -110,10 +110,11 @@ def differences(
     n = max(len(comp), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13.5, 0.42 * n + 2.2), sharey=True)
     bounds = np.abs(comp[[f"{m}_{b}_m" for m in ("pooled", "flight") for b in ("lo", "hi")]].to_numpy(float))
-    diffs = np.abs(comp[["pooled_diff_m", "flight_diff_m"]].to_numpy(float))
-    # every point estimate on the axis (the far ones are often the winners); a far whisker alone is cut, so
-    # that it does not squash the rest
-    lim = 1.15 * max(float(np.nanquantile(bounds, 0.9)), float(np.nanmax(diffs))) if bounds.size else 1.0
+    better = -comp[["pooled_diff_m", "flight_diff_m"]].to_numpy(float)  # > 0: the first model is better
+    # a far interval does not squash the rest (it is cut, with its values at the edge), but every point
+    # estimate where the first model is better stays on the axis (on a campaign with small errors those
+    # are the winners, and they sat beyond the axis)
+    lim = 1.15 * max([float(np.nanquantile(bounds, 0.9)), *better[better > 0]]) if bounds.size else 1.0
     lim = lim if np.isfinite(lim) and lim > 0 else 1.0
     for ax, metric, name in zip(axes, ("pooled", "flight"), ("pooled MAE", "per-flight MAE"), strict=True):
         ax.set_xlim(-lim, lim)
@@ -121,6 +122,11 @@ def differences(
             ax.axvspan(-margin, margin, color="0.9", zorder=0)  # the drift margin an interval must clear
         for i, r in enumerate(comp.to_dict("records")):
             d, lo, hi = r[f"{metric}_diff_m"], r[f"{metric}_lo_m"], r[f"{metric}_hi_m"]
+            if abs(d) > lim:  # beyond the axis: an arrow at the edge with the value
+                ax.annotate(f"{d:+.0f} [{lo:+.0f}, {hi:+.0f}]", (np.sign(d) * lim, i), xytext=(-np.sign(d) * 4, 0),
+                            textcoords="offset points", ha="right" if d > 0 else "left", va="center", fontsize=7,
+                            arrowprops={"arrowstyle": "->", "lw": 0.8})  # fmt: skip
+                continue
             resolved = r.get(f"{metric}_verdict", "not resolved") != "not resolved" if margin else not lo <= 0 <= hi
             for end in (e for e in (lo, hi) if abs(e) > lim):  # a cut whisker: its end's value at the edge
                 ax.annotate(f"{end:+.0f}", (np.sign(end) * lim, i), xytext=(-np.sign(end) * 2, 4),
