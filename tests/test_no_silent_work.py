@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -82,15 +83,23 @@ def test_a_rerun_on_a_campaign_file_changed_since_is_refused(
     shutil.copy(tiny_campaign, project / "data" / "mine.h5")
     write_summary(project / "runs" / "mine", project / "data" / "mine.h5")
     pipe = load_pipeline("params/pipeline.yaml")
-    pipe.run_name, pipe.campaign = "mine", "data/mine.h5"
+    pipe.run_name, pipe.campaign, pipe.synthetic_preset = "mine", "data/mine.h5", None  # as --campaign sets
     assert plan_steps(pipe, ["explore"], {"seeds": [0]})
-    shutil.copy(tiny_campaign, project / "data" / "mine.h5")  # the same bytes again (a newer time): passes
+    shutil.copy(tiny_campaign, project / "data" / "mine.h5")  # the same bytes again, at another time: passes
+    os.utime(project / "data" / "mine.h5", ns=(1, 1))
     assert plan_steps(pipe, ["explore"], {"seeds": [0]})
     shutil.copy(tiny_easy_campaign, project / "data" / "mine.h5")
     with pytest.raises(CbhError, match=r"found the campaign file data/mine.h5 changed since \(sha256 \w{12}\.\.\. -> "):
         plan_steps(pipe, ["explore"], {"seeds": [0]})
     assert plan_steps(pipe, ["explore"], {"seeds": [0]}, force=True)
     assert "--force: replacing results made with other settings: the campaign file data/mine.h5" in caplog.text
+    pipe.synthetic_preset = "default"  # the pipeline's own synthetic campaign is refreshed by design
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]})
+    pipe.synthetic_preset = None
+    summary = project / "runs" / "mine" / "summary.json"
+    summary.write_text(summary.read_text().replace('"campaign_file": {', '"campaign_file": "x", "was": {'))
+    assert '"campaign_file": "x"' in summary.read_text()
+    assert plan_steps(pipe, ["explore"], {"seeds": [0]})  # a damaged record: no check, no crash
 
 
 def test_a_misspelled_notebook_is_one_line_before_any_step(

@@ -307,7 +307,7 @@ def test_differences_show_both_metrics_and_take_the_winners_colour() -> None:
 
 def test_differences_keep_a_far_winner_on_the_axis() -> None:
     """On a campaign with small errors the best models sat beyond the axis, drawn as edge arrows only:
-    every point estimate is on the axis, and only a far whisker is cut."""
+    every point estimate where the first model is better is on the axis; a far worse row is an arrow."""
     rows = [_verdict(f"m{i}", "climatology", (5.0 + i, -10.0, 20.0), (3.0, -12.0, 18.0)) for i in range(8)]
     rows.append(_verdict("ridge", "climatology", (-60.0, -70.0, -50.0), (-55.0, -66.0, -44.0)))
     rows.append(_verdict("lcl", "climatology", (630.0, 520.0, 730.0), (450.0, 380.0, 530.0)))  # far, and worse

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -38,8 +39,10 @@ def write_images(
         order: (n,) the source row of each sample (``CampaignData.row_order``): the array is
             in the source's order and sample i is written from ``images[order[i]]``.
     """
-    if isinstance(images, np.ndarray):
-        return _write_array(f, key, n, images, image_dtype, path, order)
+    if order is not None and len(order) != n:
+        raise CampaignFormatError(path, "row_order", f"one source row per sample ({n})", f"{len(order)} rows")
+    if isinstance(images, np.ndarray) or (hasattr(images, "shape") and hasattr(images, "__getitem__")):
+        return _write_array(f, key, n, images, image_dtype, path, order)  # numpy, h5py, zarr, torch ...
     if order is not None and not np.array_equal(order, np.arange(n)):
         raise CampaignFormatError(
             path,
@@ -50,7 +53,7 @@ def write_images(
     if image_shape is None:
         raise ValueError("image_shape is required when images are streamed")
     shape = tuple(int(s) for s in image_shape)
-    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape))
+    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape) if n else None)
     written = np.zeros(n, bool)
     for start, block in images:
         block = np.asarray(block)
@@ -62,7 +65,8 @@ def write_images(
                 path, key, f"blocks within samples 0 to {n - 1}", f"samples {start} to {stop - 1}"
             )
         if written[int(start) : stop].any():
-            raise CampaignFormatError(path, key, "each sample's image once", f"sample {start} written twice")
+            twice = int(start) + int(np.argmax(written[int(start) : stop]))
+            raise CampaignFormatError(path, key, "each sample's image once", f"sample {twice} written twice")
         ds[int(start) : stop] = block.astype(image_dtype, copy=False)
         written[int(start) : stop] = True
     if not written.all():
@@ -76,17 +80,27 @@ def write_images(
 
 
 def _write_array(
-    f: h5py.File, key: str, n: int, images: np.ndarray, image_dtype: str, path: Path, order: np.ndarray | None
+    f: h5py.File, key: str, n: int, images: Any, image_dtype: str, path: Path, order: np.ndarray | None
 ) -> tuple[int, int, int]:
-    if images.ndim != 4 or len(images) != n:
-        raise CampaignFormatError(
-            path, key, f"an (N, C, H, W) array with N = {n} (one image per sample)", str(images.shape)
-        )
-    shape = tuple(int(s) for s in images.shape[1:])
-    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape))
-    step = max(1, SLICE_BYTES // max(1, images[0].nbytes))
+    """An array-like (N, C, H, W): numpy (memmaps too), or anything indexable with a shape (an h5py
+    dataset, read a slice at a time in increasing order, as h5py requires)."""
+    found = tuple(int(s) for s in images.shape)
+    if len(found) != 4 or found[0] != n:
+        raise CampaignFormatError(path, key, f"an (N, C, H, W) array with N = {n} (one image per sample)", str(found))
+    shape = found[1:]
+    ds = f.create_dataset(key, shape=(n, *shape), dtype=image_dtype, chunks=(1, *shape) if n else None)
+    step = max(1, SLICE_BYTES // max(1, int(np.prod(shape)) * 8))
     for s in range(0, n, step):
         rows = slice(s, min(n, s + step))
-        block = images[rows] if order is None else images[np.asarray(order[rows])]
+        if order is None:
+            block = np.asarray(images[rows])
+        elif isinstance(images, np.ndarray):
+            block = images[np.asarray(order[rows])]
+        else:  # increasing indices, then back into the campaign's order
+            idx = np.asarray(order[rows])
+            srt = np.argsort(idx)
+            part = np.asarray(images[idx[srt]])
+            block = np.empty_like(part)
+            block[srt] = part
         ds[rows] = block.astype(image_dtype, copy=False)
     return shape  # type: ignore[return-value]

@@ -22,10 +22,10 @@ from typing import Any, TextIO
 import yaml
 
 from cbhlib.atomic import atomic_write_text
-from cbhlib.config import Config, by_name, notebook_values
+from cbhlib.config import Config, notebook_values
 from cbhlib.errors import CbhError, ParamsError
 from cbhlib.fields import check_plain
-from cbhlib.pipeline.nbtools import declared
+from cbhlib.pipeline.nbtools import declared, keys_taken
 from cbhlib.pipeline.spec import NOTEBOOKS, Pipeline, Step, check_overrides, select, step_config
 from cbhlib.store.lock import RunLock
 from cbhlib.store.rundir import RunDir
@@ -206,15 +206,20 @@ def check_exists(pipe: Pipeline, step: Step, root: Path) -> None:
 
 def campaign_change(run_root: Path, campaign: Path) -> list[str]:
     """``campaign file <path> (sha256 old -> new)`` where the file differs from the one the run folder's
-    summary recorded (its size and time first: the file is hashed only when they moved); else []."""
+    summary recorded at the same path (its size and time first: the file is hashed only when they
+    moved); else [] (also for another path: the ``campaign`` setting's change says so)."""
     from cbhlib.pipeline.summary import campaign_file
 
     try:
-        old = json.loads(RunDir(run_root).summary.read_text()).get("campaign_file") or {}
+        summary = json.loads(RunDir(run_root).summary.read_text())
+        old = summary.get("campaign_file")
+        same = Path(str(summary.get("campaign", ""))).resolve() == campaign.resolve()
         st = campaign.stat()
-    except (OSError, ValueError, AttributeError):  # no summary, an older one, or no campaign (refused later)
+    except (OSError, ValueError, AttributeError, TypeError):  # no summary, a damaged one, or no campaign
         return []
-    if not old.get("sha256") or (old.get("bytes"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+    if not same or not isinstance(old, dict) or not isinstance(old.get("sha256"), str):
+        return []  # another file, or a summary from before the file was recorded
+    if (old.get("bytes"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
         return []
     new = campaign_file(campaign).get("sha256")
     if not new or new == old["sha256"]:
@@ -223,12 +228,9 @@ def campaign_change(run_root: Path, campaign: Path) -> list[str]:
 
 
 def taken_keys(step: Step, root: Path) -> set[str] | None:
-    """Dotted keys of the settings the step's notebook declares (None where it cannot be read: all)."""
-    names = by_name()
-    try:
-        return {names[n].key for n in declared(root / step.notebook) if n in names}
-    except (OSError, ValueError):  # missing or not a notebook: the step fails when it runs, as before
-        return None
+    """Dotted keys of the settings the step's notebook declares (None where it cannot be read: all;
+    a missing notebook fails when it runs)."""
+    return keys_taken(root / step.notebook)
 
 
 def plan_steps(
@@ -247,7 +249,7 @@ def plan_steps(
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
     taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
     changes = settings_changes(root / run.root, configs, taken)
-    if ran:
+    if ran and not pipe.synthetic_preset:  # a pipeline's own synthetic campaign is refreshed by design
         changes += campaign_change(root / run.root, root / pipe.campaign)
     if changes and not force:
         more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""

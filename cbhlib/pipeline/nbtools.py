@@ -87,3 +87,14 @@ def declared(notebook: str | Path) -> set[str]:
     import papermill
 
     return set(papermill.inspect_notebook(str(notebook)).keys())
+
+
+def keys_taken(notebook: str | Path) -> set[str] | None:
+    """Dotted keys of the settings a notebook's parameters cell declares (None where it cannot be read)."""
+    from cbhlib.config import by_name
+
+    names = by_name()
+    try:
+        return {names[n].key for n in declared(notebook) if n in names}
+    except Exception:  # missing, not a notebook, or not JSON (papermill and nbformat raise their own)
+        return None

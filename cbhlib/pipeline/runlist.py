@@ -19,6 +19,7 @@ import yaml
 
 from cbhlib.config import leaves
 from cbhlib.errors import CbhError
+from cbhlib.pipeline.nbtools import keys_taken
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,17 @@ def run_settings(
 
     ``steps``: the pipeline's step names; None: those its ``summary.json`` lists, if any.
     ``taken``: per step, the keys its notebook takes (the others keep their defaults there and
-    are not counted); a step not in it counts every key.
+    are not counted); a step not in it counts every key. None: read from the run's executed
+    notebooks (``notebooks/<step>.ipynb``).
     """
     seen: dict[str, list[tuple[Any, str]]] = {}  # key -> (value, step) per step
     defaults = {k: lf.default for k, lf in leaves().items()}
-    for step, values in step_settings(run, _pipeline_steps(run) if steps is None else steps).items():
+    per_step = step_settings(run, _pipeline_steps(run) if steps is None else steps)
+    if taken is None:
+        taken = {step: keys for step in per_step if (keys := keys_taken(run.notebook(step))) is not None}
+    for step, values in per_step.items():
         for key, value in values.items():
-            if key not in PER_STEP and (taken is None or step not in taken or key in taken[step]):
+            if key not in PER_STEP and (step not in taken or key in taken[step]):
                 seen.setdefault(key, []).append((value, step))
     merged = {key: _shared_value(pairs, defaults.get(key)) for key, pairs in seen.items()}
     if changed_only:

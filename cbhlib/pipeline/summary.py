@@ -52,21 +52,7 @@ def _settings(run: RunDir, steps: list[str]) -> dict[str, Any]:
     the steps whose notebook takes it (a step keeps the default of a setting it does not take)."""
     from cbhlib.pipeline.runlist import run_settings
 
-    return run_settings(run, steps=steps, taken=taken_by_step(run, steps))
-
-
-def taken_by_step(run: RunDir, steps: list[str]) -> dict[str, set[str]]:
-    """Per step, the dotted keys its executed notebook declares (a step whose notebook cannot be read: left out)."""
-    from cbhlib.config import by_name
-    from cbhlib.pipeline.nbtools import declared
-
-    names, out = by_name(), {}
-    for step in steps:
-        try:
-            out[step] = {names[n].key for n in declared(run.notebook(step)) if n in names}
-        except Exception:  # missing or unreadable notebook: every setting of the step counts
-            continue
-    return out
+    return run_settings(run, steps=steps)
 
 
 def campaign_info(camp: Any) -> dict[str, Any]:

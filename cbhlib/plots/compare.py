@@ -114,8 +114,10 @@ def differences(
     # a far interval does not squash the rest (it is cut, with its values at the edge), but every point
     # estimate where the first model is better stays on the axis (on a campaign with small errors those
     # are the winners, and they sat beyond the axis)
-    lim = 1.15 * max([float(np.nanquantile(bounds, 0.9)), *better[better > 0]]) if bounds.size else 1.0
-    lim = lim if np.isfinite(lim) and lim > 0 else 1.0
+    finite = bounds[np.isfinite(bounds)]
+    spans = np.array([np.quantile(finite, 0.9) if finite.size else np.nan, *better[better > 0]], float)
+    lim = 1.15 * float(np.nanmax(spans)) if np.isfinite(spans).any() else 1.0
+    lim = lim if lim > 0 else 1.0
     for ax, metric, name in zip(axes, ("pooled", "flight"), ("pooled MAE", "per-flight MAE"), strict=True):
         ax.set_xlim(-lim, lim)
         if margin:
