@@ -393,3 +393,16 @@ def test_sweep_lines_show_every_r2_on_a_symlog_axis_without_cut_arrows() -> None
     assert not _texts(fig) and "cut" not in ax.get_title()  # no arrows, no values written in
     drawn = np.concatenate([np.asarray(c.lines[0].get_ydata(), float) for c in ax.containers])
     assert {-42.3, -9.8} <= set(np.round(drawn, 1))
+
+
+def test_image_colour_bars_name_kelvin_only_where_the_file_is_known_to_hold_it(tiny_campaign: Path) -> None:
+    """A user's float32 images without units were labelled 'brightness temperature (K)'."""
+    from cbhlib.data.campaign import Campaign
+
+    def bars(camp: Campaign) -> str:
+        return " ".join(ax.get_ylabel() for ax in plots.example_images(camp, per_flight=1).axes)
+
+    camp = Campaign(tiny_campaign)
+    assert "brightness temperature (K)" in bars(camp)
+    camp.source = "dataframe"
+    assert "pixel value (units not recorded)" in bars(camp) and "brightness temperature" not in bars(camp)

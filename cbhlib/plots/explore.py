@@ -43,8 +43,12 @@ def _flight_ticks(camp: Campaign, sep: str = "\n") -> list[str]:
 
 
 def _image_unit(camp: Campaign) -> tuple[str, str]:
-    """(long, short) unit of the images' channel 0."""
-    return ("brightness temperature (K)", "K") if camp.image_dtype == np.float32 else ("camera counts", "counts")
+    """(long, short) unit of the images' channel 0: known for the synthetic campaign (kelvin; uint16 in
+    hundredths of a kelvin); a file from elsewhere records none, so its values are named as stored."""
+    synthetic = str(camp.source).startswith("synthetic")
+    if camp.image_dtype == np.float32:
+        return ("brightness temperature (K)", "K") if synthetic else ("pixel value (units not recorded)", "as stored")
+    return ("brightness temperature (0.01 K)", "0.01 K") if synthetic else ("camera counts", "counts")
 
 
 def cbh_distributions(camp: Campaign, save_to: str | Path | None = None) -> plt.Figure:
