@@ -158,3 +158,16 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt() -> None:
     km.interrupt_kernel()  # while running, an interrupt still reaches the kernel
     km.shutdown_kernel()
     assert sent == [signal.SIGINT]
+
+
+def test_a_nested_group_given_to_a_notebook_is_told_the_flat_name() -> None:
+    """`trian: {epochs: 3}` in a papermill -f YAML was answered 'did you mean train_lr?'."""
+    from cbhlib.errors import ParamsError
+    from cbhlib.pipeline.notebook import check_injected
+
+    ns = {"In": ["# Parameters\ntrian = {'epochs': 3}\n"], "trian": {"epochs": 3}}
+    with pytest.raises(ParamsError, match=r"notebook parameters are flat: did you mean 'train_epochs'\?"):
+        check_injected(ns)
+    ns = {"In": ["# Parameters\ntrain_epoch = 3\n"], "train_epoch": 3}
+    with pytest.raises(ParamsError, match=r"did you mean 'train_epochs'\?"):
+        check_injected(ns)

@@ -111,8 +111,16 @@ def check_injected(ns: Mapping[str, Any]) -> None:
     known = by_name()
     for name in injected_names(ns):
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else " (`cbh params` lists them; notebook names use _)"
+            value = ns.get(name)
+            if isinstance(value, dict) and value:  # a nested YAML group (-y/-f): the notebook's names are flat
+                groups = sorted({leaf.key.split(".")[0] for leaf in known.values() if "." in leaf.key})
+                group = (difflib.get_close_matches(name, groups, n=1) or [name])[0]
+                flat = f"{group}_{next(iter(value))}"
+                hint = f"; notebook parameters are flat: did you mean '{flat}'?" if flat in known else ""
+                hint = hint or " (notebook parameters are flat, e.g. train_epochs; `cbh params` lists them)"
+            else:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else " (`cbh params` lists them; notebook names use _)"
             raise ParamsError("papermill parameters (-p)", name, "a setting of this notebook" + hint, "an unknown name")
 
 
