@@ -393,7 +393,9 @@ def test_online_intervals_learn_from_the_labels_that_arrived_and_never_from_thei
     some[fl == fl.max()] = np.nan  # none yet for the last flight
     per_unit, ens = predict(run, "concat_fn", camp, intervals="online", labels=some)
     assert f"no label has arrived before any sample of {camp.flight_names[fl.max()]}:" in caplog.text
-    assert (ens["interval"] == "online 90%").all() and {"lower_km", "upper_km"} <= set(per_unit.columns)
+    learnt = ens["labels_before"] > 0  # the others say they are the label-free interval
+    assert (ens.loc[learnt, "interval"] == "online 90%").all() and {"lower_km", "upper_km"} <= set(per_unit.columns)
+    assert (ens.loc[~learnt, "interval"] == "flight_t 90% (no label before it)").all() and (~learnt).any()
     assert (ens["lower_km"] <= ens["upper_km"]).all() and (ens["lower_km"] >= 0).all()
     for k in np.unique(fl):
         own, at = np.isfinite(some[fl == k]), np.arange((fl == k).sum())

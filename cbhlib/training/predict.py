@@ -389,6 +389,8 @@ def predict(
         ens = ens.assign(lower_km=lo, upper_km=hi, interval=interval_label(intervals, alpha))
         if intervals == ONLINE:
             ens = pd.concat([ens, cal.arrival(camp.flight)], axis=1)
+            free = ens["labels_before"] == 0  # no label of its flight before it: the label-free interval
+            ens.loc[free, "interval"] = f"{interval_label('flight_t', alpha)} (no label before it)"
             if unlabelled := sorted(set(ens["flight"]) - set(ens.loc[ens["labels_before"] > 0, "flight"])):
                 log.warning("no label has arrived before any sample of %s: their online intervals are the label-free "
                             "flight_t ones", ", ".join(unlabelled))  # fmt: skip
