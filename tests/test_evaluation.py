@@ -26,7 +26,7 @@ from cbhlib.evaluation.compare import (
 )
 from cbhlib.evaluation.intervals import conformal_quantile, interval_coverage, online
 from cbhlib.evaluation.metrics import aggregate, regression_metrics
-from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table
+from cbhlib.evaluation.results import headline_table, load_predictions, per_flight_table, pretty
 from cbhlib.evaluation.stats import (
     block_indices,
     choose_block,
@@ -95,6 +95,8 @@ def test_baselines_write_reports_for_every_protocol(baseline_run) -> None:
     head = headline_table(pred)
     assert (head["n_seeds"] == 2).all() and (head["pooled_mae_m_sd"] == 0).all()  # deterministic: sd 0 exactly
     assert list(head["model"][:3]) == ["climatology", "lcl", "gbdt"]  # baselines in their fixed order
+    one = headline_table(pred[pred["seed"] == pred["seed"].min()])  # one seed: no spread, not a spread of 0
+    assert one["pooled_mae_m_sd"].isna().all() and "±" not in pretty(one)["pooled_mae_m"].iloc[0]
     assert {"time_utc", "lat", "lon", "truth_km", "pred_km", "flight", "sample"} <= set(pred.columns)
     flights = per_flight_table(pred)
     assert set(flights[flights.protocol == "lofo"]["n"]) == set(np.bincount(camp.flight))

@@ -120,7 +120,8 @@ def seed_metrics(pred: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sd(x: pd.Series) -> float:
-    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    """Spread over seeds; NaN for one seed (no spread to report: the tables print the mean alone)."""
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 
 def headline_table(pred: pd.DataFrame) -> pd.DataFrame:

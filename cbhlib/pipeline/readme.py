@@ -18,6 +18,7 @@ from typing import Any
 from cbhlib.atomic import atomic_write_bytes, atomic_write_text
 from cbhlib.errors import CbhError
 from cbhlib.evaluation.intervals.campaigns import campaigns_table
+from cbhlib.evaluation.results import fmt_pm
 from cbhlib.plots.style import caption
 from cbhlib.store.rundir import RunDir
 
@@ -136,8 +137,7 @@ def _replace(text: str, start: str, end: str, body: str, where: Path) -> str:
 
 
 def _pm(r: dict[str, Any], key: str, digits: int = 0) -> str:
-    m, s = r.get(key), r.get(f"{key}_sd")
-    return "n/a" if m is None else f"{m:.{digits}f} ± {(s or 0):.{digits}f}"
+    return fmt_pm(r.get(key), r.get(f"{key}_sd"), digits)  # one seed: the mean alone
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:

@@ -156,8 +156,9 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 
 def _pm(row: dict[str, Any], key: str, digits: int = 0) -> str:
-    m, s = row.get(key), row.get(f"{key}_sd")
-    return "n/a" if m is None or m != m else f"{m:.{digits}f} ± {_fmt(s, digits)}"
+    from cbhlib.evaluation.results import fmt_pm
+
+    return fmt_pm(row.get(key), row.get(f"{key}_sd"), digits)  # one seed: the mean alone
 
 
 def write_index(run_root: str | Path, pipe: Any, steps: list[Any], root: str | Path = ".") -> Path:
