@@ -102,8 +102,7 @@ def performance_section(paths: list[Path]) -> str:
     newest = {k: i for i, (res, _) in enumerate(results) for k in res.get("scaling", {})}
     lines: list[str] = []
     for i, (res, path) in enumerate(results):
-        m = res.get("machine", {})
-        gpu = m.get("gpu") or "no GPU"
+        m, gpu = res.get("machine", {}), res.get("machine", {}).get("gpu") or "no GPU"
         lines += [
             f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
             f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):",
@@ -276,9 +275,10 @@ def section(summary: dict[str, Any], calibration: dict[str, Any] | None = None, 
             f"metrics: 95 % moving-block bootstrap within flights over samples and seeds, the block length (samples) "
             f"chosen per comparison by Politis-White (here {boot.get('block_min')}-{boot.get('block_max')}) and each "
             "verdict rechecked at twice that block. A ranking is stated only where both intervals clear 0 on the "
-            f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: float sums differ between CPU "
-            "instruction sets and thread counts). Flight level: on how many held-out flights the model has the "
-            "lower MAE, and the exact two-sided sign-flip p over flights (it cannot go below 2/2^F)."
+            f"same side by the drift margin ({comp.get('drift_margin_m', 0):g} m: a guard against float sums that "
+            "differ between CPU instruction sets, not measured here; between thread counts, measured below). "
+            "Flight level: on how many held-out flights the model has the lower MAE, and the exact two-sided "
+            "sign-flip p over flights (it cannot go below 2/2^F)."
         )
         best = comp.get("strongest_simple_baseline")
         groups = [
