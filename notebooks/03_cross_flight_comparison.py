@@ -107,6 +107,8 @@ camp
 scored = compare.run_baselines(cfg, camp, run)
 pred = results.load_predictions(run, camp)
 models = sorted(pred.loc[pred["protocol"] == "lofo", "model"].unique())
+if absent := compare.absent_baselines(cfg, models):
+    display(Markdown(absent))
 cal = compare.flight_residuals(run, camp, models)  # out-of-flight residuals: the label-free intervals' calibration
 write_predictions(intervals.with_bounds(pred, cal, cfg.compare.conformal_alpha), run.predictions_csv,
                   run.predictions_parquet)

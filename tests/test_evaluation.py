@@ -792,3 +792,15 @@ def test_between_labels_the_online_level_is_nominal_and_only_earlier_arrivals_co
         hw2, used2 = online.aci(y, p, scores, 0.1, 0.2, more, reset=True)
         np.testing.assert_array_equal(hw2[: j + 1], hw[: j + 1])
         np.testing.assert_array_equal(used2[: j + 1], used[: j + 1])
+
+
+def test_neural_baselines_the_run_did_not_train_are_named_not_dropped() -> None:
+    """`--only physical_only,compare` left random_init and image_stats_mlp out of every table without a word."""
+    from cbhlib.evaluation.compare import absent_baselines
+
+    cfg = load_config({})
+    text = absent_baselines(cfg, ["climatology", "physical_only", "random_init"])
+    assert text is not None and "image_stats_mlp" in text and "random_init" not in text.split("(")[0]
+    assert "cbh run --only image_stats_mlp,compare" in text
+    assert absent_baselines(cfg, ["random_init", "image_stats_mlp"]) is None
+    assert absent_baselines(load_config({"compare.baselines": ["climatology"]}), []) is None

@@ -27,6 +27,7 @@ from cbhlib.evaluation.verdicts import (
     strongest_simple,
     verdicts,
 )
+from cbhlib.sections import NEURAL_BASELINES
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import UnitStore
 
@@ -38,6 +39,7 @@ __all__ = [
     "findings",
     "run_baselines",
     "summary",
+    "absent_baselines",
     "validation_residuals",
     "verdict_view",
     "versus_climatology",
@@ -48,6 +50,18 @@ def baseline_names(cfg: Config) -> list[str]:
     """The sklearn baselines of ``compare.baselines``, each also under every ``compare.flight_norms``."""
     base = [n for n in cfg.compare.baselines if n in SKLEARN_BASELINES]
     return [variant(n, how) for n in base for how in cfg.compare.flight_norms if how == "none" or n in ADAPTABLE]
+
+
+def absent_baselines(cfg: Config, models: list[str]) -> str | None:
+    """A sentence naming the neural baselines ``compare.baselines`` asks for that the run did not train
+    (they are ablations: without them the comparison cannot say what pretraining adds), or None."""
+    missing = [n for n in cfg.compare.baselines if n in NEURAL_BASELINES and n not in models]
+    if not missing:
+        return None
+    return (
+        f"Not in this run, so left out of every table below: {', '.join(missing)} (neural baselines are trained by "
+        f"the pipeline's steps of those names: `cbh run --only {','.join(missing)},compare` adds them)."
+    )
 
 
 def describe(name: str) -> str:
