@@ -71,13 +71,13 @@ def test_a_sweep_on_two_dask_workers_gives_the_serial_table(project: Path) -> No
                 "#SBATCH",
                 "--gres=gpu:1",
                 "#SBATCH -t 02:00:00",
-                "--resources GPU=1,cpu=1,step=1",
+                "--resources GPU=1,cpu=8,step=1",
                 "source .venv/bin/activate",
             ],
         ),
         (
             "cluster-pbs.yaml",
-            ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2", "--resources cpu=1,step=1"],
+            ["#PBS -q workq", "#PBS -l walltime=04:00:00", "--nworkers 2", "--resources cpu=8,step=1"],
         ),
     ],
 )

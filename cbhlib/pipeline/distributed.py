@@ -83,7 +83,9 @@ def _cluster_from_file(path: str) -> Any:
     cfg: ClusterFile = parse_dataclass(ClusterFile, read_yaml(path), path)
     check_cluster_file(cfg, path)
     extra = list(cfg.job_extra_directives)
-    slots = ["cpu=1", "step=1"]  # one encoder per worker process at a time; notebooks: DaskExecutor.max_steps
+    # per worker process: one single-threaded encoder per core at a time (as a local cluster); notebooks:
+    # DaskExecutor.max_steps
+    slots = [f"cpu={max(1, cfg.cores // cfg.processes)}", "step=1"]
     if cfg.gpus_per_job:
         extra.append(f"--gres=gpu:{cfg.gpus_per_job}" if cfg.kind == "slurm" else f"-l ngpus={cfg.gpus_per_job}")
         slots.insert(0, f"GPU={max(1, cfg.gpus_per_job // cfg.processes)}")
