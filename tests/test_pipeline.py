@@ -258,6 +258,12 @@ def test_monitor_reads_the_run(pipeline_run, capsys: pytest.CaptureFixture[str])
         assert model in out
     assert "best_val_loss" in out and "explore ok" in out and "pretraining:" in out
     assert " held out, epoch " in out and not re.search(r"fold \d{3,}", out)  # flights, not internal fold ids
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:  # a run's name, as cbh runs and cbh compare take it
+        assert main(["monitor", name]) == 0 and f"runs/{name}" in capsys.readouterr().out
+    finally:
+        os.chdir(cwd)
 
 
 def test_predict_reproduces_the_held_out_predictions(
