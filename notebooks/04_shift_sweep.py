@@ -52,7 +52,10 @@ spec = sweep.load_sweep(cfg.sweep.file)
 print(sweep.describe(spec))
 
 # %%
-table = sweep.run_sweep(cfg.sweep.file, workers=cfg.sweep.workers)
+shared = sweep.notebook_overrides(cfg)  # cbh run --set seeds=... reaches every point, over the file's set
+if shared:
+    print("over the sweep file's set:", ", ".join(f"{k}={v!r}" for k, v in shared.items()))
+table = sweep.run_sweep(cfg.sweep.file, workers=cfg.sweep.workers, overrides=shared)
 table.to_csv(run.table("sweep"), index=False)
 x = next(iter(spec.grid)).split(".")[-1]
 lofo = table[table["protocol"] == "lofo"]

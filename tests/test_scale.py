@@ -166,9 +166,12 @@ def test_the_shift_sweep_notebook_runs_and_states_its_rankings(project: Path) ->
         kernel_name="python3",
         progress_bar=False,
         cwd=str(project),
-        parameters={"sweep_file": "params/sweep_tiny_fn.yaml", "run_dir": "runs/shift-nb", "progress": False},
-    )
+        parameters={"sweep_file": "params/sweep_tiny_fn.yaml", "run_dir": "runs/shift-nb", "progress": False,
+                    "seeds": [0]},  # over the sweep file's seeds [0, 1] (cbh run --set seeds=... was ignored)
+    )  # fmt: skip
     run = project / "runs" / "shift-nb"
+    table = pd.read_csv(run / "tables" / "sweep.csv")
+    assert (table.loc[table["model"] == "physical_only", "n_seeds"] == 1).all()
     ranks = pd.read_csv(run / "tables" / "sweep_rankings.csv")
     assert {"model", "other", "holds"} <= set(ranks.columns) and len(ranks) == 6  # 4 models -> 6 pairs
     effect = pd.read_csv(run / "tables" / "sweep_adaptation.csv")  # plain against flight-normalised, per strength
@@ -194,3 +197,12 @@ def test_sweep_tables_show_where_flight_normalisation_helps_and_where_it_costs()
     text = adaptation_text(effect, "shift_strength")
     assert "gbdt: lower mean pooled and per-flight MAE when flight-normalised at shift_strength = 1.0" in text
     assert "higher under both at 0.0" in text
+
+
+def test_a_notebook_s_own_settings_reach_every_sweep_point_but_its_run_folder_does_not() -> None:
+    from cbhlib.config import load_config
+    from cbhlib.pipeline.sweep import notebook_overrides
+
+    cfg = load_config({"seeds": [0, 1], "progress": False, "run_dir": "runs/x", "campaign": "data/x.h5", "threads": 1})
+    assert notebook_overrides(cfg) == {"seeds": [0, 1]}
+    assert notebook_overrides(load_config({})) == {}

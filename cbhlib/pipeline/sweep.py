@@ -207,10 +207,33 @@ def run_point(root: str, sw: SweepFile, i: int, point: dict[str, Any], threads: 
     return table.assign(point=i)
 
 
+RUN_LEVEL = ("campaign", "run_dir", "progress", "threads", "device")  # the notebook's own, not the points'
+
+
+def notebook_overrides(cfg: Any) -> dict[str, Any]:
+    """The top-level settings a notebook (``cbh run --set``, papermill ``-p``) changed from their
+    defaults, for every point above the sweep file's ``set`` (seeds, protocols ...; not the run's
+    own folder, campaign, threads or device: each point has its own)."""
+    from cbhlib.config import leaves
+
+    return {
+        k: getattr(cfg, k)
+        for k, lf in leaves().items()
+        if "." not in k and k not in RUN_LEVEL and getattr(cfg, k) != lf.default
+    }
+
+
 def run_sweep(
-    path: str | Path, workers: int = 0, root: str | Path = ".", say: Callable[[str], None] | None = None
+    path: str | Path,
+    workers: int = 0,
+    root: str | Path = ".",
+    say: Callable[[str], None] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run every point (serially, or on a local Dask cluster) and write the table and figure.
+
+    Args:
+        overrides: settings over the sweep file's ``set`` for every point (:func:`notebook_overrides`).
 
     Returns:
         One row per point x model x protocol (headline columns, mean and sd over seeds).
@@ -221,6 +244,11 @@ def run_sweep(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ParamsError("--workers", "workers", "0 (serial) or a number of processes >= 1", repr(workers))
     sw = load_sweep(path, root)
+    if overrides:
+        log.info(
+            "sweep %s: over the sweep file's set: %s", sw.name, ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        )
+        sw.set = {**sw.set, **overrides}
     grid = points(sw)
     folder = RunDir.sweep(sw.name, project_root=root).root
     tables: list[pd.DataFrame] = []
