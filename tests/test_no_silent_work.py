@@ -171,3 +171,13 @@ def test_a_nested_group_given_to_a_notebook_is_told_the_flat_name() -> None:
     ns = {"In": ["# Parameters\ntrain_epoch = 3\n"], "train_epoch": 3}
     with pytest.raises(ParamsError, match=r"did you mean 'train_epochs'\?"):
         check_injected(ns)
+
+
+def test_a_setting_no_notebook_of_the_pipeline_takes_is_refused(project: Path) -> None:
+    """--set train.epochs=3 on the shift sweep's pipeline was ignored without a word."""
+    pipe = load_pipeline("params/pipeline_shift.yaml")
+    with pytest.raises(CbhError, match=r"'train.epochs'.*found one none of them takes, so it would be ignored"):
+        plan_steps(pipe, None, {"train.epochs": 3})
+    assert plan_steps(pipe, None, {"seeds": [0, 1]})  # the sweep notebook takes it (and passes it to its points)
+    default = load_pipeline("params/pipeline.yaml")
+    assert plan_steps(default, ["explore"], {"train.epochs": 3})  # a training step of the pipeline takes it

@@ -227,6 +227,25 @@ def campaign_change(run_root: Path, campaign: Path) -> list[str]:
     return [f"the campaign file {campaign} changed since (sha256 {old['sha256'][:12]}... -> {new[:12]}...)"]
 
 
+def check_taken(pipe: Pipeline, sets: dict[str, Any], root: Path) -> None:
+    """Refuse a ``--set`` key that no notebook of the pipeline takes: it would be ignored without a word
+    (``--set train.epochs=3`` on the shift sweep's pipeline). Unreadable notebooks: no check."""
+    takes = [taken_keys(s, root) for s in pipe.steps]
+    if not sets or any(t is None for t in takes):
+        return
+    union = set().union(*takes)  # type: ignore[arg-type]
+    for key in sets:
+        if key not in union:
+            names = ", ".join(s.name for s in pipe.steps)
+            raise ParamsError(
+                "--set",
+                key,
+                f"a setting a notebook of {pipe.source} takes (its steps: {names})",
+                "one none of them takes, so it would be ignored"
+                + (" (a sweep's points take theirs from the sweep file's set)" if "sweep.file" in union else ""),
+            )
+
+
 def taken_keys(step: Step, root: Path) -> set[str] | None:
     """Dotted keys of the settings the step's notebook declares (None where it cannot be read: all;
     a missing notebook fails when it runs)."""
@@ -245,6 +264,7 @@ def plan_steps(
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
+    check_taken(pipe, sets, root)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
     taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
