@@ -115,6 +115,8 @@ def test_mlflow_is_optional_and_logs_settings_metrics_and_files(
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     assert main(["runs", "a", "--mlflow", "mlruns"]) == 0
     assert "a: logged to MLflow in mlruns (run id r1)" in capsys.readouterr().out
+    assert main(["runs", "aa", "--mlflow", "mlruns"]) == 2  # said 'no such runs' and exited 0
+    assert "expected names of finished runs; found aa (did you mean 'a'?)" in capsys.readouterr().err
     assert str(calls["uri"]).startswith("file://") and calls["params"]["train.epochs"] == "2"
     assert "physical_only.lofo.pooled_mae_m" in calls["metrics"] and str(calls["artifact"]).endswith("summary.json")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 from typing import Any
 
 from cbhlib.cli.common import say
+from cbhlib.errors import CbhError
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
@@ -13,10 +15,15 @@ def cmd_runs(a: argparse.Namespace) -> int:
     from cbhlib.store.rundir import RunDir
 
     table = list_runs()
+    unknown = [n for n in a.names or [] if n not in set(table["name"])]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(table["name"]), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (cbh runs lists them)"
+        raise CbhError(f"expected names of finished runs; found {', '.join(unknown)}{hint}")
     if a.names:
         table = table[table["name"].isin(a.names)]
     if table.empty:
-        say("no finished runs (a run folder with summary.json)" if not a.names else "no such runs")
+        say("no finished runs (a run folder with summary.json)")
         return 0
     cols = ["name", "date", "campaign", "headline", "models"]  # the long list of models last: columns stay aligned
     width = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in cols[:-1]}
