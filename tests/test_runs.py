@@ -74,6 +74,16 @@ def test_compare_shows_the_settings_diff_and_paired_intervals(
     assert "paired 95 % intervals" in out
     assert main(["compare", "a", "nope"]) == 2
     assert "summary.json" in capsys.readouterr().err
+    path = two_runs / "runs" / "b" / "summary.json"
+    text = path.read_text()
+    summary = json.loads(text)
+    summary["headline"].append({**summary["headline"][0], "model": "concat"})  # scored by b alone
+    path.write_text(json.dumps(summary))
+    try:
+        assert main(["compare", "a", "b", "--reps", "50"]) == 0
+        assert "scored by b only (not compared): concat (lofo)" in capsys.readouterr().out  # was dropped unsaid
+    finally:
+        path.write_text(text)
 
 
 def test_index_html_shows_the_run_settings(two_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,9 +45,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
         say(f"  {key}: {va!r} -> {vb!r}")
     if c.headline.empty:
         say("headline: no model and protocol scored in both runs")
-        return 0
-    say(f"headline, pooled MAE (m), B = {c.b} minus A = {c.a}; {c.note}:")
-    say(c.headline.round(1).to_string(index=False))
+    else:
+        say(f"headline, pooled MAE (m), B = {c.b} minus A = {c.a}; {c.note}:")
+        say(c.headline.round(1).to_string(index=False))
+    for name, alone in c.only.items():
+        say(f"scored by {name} only (not compared): {', '.join(alone)}")
     return 0
 
 

@@ -161,6 +161,7 @@ class RunComparison:
     settings: list[tuple[str, Any, Any]] = field(default_factory=list)  # key, value in A, value in B
     headline: pd.DataFrame = field(default_factory=pd.DataFrame)
     note: str = ""
+    only: dict[str, list[str]] = field(default_factory=dict)  # run name -> "model (protocol)" scored by it alone
 
 
 def _predictions(run: RunDir, campaign: Path) -> pd.DataFrame:
@@ -233,6 +234,10 @@ def compare_runs(a: str | Path, b: str | Path, project_root: str | Path = ".", r
             )
         rows.append(row)
     out.headline = pd.DataFrame(rows)
+    heads_b = {(r["model"], r["protocol"]) for r in sb.get("headline") or []}
+    for name, mine, theirs in ((ra.name, set(heads_a), heads_b), (rb.name, heads_b, set(heads_a))):
+        if alone := [f"{m} ({p})" for m, p in sorted(mine - theirs)]:
+            out.only[name] = alone
     return out
 
 
