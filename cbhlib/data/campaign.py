@@ -166,6 +166,20 @@ def _write_tables(f: h5py.File, d: CampaignData) -> None:
 _FINGERPRINTS: dict[tuple[str, int, int, int], str] = {}
 
 
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, streamed once per process per file version (no HDF5 is opened)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
 class Campaign:
     """A validated campaign file: small arrays in memory, images read lazily by index.
 
@@ -323,16 +337,8 @@ class Campaign:
         return dict(f["truth"].attrs) if "truth" in f else {}
 
     def fingerprint(self) -> str:
-        """sha256 of the file's bytes (streamed once per process per file version)."""
-        st = self.path.stat()
-        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-        if key not in _FINGERPRINTS:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            _FINGERPRINTS[key] = h.hexdigest()
-        return _FINGERPRINTS[key]
+        """sha256 of the file's bytes (:func:`file_fingerprint`)."""
+        return file_fingerprint(self.path)
 
     def to_xarray(self, images: bool = False) -> xr.Dataset:
         """The labelled samples as an ``xarray.Dataset`` (see :func:`cbhlib.data.xarray_view.to_xarray`)."""

@@ -94,9 +94,7 @@ def _write_array(
         rows = slice(s, min(n, s + step))
         if order is None:
             block = np.asarray(images[rows])
-        elif isinstance(images, np.ndarray):
-            block = images[np.asarray(order[rows])]
-        else:  # increasing indices, then back into the campaign's order
+        else:  # increasing indices (as h5py requires), then back into the campaign's order
             idx = np.asarray(order[rows])
             srt = np.argsort(idx)
             part = np.asarray(images[idx[srt]])

@@ -221,19 +221,19 @@ def campaign_change(run_root: Path, campaign: Path) -> list[str]:
         return []  # another file, or a summary from before the file was recorded
     if (old.get("bytes"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
         return []
-    new = campaign_file(campaign).get("sha256")
+    new = campaign_file(campaign).get("sha256")  # hashed only now, when the size or time moved
     if not new or new == old["sha256"]:
         return []
     return [f"the campaign file {campaign} changed since (sha256 {old['sha256'][:12]}... -> {new[:12]}...)"]
 
 
-def check_taken(pipe: Pipeline, sets: dict[str, Any], root: Path) -> None:
-    """Refuse a ``--set`` key that no notebook of the pipeline takes: it would be ignored without a word
-    (``--set train.epochs=3`` on the shift sweep's pipeline). Unreadable notebooks: no check."""
-    takes = [taken_keys(s, root) for s in pipe.steps]
-    if not sets or any(t is None for t in takes):
+def check_taken(pipe: Pipeline, sets: dict[str, Any], takes: dict[str, set[str] | None]) -> None:
+    """Refuse a ``--set`` key that no notebook of the pipeline takes (``takes``: per step, from
+    :func:`taken_keys`): it would be ignored without a word (``--set train.epochs=3`` on the shift
+    sweep's pipeline). Unreadable notebooks: no check."""
+    if not sets or any(t is None for t in takes.values()):
         return
-    union = set().union(*takes)  # type: ignore[arg-type]
+    union = set().union(*takes.values())  # type: ignore[arg-type]
     for key in sets:
         if key not in union:
             names = ", ".join(s.name for s in pipe.steps)
@@ -264,10 +264,11 @@ def plan_steps(
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
-    check_taken(pipe, sets, root)
+    takes = {s.name: taken_keys(s, root) for s in pipe.steps}  # each notebook read once
+    check_taken(pipe, sets, takes)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
     ran = [s for s in steps if (root / run.step_config(s.name)).is_file()]  # only a rerun compares
-    taken = {s.name: keys for s in ran if (keys := taken_keys(s, root)) is not None}
+    taken = {s.name: keys for s in ran if (keys := takes[s.name]) is not None}
     changes = settings_changes(root / run.root, configs, taken)
     if ran and not pipe.synthetic_preset:  # a pipeline's own synthetic campaign is refreshed by design
         changes += campaign_change(root / run.root, root / pipe.campaign)

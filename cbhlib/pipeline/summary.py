@@ -101,14 +101,18 @@ def _campaign_info(campaign: Path) -> dict[str, Any]:
         return {}
 
 
-def campaign_file(campaign: Path) -> dict[str, Any]:
+def campaign_file(campaign: Path, known: Any = None) -> dict[str, Any]:
     """The campaign file's identity (sha256, size, modification time): a rerun of the run folder
-    refuses a file that changed since (:func:`cbhlib.pipeline.execute.plan_steps`)."""
-    from cbhlib.data.campaign import Campaign
+    refuses a file that changed since (:func:`cbhlib.pipeline.execute.plan_steps`). ``known``: an
+    earlier record, kept without hashing where the size and time have not moved."""
+    from cbhlib.data.campaign import file_fingerprint
 
     try:
         st = campaign.stat()
-        return {"sha256": Campaign(campaign).fingerprint(), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if isinstance(known, dict) and (known.get("bytes"), known.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+            if isinstance(known.get("sha256"), str):
+                return known
+        return {"sha256": file_fingerprint(campaign), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     except Exception as exc:  # the summary must not fail because the campaign moved
         log.warning("summary: cannot read %s (%s); its identity is not recorded", campaign, exc)
         return {}
@@ -132,7 +136,7 @@ def write_summary(run_root: str | Path, campaign: str | Path, steps: list[Any] |
         "run": run.name,
         "campaign": str(campaign),
         "campaign_info": _campaign_info(Path(campaign)),
-        "campaign_file": campaign_file(Path(campaign)),
+        "campaign_file": campaign_file(Path(campaign), (_maybe(run.summary) or {}).get("campaign_file")),
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": {
             **counts,
