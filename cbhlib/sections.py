@@ -137,7 +137,7 @@ class CompareConfig:
         20.0,
         "a difference is resolved only where its interval clears 0 by this much (m): float sums differ between "
         "CPU instruction sets (kernels) and, for the heads, thread counts; 20 m is sized for the default campaign "
-        "(errors about 300 m): with smaller errors, measure yours (README: Use your own data) and lower it",
+        "(its errors: README results): with smaller errors, measure yours (README: Use your own data) and lower it",
         min=0,
         max=10000,
     )

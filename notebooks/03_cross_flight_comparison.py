@@ -72,7 +72,7 @@ compare_linear_shrinkage: float = 10.0  # linear recalibration: ridge weight pul
 compare_conformal_alpha: float = 0.1  # 1 - nominal coverage of split-conformal intervals
 compare_conformal_k: int = 20  # labelled samples of the held-out flight calibrating its intervals
 compare_aci_gamma: float = 0.05  # plain online intervals (ACI): step of the miscoverage level after each label of the new flight (the recentred method chooses its own by replaying the training flights)
-compare_drift_margin_m: float = 20.0  # a difference is resolved only where its interval clears 0 by this much (m): float sums differ between CPU instruction sets (kernels) and, for the heads, thread counts; 20 m is sized for the default campaign (errors about 300 m): with smaller errors, measure yours (README: Use your own data) and lower it
+compare_drift_margin_m: float = 20.0  # a difference is resolved only where its interval clears 0 by this much (m): float sums differ between CPU instruction sets (kernels) and, for the heads, thread counts; 20 m is sized for the default campaign (its errors: README results): with smaller errors, measure yours (README: Use your own data) and lower it
 compare_bootstrap_reps: int = 1000  # paired bootstrap replicates for model differences
 compare_bootstrap_block: int = 0  # moving-block length along each track; 0: chosen from the data per comparison (Politis-White)
 figures_dpi: int = 110  # resolution of the PNG files (dots per inch; 300 for print)
@@ -161,8 +161,8 @@ plots.per_flight_bars(per_flight, "lofo", ceiling, save_to=run.figure("compare_p
 # the data (Politis-White) and each verdict is rechecked at twice that block. A ranking
 # is stated only where both intervals clear zero on the same side by a drift margin
 # (`compare_drift_margin_m`: how far float sums move between machines; its 20 m default is
-# sized for the default campaign's errors of about 300 m, so measure and lower it for a
-# campaign with smaller errors, as the README's "Use your own data" says). Beside it, the
+# sized for the default campaign's errors, so measure and lower it for a campaign with
+# smaller errors, as the README's "Use your own data" says). Beside it, the
 # flight-level evidence: on how many flights the model wins, and an exact sign-flip test
 # over flights (with few flights its p cannot be small: the floor is printed).
 
