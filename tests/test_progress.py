@@ -82,3 +82,36 @@ def test_the_monitor_names_what_a_unit_is_tested_on() -> None:
     assert _held_out(pd.Series({**rec, "protocol": "lofo_nested"})) == "30Oct24 held out, nested"
     assert _held_out(pd.Series({**rec, "protocol": "random", "test_flight": "random-3"})) == "test fold random-3"
     assert _held_out(pd.Series({"fold": 2, "protocol": "lofo"})) == "fold 2"
+
+
+def test_monitor_loop_stops_when_no_pipeline_holds_the_run(tmp_path, monkeypatch, capsys) -> None:
+    """``cbh monitor --loop`` refreshes while a live pipeline holds the run's lock and stops,
+    saying so, once none does (it printed blocks forever on a finished run)."""
+    import json
+    import socket
+
+    from cbhlib.cli import main
+    from cbhlib.cli import run as cli_run
+    from cbhlib.store.lock import RunLock
+    from cbhlib.store.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.root.mkdir()
+    lock = RunLock(run.lock)
+    lock.acquire()  # held by this (live) process: the loop keeps watching
+    sleeps: list[float] = []
+
+    def fake_sleep(s: float) -> None:
+        sleeps.append(s)
+        assert len(sleeps) < 5, "the loop did not stop after the run ended"
+        if len(sleeps) == 2:
+            lock.release()
+
+    monkeypatch.setattr(cli_run.time, "sleep", fake_sleep)
+    assert main(["monitor", str(run.root), "--loop", "--interval", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert len(sleeps) == 2 and out.count("notebooks:") == 3 and "stopped watching" in out
+    # a lock left by a process that is gone is not a running pipeline
+    run.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 999999999, "started": 0}))
+    sleeps.clear()
+    assert main(["monitor", str(run.root), "--loop"]) == 0 and not sleeps

@@ -104,13 +104,18 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_monitor(a: argparse.Namespace) -> int:
-    from cbhlib.pipeline.monitor import status_text
+    from cbhlib.pipeline.monitor import resolve_run, status_text
+    from cbhlib.store.lock import in_use
 
     if not 0.1 <= a.interval <= 86400:
         raise CbhError(f"--interval: expected seconds between refreshes, 0.1 to 86400; found {a.interval:g}")
+    run = resolve_run(a.run_dir)
     while True:
-        say(status_text(a.run_dir))
+        say(status_text(run.root))
         if not a.loop:
+            return 0
+        if not in_use(run.lock):
+            say(f"no pipeline is running in {run.root} now (none holds {run.lock.name}): stopped watching")
             return 0
         time.sleep(a.interval)
 
@@ -160,7 +165,7 @@ def register(sub: Any) -> None:
 
     m = sub.add_parser("monitor", help="progress of a running pipeline from its logs")
     m.add_argument("run_dir", help="run folder")
-    m.add_argument("--loop", action="store_true", help="refresh until interrupted")
+    m.add_argument("--loop", action="store_true", help="refresh until the run ends or you interrupt")
     m.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     m.set_defaults(func=cmd_monitor)
 

@@ -152,13 +152,19 @@ def steps_status(run: RunDir) -> str:
     )
 
 
-def status_text(run_dir: str | Path) -> str:
-    """The status of a run as text: finished notebooks, pretraining, training units."""
+def resolve_run(run_dir: str | Path) -> RunDir:
+    """The run folder ``run_dir``, or the run of that name (as cbh runs and cbh compare take it)."""
     run = RunDir(run_dir)
     if not run.root.is_dir() and RUN_NAME.match(str(run_dir)) and RunDir.named(str(run_dir)).root.is_dir():
-        run = RunDir.named(str(run_dir))  # a run's name, as cbh runs and cbh compare take it
+        run = RunDir.named(str(run_dir))
     if not run.root.is_dir():
         raise CbhError(f"{run_dir}: expected a run folder or a run's name (cbh runs lists them); found no such folder")
+    return run
+
+
+def status_text(run_dir: str | Path) -> str:
+    """The status of a run as text: finished notebooks, pretraining, training units."""
+    run = resolve_run(run_dir)
     lines = [f"[{time.strftime('%H:%M:%S')}] {run.root}", "  notebooks: " + (steps_status(run) or "none started")]
     lines += [f"  {line}" for line in running_steps(run)]
     pre = pretrain_status(run)

@@ -30,6 +30,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether a live pipeline holds the lock file ``path`` (one on another host counts as live)."""
+    try:
+        owner = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # being written right now
+    host, pid = owner.get("host"), owner.get("pid")
+    return host != socket.gethostname() or not isinstance(pid, int) or _alive(pid)
+
+
 class RunLock:
     """``with RunLock(path):`` holds the lock file for the block."""
 
