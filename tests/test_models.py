@@ -253,3 +253,23 @@ def test_the_fused_adamw_step_is_the_elementwise_one(monkeypatch: pytest.MonkeyP
         states.append((opt.flat.clone(), opt.t.clone()))
     torch.testing.assert_close(states[0][0], states[1][0], rtol=1e-4, atol=2e-5)  # float order; steps move 4e-2
     assert torch.equal(states[0][1], states[1][1]) and states[0][1].flatten().tolist() == [3, 3, 3]
+
+
+def test_checkpoint_says_a_nested_heads_metrics_are_on_its_left_out_training_flight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nested head (fold id = outer fold x NESTED_BASE + left-out training flight) is scored on that
+    training flight: ``cbh checkpoint`` says so beside the outer held-out flight it names."""
+    from cbhlib.constants import NESTED_BASE
+
+    metrics = {"mae_km": 0.4, "n": 12}
+    for fold, nested in ((3 * NESTED_BASE + 1, True), (3, False)):
+        path = tmp_path / f"h{fold}.pt"
+        torch.save(
+            {"model_state_dict": {"w": torch.zeros(2)}, "fold_id": fold, "test_flight": "12Feb25", "metrics": metrics},
+            path,
+        )
+        assert main(["checkpoint", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert ("also left out flight index 1 of its campaign" in out) is nested
+        assert ("(on flight index 1 of its campaign, not on 12Feb25)" in out) is nested

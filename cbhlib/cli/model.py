@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cbhlib.cli.common import config_from, num, say
-from cbhlib.constants import INTERVAL_METHODS, PROTOCOLS
+from cbhlib.constants import INTERVAL_METHODS, NESTED_BASE, PROTOCOLS
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -157,8 +157,20 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
         "loss_final",
     ):
         if key in ck:
-            say(f"  {key}: {ck[key]}")
+            say(f"  {key}: {ck[key]}{_nested_note(key, ck)}")
     return 0
+
+
+def _nested_note(key: str, ck: dict[str, Any]) -> str:
+    """What ``test_flight`` and ``metrics`` mean for a nested unit (fold id = outer fold x NESTED_BASE
+    + the left-out training flight's index): its metrics are on that training flight."""
+    fold = ck.get("fold_id")
+    if key not in ("test_flight", "metrics") or not isinstance(fold, int) or fold < NESTED_BASE:
+        return ""
+    inner = f"flight index {fold % NESTED_BASE} of its campaign"
+    if key == "test_flight":
+        return f" (held out; this nested head also left out {inner})"
+    return f" (on {inner}, not on {ck.get('test_flight')})"
 
 
 def _interval_method(value: str) -> str:
