@@ -309,6 +309,12 @@ def test_interval_table_reports_every_method_and_the_worst_flight() -> None:
     summ = intervals.interval_summary(table, 0.9).set_index("method")
     assert set(summ.index) == set(intervals.METHODS)
     assert summ.loc["validation", "worst_coverage"] < 0.3 and summ.loc["validation", "worst_flight"] in ("F1", "F2")
+    sizes = {"F0": 120, "F1": 120, "F2": 60}  # the worst flight's scored samples come with it
+    label_free = summ.loc[["validation", "flight_max", "flight_t"]]
+    assert (label_free["worst_n"] == label_free["worst_flight"].map(sizes)).all()
+    assert (summ["worst_n"] <= summ["worst_flight"].map(sizes)).all()  # methods that use k labels score fewer
+    first = interval_findings(summ.reset_index().assign(model="m"))[0]
+    assert f"(lowest: m on {summ.iloc[0]['worst_flight']}" in first and ", n " in first
     cov = table.groupby(["method", "flight"])["coverage"].mean()
     # flight F1's offset (0.2) lies within the other flights' (0 and 0.4): out-of-flight residuals cover it ...
     assert cov["flight_max", "F1"] > 0.8 > cov["validation", "F1"]
@@ -464,6 +470,8 @@ def test_intervals_across_campaigns_name_the_models_that_hold_in_every_run() -> 
     assert "| gbdt | 50.0% (F0); online not held | - |" in text
     assert "in every run: concat_fn (1 of 3 models); below it in at least one run: concat, gbdt." in text
     assert campaigns_table([{"run": "x"}]) == ""
+    a["comparison"]["conformal"][0]["worst_n"] = 24  # summaries that keep the worst flight's n show it
+    assert "| concat | 85.0% (F0, n 24); online held | 60.0% (F0); online not held |" in campaigns_table([a, b])
 
 
 def test_the_online_check_is_measured_against_what_a_calibrated_interval_would_score() -> None:

@@ -290,7 +290,7 @@ def _out_of_band(table: pd.DataFrame, per: pd.DataFrame, keys: list[str], nomina
 
 
 def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
-    """Per (model, method): worst flight's coverage (the headline) and which flight, mean
+    """Per (model, method): worst flight's coverage (the headline), which flight and its scored samples, mean
     coverage, mean width, width relative to the ``validation`` method, the later half's lowest
     and highest coverage over flights (seeds averaged first); the share of single runs (seeds)
     whose later half is within :data:`LATER_HALF_BAND` of nominal on every flight, and the
@@ -309,7 +309,7 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
         chance=("n_later_half", lambda n: band_chance([int(v) for v in n], nominal)),
     )
     runs = runs.groupby(keys, sort=False).agg(later_half_in_band=("in_band", "mean"), in_band_chance=("chance", "mean"))
-    per = table.groupby([*keys, "flight"], sort=False)[["coverage", "width_m", "coverage_later_half"]]
+    per = table.groupby([*keys, "flight"], sort=False)[["coverage", "width_m", "coverage_later_half", "n_scored"]]
     per = per.mean().reset_index()
     g = per.groupby(keys, sort=False)
     out = g.agg(
@@ -326,8 +326,9 @@ def interval_summary(table: pd.DataFrame, nominal: float) -> pd.DataFrame:
     if "widest_share" in table.columns:
         out = out.merge(table.groupby(keys, sort=False)["widest_share"].mean().reset_index(), on=keys)
     out = out.merge(_out_of_band(table, per, keys, nominal), on=keys)
-    worst = per.loc[g["coverage"].idxmin().to_numpy(), [*keys, "flight"]]
-    out = out.merge(worst.rename(columns={"flight": "worst_flight"}), on=keys)
+    worst = per.loc[g["coverage"].idxmin().to_numpy(), [*keys, "flight", "n_scored"]]
+    worst = worst.rename(columns={"flight": "worst_flight", "n_scored": "worst_n"})
+    out = out.merge(worst.assign(worst_n=worst["worst_n"].round().astype(int)), on=keys)
     ref = out[out["method"] == "validation"].set_index("model")["mean_width_m"]
     out["width_vs_validation"] = out["mean_width_m"] / out["model"].map(ref)
     out["nominal"] = nominal

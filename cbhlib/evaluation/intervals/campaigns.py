@@ -42,8 +42,9 @@ def campaigns_table(summaries: list[dict[str, Any]], bar: float = 0.8) -> str:
     lines = [
         f"Intervals across campaigns (LOFO, nominal {nominal:.0%}, seed means): the same pipeline on "
         f"{len(runs)} campaigns. Each cell: the label-free interval's (`flight_t`, what `cbh predict "
-        f"--intervals` writes) worst-flight coverage and that flight; then whether the recentred online "
-        f"interval's later half lies within {LATER_HALF_BAND * 100:.0f} points of nominal on every flight.",
+        f"--intervals` writes) worst-flight coverage, that flight and its n (samples); then whether the "
+        f"recentred online interval's later half lies within {LATER_HALF_BAND * 100:.0f} points of nominal "
+        "on every flight.",
         "",
         "| model | " + " | ".join(head) + " |",
         "|---" * (len(runs) + 1) + "|",
@@ -59,7 +60,8 @@ def campaigns_table(summaries: list[dict[str, Any]], bar: float = 0.8) -> str:
                 continue
             ok &= r["worst_coverage"] >= bar
             online = "online held" if m in on and online_held(on[m]) else "online not held"
-            cells.append(f"{r['worst_coverage']:.1%} ({r['worst_flight']}); {online}")
+            n = f", n {r['worst_n']}" if r.get("worst_n") is not None else ""
+            cells.append(f"{r['worst_coverage']:.1%} ({r['worst_flight']}{n}); {online}")
         held += [m] if ok else []
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     rest = [m for m in models if m not in held]

@@ -25,8 +25,8 @@ def interval_findings(conf: pd.DataFrame) -> list[str]:
         )  # fmt: skip
         line = (
             f"{nominal:.0%} intervals, {text}: worst-flight coverage {d['worst_coverage'].min():.0%} to "
-            f"{d['worst_coverage'].max():.0%} across {len(d)} models (lowest: {w['model']} on {w['worst_flight']}); "
-            f"{width}"
+            f"{d['worst_coverage'].max():.0%} across {len(d)} models "
+            f"(lowest: {w['model']} on {w['worst_flight']}{_n(w)}); {width}"
         )
         if method.startswith("aci"):
             share, chance = float(d["later_half_in_band"].mean()), float(d["in_band_chance"].median())
@@ -71,3 +71,9 @@ def _out_of_band(d: pd.DataFrame, most: int = 4) -> str:
         [f"where at most one covered count of the later half lies in the band: {narrow}"] if narrow else []
     )
     return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _n(row: pd.Series) -> str:
+    """``, n 24``: the worst flight's scored samples (absent from summaries written before it was kept)."""
+    n = row.get("worst_n")
+    return "" if n is None or pd.isna(n) else f", n {int(n)}"
