@@ -117,6 +117,10 @@ def test_a_misspelled_notebook_is_one_line_before_any_step(
     assert "parameter 'steps (explore).notebook': expected an existing notebook" in err
     assert "no such file (did you mean 'notebooks/01_explore_campaign.ipynb'?)" in err
     assert not (project / "runs" / "typo").exists()
+    # named before the campaign is read (its pixel scan takes minutes on a large file)
+    (project / "data" / "mine.h5").write_bytes(b"not HDF5")
+    assert main(["run", "--pipeline", "params/p.yaml", "--run-name", "typo"]) == 2
+    assert "01_explore_campain.ipynb': no such file" in capsys.readouterr().err
 
 
 def test_a_papermill_typo_is_refused_by_the_notebook_setup(tmp_path: Path, tiny_campaign: Path) -> None:
