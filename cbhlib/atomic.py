@@ -80,12 +80,15 @@ def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
 def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
     """Yield a unique temporary path in ``path``'s folder; on success rename it to ``path``.
 
-    The temporary file is removed on any error. Permissions are ``mode & ~umask``.
+    The temporary file is removed on any error. Permissions are ``mode & ~umask``. A symbolic
+    link is followed: the file it points to is replaced and the link kept.
 
     Raises:
         CbhError: the folder cannot be created or written (full disk, read-only, ...).
     """
     path = Path(path)
+    if path.is_symlink():  # the rename would replace the link itself with a file and leave its target as it was
+        path = path.resolve()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -194,3 +194,7 @@ def test_an_existing_campaign_file_is_replaced_only_when_asked(tmp_path: Path) -
     assert Campaign(write_campaign(path, other, overwrite=True)).n_samples == 10
     with pytest.raises(CbhError, match="found an existing folder"):
         write_campaign(tmp_path, other, overwrite=True)
+    link = tmp_path / "link.h5"  # a link to the campaign: the file it points to is replaced, the link kept
+    link.symlink_to(path)
+    assert write_campaign(link, campaign_from_dataframe(_table(n=3), features={"era5": ["t2m"]}), overwrite=True)
+    assert link.is_symlink() and Campaign(path).n_samples == 6
