@@ -45,8 +45,8 @@ def _project_root_or_fail(pipeline: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from cbhlib.config import parse_sets
     from cbhlib.data.campaign import validate_campaign
-    from cbhlib.pipeline.execute import plan_steps, raise_on_failure, run_pipeline
-    from cbhlib.pipeline.spec import load_pipeline
+    from cbhlib.pipeline.execute import check_exists, plan_steps, raise_on_failure, run_pipeline
+    from cbhlib.pipeline.spec import load_pipeline, select
     from cbhlib.store.rundir import RunDir, check_run_name
 
     if a.dry_run and not a.cluster:
@@ -67,6 +67,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         executor = make_executor(a.workers, a.scheduler, a.cluster, dry_run=a.dry_run, say=say)
         if executor is None:
             return 0  # dry run: the job script was printed
+    for step in select(pipe, only or None):
+        check_exists(pipe, step, Path("."))  # a misspelled notebook: before the campaign is made or scanned
     if pipe.synthetic_preset:
         made = ensure_synthetic(
             pipe.synthetic_preset, Path(pipe.campaign), pipe.synthetic_set, source=f"{a.pipeline}: synthetic_set"

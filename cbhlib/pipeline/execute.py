@@ -264,8 +264,6 @@ def plan_steps(
     run = RunDir.named(pipe.run_name)
     sets = check_overrides(overrides or {})
     steps = select(pipe, only)
-    for s in steps:
-        check_exists(pipe, s, root)  # a misspelled notebook: one line before the campaign or any step
     takes = {s.name: taken_keys(s, root) for s in pipe.steps}  # each notebook read once
     check_taken(pipe, sets, takes)
     configs = {s.name: step_config(pipe, s, run, sets) for s in steps}  # every error before a notebook
@@ -311,6 +309,8 @@ def run_pipeline(
     run = RunDir.named(pipe.run_name)
     steps = select(pipe, only)
     configs = plan_steps(pipe, only, overrides, force, root)
+    for s in steps:
+        check_exists(pipe, s, root)  # a misspelled notebook: one line before any step runs
 
     def say(msg: str) -> None:
         """Progress lines go to the stream the caller chose (the CLI: stdout); None: silent."""
