@@ -266,6 +266,7 @@ def test_cbh_run_on_a_broken_campaign_stops_before_any_notebook(
     from tests.conftest import ROOT
 
     shutil.copytree(ROOT / "params", tmp_path / "params")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")  # a missing notebook would be named first
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.h5"
     if case == "truncated":
