@@ -8,10 +8,13 @@ an optimistic floor): no autograd graph, no training loop, no elementwise work b
 them. Head training's wall time minus this floor is what everything else costs (dispatch,
 autograd, activations, the loss, batching, writing results); the floor itself is what no
 restructuring of the loop removes, in float32, on the machine it is measured on.
+``replay(calls, cold=True)`` times the same calls with the caches flushed before each: what
+they cost where nothing of theirs is left in cache, as when a step's other work runs between.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -100,17 +103,36 @@ def _materialise(x: Any) -> Any:
     return x
 
 
-def replay(calls: Counter[tuple[Any, Any, Any]]) -> dict[str, float]:
-    """Seconds each kind of call takes alone: every recorded call, as often as recorded, on fresh tensors."""
+FLUSH_MIB = 64  # written before each timed call of a cold replay: more than this machine's L2 and its share of L3
+
+
+def replay(calls: Counter[tuple[Any, Any, Any]], cold: bool = False, sample: int = 20) -> dict[str, float]:
+    """Seconds each kind of call takes alone: every recorded call, as often as recorded, on fresh tensors.
+
+    Warm (the default): each call's repeats back to back, so its operands stay in cache. ``cold``:
+    :data:`FLUSH_MIB` written before each timed call, as a training step's other tensors and the
+    optimizer's buffers push a kernel's operands out between two steps; each distinct call is timed
+    ``sample`` times and its median counted once per recorded call.
+    """
     seconds = dict.fromkeys(KINDS, 0.0)
+    flush = torch.ones(FLUSH_MIB * 2**20 // 4) if cold else None
     for (func, args, kwargs), n in calls.items():
         a = [_materialise(v) for v in args]
         kw = {k: _materialise(v) for k, v in kwargs}
         func(*a, **kw)  # warm: first-call allocations and kernel selection
-        t0 = time.perf_counter()
-        for _ in range(n):
+        if flush is None:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                func(*a, **kw)
+            seconds[KIND_OF[func]] += time.perf_counter() - t0
+            continue
+        times = []
+        for _ in range(min(n, sample)):
+            flush.add_(1.0)
+            t0 = time.perf_counter()
             func(*a, **kw)
-        seconds[KIND_OF[func]] += time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
+        seconds[KIND_OF[func]] += n * statistics.median(times)
     return seconds
 
 

@@ -151,9 +151,11 @@ def _heads_floor(inputs, camp, workdir: Path, epochs: int) -> dict:
             train_units(inputs, units, mode, TrainConfig(epochs=e, patience=e), HeadConfig(), store, progress=False)
 
         calls += record(run, epochs)
-    seconds = replay(calls)
+    seconds, cold = replay(calls), replay(calls, cold=True)
     out = {f"heads_floor_{kind}_s": s for kind, s in seconds.items()}
     out["heads_floor_s"] = sum(seconds.values())
+    out.update({f"heads_floor_cold_{kind}_s": s for kind, s in cold.items()})
+    out["heads_floor_cold_s"] = sum(cold.values())
     out.update({f"heads_floor_{kind}_calls": n for kind, n in calls_per_kind(calls).items()})
     return out
 

@@ -68,6 +68,10 @@ def test_the_heads_floor_records_forward_backward_and_every_epoch(tiny_campaign:
         seconds = replay(extrapolated)
     assert replayed.calls == Counter({k: n + 1 for k, n in extrapolated.items()})
     assert set(seconds) == {"matmul", "optimizer", "masks"} and all(s > 0 for s in seconds.values())
+    with Recorder() as cold:  # cold: a sample of each call, caches flushed before each, its median times its count
+        cold_seconds = replay(extrapolated, cold=True, sample=3)
+    assert cold.calls == Counter({k: min(n, 3) + 1 for k, n in extrapolated.items()})
+    assert set(cold_seconds) == set(seconds) and all(s > 0 for s in cold_seconds.values())
 
 
 def test_the_heads_floor_sees_the_attention_modes_einsums(tiny_campaign: Path, tmp_path: Path) -> None:
@@ -103,9 +107,12 @@ def test_the_performance_section_shows_the_floor_and_not_the_call_counts(tmp_pat
         '{"machine": {"cpus": 2, "torch": "2.13.0"}, "date": "2026-12-07 19:00", "command": "python benchmarks/run.py",'
         ' "presets": [{"preset": "default", "heads_all_modes_5folds_50ep_s": 12.0, "heads_floor_matmul_s": 2.5,'
         ' "heads_floor_optimizer_s": 0.5, "heads_floor_masks_s": 0.8, "heads_floor_s": 3.8,'
-        ' "heads_floor_matmul_calls": 74865}], "scaling": {}}'
+        ' "heads_floor_cold_s": 9.1, "heads_floor_cold_matmul_s": 7.0, "heads_floor_matmul_calls": 74865}],'
+        ' "scaling": {}}'
     )
     text = performance_section([bench])
+    assert "| heads, the same 4 modes: the three above, caches flushed before each call (s) | 9.10 |" in text
+    assert "| 7.00 |" not in text  # the cold floor's parts stay in the JSON
     assert "| heads, the same 4 modes: their matmuls alone, replayed (s) | 2.50 |" in text
     assert "| heads, the same 4 modes: floor, the three above (s) | 3.80 |" in text
     assert "74865" not in text and "74,865" not in text

@@ -45,6 +45,7 @@ LABELS = [  # (exact key, or key prefix ending in _ for heads_<mode>_5folds_<n>e
     ("heads_floor_optimizer_s", "heads, the same 4 modes: their optimizer steps alone, replayed (s)"),
     ("heads_floor_masks_s", "heads, the same 4 modes: their dropout-mask draws alone, replayed (s)"),
     ("heads_floor_s", "heads, the same 4 modes: floor, the three above (s)"),
+    ("heads_floor_cold_s", "heads, the same 4 modes: the three above, caches flushed before each call (s)"),
     ("heads_", "heads: {mode}, 5 folds x {ep} epochs (s)"),
     ("peak_rss_mb", "peak memory of the process (MB)"),
 ]
@@ -93,9 +94,7 @@ def _num(v: object) -> str:
 
 def performance_section(paths: list[Path]) -> str:
     """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command.
-
-    A scaling row measured in several files is shown from the newest one (by its ``date``) only.
-    """
+    A scaling row measured in several files is shown from the newest one (by its ``date``) only."""
     if not paths:
         return "(no benchmark results yet: `make bench`, then `make readme`)"
     results = sorted(((json.loads(p.read_text()), p) for p in paths), key=lambda rp: str(rp[0].get("date", "")))
