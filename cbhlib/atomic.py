@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,22 @@ def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
     return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found} ({first})")
 
 
+def _special_kind(path: Path) -> str:
+    """``a character device``, ``a named pipe``, ... where ``path`` (links followed) is neither a
+    regular file nor a folder nor absent; else ``""``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    kinds = {
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
     """Yield a unique temporary path in ``path``'s folder; on success rename it to ``path``.
@@ -87,6 +104,9 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
         CbhError: the folder cannot be created or written (full disk, read-only, ...).
     """
     path = Path(path)
+    special = _special_kind(path)
+    if special:  # a rename would put a regular file in place of a device, a pipe or a socket
+        raise CbhError(f"{path}: cannot write: expected a regular file or a new name; found {special}")
     if path.is_symlink():  # the rename would replace the link itself with a file and leave its target as it was
         path = path.resolve()
     try:
@@ -151,6 +171,12 @@ def refuse_overwrite(
                 f"{out}: {what}: expected a new file; found one of this command's own inputs "
                 f"({src}); choose another output path"
             )
+    special = _special_kind(out)
+    if special or out.is_dir():
+        found = special or "an existing folder"
+        raise CbhError(
+            f"{out}: {what}: expected a regular file or a new name; found {found} (--force does not replace it)"
+        )
     if out.exists() and not force:
         raise CbhError(
             f"{out}: {what}: expected a path that does not exist yet; found an existing file "

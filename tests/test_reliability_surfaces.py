@@ -296,6 +296,27 @@ def test_a_full_disk_names_the_output_not_the_temporary_file(tmp_path: Path, err
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_device_pipe_or_folder_is_never_replaced_even_with_force(tmp_path: Path) -> None:
+    """``-o /dev/null --force`` renamed a regular file over the device node (and over a FIFO)."""
+    import os
+
+    from cbhlib.atomic import atomic_write_text, refuse_overwrite
+    from cbhlib.errors import CbhError
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "null"
+    link.symlink_to("/dev/null")
+    for path, kind in ((fifo, "a named pipe"), (link, "a character device"), (tmp_path, "an existing folder")):
+        with pytest.raises(CbhError, match=f"expected a regular file or a new name; found {kind}"):
+            refuse_overwrite(path, [], force=True)
+    for path, kind in ((fifo, "a named pipe"), (link, "a character device")):
+        with pytest.raises(CbhError, match=f"expected a regular file or a new name; found {kind}"):
+            atomic_write_text(path, "x")
+    assert fifo.is_fifo() and link.is_symlink() and Path("/dev/null").is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "out.fifo"]  # no temporary file left
+
+
 # --------------------------------------------------------------------------- item 8: bounds
 
 
