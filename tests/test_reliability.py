@@ -194,6 +194,16 @@ def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
     monkeypatch.setattr(SynthConfig, "sha", lambda self: "a-newer-generator")
     assert main(["generate", "--preset", "tiny", "-o", str(ours), "--set", "seed=4"]) == 0
     assert ours.stat().st_mtime_ns != made
+    # a pipeline refreshes its own campaign when a setting changes, but does not replace another draw
+    from cbhlib.cli.common import ensure_synthetic
+    from cbhlib.errors import CbhError
+
+    monkeypatch.undo()  # the generator's own hash again
+    made = ours.stat().st_mtime_ns
+    with pytest.raises(CbhError, match=r"ours.h5: expected this pipeline's own synthetic campaign .*seed 4 -> 0"):
+        ensure_synthetic("tiny", ours, {})
+    assert ours.stat().st_mtime_ns == made
+    assert ensure_synthetic("tiny", ours, {"seed": 4, "shift_strength": 2.0})  # the same draw, another setting
 
 
 @pytest.mark.parametrize(

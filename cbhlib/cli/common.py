@@ -68,6 +68,9 @@ def _params_changed(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> 
     return ", ".join(parts[:most]) + (f" and {len(parts) - most} more" if len(parts) > most else "")
 
 
+DRAW_KEYS = ("seed", "flights", "n_scale", "image_height", "image_width", "image_channels")  # which campaign, not how
+
+
 def ensure_synthetic(
     preset: str,
     path: Path,
@@ -82,7 +85,8 @@ def ensure_synthetic(
     ``keep_other_synthetic`` (``cbh generate``), a synthetic campaign of other parameters is
     not replaced either unless ``force``: finished runs may rest on it (one of the same
     parameters made by an older generator is refreshed). A pipeline refreshes its own campaign
-    when its parameters or the generator change.
+    when its parameters or the generator change, but not one of another draw or size
+    (:data:`DRAW_KEYS`) unless ``force``.
     """
     from cbhlib.sources import synth
     from cbhlib.sources.synth_config import checked_overrides
@@ -99,7 +103,15 @@ def ensure_synthetic(
         cfg = synth.preset(preset, **(overrides or {}))
     except (KeyError, TypeError) as exc:
         raise CbhError(f"cbh generate: {str(exc).strip(chr(39))}") from None
-    changed = _params_changed(ours, json.loads(json.dumps(asdict(cfg)))) if ours else ""  # as the file stores them
+    new = json.loads(json.dumps(asdict(cfg)))  # as the file stores them
+    changed = _params_changed(ours, new) if ours else ""
+    other = {k: ours[k] for k in DRAW_KEYS if ours and k in ours and ours[k] != new.get(k)}
+    if other and not keep_other_synthetic and not force:  # a pipeline refreshes its own draw, not another one
+        raise CbhError(
+            f"{path}: expected this pipeline's own synthetic campaign or a new path; found another draw or size "
+            f"({_params_changed(other, {k: new.get(k) for k in other})}), which other runs may rest on: point the "
+            "pipeline's campaign at a new path, or delete the file to have it regenerated"
+        )
     if keep_other_synthetic and changed and not force:  # the same parameters from a changed generator: refreshed
         raise CbhError(
             f"{path}: expected a new path or a campaign of these parameters; found one made with other parameters "
