@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from typing import Any
 
@@ -128,6 +129,8 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
             raise ParamsError(source, key, "an integer", _found(value))
         return value
     if tp is float:
+        if isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
+            return float(value)  # 1e-3: YAML 1.1 (PyYAML) reads an exponent without a dot as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(source, key, "a number", _found(value))
         return float(value)
@@ -136,6 +139,9 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
             raise ParamsError(source, key, "a string", _found(value))
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _found(value: Any) -> str:

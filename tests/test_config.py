@@ -99,6 +99,17 @@ def test_set_values_are_yaml_and_binary_tags_are_refused() -> None:
         parse_sets(["seeds=!!python/object:os.system [id]"])
 
 
+def test_a_number_in_exponent_notation_is_a_number(tmp_path: Path) -> None:
+    """PyYAML reads 1e-3 (no dot) as text: ``--set train.lr=1e-3`` and ``lr: 5e-4`` were refused as strings."""
+    layer = tmp_path / "p.yaml"
+    layer.write_text("train:\n  lr: 5e-4\nhead:\n  dropout: 2E-1\n")
+    cfg = load_config(layer, overrides=parse_sets(["train.weight_decay=1e-3"]))
+    assert (cfg.train.lr, cfg.head.dropout, cfg.train.weight_decay) == (5e-4, 0.2, 1e-3)
+    for bad, expected in (("train.lr=nan", "a number"), ("train.epochs=1e3", "an integer")):
+        with pytest.raises(ParamsError, match=f"expected {expected}; found"):
+            load_config(overrides=parse_sets([bad]))
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [
