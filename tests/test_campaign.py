@@ -131,6 +131,8 @@ def _break(case: str, small_file: Path, tmp: Path) -> Path:
             slice(None), (6.3e8 + np.arange(n) * 10.0) * 1000
         ),
         "time_negative": lambda f: f["samples/time_utc"].__setitem__(slice(None), -1e9 + np.arange(n) * 10.0),
+        "time_of_day": lambda f: f["samples/time_utc"].__setitem__(slice(None), 64800.0 + np.arange(n) * 10.0),
+        "time_excel_days": lambda f: f["samples/time_utc"].__setitem__(slice(None), 45698.75 + np.arange(n)),
         "flight_without_samples": _replace("flights/name", np.array([b"F0", b"F1", b"F2", b"F3"])),
         "flight_with_one_sample": _replace("samples/flight", np.r_[np.zeros(6), np.ones(8), 2].astype(np.int32)),
         "all_nan_feature": lambda f: f["features/era5/values"].__setitem__((slice(None), 1), np.nan),
@@ -216,6 +218,8 @@ CASES = {
     "time_milliseconds": ("samples/time_utc", "looks like milliseconds"),
     "time_milliseconds_1990": ("samples/time_utc", "6.3e+11 at index 0, which looks like milliseconds"),
     "time_negative": ("samples/time_utc", "found -1e+09 at index 0"),
+    "time_of_day": ("samples/time_utc", "found 64800 at index 0, which looks like a time before 1980"),
+    "time_excel_days": ("samples/time_utc", "found 45698.8 at index 0, which looks like a time before 1980"),
     "flight_without_samples": ("samples/flight", "0 for flight 'F3'"),
     "flight_with_one_sample": ("samples/flight", "1 for flight 'F2'"),
     "all_nan_feature": ("features/era5/values", "'x1' is NaN for every sample"),

@@ -67,6 +67,13 @@ def test_unknown_units_keys_are_refused_with_a_suggestion() -> None:
     assert data.features["era5"].units == ["K", ""]
 
 
+@pytest.mark.parametrize("day", [0.0, 18.0, 45698.75])  # seconds or hours of the day, a spreadsheet day number
+def test_times_of_the_day_or_spreadsheet_days_are_refused(day: float) -> None:
+    df = _table().assign(time_utc=lambda d: day + np.arange(len(d), dtype=float))
+    with pytest.raises(CbhError, match=r"dataframe column 'time_utc': expected POSIX seconds .* before 1980"):
+        campaign_from_dataframe(df, features={"era5": ["t2m"]})
+
+
 @pytest.mark.parametrize("scale,unit", [(1e3, "milliseconds"), (1e9, "nanoseconds")])
 def test_times_not_in_seconds_are_refused(scale: float, unit: str) -> None:
     df = _table().assign(time_utc=lambda d: d["time_utc"] * scale)

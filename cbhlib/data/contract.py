@@ -36,6 +36,7 @@ from cbhlib.errors import CampaignFormatError
 FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
 REQUIRED_SAMPLES = ("flight", "time_utc")
+POSIX_SECONDS_MIN = 315_532_800.0  # 1980-01-01: smaller "seconds" are seconds of the day, hours or spreadsheet days
 POSIX_SECONDS_MAX = 1e11  # year 5138: larger "seconds" are milliseconds, microseconds or nanoseconds
 PLAUSIBLE_POSIX_S = 1e10  # year 2286: a too-large time divided into this range names its unit
 UNITS = ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
@@ -382,11 +383,14 @@ def _read_unlabelled(
 
 
 def _check_posix(path: Path, key: str, t: np.ndarray) -> None:
-    """Times are POSIX seconds: not before 1970, not past POSIX_SECONDS_MAX (milliseconds and finer are refused)."""
-    bad = (t < 0) | (t > POSIX_SECONDS_MAX)
+    """Times are POSIX seconds: not before 1980 (POSIX_SECONDS_MIN: elapsed seconds, hours of the day and
+    spreadsheet day numbers are refused), not past POSIX_SECONDS_MAX (milliseconds and finer are refused)."""
+    bad = (t < POSIX_SECONDS_MIN) | (t > POSIX_SECONDS_MAX)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         unit = time_unit(t[i])
+        if 0 <= t[i] < POSIX_SECONDS_MIN:
+            unit = "a time before 1980 (seconds of the day, elapsed time, hours or spreadsheet days?)"
         raise _fail(
             path,
             key,

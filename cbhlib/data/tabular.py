@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cbhlib.data.campaign import CampaignData
-from cbhlib.data.contract import POSIX_SECONDS_MAX, FeatureGroup, time_unit
+from cbhlib.data.contract import POSIX_SECONDS_MAX, POSIX_SECONDS_MIN, FeatureGroup, time_unit
 from cbhlib.data.solar import solar_angles
 from cbhlib.errors import CbhError
 
@@ -52,6 +52,12 @@ def _posix_seconds(col: pd.Series, name: str) -> np.ndarray:
                 f"dataframe column '{name}': expected POSIX seconds (about 1.7e9 in 2025) or datetime64; found values "
                 f"like {np.median(big):.4g}, which look like {unit}: convert them, e.g. "
                 f"pd.to_datetime(df['{name}'], unit='ms')"
+            )
+        if big.size and np.median(big) < POSIX_SECONDS_MIN:
+            raise CbhError(
+                f"dataframe column '{name}': expected POSIX seconds (about 1.7e9 in 2025) or datetime64; found values "
+                f"like {np.median(big):.6g}, before 1980: seconds of the day, elapsed time, hours or spreadsheet "
+                "days? Give the date and time, e.g. pd.to_datetime(...)"
             )
         return t
     try:
