@@ -4,6 +4,7 @@ checked; full disks and size limits are one line; sizes and YAML aliases are bou
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import resource
@@ -77,11 +78,21 @@ def test_a_sweep_runs_on_the_campaign_its_set_names_with_a_dotted_first_key(
         ("train.epochs: [1, x]", "grid point 1 (train.epochs='x'): parameter 'train.epochs': expected an integer"),
         ("synthetic.seed: [0, abc]", "parameter 'synthetic.seed': expected an integer; found 'abc'"),
         ("synthetic.n_scale: [1, 1000]", "parameter 'synthetic.n_scale': expected a number <= 20"),
+        ("campaign: [mine.h5, text.h5]", "text.h5: (file): expected an HDF5 file"),  # every grid campaign read first
+        ("campaign: [mine.h5, nolabels.h5]", "nolabels.h5: samples/cbh_km: expected lidar labels"),
+        (
+            "{train.epochs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], train.lr: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],"
+            " seeds: [[0], [1], [2], [3], [4], [5], [6], [7], [8], [9], [10]]}",
+            "parameter 'grid': expected at most 1000 points; found 1,100 (10 x 10 x 11 values)",
+        ),
     ],
 )
 def test_every_sweep_point_is_checked_before_the_first_trains(
     sweep_project: Path, capsys: pytest.CaptureFixture[str], grid: str, expected: str
 ) -> None:
+    (sweep_project / "text.h5").write_text("flight,cbh\n")
+    inputs_only = dataclasses.replace(small_data((40, 30, 30), k_features=3, seed=3), cbh_km=None)
+    write_campaign(sweep_project / "nolabels.h5", inputs_only)
     _sweep(sweep_project, f"name: bad\npreset: tiny\nmodels: [climatology]\ngrid:\n  {grid}\n")
     code, _, err = _cli(capsys, "sweep", "params/sweep.yaml")
     assert code == 2 and expected in _one_line(err), err

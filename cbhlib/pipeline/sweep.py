@@ -14,8 +14,10 @@ protocol with mean and sd over seeds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import pandas as pd
 from cbhlib import threads as thread_policy
 from cbhlib.config import NEURAL_BASELINES, load_config, read_yaml, resolve_key
 from cbhlib.constants import DEFAULT_CAMPAIGN
-from cbhlib.errors import ParamsError
+from cbhlib.errors import CbhError, ParamsError
 from cbhlib.evaluation.flightnorm import split_variant, variant
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
@@ -35,6 +37,7 @@ from cbhlib.pipeline.progress import Watcher
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
+MAX_POINTS = 1000  # grid points of one sweep (each a whole run of its models and seeds)
 
 
 @dataclass
@@ -90,16 +93,31 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> SweepFile:
             f"no campaign where the grid generates one per point ({synthetic[0]})",
             repr((sw.set if named[0] == "set" else sw.grid)["campaign"]),
         )
+    sizes = [len(v) for v in sw.grid.values()]
+    if math.prod(sizes) > MAX_POINTS:
+        raise ParamsError(
+            path, "grid", f"at most {MAX_POINTS} points", f"{math.prod(sizes):,} ({' x '.join(map(str, sizes))} values)"
+        )
     for i, point in enumerate(points(sw)):
         _point_config(path, root, sw, i, point)  # every value type-checked before the first point trains
     return sw
+
+
+@functools.lru_cache(maxsize=64)
+def _campaign_images(path: str, mtime_ns: int) -> bool:
+    """Whether a (checked: one line for a broken or label-free file) campaign has images; once per file version."""
+    from cbhlib.data.campaign import validate_campaign
+
+    camp = validate_campaign(path, scan_images=False)
+    if not camp.has_labels:
+        raise CbhError(f"{path}: samples/cbh_km: expected lidar labels (a sweep trains and scores models); found none")
+    return camp.has_images
 
 
 def _point_config(path: object, root: str | Path, sw: SweepFile, i: int, point: dict[str, Any]) -> Any:
     """Point i's settings (checked) with the campaign it runs on: the grid's or ``set``'s or the
     layers' campaign; a synthetic campaign of the preset only with synthetic.* grid keys or when
     no campaign is named anywhere."""
-    from cbhlib.data.campaign import Campaign
     from cbhlib.sources import synth
     from cbhlib.sources.synth_config import checked_overrides
 
@@ -128,7 +146,7 @@ def _point_config(path: object, root: str | Path, sw: SweepFile, i: int, point: 
             if split_variant(m)[0] in IMAGE_MODES + NEURAL_BASELINES
             or m.startswith(("image_stats", "gbdt_all", "ridge_all"))
         ]
-        if images and not Campaign(camp).has_images:
+        if not _campaign_images(str(camp), camp.stat().st_mtime_ns) and images:
             raise ParamsError(path, "models", f"models that run without images ({camp} has none)", repr(images))
         cfg.campaign = str(camp)
     return cfg
