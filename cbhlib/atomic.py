@@ -56,6 +56,29 @@ def _disk_error(path: Path, exc: BaseException) -> CbhError:
     return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found}")
 
 
+def check_room(path: str | os.PathLike, n_bytes: int) -> None:
+    """Refuse, in one line, a write of about ``n_bytes`` that the folder's free space or the file-size
+    limit (ulimit -f) cannot hold: HDF5 may crash on such a write instead of raising."""
+    import resource
+
+    path = Path(path)
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    size = f"a file of about {n_bytes / 2**20:.1f} MiB"
+    if free is not None and n_bytes > free:
+        found = f"{DISK_ERRORS[errno.ENOSPC]} for {size} ({free / 2**20:.1f} MiB free)"
+    elif limit != resource.RLIM_INFINITY and n_bytes > limit:
+        found = f"a file-size limit of {limit / 2**20:.2f} MiB (ulimit -f) for {size}"
+    else:
+        return
+    raise CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found}")
+
+
 def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
     """One line for a writer whose library hides the OS error (torch.save): what the folder allows."""
     import resource

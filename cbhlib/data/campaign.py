@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from cbhlib.atomic import atomic_path
+from cbhlib.atomic import atomic_path, check_room
 from cbhlib.data.contract import FORMAT, FORMAT_VERSION, OPTIONAL_SAMPLES, FeatureGroup, read_tables
 from cbhlib.data.h5safe import open_h5
-from cbhlib.data.imagewrite import ImageSource, write_images
+from cbhlib.data.imagewrite import ImageSource, campaign_bytes, write_images
 from cbhlib.data.pixels import scan_pixels
 from cbhlib.errors import CampaignFormatError, CbhError
 
@@ -104,6 +104,9 @@ def write_campaign(
             raise CampaignFormatError(
                 path, f"features/{group}", "a feature group name without '/' (HDF5 would nest it)", repr(group)
             )
+    n_pool = 0 if data.unlabelled_flight is None else len(data.unlabelled_flight)
+    pools = [(images, data.n_samples), (unlabelled, n_pool)]
+    check_room(path, campaign_bytes(data, [(src, n) for src, n in pools if src is not None], image_shape, image_dtype))
     with atomic_path(path) as tmp:
         # no chunk cache: each image chunk is written when assigned, so a full disk or a file-size limit fails
         # there, and no dataset is left holding unwritten chunks that HDF5 flushes (and crashes on) at exit

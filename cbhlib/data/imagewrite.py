@@ -102,3 +102,16 @@ def _write_array(
             block[srt] = part
         ds[rows] = block.astype(image_dtype, copy=False)
     return shape  # type: ignore[return-value]
+
+
+def campaign_bytes(data: Any, sources: list[tuple[Any, int]], image_shape: Any, image_dtype: str) -> int:
+    """About how many bytes a campaign file takes: its tables, and ``(images, count)`` for each image set
+    (an array's own shape, else ``image_shape``), plus HDF5's overhead."""
+    tables = sum(np.asarray(v).nbytes for v in vars(data).values() if isinstance(v, np.ndarray))
+    tables += sum(np.asarray(fg.values).nbytes for fg in data.features.values())
+    images = 0
+    for src, count in sources:
+        shape = getattr(src, "shape", None)
+        per = int(np.prod(shape[1:])) if shape is not None and len(shape) == 4 else int(np.prod(image_shape or (0,)))
+        images += count * per * np.dtype(image_dtype).itemsize
+    return tables + images + 2**16
