@@ -205,3 +205,17 @@ def test_an_existing_campaign_file_is_replaced_only_when_asked(tmp_path: Path) -
     link.symlink_to(path)
     assert write_campaign(link, campaign_from_dataframe(_table(n=3), features={"era5": ["t2m"]}), overwrite=True)
     assert link.is_symlink() and Campaign(path).n_samples == 6
+
+
+def test_a_wrong_table_a_text_label_or_a_repeated_column_is_one_line() -> None:
+    """A dict raised AttributeError, 'n/a' in cbh_km a ValueError naming no column, and a second
+    't2m' column was dropped from the features without a word."""
+    with pytest.raises(CbhError, match="dataframe: expected a pandas DataFrame .*; found dict"):
+        campaign_from_dataframe(_table().to_dict(), features={"era5": ["t2m"]})
+    text = _table().astype({"cbh_km": object})
+    text.loc[text.index[3], "cbh_km"] = "n/a"
+    with pytest.raises(CbhError, match=r"column 'cbh_km': expected numbers; found dtype object \('n/a' at row 3\)"):
+        campaign_from_dataframe(text, features={"era5": ["t2m"]})
+    twice = pd.concat([_table(), _table()[["t2m"]]], axis=1)
+    with pytest.raises(CbhError, match=r"expected unique column names; found \['t2m'\] more than once"):
+        campaign_from_dataframe(twice, features={"era5": ["t2m"]})

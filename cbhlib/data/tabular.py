@@ -162,6 +162,19 @@ def campaign_from_dataframe(
         units: feature column -> unit string (every key must be a feature column).
         campaign: optional column naming each flight's field campaign.
     """
+    if not isinstance(df, pd.DataFrame):
+        raise CbhError(f"dataframe: expected a pandas DataFrame (one row per sample); found {type(df).__name__}")
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dup:
+        raise CbhError(f"dataframe: expected unique column names; found {dup} more than once")
+    for c in (cbh, sza, saa, lat, lon):
+        if c is not None and c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            bad = pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()
+            first = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            raise CbhError(
+                f"dataframe column '{c}': expected numbers; found dtype {df[c].dtype} "
+                f"({df[c].iloc[first]!r} at row {first}): convert it, e.g. pd.to_numeric(df['{c}'], errors='coerce')"
+            )
     needed = [c for c in (flight, cbh, time) if c is not None and c not in df.columns]
     if needed:
         hint = " (cbh=None makes a campaign without labels, for cbh predict)" if cbh in needed else ""
