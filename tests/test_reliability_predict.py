@@ -310,6 +310,28 @@ def test_temperatures_in_celsius_are_converted_when_recorded_and_refused_when_no
     assert "features/era5/sp: expected units 'Pa' (as physical_only was trained on); found 'mmHg'" in line
 
 
+def test_a_feature_mostly_missing_or_missing_on_a_flight_is_said_once(
+    run: Path, tiny_campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Predictions were written without a word where a feature was NaN for all but one sample, or for
+    every sample of a flight (the training median stood in)."""
+    flight = Campaign(tiny_campaign).flight
+
+    def mostly(x: np.ndarray) -> np.ndarray:
+        return np.where(np.arange(len(x)) == 0, x, np.nan)
+
+    def on_flight(x: np.ndarray) -> np.ndarray:
+        return np.where(flight == 1, np.nan, x)
+
+    gaps = _variant(tiny_campaign, tmp_path / "gaps.h5", era5_t2m=(mostly, "K"), era5_blh=(on_flight, "km"))
+    code, err = _predict(capsys, run, gaps, "physical_only", tmp_path / "g.csv")
+    n, name = len(flight), Campaign(tiny_campaign).flight_names[1]
+    assert code == 0 and err.count(f"features/era5/t2m: {n - 1} of {n} samples missing") == 1, err  # once
+    assert f"features/era5/blh: {(flight == 1).sum()} of {n} samples missing; every sample of flight(s) {name}" in err
+    code, err = _predict(capsys, run, tiny_campaign, "physical_only", tmp_path / "ref.csv")
+    assert code == 0 and "samples missing" not in err
+
+
 def test_pressure_in_hpa_is_converted(
     run: Path, tiny_campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

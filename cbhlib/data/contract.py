@@ -36,6 +36,7 @@ from cbhlib.errors import CampaignFormatError
 FORMAT = "cbh-campaign"
 FORMAT_VERSION = 1
 REQUIRED_SAMPLES = ("flight", "time_utc")
+FILL_VALUES = np.array([-9999.0, -999.0, -99999.0], np.float32)  # and |v| >= 1e30 (netCDF's 9.97e36): not data
 POSIX_SECONDS_MIN = 315_532_800.0  # 1980-01-01: smaller "seconds" are seconds of the day, hours or spreadsheet days
 POSIX_SECONDS_MAX = 1e11  # year 5138: larger "seconds" are milliseconds, microseconds or nanoseconds
 PLAUSIBLE_POSIX_S = 1e10  # year 2286: a too-large time divided into this range names its unit
@@ -306,6 +307,15 @@ def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
             col = int(np.flatnonzero(np.isinf(values).any(axis=0))[0])
             raise _fail(
                 path, f"{base}/values", "finite values or NaN for missing", f"infinite values in column '{names[col]}'"
+            )
+        fill = np.isin(values, FILL_VALUES) | (np.abs(values) >= 1e30)
+        if fill.any():
+            i, col = (int(v[0]) for v in np.nonzero(fill))
+            raise _fail(
+                path,
+                f"{base}/values",
+                "measurements, NaN for missing",
+                f"{values[i, col]:.6g} in column '{names[col]}' at sample {i}, a fill value: write NaN for missing",
             )
         all_nan = np.isnan(values).all(axis=0)
         if all_nan.any():

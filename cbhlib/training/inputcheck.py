@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PROFILE_VERSION = 1
 CBH_SANE_KM = (-1.0, 25.0)  # a predicted cloud base outside this range is not physical
 SHIFT_SD = 10.0  # a feature median or pixel mean this many training sds away is refused
+MISSING_SHARE = 0.5  # more of a feature missing than this is said
 SPREAD_RATIO = 10.0  # a spread this many times larger (or smaller) than in training is refused
 PIXEL_BUDGET = 2**24  # pixel values read to compare image statistics (64 MB of float32)
 
@@ -182,6 +183,7 @@ def check_feature_stats(
     """Refuse features whose median lies ``SHIFT_SD`` training sds from the training mean, or whose spread
     is ``SPREAD_RATIO`` times the training spread (scaled values, other units)."""
     for j, name in enumerate(names):
+        _say_missing(X[:, j], name, camp, said)
         col = X[:, j][np.isfinite(X[:, j])]
         if len(col) == 0:
             continue
@@ -207,6 +209,23 @@ def check_feature_stats(
             log.warning("%s; predicting anyway (--allow-shift)", msg)
             if said is not None:
                 said.add(f"{camp.path}: features/{name}")  # once per feature, not once per head
+
+
+def _say_missing(x: np.ndarray, name: str, camp: Campaign, said: set[str] | None) -> None:
+    """Warn (once per feature) where most of a feature is missing, or all of it on a flight: those
+    samples get the training median, and their predictions rest on the other inputs."""
+    miss = ~np.isfinite(x)
+    flights = [camp.flight_names[k] for k in np.unique(camp.flight) if miss[camp.flight == k].all()]
+    key = f"{camp.path}: features/{name} missing"
+    if (miss.mean() <= MISSING_SHARE and not flights) or (said is not None and key in said):
+        return
+    where = f"; every sample of flight(s) {', '.join(flights)}" if flights else ""
+    log.warning(
+        "%s: features/%s: %d of %d samples missing%s: predicted with the training median in its place",
+        camp.path, name, int(miss.sum()), len(x), where,
+    )  # fmt: skip
+    if said is not None:
+        said.add(key)
 
 
 def check_image_format(
