@@ -207,9 +207,23 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     assert main(["checkpoint", str(path)]) == 2  # the command refuses it too, without running it
     raw = tmp_path / "evil.pkl"  # a plain pickle renamed .pt
     raw.write_bytes(pickle.dumps(_Exploit()))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="found a plain pickle, not a torch.save file$"):
         load_checkpoint(raw)
     assert not marker.exists()
+
+
+def test_checkpoint_refusals_say_what_was_found_in_one_line(tmp_path: Path, tiny_campaign: Path, capsys) -> None:
+    """A campaign file given as a checkpoint, or a torch file holding another class, is named as such
+    (torch's paragraph about weights_only and a UserWarning were printed with it)."""
+    import fractions
+
+    with pytest.raises(CheckpointError, match=r"expected a torch checkpoint \(\.pt\); found an HDF5 file"):
+        load_checkpoint(tiny_campaign)
+    other = tmp_path / "frac.pt"
+    torch.save({"w": torch.zeros(1), "f": fractions.Fraction(1, 2)}, other)
+    assert main(["checkpoint", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("found fractions.Fraction"), err
 
 
 def test_a_crafted_encoder_checkpoint_cannot_allocate_terabytes(tmp_path: Path) -> None:

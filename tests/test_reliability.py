@@ -216,7 +216,8 @@ def test_generate_replaces_neither_a_real_campaign_nor_other_parameters(
         (["train", "--set", "val_fraction=0.999"], "val_fraction"),
         (["monitor", "nowhere"], "no such folder"),
         (["params", "intervals"], "section 'intervals': expected one of encoder, pretrain, train, head"),
-        (["checkpoint", "nowhere.pt"], "not found"),
+        (["checkpoint", "nowhere.pt"], "nowhere.pt: expected a torch checkpoint file; found no such file"),
+        (["checkpoint", "."], ".: expected a torch checkpoint file; found a folder"),
     ],
 )
 def test_bad_commands_fail_in_one_line(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        found = "a folder" if path.is_dir() else "no such file"
+        raise CheckpointError(f"{path}: expected a torch checkpoint file; found {found}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"\x89HDF"):
+        raise CheckpointError(f"{path}: expected a torch checkpoint (.pt); found an HDF5 file (a campaign file?)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickles before refusing them: one line is ours
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        plain = head.startswith(b"\x80") and not head.startswith(b"PK")
+        what = (
+            f"found {m.group(1)}" if m else "found a plain pickle, not a torch.save file" if plain else "found others"
+        )
         raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain "
-            f"containers, which could run code on load (weights_only=True); {first}"
+            f"{path}: refused to load: expected tensors and plain containers (weights_only=True: nothing in the file "
+            f"runs); {what}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
