@@ -100,7 +100,7 @@ def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
     return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found} ({first})")
 
 
-def _special_kind(path: Path) -> str:
+def special_kind(path: Path) -> str:
     """``a character device``, ``a named pipe``, ... where ``path`` (links followed) is neither a
     regular file nor a folder nor absent; else ``""``."""
     try:
@@ -127,7 +127,7 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
         CbhError: the folder cannot be created or written (full disk, read-only, ...).
     """
     path = Path(path)
-    special = _special_kind(path)
+    special = special_kind(path)
     if special:  # a rename would put a regular file in place of a device, a pipe or a socket
         raise CbhError(f"{path}: cannot write: expected a regular file or a new name; found {special}")
     if path.is_symlink():  # the rename would replace the link itself with a file and leave its target as it was
@@ -194,7 +194,7 @@ def refuse_overwrite(
                 f"{out}: {what}: expected a new file; found one of this command's own inputs "
                 f"({src}); choose another output path"
             )
-    special = _special_kind(out)
+    special = special_kind(out)
     if special or out.is_dir():
         found = special or "an existing folder"
         raise CbhError(

@@ -204,6 +204,7 @@ def checked_yaml(text: str, source: object, key: str) -> Any:
     if len(text) > 2**20:
         raise ParamsError(source, key, "YAML under 1 MiB", f"{len(text):,} characters")
     depth = 0
+    open_maps: list[list[Any]] = []  # per open collection: [keys seen, expecting a key] (None for a list)
     for ev in yaml.parse(text, Loader=yaml.SafeLoader):
         depth += isinstance(ev, yaml.CollectionStartEvent) - isinstance(ev, yaml.CollectionEndEvent)
         if depth > 20:
@@ -211,4 +212,16 @@ def checked_yaml(text: str, source: object, key: str) -> Any:
         if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
             mark = f"{'*' if isinstance(ev, yaml.AliasEvent) else '&'}{ev.anchor} at line {ev.start_mark.line + 1}"
             raise ParamsError(source, key, "YAML without anchors or aliases", mark)
+        if isinstance(ev, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and open_maps and open_maps[-1][0] is not None:
+            top = open_maps[-1]
+            if top[1] and isinstance(ev, yaml.ScalarEvent):  # a mapping key: the last of two would win silently
+                if ev.value in top[0]:
+                    raise ParamsError(source, key, "each key once per mapping", f"'{ev.value}' again at line "
+                                      f"{ev.start_mark.line + 1}")  # fmt: skip
+                top[0].add(ev.value)
+            top[1] = not top[1]
+        if isinstance(ev, yaml.CollectionStartEvent):
+            open_maps.append([set() if isinstance(ev, yaml.MappingStartEvent) else None, True])
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            open_maps.pop()
     return yaml.safe_load(text)

@@ -99,6 +99,17 @@ def test_set_values_are_yaml_and_binary_tags_are_refused() -> None:
         parse_sets(["seeds=!!python/object:os.system [id]"])
 
 
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: `train: {epochs: 3}` then `train: {lr: 0.1}` lost the epochs."""
+    layer = tmp_path / "p.yaml"
+    layer.write_text("train:\n  epochs: 3\nseeds: [0]\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ParamsError, match=r"p.yaml: parameter '\(file\)': expected each key once per mapping; "
+                       r"found 'train' again at line 4"):  # fmt: skip
+        load_config(layer)
+    layer.write_text("train: {epochs: 3, lr: 0.1}\nhead: {hidden: [8, 8]}\ncompare: {baselines: [ridge, gbdt]}\n")
+    assert load_config(layer).train.epochs == 3  # equal values in lists and other mappings are fine
+
+
 def test_a_number_in_exponent_notation_is_a_number(tmp_path: Path) -> None:
     """PyYAML reads 1e-3 (no dot) as text: ``--set train.lr=1e-3`` and ``lr: 5e-4`` were refused as strings."""
     layer = tmp_path / "p.yaml"

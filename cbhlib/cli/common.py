@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cbhlib.atomic import special_kind
 from cbhlib.errors import CbhError
 
 Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -93,6 +94,9 @@ def ensure_synthetic(
 
     overrides = checked_overrides(overrides or {}, source, synth.PRESETS.get(preset))
 
+    special = "a folder" if path.is_dir() else special_kind(path)
+    if special:
+        raise CbhError(f"{path}: expected a campaign file name; found {special}")
     ours = _synthetic_params(path) if path.exists() else None
     if path.exists() and not force and ours is None:
         raise CbhError(

@@ -10,6 +10,7 @@ from typing import Any
 
 from cbhlib.cli.common import ensure_synthetic, say
 from cbhlib.constants import DEFAULT_CAMPAIGN
+from cbhlib.errors import CbhError
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -17,6 +18,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     overrides = parse_sets(a.set, "--set")
     if a.seed is not None:
+        if a.seed < 0:
+            raise CbhError(f"--seed: expected an integer >= 0; found {a.seed}")
         overrides["seed"] = a.seed
     out = Path(a.output or (DEFAULT_CAMPAIGN if a.preset == "default" else f"data/synthetic_{a.preset}.h5"))
     t0 = time.perf_counter()
