@@ -519,3 +519,30 @@ def test_every_test_the_readme_reliability_table_names_exists() -> None:
             assert current and (ROOT / "tests" / current).is_file(), row
             if name:
                 assert f"def {name}(" in (ROOT / "tests" / current).read_text(), f"{current}::{name}"
+
+
+def test_a_full_disk_in_a_write_the_library_does_not_wrap_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cbh train` meeting a full disk while appending its log said 'unexpected error: OSError' and named no file."""
+    import errno
+
+    from cbhlib.cli import data as cli_data
+    from cbhlib.cli import main
+
+    def full(a: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/logs/training_concat.log")
+
+    monkeypatch.setattr(cli_data, "cmd_info", full)
+    assert main(["info", "any.h5"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "cbh info: error: runs/x/logs/training_concat.log: cannot write: no space left on the device; "
+        "finished units are kept\n"
+    )
+
+    def other(a: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cli_data, "cmd_info", other)
+    assert main(["info", "any.h5"]) == 1 and "unexpected error: OSError" in capsys.readouterr().err

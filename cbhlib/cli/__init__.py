@@ -16,6 +16,7 @@ import re
 import sys
 from typing import NoReturn
 
+from cbhlib.atomic import DISK_ERRORS, disk_errno
 from cbhlib.cli import data, model, run, runs
 from cbhlib.cli.common import clean, fail
 from cbhlib.errors import CbhError
@@ -145,6 +146,11 @@ def _dispatch(args: argparse.Namespace, quiet: bool, verbose: bool) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        code = disk_errno(exc) if isinstance(exc, OSError) else None
+        if code is not None:  # a write the library does not wrap (a log line, a figure) met a full disk & co.
+            where = getattr(exc, "filename", None) or "an output file"
+            fail(args.command, f"error: {where}: cannot write: {DISK_ERRORS[code]}; finished units are kept")
+            return 2
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         fail(
             args.command,
