@@ -131,6 +131,10 @@ def _break(case: str, small_file: Path, tmp: Path) -> Path:
             slice(None), (6.3e8 + np.arange(n) * 10.0) * 1000
         ),
         "time_negative": lambda f: f["samples/time_utc"].__setitem__(slice(None), -1e9 + np.arange(n) * 10.0),
+        "feature_no_columns": lambda f: (
+            _replace("features/era5/values", np.ones((n, 0), np.float32))(f),
+            _replace("features/era5/names", np.array([], dtype=h5py.string_dtype()))(f),
+        ),
         "feature_fill_9999": lambda f: f["features/era5/values"].__setitem__((2, 0), -9999.0),
         "feature_fill_netcdf": lambda f: f["features/era5/values"].__setitem__((4, 1), 9.96921e36),
         "time_of_day": lambda f: f["samples/time_utc"].__setitem__(slice(None), 64800.0 + np.arange(n) * 10.0),
@@ -220,6 +224,7 @@ CASES = {
     "time_milliseconds": ("samples/time_utc", "looks like milliseconds"),
     "time_milliseconds_1990": ("samples/time_utc", "6.3e+11 at index 0, which looks like milliseconds"),
     "time_negative": ("samples/time_utc", "found -1e+09 at index 0"),
+    "feature_no_columns": ("features/era5/values", "at least one feature column; found none (shape (15, 0))"),
     "feature_fill_9999": ("features/era5/values", "-9999 in column"),
     "feature_fill_netcdf": ("features/era5/values", "9.96921e+36 in column"),
     "time_of_day": ("samples/time_utc", "found 64800 at index 0, which looks like a time before 1980"),

@@ -295,10 +295,10 @@ def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
         _check_shape(path, f"{base}/names", names_ds, 1)
         names = _read_strings(path, f"{base}/names", names_ds)
         k = vals_ds.shape[1]
-        if len(names) != k or k == 0:
-            raise _fail(
-                path, f"{base}/names", f"{k} names (one per column of values, at least 1)", f"{len(names)} names"
-            )
+        if k == 0:
+            raise _fail(path, f"{base}/values", "at least one feature column", f"none (shape {vals_ds.shape})")
+        if len(names) != k:
+            raise _fail(path, f"{base}/names", f"{k} names (one per column of values)", f"{len(names)} names")
         if len(set(names)) != len(names):
             dup = next(nm for nm in names if names.count(nm) > 1)
             raise _fail(path, f"{base}/names", "unique feature names", f"'{dup}' twice")
