@@ -110,7 +110,9 @@ def coerce(source: object, key: str, value: Any, tp: Any) -> Any:
             if isinstance(value, str) and value.strip().startswith("["):  # papermill's -p passes text
                 name = key.split("[")[0].replace(".", "_")  # the notebook's (and papermill's) name
                 one = f"; a list written as text: with papermill pass it as YAML, -y '{name}: {value}'"
-            elif isinstance(value, (str, int, float)):
+            elif (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+                isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.]*", value)
+            ):  # one number or one word (a text like 0.1-2 is no single value)
                 one = f"; for one value write {key}=[{value}]"
             else:
                 one = ""

@@ -286,3 +286,10 @@ def test_a_mistyped_command_or_option_gets_its_closest_spelling_in_one_line(
     close = {"predcit": "mean 'predict'?", "--modle": "(did you mean --model?)", "--sett": "did you mean --set?"}
     hint = next((h for k, h in close.items() if k in argv), None)
     assert (hint in err) if hint else "did you mean" not in err, err
+
+
+def test_a_range_written_as_text_gets_no_one_value_hint() -> None:
+    """`cbh_range_km: "0.1-2"` was told to write `[0.1-2]`; a text that is no single value gets no such hint."""
+    with pytest.raises(ParamsError) as info:
+        load_config(overrides={"seeds": "0-4"})
+    assert "expected a list of int in brackets; found '0-4'" in str(info.value) and "[0-4]" not in str(info.value)
