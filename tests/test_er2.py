@@ -357,6 +357,13 @@ def test_features_attach_by_time_and_position(raw, tmp_path: Path) -> None:
     assert era5.names == ["t2m", "blh"] and era5.units == ["K", "km"]
     assert set(np.unique(era5.values[:, 1])) == {np.float32(0.8)}  # never the far point
     assert set(np.unique(era5.values[:, 0])) <= {290.0, 291.0}
+    # the source tables' fill values (-999) are missing data in the campaign, not a refusal after the images
+    filled = pd.DataFrame(rows)
+    filled.loc[filled["time_utc"] == b["cam_t"][0], "blh [km]"] = -999.0
+    filled.to_csv(tmp_path / "era5_points.csv", index=False)
+    import_campaign(cfg, tmp_path / "out2.h5")
+    blh = Campaign(tmp_path / "out2.h5").features["era5"].values[:, 1]
+    assert np.isnan(blh).any() and set(np.unique(blh[np.isfinite(blh)])) == {np.float32(0.8)}
 
 
 def test_unmatched_frames_become_the_unlabelled_pool(raw, tmp_path: Path) -> None:

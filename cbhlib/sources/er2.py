@@ -21,6 +21,7 @@ import numpy as np
 
 from cbhlib.atomic import refuse_overwrite
 from cbhlib.data.campaign import CampaignData, write_campaign
+from cbhlib.data.contract import FILL_VALUES
 from cbhlib.errors import CampaignFormatError, ER2ImportError
 from cbhlib.sources.er2_config import ImportConfig, load_import_config
 from cbhlib.sources.er2_read import (
@@ -200,6 +201,11 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
     )
     shape = (cfg.frames_per_sample, cfg.image_rows[1] - cfg.image_rows[0], width)
     n_pool = int(sum(len(p) for p in pools))
+    for group, fg in data.features.items():  # the source files' fill values are missing data in a campaign
+        fill = np.isin(fg.values, FILL_VALUES) | (np.abs(fg.values) >= 1e30)
+        if fill.any():
+            log.info("%s: features/%s: %d fill values read as missing (NaN)", output, group, int(fill.sum()))
+            fg.values[fill] = np.nan
 
     def stream(which: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         start = 0
