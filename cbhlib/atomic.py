@@ -131,7 +131,10 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
     if special:  # a rename would put a regular file in place of a device, a pipe or a socket
         raise CbhError(f"{path}: cannot write: expected a regular file or a new name; found {special}")
     if path.is_symlink():  # the rename would replace the link itself with a file and leave its target as it was
-        path = path.resolve()
+        try:
+            path = path.resolve(strict=False)
+        except (RuntimeError, OSError):  # a loop of links
+            raise CbhError(f"{path}: cannot write: expected a file or a link to one; found a loop of links") from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

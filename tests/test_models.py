@@ -277,8 +277,10 @@ def test_checkpoint_says_a_nested_heads_metrics_are_on_its_left_out_training_fli
     from cbhlib.constants import NESTED_BASE
 
     metrics = {"mae_km": 0.4, "n": 12}
-    for fold, nested in ((3 * NESTED_BASE + 1, True), (3, False)):
-        path = tmp_path / f"h{fold}.pt"
+    (tmp_path / "lofo_nested").mkdir()
+    nested_of_fold0 = tmp_path / "lofo_nested" / "h1.pt"  # outer fold 0's nested heads: ids 1, 2, ... (by folder)
+    for fold, nested, path in ((3 * NESTED_BASE + 1, True, None), (3, False, None), (1, True, nested_of_fold0)):
+        path = path or tmp_path / f"h{fold}.pt"
         torch.save(
             {"model_state_dict": {"w": torch.zeros(2)}, "fold_id": fold, "test_flight": "12Feb25", "metrics": metrics},
             path,

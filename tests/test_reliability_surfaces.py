@@ -340,6 +340,10 @@ def test_a_device_pipe_or_folder_is_never_replaced_even_with_force(tmp_path: Pat
             atomic_write_text(path, "x")
     assert fifo.is_fifo() and link.is_symlink() and Path("/dev/null").is_char_device()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "out.fifo"]  # no temporary file left
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(CbhError, match="/a: cannot write: expected a file or a link to one; found a loop of links"):
+        atomic_write_text(tmp_path / "a", "x")
 
 
 # --------------------------------------------------------------------------- item 8: bounds
@@ -536,10 +540,20 @@ def test_a_full_disk_in_a_write_the_library_does_not_wrap_is_one_line(
     monkeypatch.setattr(cli_data, "cmd_info", full)
     assert main(["info", "any.h5"]) == 2
     err = capsys.readouterr().err
-    assert err == (
-        "cbh info: error: runs/x/logs/training_concat.log: cannot write: no space left on the device; "
-        "finished units are kept\n"
-    )
+    assert err == "cbh info: error: runs/x/logs/training_concat.log: cannot write: no space left on the device\n"
+
+    def unnamed(a: object) -> int:  # as a write to a full disk raises it: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli_data, "cmd_info", unnamed)
+    assert main(["info", "any.h5"]) == 2
+    assert "an output file (a log or a figure): cannot write: no space left" in capsys.readouterr().err
+
+    def unreadable(a: object) -> int:  # permission denied on a read is no disk-space error
+        raise PermissionError(errno.EACCES, "Permission denied", "x.pt")
+
+    monkeypatch.setattr(cli_data, "cmd_info", unreadable)
+    assert main(["info", "any.h5"]) == 1 and "cannot write" not in capsys.readouterr().err
 
     def other(a: object) -> int:
         raise OSError(errno.EIO, "Input/output error")

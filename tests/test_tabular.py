@@ -216,6 +216,9 @@ def test_a_wrong_table_a_text_label_or_a_repeated_column_is_one_line() -> None:
     text.loc[text.index[3], "cbh_km"] = "n/a"
     with pytest.raises(CbhError, match=r"column 'cbh_km': expected numbers; found dtype object \('n/a' at row 3\)"):
         campaign_from_dataframe(text, features={"era5": ["t2m"]})
+    gaps = _table().assign(sza_deg=45.0, saa_deg=180.0).astype({"sza_deg": object})
+    gaps.loc[gaps.index[2], "sza_deg"] = None  # numbers and None in an object column are numbers
+    assert np.isnan(campaign_from_dataframe(gaps, features={"era5": ["t2m"]}).sza_deg).sum() == 1
     twice = pd.concat([_table(), _table()[["t2m"]]], axis=1)
     with pytest.raises(CbhError, match=r"expected unique column names; found \['t2m'\] more than once"):
         campaign_from_dataframe(twice, features={"era5": ["t2m"]})

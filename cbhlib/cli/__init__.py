@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import logging
 import os
 import re
@@ -147,9 +148,10 @@ def _dispatch(args: argparse.Namespace, quiet: bool, verbose: bool) -> int:
         if args.debug:
             raise
         code = disk_errno(exc) if isinstance(exc, OSError) else None
-        if code is not None:  # a write the library does not wrap (a log line, a figure) met a full disk & co.
-            where = getattr(exc, "filename", None) or "an output file"
-            fail(args.command, f"error: {where}: cannot write: {DISK_ERRORS[code]}; finished units are kept")
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a write the library does not wrap met a full disk
+            where = getattr(exc, "filename", None) or "an output file (a log or a figure)"
+            kept = "; finished units are kept, rerun to resume" if args.command in ("run", "train", "sweep") else ""
+            fail(args.command, f"error: {where}: cannot write: {DISK_ERRORS[code]}{kept}")
             return 2
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         fail(

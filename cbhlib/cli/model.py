@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cbhlib.cli.common import config_from, num, say
-from cbhlib.constants import INTERVAL_METHODS, NESTED_BASE, PROTOCOLS
+from cbhlib.constants import INTERVAL_METHODS, NESTED_BASE, NESTED_PROTOCOL, PROTOCOLS
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -140,6 +140,8 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
     state = ck.get("model_state_dict", ck.get("state_dict", {}))
     n = sum(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor)) if isinstance(state, dict) else 0
     say(f"{a.file}: safe to load ({len(state)} tensors, {n:,} values)")
+    fold = ck.get("fold_id")  # nested: by its folder (the ids of outer fold 0's nested heads are 1, 2, ...)
+    nested = isinstance(fold, int) and (fold >= NESTED_BASE or NESTED_PROTOCOL in Path(a.file).parts)
     for key in (
         "kind",
         "model",
@@ -157,15 +159,15 @@ def cmd_checkpoint(a: argparse.Namespace) -> int:
         "loss_final",
     ):
         if key in ck:
-            say(f"  {key}: {ck[key]}{_nested_note(key, ck)}")
+            say(f"  {key}: {ck[key]}{_nested_note(key, ck) if nested else ''}")
     return 0
 
 
 def _nested_note(key: str, ck: dict[str, Any]) -> str:
     """What ``test_flight`` and ``metrics`` mean for a nested unit (fold id = outer fold x NESTED_BASE
     + the left-out training flight's index): its metrics are on that training flight."""
-    fold = ck.get("fold_id")
-    if key not in ("test_flight", "metrics") or not isinstance(fold, int) or fold < NESTED_BASE:
+    fold = int(ck["fold_id"])
+    if key not in ("test_flight", "metrics"):
         return ""
     inner = f"flight index {fold % NESTED_BASE} of its campaign"
     if key == "test_flight":

@@ -105,6 +105,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+IDLE_LOOKS = 12  # cbh monitor --loop on a run no pipeline holds: refreshes before it stops
+
+
 def cmd_monitor(a: argparse.Namespace) -> int:
     from cbhlib.pipeline.monitor import resolve_run, status_text
     from cbhlib.store.lock import in_use
@@ -112,11 +115,14 @@ def cmd_monitor(a: argparse.Namespace) -> int:
     if not 0.1 <= a.interval <= 86400:
         raise CbhError(f"--interval: expected seconds between refreshes, 0.1 to 86400; found {a.interval:g}")
     run = resolve_run(a.run_dir)
+    seen, idle = False, 0  # a pipeline takes the lock after its campaign checks: a few idle looks before giving up
     while True:
         say(status_text(run.root))
         if not a.loop:
             return 0
-        if not in_use(run.lock):
+        held = in_use(run.lock)
+        seen, idle = seen or held, 0 if held else idle + 1
+        if idle and (seen or idle >= IDLE_LOOKS):
             say(f"no pipeline is running in {run.root} now (none holds {run.lock.name}): stopped watching")
             return 0
         time.sleep(a.interval)

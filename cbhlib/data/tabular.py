@@ -170,7 +170,10 @@ def campaign_from_dataframe(
     for c in (cbh, sza, saa, lat, lon):
         if c is not None and c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
             bad = pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()
-            first = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            if not bad.any():  # numbers and None in an object column: numbers, None missing
+                df = df.assign(**{c: pd.to_numeric(df[c])})
+                continue
+            first = int(np.flatnonzero(bad.to_numpy())[0])
             raise CbhError(
                 f"dataframe column '{c}': expected numbers; found dtype {df[c].dtype} "
                 f"({df[c].iloc[first]!r} at row {first}): convert it, e.g. pd.to_numeric(df['{c}'], errors='coerce')"
