@@ -62,7 +62,14 @@ def check_room(path: str | os.PathLike, n_bytes: int) -> None:
     import resource
 
     path = Path(path)
-    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    special = special_kind(path)
+    if special:  # named as such by atomic_path, not as a lack of room
+        return
+    try:
+        target = path.resolve() if path.is_symlink() else path  # a link: room where its target is written
+    except (RuntimeError, OSError):
+        return  # a loop of links: atomic_path names it
+    folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
     try:
         st = os.statvfs(folder)
         free = st.f_bavail * st.f_frsize

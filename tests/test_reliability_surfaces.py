@@ -340,6 +340,9 @@ def test_a_device_pipe_or_folder_is_never_replaced_even_with_force(tmp_path: Pat
             atomic_write_text(path, "x")
     assert fifo.is_fifo() and link.is_symlink() and Path("/dev/null").is_char_device()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "out.fifo"]  # no temporary file left
+    from cbhlib.atomic import check_room
+
+    check_room(link, 10**18)  # a device is named as such by the writer, not as a lack of room
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(CbhError, match="/a: cannot write: expected a file or a link to one; found a loop of links"):
