@@ -56,11 +56,22 @@ def _disk_error(path: Path, exc: BaseException) -> CbhError:
     return CbhError(f"{path}: cannot write: expected a writable folder with free space; found {found}")
 
 
+def _room(folder: Path) -> tuple[int | None, int | None]:
+    """Free bytes in ``folder`` (None: unknown) and the file-size limit (ulimit -f; None: unlimited)."""
+    import resource
+
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return free, None if limit == resource.RLIM_INFINITY else limit
+
+
 def check_room(path: str | os.PathLike, n_bytes: int) -> None:
     """Refuse, in one line, a write of about ``n_bytes`` that the folder's free space or the file-size
     limit (ulimit -f) cannot hold: HDF5 may crash on such a write instead of raising."""
-    import resource
-
     path = Path(path)
     special = special_kind(path)
     if special:  # named as such by atomic_path, not as a lack of room
@@ -69,17 +80,11 @@ def check_room(path: str | os.PathLike, n_bytes: int) -> None:
         target = path.resolve() if path.is_symlink() else path  # a link: room where its target is written
     except (RuntimeError, OSError):
         return  # a loop of links: atomic_path names it
-    folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
-    try:
-        st = os.statvfs(folder)
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = None
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    free, limit = _room(next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path(".")))
     size = f"a file of about {n_bytes / 2**20:.1f} MiB"
     if free is not None and n_bytes > free:
         found = f"{DISK_ERRORS[errno.ENOSPC]} for {size} ({free / 2**20:.1f} MiB free)"
-    elif limit != resource.RLIM_INFINITY and n_bytes > limit:
+    elif limit is not None and n_bytes > limit:
         found = f"a file-size limit of {limit / 2**20:.2f} MiB (ulimit -f) for {size}"
     else:
         return
@@ -88,19 +93,12 @@ def check_room(path: str | os.PathLike, n_bytes: int) -> None:
 
 def write_failure(path: str | os.PathLike, exc: BaseException) -> CbhError:
     """One line for a writer whose library hides the OS error (torch.save): what the folder allows."""
-    import resource
-
     path = Path(path)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        st = os.statvfs(path.parent if path.parent.exists() else ".")
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = None
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    free, limit = _room(path.parent if path.parent.exists() else Path("."))
     if free is not None and free < 16 * 2**20:
         found = f"{DISK_ERRORS[errno.ENOSPC]} ({free / 2**20:.1f} MiB free)"
-    elif limit != resource.RLIM_INFINITY:
+    elif limit is not None:
         found = f"a file-size limit of {limit / 2**20:.1f} MiB (ulimit -f)"
     else:
         found = "a failed write"

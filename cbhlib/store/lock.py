@@ -30,6 +30,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stale(owner: dict) -> bool:
+    """A lock owner that is a process of this host no longer running (its run was killed)."""
+    pid = owner.get("pid")
+    return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+
+
 def in_use(path: str | os.PathLike) -> bool:
     """Whether a live pipeline holds the lock file ``path`` (one on another host counts as live)."""
     try:
@@ -38,8 +44,7 @@ def in_use(path: str | os.PathLike) -> bool:
         return False
     except (OSError, ValueError):
         return True  # being written right now
-    host, pid = owner.get("host"), owner.get("pid")
-    return host != socket.gethostname() or not isinstance(pid, int) or _alive(pid)
+    return not (isinstance(owner, dict) and _stale(owner))
 
 
 class RunLock:
@@ -68,8 +73,9 @@ class RunLock:
                 owner = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 owner = {}
+            owner = owner if isinstance(owner, dict) else {}
             host, pid = owner.get("host"), owner.get("pid")
-            if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            if owner and _stale(owner):
                 log.warning("removing the stale lock %s of a run that was killed (pid %s)", self.path, pid)
                 self.path.unlink(missing_ok=True)
                 continue
