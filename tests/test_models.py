@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -289,3 +290,30 @@ def test_checkpoint_says_a_nested_heads_metrics_are_on_its_left_out_training_fli
         out = capsys.readouterr().out
         assert ("also left out flight index 1 of its campaign" in out) is nested
         assert ("(on flight index 1 of its campaign, not on 12Feb25)" in out) is nested
+
+
+def test_attention_is_textbook_multi_head_cross_attention() -> None:
+    """The attention mode's shortcuts (key and value projections moved to the query and to the
+    pooled sum, scores laid out heads x tokens) compute what per-token keys and values would."""
+    M, B, D, K, R = 2, 5, 16, 3, 4
+    heads = FusionHeads("attention", HeadConfig(attn_dim=8, attn_heads=2), M, D, K, seeds=[3, 4]).eval()
+    img, reg, phys = torch.randn(M, B, D), torch.randn(M, B, R, D), torch.randn(M, B, K)
+    pred, att = heads(img=img, regions=reg, phys=phys)
+    with torch.no_grad():
+        d, h = 8, 2
+        tokens = phys.unsqueeze(-1) * heads.tok_w[:, None] + heads.tok_b[:, None]
+        tokens = torch.cat([tokens, heads.region_proj(reg.reshape(M, B * R, D)).reshape(M, B, R, d)], dim=2)
+        tokens = torch.nn.functional.layer_norm(tokens, (d,))  # [M, B, T, d]
+        kv = heads.key_value(tokens.reshape(M, -1, d)).reshape(M, B, K + R, 2 * d)
+        keys, values = kv[..., :d], kv[..., d:]
+        q = heads.query(img)  # [M, B, d]
+        outs, weights = [], []
+        for j in range(h):
+            cols = slice(j * d // h, (j + 1) * d // h)
+            w = (torch.einsum("mbtc,mbc->mbt", keys[..., cols], q[..., cols]) / math.sqrt(d // h)).softmax(-1)
+            outs.append(torch.einsum("mbt,mbtc->mbc", w, values[..., cols]))
+            weights.append(w)
+        fused = torch.cat([q, heads.out(torch.cat(outs, -1))], dim=-1)
+        want = heads.head(fused).squeeze(-1)
+    torch.testing.assert_close(pred, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(att, torch.stack(weights).mean(0), rtol=1e-5, atol=1e-6)

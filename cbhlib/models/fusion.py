@@ -275,12 +275,15 @@ class FusionHeads(nn.Module):
         w_k, w_v = self.key_value.weight.reshape(M, d, 2, h, d // h).unbind(2)  # each [M, d, h, d/h]
         b_v = self.key_value.bias[:, 0, d:].reshape(M, 1, h, d // h)
         qk = torch.einsum("mdhj,mbhj->mbhd", w_k, q.reshape(M, B, h, d // h))  # [M, B, h, d]
-        scores = torch.einsum("mbtd,mbhd->mbth", tokens, qk) / math.sqrt(d // h)  # [M, B, T, h]
-        weights = scores.softmax(dim=2)
-        pooled = torch.einsum("mbth,mbtd->mbhd", weights, tokens)  # [M, B, h, d]
+        # per sample, heads as rows: [h, d] x [d, T] (a head's scores contiguous, softmax along rows);
+        # 3x faster forward + backward on a CPU than scores laid out [M, B, T, h]
+        flat = tokens.reshape(M * B, -1, d)  # [M*B, T, d]
+        scores = torch.bmm(qk.reshape(M * B, h, d), flat.transpose(1, 2)) / math.sqrt(d // h)  # [M*B, h, T]
+        weights = scores.softmax(dim=-1)
+        pooled = torch.bmm(weights, flat).reshape(M, B, h, d)
         att = (torch.einsum("mbhd,mdhj->mbhj", pooled, w_v) + b_v).reshape(M, B, d)
         fused = torch.cat([q, self.out(att)], dim=-1)
-        return self.head(fused).squeeze(-1), weights.mean(dim=3)
+        return self.head(fused).squeeze(-1), weights.reshape(M, B, h, -1).mean(dim=2)
 
     def slice_state(self, m: int) -> dict[str, torch.Tensor]:
         """State dict of model ``m`` alone (leading axis of size 1): loads into M=1 heads."""
