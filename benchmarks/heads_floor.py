@@ -14,6 +14,7 @@ they cost where nothing of theirs is left in cache, as when a step's other work 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import Counter
@@ -142,3 +143,30 @@ def calls_per_kind(calls: Counter[tuple[Any, Any, Any]]) -> dict[str, int]:
     for (func, _, _), n in calls.items():
         out[KIND_OF[func]] += n
     return out
+
+
+ADDS_A_BIAS = (aten.baddbmm.default, aten.addmm.default)  # (bias, a, b): the product's operands come second
+
+
+def matmul_flops(calls: Counter[tuple[Any, Any, Any]]) -> int:
+    """Floating-point operations of the recorded matmuls: 2 per multiply-add (a [.., n, k] x [.., k, m])."""
+    total = 0
+    for (func, args, _), n in calls.items():
+        if KIND_OF[func] != "matmul":
+            continue
+        a, b = args[1:3] if func in ADDS_A_BIAS else args[:2]
+        total += n * 2 * math.prod(a[1]) * b[1][-1]  # a layout is ("T", size, stride, dtype)
+    return total
+
+
+def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate on torch's current threads, GFLOP/s: one large square
+    product ([size, size] x [size, size]), the best of ``repeats`` after one warm-up."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9

@@ -133,7 +133,7 @@ def _heads_floor(inputs, camp, workdir: Path, epochs: int) -> dict:
     (``heads_floor.py``): seconds per kind, their sum, and how many calls of each kind."""
     from collections import Counter
 
-    from heads_floor import calls_per_kind, record, replay
+    from heads_floor import calls_per_kind, matmul_flops, matmul_rate, record, replay
 
     from cbhlib.config import HeadConfig, TrainConfig
     from cbhlib.data.folds import lofo_folds
@@ -156,6 +156,9 @@ def _heads_floor(inputs, camp, workdir: Path, epochs: int) -> dict:
     out["heads_floor_s"] = sum(seconds.values())
     out.update({f"heads_floor_cold_{kind}_s": s for kind, s in cold.items()})
     out["heads_floor_cold_s"] = sum(cold.values())
+    out["heads_matmul_gflop"] = matmul_flops(calls) / 1e9  # the row's work, whatever the machine
+    out["matmul_peak_gflops"] = matmul_rate()
+    out["heads_matmul_at_peak_s"] = out["heads_matmul_gflop"] / out["matmul_peak_gflops"]
     out.update({f"heads_floor_{kind}_calls": n for kind, n in calls_per_kind(calls).items()})
     return out
 

@@ -9,18 +9,19 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cbhlib.config import HeadConfig, TrainConfig
 from cbhlib.data.campaign import Campaign
 from cbhlib.data.folds import lofo_folds
-from cbhlib.pipeline.readme import performance_section
+from cbhlib.pipeline.perftable import performance_section
 from cbhlib.store.rundir import RunDir
 from cbhlib.store.units import Unit, UnitStore
 from cbhlib.training.heads import TrainInputs, train_units
 from cbhlib.training.inputs import effective_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from heads_floor import Recorder, calls_per_kind, record, replay
+from heads_floor import Recorder, calls_per_kind, matmul_flops, matmul_rate, record, replay
 
 
 def _shapes(calls: Counter) -> Counter:
@@ -116,3 +117,15 @@ def test_the_performance_section_shows_the_floor_and_not_the_call_counts(tmp_pat
     assert "| heads, the same 4 modes: their matmuls alone, replayed (s) | 2.50 |" in text
     assert "| heads, the same 4 modes: floor, the three above (s) | 3.80 |" in text
     assert "74865" not in text and "74,865" not in text
+
+
+def test_the_matmul_work_counts_two_flops_per_multiply_add() -> None:
+    with Recorder() as rec:
+        torch.bmm(torch.ones(3, 4, 5), torch.ones(3, 5, 6))  # 3 x 4 x 5 x 6 multiply-adds
+        torch.baddbmm(torch.ones(3, 1, 6), torch.ones(3, 4, 5), torch.ones(3, 5, 6))  # the same, after the bias
+        for _ in range(2):
+            torch.mm(torch.ones(7, 8), torch.ones(8, 2))  # 7 x 8 x 2, twice
+        torch.addmm(torch.ones(2), torch.ones(7, 8), torch.ones(8, 2))
+        torch.relu(torch.ones(4))  # not a matmul
+    assert matmul_flops(rec.calls) == 2 * (2 * 3 * 4 * 5 * 6 + 3 * 7 * 8 * 2)
+    assert matmul_rate(size=64, repeats=2) > 0

@@ -101,7 +101,7 @@ def test_a_bad_cluster_file_is_one_line(project: Path, capsys: pytest.CaptureFix
 
 
 def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: Path) -> None:
-    from cbhlib.pipeline.readme import performance_section
+    from cbhlib.pipeline.perftable import performance_section
 
     old = {
         "machine": {"cpus": 2},
@@ -117,7 +117,7 @@ def test_the_readme_shows_each_scaling_row_from_its_newest_benchmark(tmp_path: P
 
 
 def test_a_busy_runs_rows_both_say_it_ran_beside_neighbours() -> None:
-    from cbhlib.pipeline.readme import _scaling_label
+    from cbhlib.pipeline.perftable import _scaling_label
 
     wall, peak = (
         _scaling_label("pipeline_default-busy_w0_s"),
