@@ -9,7 +9,7 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-all lint format bench campaigns notebooks readme lab clean clean-runs
+.PHONY: run test test-all lint format bench campaigns notebooks readme readme-perf lab clean clean-runs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ readme: $(VENV)/.notebooks
 	$(PY) -m cbhlib.pipeline.readme runs/default README.md $(if $(BENCH_JSONS),--benchmarks $(BENCH_JSONS)) \
 		$(if $(wildcard runs/threads1/summary.json),--drift runs/threads1) \
 		$(if $(CAMPAIGN_RUNS),--campaigns $(CAMPAIGN_RUNS))
+
+## readme-perf: rewrite the README's performance section alone (after `make bench`; needs no run folder)
+readme-perf: $(VENV)/.notebooks
+	$(PY) -m cbhlib.pipeline.readme runs/default README.md --performance-only --benchmarks $(BENCH_JSONS)
 
 ## lab: JupyterLab serving the project root (notebooks/ data/ params/ runs/ all reachable)
 lab: $(VENV)/.notebooks

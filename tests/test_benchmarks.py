@@ -129,3 +129,42 @@ def test_the_matmul_work_counts_two_flops_per_multiply_add() -> None:
         torch.relu(torch.ones(4))  # not a matmul
     assert matmul_flops(rec.calls) == 2 * (2 * 3 * 4 * 5 * 6 + 3 * 7 * 8 * 2)
     assert matmul_rate(size=64, repeats=2) > 0
+
+
+def test_the_performance_section_alone_is_rewritten_without_a_run(tmp_path: Path) -> None:
+    from cbhlib.pipeline.readme import main as readme_main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n<!-- results:start -->\nold results\n<!-- results:end -->\n<!-- performance:start -->\nold\n"
+        "<!-- performance:end -->\ntail\n"
+    )
+    bench = tmp_path / "bench.json"
+    bench.write_text(
+        '{"machine": {"cpus": 2, "cpu_model": "AMD EPYC", "torch": "2.13.0"}, "date": "2026-12-08 04:04",'
+        ' "command": "python benchmarks/run.py",'
+        ' "presets": [{"preset": "default", "heads_matmul_gflop": 381.2, "matmul_peak_gflops": 103.3,'
+        ' "heads_matmul_at_peak_s": 3.69}], "scaling": {}}'
+    )
+    args = [str(tmp_path / "no-run"), str(readme), "--benchmarks", str(bench), "--performance-only"]
+    assert readme_main(args) == 0
+    text = readme.read_text()
+    assert "on 2 CPU cores (AMD EPYC), no GPU" in text
+    assert "\nold results\n" in text and "\nold\n" not in text and text.endswith("tail\n")
+    assert "| heads, the same 4 modes: their matmuls' work (GFLOP) | 381.2 |" in text
+    assert "| heads, the same 4 modes: their matmuls' work at that rate (s) | 3.69 |" in text
+    assert "against a goal" not in text  # no heads row in this file
+
+
+def test_the_heads_row_is_read_against_its_goal() -> None:
+    from cbhlib.pipeline.perftable import heads_goal
+
+    row = {"preset": "default", "heads_all_modes_5folds_50ep_s": 23.2, "heads_floor_matmul_s": 5.34}
+    assert heads_goal(row) == (
+        "default: the heads row takes 23.2 s against a goal of 5 s (not met); its matmuls alone, replayed warm, "
+        "take 5.34 s, above the goal already: this recipe cannot reach it on this machine in float32 with torch's "
+        "kernels."
+    )
+    fast = heads_goal({**row, "heads_all_modes_5folds_50ep_s": 4.5, "heads_floor_matmul_s": 2.0})
+    assert fast.endswith("(met); its matmuls alone, replayed warm, take 2.00 s.")
+    assert heads_goal({"preset": "default", "heads_all_modes_5folds_50ep_s": 23.2}) == ""

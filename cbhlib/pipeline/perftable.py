@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 LABELS = [  # (exact key, or key prefix ending in _ for heads_<mode>_5folds_<n>ep_s keys, label); first match wins
     ("generate_s", "generate the campaign (s)"),
@@ -75,6 +76,26 @@ def _num(v: object) -> str:
     return str(v)
 
 
+HEADS_GOAL_S = 5.0  # issue 19: 4 modes x 5 folds x 50 epochs of head training on two quiet cores
+
+
+def heads_goal(preset: dict[str, Any]) -> str:
+    """The heads row against its goal, in one sentence (empty without a 50-epoch heads row and its floor)."""
+    row, floor = preset.get("heads_all_modes_5folds_50ep_s"), preset.get("heads_floor_matmul_s")
+    if row is None or floor is None:
+        return ""
+    met = "met" if row <= HEADS_GOAL_S else "not met"
+    why = (
+        ", above the goal already: this recipe cannot reach it on this machine in float32 with torch's kernels"
+        if floor > HEADS_GOAL_S
+        else ""
+    )
+    return (
+        f"{preset['preset']}: the heads row takes {_num(row)} s against a goal of {HEADS_GOAL_S:g} s ({met}); its "
+        f"matmuls alone, replayed warm, take {_num(floor)} s{why}."
+    )
+
+
 def performance_section(paths: list[Path]) -> str:
     """Tables from benchmark JSONs (``benchmarks/run.py``), each with its machine, date and command.
     A scaling row measured in several files is shown from the newest one (by its ``date``) only."""
@@ -85,8 +106,9 @@ def performance_section(paths: list[Path]) -> str:
     lines: list[str] = []
     for i, (res, path) in enumerate(results):
         m, gpu = res.get("machine", {}), res.get("machine", {}).get("gpu") or "no GPU"
+        model = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
         lines += [
-            f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores, {gpu}, torch "
+            f"`{res.get('command', 'python benchmarks/run.py')}` on {m.get('cpus')} CPU cores{model}, {gpu}, torch "
             f"{m.get('torch')}, {res.get('date')} (`{path.as_posix()}`):",
             "",
         ]
@@ -100,7 +122,7 @@ def performance_section(paths: list[Path]) -> str:
             for k in keys:
                 cells = [p.get(k) for p in presets]
                 lines.append(f"| {_label(k)} | " + " | ".join(_num(v) for v in cells) + " |")
-            lines.append("")
+            lines += [""] + [g + "\n" for g in map(heads_goal, presets) if g]
         rows = [
             (_scaling_label(k), v) for k, v in res.get("scaling", {}).items() if _scaling_label(k) and newest[k] == i
         ]

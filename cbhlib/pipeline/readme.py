@@ -301,8 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--benchmarks", nargs="*", help="benchmark JSONs for the performance section (in this order)")
     ap.add_argument("--drift", help="a run folder of the same settings with another thread count")
     ap.add_argument("--campaigns", nargs="*", default=[], help="run folders of the pipeline on other campaigns")
+    ap.add_argument(
+        "--performance-only", action="store_true", help="rewrite the performance section alone (no run folder read)"
+    )
     a = ap.parse_args(argv)
     try:
+        if a.performance_only:
+            readme = Path(a.readme)
+            body = performance_section([Path(b) for b in a.benchmarks or []])
+            atomic_write_text(readme, _replace(readme.read_text(), PERF_START, PERF_END, body, readme))
+            return 0
         update(
             Path(a.readme),
             Path(a.run_dir),
