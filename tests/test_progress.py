@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 from cbhlib.config import load_config
-from cbhlib.pipeline.monitor import eta, running_steps, status_text
-from cbhlib.pipeline.progress import Watcher
+from cbhlib.pipeline.monitor import Watcher, eta, running_steps, status_text
 from cbhlib.pipeline.spec import check_overrides
 from cbhlib.store.rundir import RunDir
 from tests.conftest import ROOT

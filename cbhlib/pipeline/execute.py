@@ -302,7 +302,7 @@ def run_pipeline(
     Returns:
         Every selected step's result, in pipeline order.
     """
-    from cbhlib.pipeline.progress import Watcher
+    from cbhlib.pipeline.monitor import Watcher
     from cbhlib.pipeline.summary import write_index, write_summary
 
     root = Path(root)

@@ -33,7 +33,7 @@ from cbhlib.errors import CbhError, ParamsError
 from cbhlib.evaluation.flightnorm import split_variant, variant
 from cbhlib.fields import opt, parse_dataclass
 from cbhlib.models.fusion import IMAGE_MODES, MODES
-from cbhlib.pipeline.progress import Watcher
+from cbhlib.pipeline.monitor import Watcher
 from cbhlib.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
