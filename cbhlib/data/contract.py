@@ -47,6 +47,11 @@ IMAGE_DTYPES = (np.dtype("float32"), np.dtype("uint16"))
 MAX_IMAGE_SIDE = 16384
 
 
+def fill_values(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` holds a fill value (:data:`FILL_VALUES`, or |v| >= 1e30): a boolean mask, same shape."""
+    return np.isin(values, FILL_VALUES) | (np.abs(values) >= 1e30)
+
+
 def _fail(file: object, where: str, expected: str, found: str) -> CampaignFormatError:
     return CampaignFormatError(file, where, expected, found)
 
@@ -308,7 +313,7 @@ def _read_features(f: h5py.File, path: Path, n: int) -> dict[str, FeatureGroup]:
             raise _fail(
                 path, f"{base}/values", "finite values or NaN for missing", f"infinite values in column '{names[col]}'"
             )
-        fill = np.isin(values, FILL_VALUES) | (np.abs(values) >= 1e30)
+        fill = fill_values(values)
         if fill.any():
             i, col = (int(v[0]) for v in np.nonzero(fill))
             raise _fail(

@@ -21,7 +21,7 @@ import numpy as np
 
 from cbhlib.atomic import refuse_overwrite
 from cbhlib.data.campaign import CampaignData, write_campaign
-from cbhlib.data.contract import FILL_VALUES
+from cbhlib.data.contract import fill_values
 from cbhlib.errors import CampaignFormatError, ER2ImportError
 from cbhlib.sources.er2_config import ImportConfig, load_import_config
 from cbhlib.sources.er2_read import (
@@ -202,7 +202,7 @@ def import_campaign(config_path: str | Path, output: str | Path, force: bool = F
     shape = (cfg.frames_per_sample, cfg.image_rows[1] - cfg.image_rows[0], width)
     n_pool = int(sum(len(p) for p in pools))
     for group, fg in data.features.items():  # the source files' fill values are missing data in a campaign
-        fill = np.isin(fg.values, FILL_VALUES) | (np.abs(fg.values) >= 1e30)
+        fill = fill_values(fg.values)
         if fill.any():
             log.info("%s: features/%s: %d fill values read as missing (NaN)", output, group, int(fill.sum()))
             fg.values[fill] = np.nan
